@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what the tests drive: real IPMI and Redfish clients and the peers we compare with.
+# Idempotent and quick when everything is present. Python tools go into a venv under target/.
+set -euo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+venv=${KUBEVIRT_BMC_VENV:-$top/target/venv}
+
+apt_packages=(ipmitool freeipmi-tools wrk tmux openssl python3-venv)
+missing=()
+for pkg in "${apt_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}" >&2
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+requirements="$top/e2e/requirements.txt"
+stamp="$venv/.requirements.sha256"
+want=$(sha256sum "$requirements" | cut -d' ' -f1)
+if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "setup: creating Python venv at $venv" >&2
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check -r "$requirements"
+  echo "$want" >"$stamp"
+fi

@@ -1,0 +1,126 @@
+//! Command line of the `kubevirt-bmc` binary.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::credentials::Credentials;
+use crate::machine::simulated::{SimulatedConfig, SimulatedMachine};
+use crate::telemetry::LogArgs;
+use crate::tls::Identity;
+
+#[derive(Debug, Parser)]
+#[command(name = "kubevirt-bmc", version, about = "A BMC (IPMI and Redfish) for a KubeVirt virtual machine")]
+pub struct Args {
+    #[command(flatten)]
+    pub log: LogArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one BMC for one simulated VM on this machine (no cluster needed).
+    Simulate(SimulateArgs),
+    /// Run in a virt-launcher Pod as the BMC of its KubeVirt VM.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SimulateArgs {
+    /// UDP address of the IPMI server.
+    #[arg(long, env = "KUBEVIRT_BMC_IPMI_LISTEN", default_value = "127.0.0.1:6230")]
+    pub ipmi_listen: SocketAddr,
+    /// TCP address of the Redfish HTTPS server.
+    #[arg(long, env = "KUBEVIRT_BMC_REDFISH_LISTEN", default_value = "127.0.0.1:8443")]
+    pub redfish_listen: SocketAddr,
+    /// BMC user name.
+    #[arg(long, env = "KUBEVIRT_BMC_USERNAME", default_value = "admin")]
+    pub username: String,
+    /// BMC password. The default is for local use only.
+    #[arg(long, env = "KUBEVIRT_BMC_PASSWORD", default_value = "password", hide_default_value = true)]
+    pub password: String,
+    /// PEM certificate for Redfish; a self-signed one is made at start when absent.
+    #[arg(long, env = "KUBEVIRT_BMC_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `--tls-cert`.
+    #[arg(long, env = "KUBEVIRT_BMC_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Keep the simulated VM's state in this JSON file so a restart loses nothing.
+    #[arg(long, env = "KUBEVIRT_BMC_STATE_FILE")]
+    pub state_file: Option<PathBuf>,
+    /// Name of the simulated VM (the Redfish System Id).
+    #[arg(long, env = "KUBEVIRT_BMC_VM_NAME", default_value = "sim-vm")]
+    pub name: String,
+    /// Firmware UUID of the simulated VM; random (and kept in the state file) when absent.
+    #[arg(long, env = "KUBEVIRT_BMC_VM_UUID")]
+    pub uuid: Option<String>,
+    /// How long power on, graceful shutdown, reset and cycle take, in milliseconds.
+    #[arg(long, env = "KUBEVIRT_BMC_POWER_TRANSITION_MS", default_value_t = 300)]
+    pub power_transition_ms: u64,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Simulated(#[from] crate::machine::simulated::SimulatedError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("`serve` needs the KubeVirt backend, which this build does not have yet; use `simulate`")]
+    ServeUnavailable,
+    #[error("waiting for a shutdown signal failed: {0}")]
+    Signal(std::io::Error),
+}
+
+impl Args {
+    pub async fn run(self) -> Result<(), CliError> {
+        match self.command {
+            Command::Simulate(args) => args.run().await,
+            Command::Serve(_) => Err(CliError::ServeUnavailable),
+        }
+    }
+}
+
+impl SimulateArgs {
+    pub async fn run(self) -> Result<(), CliError> {
+        let machine = Arc::new(SimulatedMachine::new(SimulatedConfig {
+            name: self.name.clone(),
+            uuid: self.uuid.clone(),
+            transition: Duration::from_millis(self.power_transition_ms),
+            state_file: self.state_file.clone(),
+        })?);
+        let credentials = Credentials::new(self.username.clone(), self.password.clone());
+        if self.password == "password" {
+            tracing::warn!("using the default password: for local use only");
+        }
+        let names = vec!["localhost".to_owned(), self.redfish_listen.ip().to_string()];
+        let identity =
+            Identity::load_or_self_signed(self.tls_cert.as_deref(), self.tls_key.as_deref(), &names)?;
+        let _tls = identity.server_config()?;
+        tracing::info!(vm = %self.name, "simulated machine ready");
+        print_how_to_reach(&self, &credentials);
+        println!("IPMI and Redfish servers are not part of this build yet: nothing is listening.");
+        let _ = machine;
+        tokio::signal::ctrl_c().await.map_err(CliError::Signal)?;
+        Ok(())
+    }
+}
+
+fn print_how_to_reach(args: &SimulateArgs, credentials: &Credentials) {
+    let ipmi = args.ipmi_listen;
+    let redfish = args.redfish_listen;
+    let user = &credentials.username;
+    println!("kubevirt-bmc simulating VM {:?}", args.name);
+    println!(
+        "  ipmitool -I lanplus -H {} -p {} -U {user} -P '<password>' power status",
+        ipmi.ip(),
+        ipmi.port()
+    );
+    println!("  curl -k -u {user}:'<password>' https://{redfish}/redfish/v1/Systems/{}", args.name);
+}

@@ -1,0 +1,10 @@
+//! kubevirt-bmc: a BMC (IPMI and Redfish) for one KubeVirt virtual machine.
+//!
+//! The protocol front ends call only the [`machine::Machine`] interface; the backends behind
+//! it are the simulated machine and the KubeVirt machine.
+
+pub mod cli;
+pub mod credentials;
+pub mod machine;
+pub mod telemetry;
+pub mod tls;

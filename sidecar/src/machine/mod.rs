@@ -1,0 +1,327 @@
+//! The one interface IPMI and Redfish drive, and that every backend implements.
+//!
+//! Protocol front ends translate their requests into these calls and translate
+//! [`MachineError`] into what their clients expect (IPMI completion codes, Redfish status
+//! codes and messages). Backends: [`simulated::SimulatedMachine`] (demos, conformance tests,
+//! benchmarks) and the KubeVirt backend that drives a real VirtualMachine.
+
+pub mod simulated;
+
+use std::fmt;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+/// Power as a client of a BMC sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PowerState {
+    On,
+    Off,
+    /// Transitions exist so clients are told "busy, retry" instead of a false answer.
+    PoweringOn,
+    PoweringOff,
+}
+
+impl PowerState {
+    /// The state a transition settles in; what IPMI's one-bit power status reports.
+    pub fn settled(self) -> PowerState {
+        match self {
+            PowerState::PoweringOn => PowerState::On,
+            PowerState::PoweringOff => PowerState::Off,
+            settled => settled,
+        }
+    }
+
+    pub fn is_transition(self) -> bool {
+        matches!(self, PowerState::PoweringOn | PowerState::PoweringOff)
+    }
+}
+
+/// What a client can ask of the machine's power.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum PowerAction {
+    On,
+    /// Hard off: the power button held down.
+    ForceOff,
+    /// ACPI power button: the guest shuts itself down.
+    GracefulShutdown,
+    /// ACPI reboot request to the guest.
+    GracefulRestart,
+    /// Hard reset without removing power.
+    ForceRestart,
+    /// Power removed, then restored.
+    PowerCycle,
+    /// Diagnostic interrupt (NMI) to the guest.
+    Nmi,
+}
+
+impl PowerAction {
+    pub const ALL: [PowerAction; 7] = [
+        PowerAction::On,
+        PowerAction::ForceOff,
+        PowerAction::GracefulShutdown,
+        PowerAction::GracefulRestart,
+        PowerAction::ForceRestart,
+        PowerAction::PowerCycle,
+        PowerAction::Nmi,
+    ];
+}
+
+/// The device the next boot starts from when an override is active.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum BootTarget {
+    None,
+    Pxe,
+    Hdd,
+    Cd,
+    BiosSetup,
+    UefiHttp,
+}
+
+impl BootTarget {
+    pub const ALL: [BootTarget; 6] = [
+        BootTarget::None,
+        BootTarget::Pxe,
+        BootTarget::Hdd,
+        BootTarget::Cd,
+        BootTarget::BiosSetup,
+        BootTarget::UefiHttp,
+    ];
+}
+
+/// Redfish's BootSourceOverrideEnabled; IPMI encodes it as the valid and persistent bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum BootOverrideEnabled {
+    Disabled,
+    Once,
+    Continuous,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum BootMode {
+    Uefi,
+    Legacy,
+}
+
+/// The boot override exactly as a client set it. Backends store and return it unchanged
+/// (Ironic reads it back and compares) except that a `Once` override is consumed by the
+/// boot it applied to and then reads back as `Disabled`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootOverride {
+    pub target: BootTarget,
+    pub enabled: BootOverrideEnabled,
+    pub mode: BootMode,
+}
+
+impl Default for BootOverride {
+    fn default() -> Self {
+        BootOverride {
+            target: BootTarget::None,
+            enabled: BootOverrideEnabled::Disabled,
+            mode: BootMode::Uefi,
+        }
+    }
+}
+
+/// A request to insert a virtual CD.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaInsert {
+    /// The image URL (http or https).
+    pub image: String,
+    /// Redfish's `Inserted`: false records the image without connecting it.
+    pub inserted: bool,
+    pub write_protected: bool,
+}
+
+/// Where a virtual CD stands. Backends that import images (KubeVirt with CDI) report the
+/// import's progress so clients can tell "not yet" from "failed".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MediaStatus {
+    Ejected,
+    Importing { progress: Option<String> },
+    Ready,
+    Failed { reason: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaState {
+    pub image: Option<String>,
+    pub inserted: bool,
+    pub write_protected: bool,
+    pub status: MediaStatus,
+}
+
+impl MediaState {
+    pub fn ejected() -> Self {
+        MediaState {
+            image: None,
+            inserted: false,
+            write_protected: true,
+            status: MediaStatus::Ejected,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkInterface {
+    pub name: String,
+    /// Lower-case, colon separated, as Ironic compares them.
+    pub mac: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Disk {
+    pub name: String,
+    /// Unknown for disks whose size the backend cannot see (e.g. a containerDisk).
+    pub capacity_bytes: Option<u64>,
+    pub kind: DiskKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DiskKind {
+    Disk,
+    Cdrom,
+}
+
+/// Identity and inventory: what Ironic's inspection and `ipmitool fru` read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inventory {
+    pub name: String,
+    /// Lower-case hyphenated UUID (the VM's firmware UUID).
+    pub uuid: String,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub interfaces: Vec<NetworkInterface>,
+    pub disks: Vec<Disk>,
+    pub secure_boot: bool,
+}
+
+/// State the BMC keeps on behalf of its protocol front ends, stored by the backend so it
+/// survives a restart of the BMC (on the VM in KubeVirt, in the state file when simulated).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Record {
+    /// Redfish event subscriptions, a JSON document owned by the Redfish front end.
+    EventSubscriptions,
+    /// The key that signs stateless Redfish session tokens.
+    SessionKey,
+}
+
+/// Something a subscriber (Redfish events, SSE, metrics) may want to hear about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MachineEvent {
+    PowerChanged { from: PowerState, to: PowerState },
+    BootOverrideChanged(BootOverride),
+    MediaChanged(MediaState),
+}
+
+/// What a client must be told when an operation cannot be done. Messages are safe to show
+/// to a client: they carry no credentials and no internal detail beyond the reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MachineError {
+    /// A transition is under way; the client should retry (IPMI 0xC0, Redfish 409/503).
+    #[error("machine is busy: {0}")]
+    Busy(String),
+    /// The request is valid but not in the current state (IPMI 0xD5, Redfish 409).
+    #[error("not allowed in the current state: {0}")]
+    NotAllowed(String),
+    /// The backend cannot do this at all (IPMI 0xC1/0xCC, Redfish 400 ActionNotSupported).
+    #[error("not supported: {0}")]
+    NotSupported(String),
+    /// The request itself is wrong (IPMI 0xCC, Redfish 400).
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// The backend (the KubeVirt API) cannot be reached (IPMI 0xFF, Redfish 503).
+    #[error("backend unavailable: {0}")]
+    Unavailable(String),
+    /// The backend refused the BMC's own identity (IPMI 0xD4, Redfish 403).
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+}
+
+pub type Result<T, E = MachineError> = std::result::Result<T, E>;
+
+/// The machine a BMC manages. Reads are answered from local state; writes return only once
+/// the backend has accepted the change.
+#[async_trait]
+pub trait Machine: Send + Sync + 'static {
+    async fn power_state(&self) -> Result<PowerState>;
+
+    /// Power actions this machine really supports, so front ends advertise no more.
+    fn supported_actions(&self) -> &[PowerAction];
+
+    async fn power(&self, action: PowerAction) -> Result<()>;
+
+    async fn boot_override(&self) -> Result<BootOverride>;
+
+    async fn set_boot_override(&self, boot: BootOverride) -> Result<()>;
+
+    /// Targets this machine can boot from; others are refused with `NotSupported`.
+    fn supported_boot_targets(&self) -> &[BootTarget];
+
+    async fn media(&self) -> Result<MediaState>;
+
+    async fn insert_media(&self, media: MediaInsert) -> Result<()>;
+
+    async fn eject_media(&self) -> Result<()>;
+
+    async fn inventory(&self) -> Result<Inventory>;
+
+    async fn record(&self, record: Record) -> Result<Option<String>>;
+
+    async fn store_record(&self, record: Record, value: Option<String>) -> Result<()>;
+
+    /// State changes from now on. A lagging receiver loses the oldest events, never blocks
+    /// the machine.
+    fn events(&self) -> broadcast::Receiver<MachineEvent>;
+}
+
+impl fmt::Display for PowerState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = match self {
+            PowerState::On => "On",
+            PowerState::Off => "Off",
+            PowerState::PoweringOn => "PoweringOn",
+            PowerState::PoweringOff => "PoweringOff",
+        };
+        f.write_str(text)
+    }
+}
+
+/// Accepts the image URLs a BMC can fetch: absolute http(s) URLs with a host.
+pub fn validate_image_url(image: &str) -> Result<()> {
+    let rest = image
+        .strip_prefix("http://")
+        .or_else(|| image.strip_prefix("https://"))
+        .ok_or_else(|| MachineError::Invalid(format!("image must be an http or https URL: {image:?}")))?;
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if host.is_empty() || image.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(MachineError::Invalid(format!("image URL is not valid: {image:?}")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_urls_must_be_http_with_a_host() {
+        assert!(validate_image_url("http://10.0.0.1/boot.iso").is_ok());
+        assert!(validate_image_url("https://images.example/x.iso?sig=1").is_ok());
+        for bad in ["ftp://x/y.iso", "http://", "https:///x.iso", "http://a b/x.iso", "boot.iso", ""] {
+            assert!(
+                matches!(validate_image_url(bad), Err(MachineError::Invalid(_))),
+                "{bad:?} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn transitions_settle_to_their_target() {
+        assert_eq!(PowerState::PoweringOn.settled(), PowerState::On);
+        assert_eq!(PowerState::PoweringOff.settled(), PowerState::Off);
+        assert!(PowerState::PoweringOff.is_transition());
+        assert!(!PowerState::On.is_transition());
+    }
+}
