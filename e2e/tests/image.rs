@@ -40,9 +40,15 @@ fn dockerfile_builds_and_copies_both_binaries_by_their_real_names() {
     binaries.extend(binary_names(&workspace_file("webhook/Cargo.toml")));
     assert_eq!(binaries, ["kubevirt-bmc", "kubevirt-bmc-webhook"]);
     for binary in &binaries {
-        assert!(dockerfile.contains(&format!("--bin {binary}")), "not built: {binary}");
+        assert!(
+            dockerfile.contains(&format!("--bin {binary}")),
+            "not built: {binary}"
+        );
         let copy = format!("release/{binary} /usr/local/bin/{binary}\n");
-        assert!(dockerfile.contains(&copy), "not copied to /usr/local/bin: {binary}");
+        assert!(
+            dockerfile.contains(&copy),
+            "not copied to /usr/local/bin: {binary}"
+        );
     }
 }
 
@@ -50,9 +56,21 @@ fn dockerfile_builds_and_copies_both_binaries_by_their_real_names() {
 fn runtime_image_is_static_non_root_and_shell_free() {
     let dockerfile = workspace_file("Dockerfile");
     let runtime = dockerfile.rsplit("\nFROM ").next().unwrap();
-    assert!(runtime.starts_with("gcr.io/distroless/static"), "runtime stage: {runtime}");
-    assert!(dockerfile.contains("x86_64-unknown-linux-musl"), "static musl build");
+    assert!(
+        runtime.starts_with("gcr.io/distroless/static"),
+        "runtime stage: {runtime}"
+    );
+    assert!(
+        dockerfile.contains("x86_64-unknown-linux-musl"),
+        "static musl build"
+    );
     assert!(runtime.contains("USER 65532:65532"), "non-root user");
-    assert!(!runtime.contains("RUN "), "the runtime stage has no shell to run anything");
-    assert!(runtime.contains("ENTRYPOINT [\""), "exec-form entrypoint needs no shell");
+    assert!(
+        !runtime.contains("RUN "),
+        "the runtime stage has no shell to run anything"
+    );
+    assert!(
+        runtime.contains("ENTRYPOINT [\""),
+        "exec-form entrypoint needs no shell"
+    );
 }

@@ -7,13 +7,18 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+use crate::bmc::{self, BmcConfig};
 use crate::credentials::Credentials;
 use crate::machine::simulated::{SimulatedConfig, SimulatedMachine};
 use crate::telemetry::LogArgs;
 use crate::tls::Identity;
 
 #[derive(Debug, Parser)]
-#[command(name = "kubevirt-bmc", version, about = "A BMC (IPMI and Redfish) for a KubeVirt virtual machine")]
+#[command(
+    name = "kubevirt-bmc",
+    version,
+    about = "A BMC (IPMI and Redfish) for a KubeVirt virtual machine"
+)]
 pub struct Args {
     #[command(flatten)]
     pub log: LogArgs,
@@ -32,16 +37,29 @@ pub enum Command {
 #[derive(Debug, clap::Args)]
 pub struct SimulateArgs {
     /// UDP address of the IPMI server.
-    #[arg(long, env = "KUBEVIRT_BMC_IPMI_LISTEN", default_value = "127.0.0.1:6230")]
+    #[arg(
+        long,
+        env = "KUBEVIRT_BMC_IPMI_LISTEN",
+        default_value = "127.0.0.1:6230"
+    )]
     pub ipmi_listen: SocketAddr,
     /// TCP address of the Redfish HTTPS server.
-    #[arg(long, env = "KUBEVIRT_BMC_REDFISH_LISTEN", default_value = "127.0.0.1:8443")]
+    #[arg(
+        long,
+        env = "KUBEVIRT_BMC_REDFISH_LISTEN",
+        default_value = "127.0.0.1:8443"
+    )]
     pub redfish_listen: SocketAddr,
     /// BMC user name.
     #[arg(long, env = "KUBEVIRT_BMC_USERNAME", default_value = "admin")]
     pub username: String,
     /// BMC password. The default is for local use only.
-    #[arg(long, env = "KUBEVIRT_BMC_PASSWORD", default_value = "password", hide_default_value = true)]
+    #[arg(
+        long,
+        env = "KUBEVIRT_BMC_PASSWORD",
+        default_value = "password",
+        hide_default_value = true
+    )]
     pub password: String,
     /// PEM certificate for Redfish; a self-signed one is made at start when absent.
     #[arg(long, env = "KUBEVIRT_BMC_TLS_CERT", requires = "tls_key")]
@@ -72,10 +90,31 @@ pub enum CliError {
     Simulated(#[from] crate::machine::simulated::SimulatedError),
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
-    #[error("`serve` needs the KubeVirt backend, which this build does not have yet; use `simulate`")]
+    #[error(
+        "`serve` needs the KubeVirt backend, which this build does not have yet; use `simulate`"
+    )]
     ServeUnavailable,
-    #[error("waiting for a shutdown signal failed: {0}")]
-    Signal(std::io::Error),
+    #[error(transparent)]
+    Bmc(#[from] bmc::BmcError),
+}
+
+/// Completes on SIGINT or SIGTERM (what Kubernetes sends).
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::warn!(%error, "cannot watch SIGTERM; only SIGINT stops the BMC");
+                let _ = interrupt.await;
+                return;
+            }
+        };
+    tokio::select! {
+        _ = interrupt => {}
+        _ = terminate.recv() => {}
+    }
+    tracing::info!("shutting down");
 }
 
 impl Args {
@@ -89,25 +128,33 @@ impl Args {
 
 impl SimulateArgs {
     pub async fn run(self) -> Result<(), CliError> {
-        let machine = Arc::new(SimulatedMachine::new(SimulatedConfig {
-            name: self.name.clone(),
-            uuid: self.uuid.clone(),
-            transition: Duration::from_millis(self.power_transition_ms),
-            state_file: self.state_file.clone(),
-        })?);
+        let machine: Arc<dyn crate::machine::Machine> =
+            Arc::new(SimulatedMachine::new(SimulatedConfig {
+                name: self.name.clone(),
+                uuid: self.uuid.clone(),
+                transition: Duration::from_millis(self.power_transition_ms),
+                state_file: self.state_file.clone(),
+            })?);
         let credentials = Credentials::new(self.username.clone(), self.password.clone());
         if self.password == "password" {
             tracing::warn!("using the default password: for local use only");
         }
         let names = vec!["localhost".to_owned(), self.redfish_listen.ip().to_string()];
-        let identity =
-            Identity::load_or_self_signed(self.tls_cert.as_deref(), self.tls_key.as_deref(), &names)?;
-        let _tls = identity.server_config()?;
+        let identity = Identity::load_or_self_signed(
+            self.tls_cert.as_deref(),
+            self.tls_key.as_deref(),
+            &names,
+        )?;
+        let tls = identity.server_config()?;
         tracing::info!(vm = %self.name, "simulated machine ready");
         print_how_to_reach(&self, &credentials);
-        println!("IPMI and Redfish servers are not part of this build yet: nothing is listening.");
-        let _ = machine;
-        tokio::signal::ctrl_c().await.map_err(CliError::Signal)?;
+        let config = BmcConfig {
+            ipmi_listen: self.ipmi_listen,
+            redfish_listen: self.redfish_listen,
+            credentials,
+            tls,
+        };
+        bmc::run(machine, config, shutdown_signal()).await?;
         Ok(())
     }
 }
@@ -122,5 +169,8 @@ fn print_how_to_reach(args: &SimulateArgs, credentials: &Credentials) {
         ipmi.ip(),
         ipmi.port()
     );
-    println!("  curl -k -u {user}:'<password>' https://{redfish}/redfish/v1/Systems/{}", args.name);
+    println!(
+        "  curl -k -u {user}:'<password>' https://{redfish}/redfish/v1/Systems/{}",
+        args.name
+    );
 }

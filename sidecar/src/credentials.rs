@@ -11,7 +11,10 @@ pub struct Credentials {
 
 impl Credentials {
     pub fn new(username: impl Into<String>, password: impl Into<String>) -> Self {
-        Credentials { username: username.into(), password: Zeroizing::new(password.into()) }
+        Credentials {
+            username: username.into(),
+            password: Zeroizing::new(password.into()),
+        }
     }
 
     /// Both compared without an early exit, so timing tells an attacker nothing about which
@@ -25,7 +28,10 @@ impl Credentials {
 
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials").field("username", &self.username).field("password", &"<redacted>").finish()
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
     }
 }
 

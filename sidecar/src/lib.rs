@@ -3,6 +3,7 @@
 //! The protocol front ends call only the [`machine::Machine`] interface; the backends behind
 //! it are the simulated machine and the KubeVirt machine.
 
+pub mod bmc;
 pub mod cli;
 pub mod credentials;
 pub mod machine;

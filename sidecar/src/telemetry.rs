@@ -12,7 +12,13 @@ pub enum LogFormat {
 #[derive(Debug, Clone, clap::Args)]
 pub struct LogArgs {
     /// Log output format.
-    #[arg(long, env = "KUBEVIRT_BMC_LOG_FORMAT", value_enum, default_value = "text", global = true)]
+    #[arg(
+        long,
+        env = "KUBEVIRT_BMC_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
     pub log_format: LogFormat,
     /// Log filter, in tracing's EnvFilter syntax (e.g. `info,kubevirt_bmc=debug`).
     #[arg(long, env = "KUBEVIRT_BMC_LOG", default_value = "info", global = true)]
@@ -34,7 +40,9 @@ impl LogArgs {
             filter: self.log_level.clone(),
             reason: e.to_string(),
         })?;
-        let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr);
         let installed = match self.log_format {
             LogFormat::Text => builder.try_init(),
             LogFormat::Json => builder.json().flatten_event(true).try_init(),

@@ -40,15 +40,27 @@ impl Identity {
         Self::from_pem(&read(cert)?, &read(key)?, cert, key)
     }
 
-    pub fn from_pem(cert_pem: &[u8], key_pem: &[u8], cert: &Path, key: &Path) -> Result<Self, TlsError> {
+    pub fn from_pem(
+        cert_pem: &[u8],
+        key_pem: &[u8],
+        cert: &Path,
+        key: &Path,
+    ) -> Result<Self, TlsError> {
         let chain = CertificateDer::pem_slice_iter(cert_pem)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| TlsError::Read { path: cert.display().to_string(), reason: e.to_string() })?;
+            .map_err(|e| TlsError::Read {
+                path: cert.display().to_string(),
+                reason: e.to_string(),
+            })?;
         if chain.is_empty() {
-            return Err(TlsError::NoCertificate { path: cert.display().to_string() });
+            return Err(TlsError::NoCertificate {
+                path: cert.display().to_string(),
+            });
         }
-        let key = PrivateKeyDer::from_pem_slice(key_pem)
-            .map_err(|e| TlsError::NoKey { path: key.display().to_string(), reason: e.to_string() })?;
+        let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| TlsError::NoKey {
+            path: key.display().to_string(),
+            reason: e.to_string(),
+        })?;
         Ok(Identity { chain, key })
     }
 
@@ -58,7 +70,10 @@ impl Identity {
             .map_err(|e| TlsError::Generate(e.to_string()))?;
         let key = PrivateKeyDer::try_from(generated.signing_key.serialize_der())
             .map_err(|e| TlsError::Generate(e.to_string()))?;
-        Ok(Identity { chain: vec![generated.cert.der().clone()], key })
+        Ok(Identity {
+            chain: vec![generated.cert.der().clone()],
+            key,
+        })
     }
 
     /// The operator's pair when given, else a self-signed certificate for `names`.
@@ -99,7 +114,8 @@ mod tests {
     #[test]
     fn self_signed_identity_makes_a_server_config() {
         install_crypto_provider();
-        let identity = Identity::self_signed(&["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+        let identity =
+            Identity::self_signed(&["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
         let config = identity.server_config().unwrap();
         assert_eq!(config.alpn_protocols[0], b"h2");
     }

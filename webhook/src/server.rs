@@ -13,7 +13,10 @@ pub enum ServerError {
     #[error(transparent)]
     Tls(#[from] kubevirt_bmc::tls::TlsError),
     #[error("cannot serve on {addr}: {source}")]
-    Serve { addr: SocketAddr, source: std::io::Error },
+    Serve {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 pub fn router() -> Router {

@@ -293,10 +293,14 @@ pub fn validate_image_url(image: &str) -> Result<()> {
     let rest = image
         .strip_prefix("http://")
         .or_else(|| image.strip_prefix("https://"))
-        .ok_or_else(|| MachineError::Invalid(format!("image must be an http or https URL: {image:?}")))?;
+        .ok_or_else(|| {
+            MachineError::Invalid(format!("image must be an http or https URL: {image:?}"))
+        })?;
     let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
     if host.is_empty() || image.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(MachineError::Invalid(format!("image URL is not valid: {image:?}")));
+        return Err(MachineError::Invalid(format!(
+            "image URL is not valid: {image:?}"
+        )));
     }
     Ok(())
 }
@@ -309,7 +313,14 @@ mod tests {
     fn image_urls_must_be_http_with_a_host() {
         assert!(validate_image_url("http://10.0.0.1/boot.iso").is_ok());
         assert!(validate_image_url("https://images.example/x.iso?sig=1").is_ok());
-        for bad in ["ftp://x/y.iso", "http://", "https:///x.iso", "http://a b/x.iso", "boot.iso", ""] {
+        for bad in [
+            "ftp://x/y.iso",
+            "http://",
+            "https:///x.iso",
+            "http://a b/x.iso",
+            "boot.iso",
+            "",
+        ] {
             assert!(
                 matches!(validate_image_url(bad), Err(MachineError::Invalid(_))),
                 "{bad:?} accepted"

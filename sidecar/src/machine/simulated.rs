@@ -25,14 +25,20 @@ const EVENT_BUFFER: usize = 256;
 #[derive(Debug, thiserror::Error)]
 pub enum SimulatedError {
     #[error("cannot read state file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(
         "state file {path} is not a valid simulator state ({reason}); it was left untouched: \
          fix or remove it to start fresh"
     )]
     Corrupt { path: PathBuf, reason: String },
     #[error("cannot write state file {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -80,7 +86,10 @@ impl Persisted {
         Persisted {
             version: STATE_FILE_VERSION,
             name: config.name.clone(),
-            uuid: config.uuid.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            uuid: config
+                .uuid
+                .clone()
+                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
             power: PowerState::Off,
             boot_pending: false,
             boot_override: BootOverride::default(),
@@ -140,7 +149,11 @@ impl SimulatedMachine {
             persisted.boot();
         }
         let machine = SimulatedMachine {
-            inner: Arc::new(Mutex::new(Inner { persisted, transition: None, generation: 0 })),
+            inner: Arc::new(Mutex::new(Inner {
+                persisted,
+                transition: None,
+                generation: 0,
+            })),
             transition: config.transition,
             state_file: config.state_file,
             events: broadcast::channel(EVENT_BUFFER).0,
@@ -164,11 +177,16 @@ impl SimulatedMachine {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock cannot leave Persisted half-written in a way that
         // matters more than stopping the BMC would, so poisoning is ignored.
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn current_power(inner: &Inner) -> PowerState {
-        inner.transition.as_ref().map_or(inner.persisted.power, |t| t.showing)
+        inner
+            .transition
+            .as_ref()
+            .map_or(inner.persisted.power, |t| t.showing)
     }
 
     fn save(&self, persisted: &Persisted) -> Result<()> {
@@ -188,7 +206,13 @@ impl SimulatedMachine {
 
     /// Moves to `target`: at once when transitions are instant, else shows `showing` until a
     /// timer settles it. `boots` marks a transition that ends in a boot.
-    fn change_power(&self, inner: &mut Inner, showing: PowerState, target: PowerState, boots: bool) -> Result<()> {
+    fn change_power(
+        &self,
+        inner: &mut Inner,
+        showing: PowerState,
+        target: PowerState,
+        boots: bool,
+    ) -> Result<()> {
         let from = Self::current_power(inner);
         let mut next = inner.persisted.clone();
         next.power = target;
@@ -201,7 +225,9 @@ impl SimulatedMachine {
             inner.persisted = next;
             self.emit_power(from, target);
             if override_consumed {
-                self.emit(MachineEvent::BootOverrideChanged(inner.persisted.boot_override));
+                self.emit(MachineEvent::BootOverrideChanged(
+                    inner.persisted.boot_override,
+                ));
             }
             return Ok(());
         }
@@ -210,7 +236,10 @@ impl SimulatedMachine {
         inner.persisted = next;
         inner.generation += 1;
         let generation = inner.generation;
-        inner.transition = Some(Transition { generation, showing });
+        inner.transition = Some(Transition {
+            generation,
+            showing,
+        });
         self.emit_power(from, showing);
         let machine = self.clone();
         let delay = self.transition;
@@ -223,7 +252,9 @@ impl SimulatedMachine {
 
     fn settle(&self, generation: u64) {
         let mut inner = self.lock();
-        let Some(transition) = &inner.transition else { return };
+        let Some(transition) = &inner.transition else {
+            return;
+        };
         if transition.generation != generation {
             return;
         }
@@ -244,7 +275,9 @@ impl SimulatedMachine {
         drop(inner);
         self.emit_power(showing, target);
         if override_consumed {
-            self.emit(MachineEvent::BootOverrideChanged(self.lock().persisted.boot_override));
+            self.emit(MachineEvent::BootOverrideChanged(
+                self.lock().persisted.boot_override,
+            ));
         }
     }
 
@@ -283,7 +316,9 @@ impl Machine for SimulatedMachine {
         let mut inner = self.lock();
         let state = Self::current_power(&inner);
         if state.is_transition() {
-            return Err(MachineError::Busy(format!("power is {state}, retry when it settles")));
+            return Err(MachineError::Busy(format!(
+                "power is {state}, retry when it settles"
+            )));
         }
         match (action, state) {
             (A::On, P::Off) | (A::PowerCycle, P::Off) => {
@@ -379,7 +414,11 @@ impl Machine for SimulatedMachine {
                     capacity_bytes: Some(20 * 1024 * 1024 * 1024),
                     kind: DiskKind::Disk,
                 },
-                Disk { name: "cdrom".to_owned(), capacity_bytes: None, kind: DiskKind::Cdrom },
+                Disk {
+                    name: "cdrom".to_owned(),
+                    capacity_bytes: None,
+                    kind: DiskKind::Cdrom,
+                },
             ],
             secure_boot: false,
         })
@@ -422,9 +461,17 @@ fn load_state(path: &Path) -> Result<Option<Persisted>, SimulatedError> {
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(SimulatedError::Read { path: path.to_owned(), source }),
+        Err(source) => {
+            return Err(SimulatedError::Read {
+                path: path.to_owned(),
+                source,
+            });
+        }
     };
-    let corrupt = |reason: String| SimulatedError::Corrupt { path: path.to_owned(), reason };
+    let corrupt = |reason: String| SimulatedError::Corrupt {
+        path: path.to_owned(),
+        reason,
+    };
     let state: Persisted = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
     if state.version != STATE_FILE_VERSION {
         return Err(corrupt(format!(
@@ -438,8 +485,14 @@ fn load_state(path: &Path) -> Result<Option<Persisted>, SimulatedError> {
 /// Write to a temporary file in the same directory, sync, then rename over the old file: a
 /// crash leaves either the old state or the new one, never a torn file.
 fn write_state(path: &Path, state: &Persisted) -> Result<(), SimulatedError> {
-    let failed = |source| SimulatedError::Write { path: path.to_owned(), source };
-    let directory = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let failed = |source| SimulatedError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    let directory = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let mut file = tempfile::NamedTempFile::new_in(directory).map_err(failed)?;
     let json = serde_json::to_vec_pretty(state).expect("simulator state always serializes");
     file.write_all(&json).map_err(failed)?;

@@ -4,8 +4,11 @@ use super::*;
 use crate::machine::BootMode;
 
 fn instant() -> SimulatedMachine {
-    SimulatedMachine::new(SimulatedConfig { transition: Duration::ZERO, ..Default::default() })
-        .unwrap()
+    SimulatedMachine::new(SimulatedConfig {
+        transition: Duration::ZERO,
+        ..Default::default()
+    })
+    .unwrap()
 }
 
 fn slow() -> SimulatedMachine {
@@ -17,7 +20,11 @@ fn slow() -> SimulatedMachine {
 }
 
 async fn machine_in(state: PowerState) -> SimulatedMachine {
-    let machine = if state.is_transition() { slow() } else { instant() };
+    let machine = if state.is_transition() {
+        slow()
+    } else {
+        instant()
+    };
     match state {
         PowerState::Off => {}
         PowerState::On => machine.power(PowerAction::On).await.unwrap(),
@@ -65,10 +72,17 @@ async fn every_power_action_from_every_state() {
         match outcome {
             Settles(to) => {
                 assert_eq!(result, Ok(()), "{action:?} from {from:?}");
-                assert_eq!(machine.power_state().await.unwrap(), to, "{action:?} from {from:?}");
+                assert_eq!(
+                    machine.power_state().await.unwrap(),
+                    to,
+                    "{action:?} from {from:?}"
+                );
             }
             NotAllowed => {
-                assert!(matches!(result, Err(MachineError::NotAllowed(_))), "{action:?} from {from:?}: {result:?}");
+                assert!(
+                    matches!(result, Err(MachineError::NotAllowed(_))),
+                    "{action:?} from {from:?}: {result:?}"
+                );
                 assert_eq!(machine.power_state().await.unwrap(), from, "state changed");
             }
             Busy => unreachable!(),
@@ -78,7 +92,10 @@ async fn every_power_action_from_every_state() {
         for action in PowerAction::ALL {
             let machine = machine_in(from).await;
             let result = machine.power(action).await;
-            assert!(matches!(result, Err(MachineError::Busy(_))), "{action:?} from {from:?}: {result:?}");
+            assert!(
+                matches!(result, Err(MachineError::Busy(_))),
+                "{action:?} from {from:?}: {result:?}"
+            );
             assert_eq!(machine.power_state().await.unwrap(), from);
         }
     }
@@ -96,11 +113,17 @@ async fn transitions_take_the_configured_time_and_announce_themselves() {
     assert_eq!(machine.power_state().await.unwrap(), PowerState::On);
     assert_eq!(
         events.recv().await.unwrap(),
-        MachineEvent::PowerChanged { from: PowerState::Off, to: PowerState::PoweringOn }
+        MachineEvent::PowerChanged {
+            from: PowerState::Off,
+            to: PowerState::PoweringOn
+        }
     );
     assert_eq!(
         events.recv().await.unwrap(),
-        MachineEvent::PowerChanged { from: PowerState::PoweringOn, to: PowerState::On }
+        MachineEvent::PowerChanged {
+            from: PowerState::PoweringOn,
+            to: PowerState::On
+        }
     );
 }
 
@@ -122,14 +145,26 @@ async fn once_override_is_consumed_by_the_next_boot() {
         mode: BootMode::Uefi,
     };
     machine.set_boot_override(pxe_once).await.unwrap();
-    assert_eq!(machine.boot_override().await.unwrap(), pxe_once, "read back exactly");
+    assert_eq!(
+        machine.boot_override().await.unwrap(),
+        pxe_once,
+        "read back exactly"
+    );
     machine.power(PowerAction::On).await.unwrap();
     assert_eq!(machine.last_boot(), Some(BootTarget::Pxe));
     let after = machine.boot_override().await.unwrap();
     assert_eq!(after.enabled, BootOverrideEnabled::Disabled);
-    assert_eq!(after.mode, BootMode::Uefi, "mode is not part of what a boot consumes");
+    assert_eq!(
+        after.mode,
+        BootMode::Uefi,
+        "mode is not part of what a boot consumes"
+    );
     machine.power(PowerAction::ForceRestart).await.unwrap();
-    assert_eq!(machine.last_boot(), Some(BootTarget::Hdd), "second boot uses the default");
+    assert_eq!(
+        machine.last_boot(),
+        Some(BootTarget::Hdd),
+        "second boot uses the default"
+    );
 }
 
 #[tokio::test]
@@ -141,9 +176,17 @@ async fn continuous_override_applies_to_every_boot() {
         mode: BootMode::Legacy,
     };
     machine.set_boot_override(cd_always).await.unwrap();
-    for action in [PowerAction::On, PowerAction::ForceRestart, PowerAction::PowerCycle] {
+    for action in [
+        PowerAction::On,
+        PowerAction::ForceRestart,
+        PowerAction::PowerCycle,
+    ] {
         machine.power(action).await.unwrap();
-        assert_eq!(machine.last_boot(), Some(BootTarget::Cd), "after {action:?}");
+        assert_eq!(
+            machine.last_boot(),
+            Some(BootTarget::Cd),
+            "after {action:?}"
+        );
         assert_eq!(machine.boot_override().await.unwrap(), cd_always);
     }
 }
@@ -151,12 +194,23 @@ async fn continuous_override_applies_to_every_boot() {
 #[tokio::test]
 async fn once_override_is_consumed_when_a_slow_boot_settles() {
     let machine = slow();
-    let once = BootOverride { target: BootTarget::Pxe, enabled: BootOverrideEnabled::Once, mode: BootMode::Uefi };
+    let once = BootOverride {
+        target: BootTarget::Pxe,
+        enabled: BootOverrideEnabled::Once,
+        mode: BootMode::Uefi,
+    };
     machine.set_boot_override(once).await.unwrap();
     machine.power(PowerAction::On).await.unwrap();
-    assert_eq!(machine.boot_override().await.unwrap(), once, "not consumed before the boot");
+    assert_eq!(
+        machine.boot_override().await.unwrap(),
+        once,
+        "not consumed before the boot"
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(machine.boot_override().await.unwrap().enabled, BootOverrideEnabled::Disabled);
+    assert_eq!(
+        machine.boot_override().await.unwrap().enabled,
+        BootOverrideEnabled::Disabled
+    );
     assert_eq!(machine.last_boot(), Some(BootTarget::Pxe));
 }
 
@@ -177,7 +231,10 @@ async fn media_insert_shows_up_and_eject_clears_it() {
     assert!(matches!(events.recv().await.unwrap(), MachineEvent::MediaChanged(m) if m == media));
 
     let second = machine.insert_media(insert).await;
-    assert!(matches!(second, Err(MachineError::NotAllowed(_))), "{second:?}");
+    assert!(
+        matches!(second, Err(MachineError::NotAllowed(_))),
+        "{second:?}"
+    );
 
     machine.eject_media().await.unwrap();
     assert_eq!(machine.media().await.unwrap(), MediaState::ejected());
@@ -187,9 +244,16 @@ async fn media_insert_shows_up_and_eject_clears_it() {
 async fn invalid_media_url_is_refused_and_changes_nothing() {
     let machine = instant();
     let result = machine
-        .insert_media(MediaInsert { image: "file:///etc/passwd".to_owned(), inserted: true, write_protected: true })
+        .insert_media(MediaInsert {
+            image: "file:///etc/passwd".to_owned(),
+            inserted: true,
+            write_protected: true,
+        })
         .await;
-    assert!(matches!(result, Err(MachineError::Invalid(_))), "{result:?}");
+    assert!(
+        matches!(result, Err(MachineError::Invalid(_))),
+        "{result:?}"
+    );
     assert_eq!(machine.media().await.unwrap(), MediaState::ejected());
 }
 
@@ -204,13 +268,24 @@ async fn state_file_round_trip_restores_everything() {
     };
     let first = SimulatedMachine::new(config.clone()).unwrap();
     first.power(PowerAction::On).await.unwrap();
-    let boot = BootOverride { target: BootTarget::Pxe, enabled: BootOverrideEnabled::Continuous, mode: BootMode::Legacy };
+    let boot = BootOverride {
+        target: BootTarget::Pxe,
+        enabled: BootOverrideEnabled::Continuous,
+        mode: BootMode::Legacy,
+    };
     first.set_boot_override(boot).await.unwrap();
     first
-        .insert_media(MediaInsert { image: "https://x.example/a.iso".to_owned(), inserted: true, write_protected: false })
+        .insert_media(MediaInsert {
+            image: "https://x.example/a.iso".to_owned(),
+            inserted: true,
+            write_protected: false,
+        })
         .await
         .unwrap();
-    first.store_record(Record::SessionKey, Some("k3y".to_owned())).await.unwrap();
+    first
+        .store_record(Record::SessionKey, Some("k3y".to_owned()))
+        .await
+        .unwrap();
     let inventory = first.inventory().await.unwrap();
     let media = first.media().await.unwrap();
     drop(first);
@@ -219,9 +294,19 @@ async fn state_file_round_trip_restores_everything() {
     assert_eq!(second.power_state().await.unwrap(), PowerState::On);
     assert_eq!(second.boot_override().await.unwrap(), boot);
     assert_eq!(second.media().await.unwrap(), media);
-    assert_eq!(second.inventory().await.unwrap(), inventory, "same UUID and MAC");
-    assert_eq!(second.record(Record::SessionKey).await.unwrap().as_deref(), Some("k3y"));
-    assert_eq!(second.record(Record::EventSubscriptions).await.unwrap(), None);
+    assert_eq!(
+        second.inventory().await.unwrap(),
+        inventory,
+        "same UUID and MAC"
+    );
+    assert_eq!(
+        second.record(Record::SessionKey).await.unwrap().as_deref(),
+        Some("k3y")
+    );
+    assert_eq!(
+        second.record(Record::EventSubscriptions).await.unwrap(),
+        None
+    );
 }
 
 #[tokio::test]
@@ -234,7 +319,11 @@ async fn restart_mid_boot_finishes_the_boot() {
         ..Default::default()
     };
     let first = SimulatedMachine::new(config.clone()).unwrap();
-    let once = BootOverride { target: BootTarget::Cd, enabled: BootOverrideEnabled::Once, mode: BootMode::Uefi };
+    let once = BootOverride {
+        target: BootTarget::Cd,
+        enabled: BootOverrideEnabled::Once,
+        mode: BootMode::Uefi,
+    };
     first.set_boot_override(once).await.unwrap();
     first.power(PowerAction::On).await.unwrap();
     assert_eq!(first.power_state().await.unwrap(), PowerState::PoweringOn);
@@ -243,7 +332,10 @@ async fn restart_mid_boot_finishes_the_boot() {
     let second = SimulatedMachine::new(config).unwrap();
     assert_eq!(second.power_state().await.unwrap(), PowerState::On);
     assert_eq!(second.last_boot(), Some(BootTarget::Cd));
-    assert_eq!(second.boot_override().await.unwrap().enabled, BootOverrideEnabled::Disabled);
+    assert_eq!(
+        second.boot_override().await.unwrap().enabled,
+        BootOverrideEnabled::Disabled
+    );
 }
 
 #[test]
@@ -252,11 +344,19 @@ fn corrupt_state_file_is_a_clear_error_and_is_not_overwritten() {
     let path = dir.path().join("state.json");
     let garbage = b"{\"version\": 1, \"power\": \"Sideways\"";
     std::fs::write(&path, garbage).unwrap();
-    let config = SimulatedConfig { state_file: Some(path.clone()), ..Default::default() };
-    let error = SimulatedMachine::new(config).err().expect("corrupt file refused");
+    let config = SimulatedConfig {
+        state_file: Some(path.clone()),
+        ..Default::default()
+    };
+    let error = SimulatedMachine::new(config)
+        .err()
+        .expect("corrupt file refused");
     assert!(matches!(error, SimulatedError::Corrupt { .. }), "{error:?}");
     let message = error.to_string();
-    assert!(message.contains("state.json") && message.contains("left untouched"), "{message}");
+    assert!(
+        message.contains("state.json") && message.contains("left untouched"),
+        "{message}"
+    );
     assert_eq!(std::fs::read(&path).unwrap(), garbage, "file untouched");
 }
 
@@ -264,11 +364,18 @@ fn corrupt_state_file_is_a_clear_error_and_is_not_overwritten() {
 fn state_file_of_another_version_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.json");
-    let config = SimulatedConfig { state_file: Some(path.clone()), ..Default::default() };
+    let config = SimulatedConfig {
+        state_file: Some(path.clone()),
+        ..Default::default()
+    };
     drop(SimulatedMachine::new(config.clone()).unwrap());
-    let text = std::fs::read_to_string(&path).unwrap().replace("\"version\": 1", "\"version\": 99");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("\"version\": 1", "\"version\": 99");
     std::fs::write(&path, &text).unwrap();
-    let error = SimulatedMachine::new(config).err().expect("other version refused");
+    let error = SimulatedMachine::new(config)
+        .err()
+        .expect("other version refused");
     assert!(error.to_string().contains("version 99"), "{error}");
     assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
 }
