@@ -3,12 +3,12 @@
 # (unmaintained), or a json-patch other than 4.x (kube 5 uses 4.x; two copies would not mix).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-tree=$(cargo tree --workspace --all-targets -e normal,build,dev --prefix none --format '{p}' 2>/dev/null | sort -u)
+tree=$(cargo tree --workspace --target all -e normal,build,dev --prefix none --format '{p}' 2>/dev/null | sort -u)
 status=0
 for banned in aws-lc-sys aws-lc-rs serde_yaml; do
   if grep -q "^$banned v" <<<"$tree"; then
     echo "check-deps: banned crate $banned is in the dependency tree:" >&2
-    cargo tree --workspace --all-targets -e normal,build,dev -i "$banned" >&2 || true
+    cargo tree --workspace --target all -e normal,build,dev -i "$banned" >&2 || true
     status=1
   fi
 done
