@@ -225,7 +225,9 @@ pub fn is_public(method: &Method, path: &str) -> bool {
     let readable = method == Method::GET || method == Method::HEAD;
     match path {
         "/redfish" | "/redfish/v1" | "/redfish/v1/odata" | "/redfish/v1/$metadata" => readable,
-        "/redfish/v1/SessionService/Sessions" => method == Method::POST,
+        "/redfish/v1/SessionService/Sessions" | "/redfish/v1/SessionService/Sessions/Members" => {
+            method == Method::POST
+        }
         _ => false,
     }
 }
@@ -280,7 +282,7 @@ pub async fn require(
         if basic_matches(&context.credentials, value) {
             Caller::Basic
         } else {
-            return ApiError::unauthorized("The user name or password is wrong").into_response();
+            return ApiError::unauthorized("The credentials are not valid").into_response();
         }
     } else {
         return ApiError::unauthorized(

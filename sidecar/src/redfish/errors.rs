@@ -36,7 +36,7 @@ pub fn message(id: &str, args: &[&str]) -> Value {
         "MessageId": format!("{BASE_REGISTRY_ID}.{id}"),
         "Message": text,
         "MessageArgs": args,
-        "Severity": entry["Severity"].as_str().unwrap_or("Warning"),
+        "MessageSeverity": entry["Severity"].as_str().unwrap_or("Warning"),
         "Resolution": entry["Resolution"].as_str().unwrap_or("None"),
     })
 }

@@ -183,7 +183,6 @@ pub fn records_for(ids: &Ids, event: &MachineEvent, event_id: u64, now: u64) -> 
             "MessageId": message_id,
             "Message": text,
             "MessageArgs": args,
-            "Severity": "OK",
             "MessageSeverity": "OK",
             "OriginOfCondition": {"@odata.id": origin},
         })

@@ -120,7 +120,7 @@ pub async fn create_session(
         .credentials
         .matches(username.as_bytes(), password.as_bytes())
     {
-        return Err(ApiError::unauthorized("The user name or password is wrong"));
+        return Err(ApiError::unauthorized("The credentials are not valid"));
     }
     let (info, token) = context.sessions.create(&username, now_unix());
     let mut response = (StatusCode::CREATED, axum::Json(services::session(&info))).into_response();
@@ -273,11 +273,9 @@ pub async fn event_service() -> Response {
         "DeliveryRetryAttempts": events::RETRY_ATTEMPTS,
         "DeliveryRetryIntervalSeconds": events::RETRY_INTERVAL.as_secs(),
         "EventFormatTypes": ["Event"],
-        "EventTypesForSubscription": events::EVENT_TYPES,
         "RegistryPrefixes": events::REGISTRY_PREFIXES,
         "ResourceTypes": events::RESOURCE_TYPES,
         "SSEFilterPropertiesSupported": {
-            "EventType": false,
             "MessageId": false,
             "OriginResource": false,
             "RegistryPrefix": false,
@@ -360,7 +358,6 @@ pub async fn submit_test_event(
         "MessageId": "ResourceEvent.1.0.3.TestMessage",
         "Message": "This is a test message.",
         "MessageArgs": [],
-        "Severity": "OK",
         "MessageSeverity": "OK",
         "OriginOfCondition": odata_id("/redfish/v1/EventService"),
     });
@@ -381,8 +378,7 @@ pub async fn submit_test_event(
                     .ok_or_else(|| ApiError::property_not_in_list(value, name))?;
                 record[name] = value.clone();
             }
-            "MessageId" | "Message" | "EventId" | "EventTimestamp" | "Severity"
-            | "MessageSeverity" => {
+            "MessageId" | "Message" | "EventId" | "EventTimestamp" | "MessageSeverity" => {
                 text()?;
                 record[name] = value.clone();
             }

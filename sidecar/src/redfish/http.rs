@@ -99,7 +99,14 @@ pub async fn conventions(request: Request, next: Next) -> Response {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let if_none_match = request.headers().get(header::IF_NONE_MATCH).cloned();
-    let mut response = next.run(request).await;
+    let matched = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|m| m.as_str().to_owned());
+    let mut response = match refuse_early(&request) {
+        Some(error) => error.into_response(),
+        None => next.run(request).await,
+    };
 
     if response.status() == StatusCode::METHOD_NOT_ALLOWED && !is_json(response.headers()) {
         // axum's method router adds the Allow header itself, after this layer.
@@ -130,6 +137,14 @@ pub async fn conventions(request: Request, next: Next) -> Response {
         );
     }
 
+    if (method == Method::GET || method == Method::HEAD) && response.status().is_success() {
+        if let Some(allow) = matched.as_deref().map(allowed_methods) {
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
+    }
+
     let wants_etag = (method == Method::GET || method == Method::HEAD || method == Method::PATCH)
         && response.status() == StatusCode::OK
         && is_json(response.headers());
@@ -141,6 +156,9 @@ pub async fn conventions(request: Request, next: Next) -> Response {
         return ApiError::internal("the response could not be produced").into_response();
     };
     let etag = etag_of_bytes(&bytes);
+    if let Some(link) = described_by(&bytes) {
+        parts.headers.insert(header::LINK, link);
+    }
     if let Ok(value) = HeaderValue::from_str(&etag) {
         parts.headers.insert(header::ETAG, value);
     }
@@ -157,6 +175,71 @@ pub async fn conventions(request: Request, next: Next) -> Response {
         return Response::from_parts(parts, Body::empty());
     }
     Response::from_parts(parts, Body::from(Bytes::from(bytes)))
+}
+
+/// Requests refused before routing: an OData version we do not speak, `$` queries we do
+/// not implement.
+fn refuse_early(request: &Request) -> Option<ApiError> {
+    if let Some(version) = request.headers().get("OData-Version") {
+        if version.as_bytes() != b"4.0" {
+            let mut error = ApiError::precondition_failed();
+            error.text = "Only OData-Version 4.0 is supported".to_owned();
+            return Some(error);
+        }
+    }
+    let query = request.uri().query().unwrap_or_default();
+    let unsupported = query
+        .split('&')
+        .map(|pair| pair.split('=').next().unwrap_or_default())
+        .find(|name| name.starts_with('$') || name.starts_with("%24"))?;
+    let mut error = ApiError::bad_request("QueryNotSupported", &[]);
+    error.status = StatusCode::NOT_IMPLEMENTED;
+    error.text = format!("The query parameter {unsupported} is not supported");
+    Some(error)
+}
+
+/// The methods a route pattern serves, for the Allow header of GET and HEAD answers.
+pub fn allowed_methods(pattern: &str) -> &'static str {
+    const PATCHABLE: [&str; 6] = [
+        "/redfish/v1/Systems/{id}",
+        "/SecureBoot",
+        "/VirtualMedia/{media}",
+        "/redfish/v1/SessionService",
+        "/redfish/v1/AccountService/Accounts/{id}",
+        "/redfish/v1/EventService",
+    ];
+    if pattern == "/redfish/v1/SessionService/Sessions"
+        || pattern == "/redfish/v1/EventService/Subscriptions"
+    {
+        "GET, HEAD, POST"
+    } else if pattern.starts_with("/redfish/v1/SessionService/Sessions/")
+        || pattern.starts_with("/redfish/v1/EventService/Subscriptions/")
+    {
+        "GET, HEAD, DELETE"
+    } else if pattern == "/redfish/v1/EventService" {
+        "GET, HEAD"
+    } else if PATCHABLE.iter().any(|p| pattern.ends_with(p)) {
+        "GET, HEAD, PATCH"
+    } else {
+        "GET, HEAD"
+    }
+}
+
+/// `Link: <schema>; rel=describedby` from the body's `@odata.type`.
+fn described_by(body: &[u8]) -> Option<HeaderValue> {
+    const KEY: &[u8] = b"\"@odata.type\":\"#";
+    let start = body.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    let rest = &body[start..];
+    let end = rest.iter().position(|b| *b == b'"')?;
+    let odata_type = std::str::from_utf8(&rest[..end]).ok()?;
+    // "#ComputerSystem.v1_20_0.ComputerSystem" -> "ComputerSystem.v1_20_0"
+    let schema = odata_type
+        .rsplit_once('.')
+        .map_or(odata_type, |(schema, _)| schema);
+    HeaderValue::from_str(&format!(
+        "<https://redfish.dmtf.org/schemas/v1/{schema}.json>; rel=describedby"
+    ))
+    .ok()
 }
 
 fn is_json(headers: &HeaderMap) -> bool {

@@ -124,6 +124,15 @@ pub fn routes(context: Arc<Context>) -> Router {
             get(system::drive),
         )
         .route(
+            &format!("{system}/Storage/1/Controllers"),
+            get(system::controllers),
+        )
+        .route(
+            &format!("{system}/Storage/1/Controllers/{{controller}}"),
+            get(system::controller),
+        )
+        .route(&format!("{system}/Storage/1/Volumes"), get(system::volumes))
+        .route(
             &format!("{system}/SecureBoot"),
             get(system::secure_boot).patch(system::patch_secure_boot),
         )
@@ -142,6 +151,14 @@ pub fn routes(context: Arc<Context>) -> Router {
         .route(
             "/redfish/v1/SessionService/Sessions",
             get(h::sessions).post(h::create_session),
+        )
+        .route(
+            "/redfish/v1/SessionService/Sessions/Members",
+            post(h::create_session),
+        )
+        .route(
+            "/redfish/v1/EventService/Subscriptions/Members",
+            post(h::create_subscription),
         )
         .route(
             "/redfish/v1/SessionService/Sessions/{id}",

@@ -161,11 +161,9 @@ pub fn system(
         "ProcessorSummary": {
             "Count": inventory.vcpus,
             "LogicalProcessorCount": inventory.vcpus,
-            "Status": status_enabled(),
         },
         "MemorySummary": {
             "TotalSystemMemoryGiB": inventory.memory_mib as f64 / 1024.0,
-            "Status": status_enabled(),
         },
         "Boot": {
             "BootSourceOverrideTarget": target_name(boot.target),
@@ -237,9 +235,11 @@ pub fn memory(ids: &Ids, inventory: &Inventory) -> Value {
 
 pub fn storage(ids: &Ids, inventory: &Inventory) -> Value {
     let uri = format!("{}/Storage/1", ids.system_uri());
+    // CD-ROMs are the virtual media device, not storage drives.
     let drives: Vec<Value> = inventory
         .disks
         .iter()
+        .filter(|disk| disk.kind == DiskKind::Disk)
         .map(|disk| odata_id(&format!("{uri}/Drives/{}", disk.name)))
         .collect();
     json!({
@@ -249,26 +249,42 @@ pub fn storage(ids: &Ids, inventory: &Inventory) -> Value {
         "Name": "Virtual disks",
         "Drives@odata.count": drives.len(),
         "Drives": drives,
+        "Controllers": odata_id(&format!("{uri}/Controllers")),
+        "Volumes": odata_id(&format!("{uri}/Volumes")),
+        "Status": status_enabled(),
+    })
+}
+
+pub fn storage_controller(ids: &Ids) -> Value {
+    json!({
+        "@odata.type": "#StorageController.v1_7_0.StorageController",
+        "@odata.id": format!("{}/Storage/1/Controllers/0", ids.system_uri()),
+        "Id": "0",
+        "Name": "Virtual disk controller",
+        "SupportedControllerProtocols": ["PCIe"],
+        "SupportedDeviceProtocols": ["PCIe"],
         "Status": status_enabled(),
     })
 }
 
 pub fn drive(ids: &Ids, inventory: &Inventory, name: &str) -> Option<Value> {
-    let disk = inventory.disks.iter().find(|disk| disk.name == name)?;
+    let disk = inventory
+        .disks
+        .iter()
+        .find(|disk| disk.name == name && disk.kind == DiskKind::Disk)?;
     let mut value = json!({
         "@odata.type": "#Drive.v1_9_0.Drive",
         "@odata.id": format!("{}/Storage/1/Drives/{name}", ids.system_uri()),
         "Id": name,
         "Name": name,
-        "MediaType": if disk.kind == DiskKind::Disk { "HDD" } else { "SSD" },
+        // A virtio disk: a PCIe device whose backing medium the guest cannot see; HDD is
+        // what QEMU reports as its rotation rate.
+        "MediaType": "HDD",
+        "Protocol": "PCIe",
         "Status": status_enabled(),
     });
     if let Some(bytes) = disk.capacity_bytes {
         value["CapacityBytes"] = json!(bytes);
-    }
-    if disk.kind == DiskKind::Cdrom {
-        value["Description"] = json!("CD-ROM drive");
-        value.as_object_mut().map(|o| o.remove("MediaType"));
     }
     Some(value)
 }

@@ -54,7 +54,7 @@ pub fn service_root(ids: &Ids) -> Value {
         "SessionService": odata_id("/redfish/v1/SessionService"),
         "AccountService": odata_id("/redfish/v1/AccountService"),
         "EventService": odata_id("/redfish/v1/EventService"),
-        "TaskService": odata_id("/redfish/v1/TaskService"),
+        "Tasks": odata_id("/redfish/v1/TaskService"),
         "Registries": odata_id("/redfish/v1/Registries"),
         "Links": {"Sessions": odata_id("/redfish/v1/SessionService/Sessions")},
     })
@@ -70,7 +70,7 @@ pub fn odata_document() -> Value {
         ("SessionService", "/redfish/v1/SessionService", "Singleton"),
         ("AccountService", "/redfish/v1/AccountService", "Singleton"),
         ("EventService", "/redfish/v1/EventService", "Singleton"),
-        ("TaskService", "/redfish/v1/TaskService", "Singleton"),
+        ("Tasks", "/redfish/v1/TaskService", "Singleton"),
         ("Registries", "/redfish/v1/Registries", "Singleton"),
     ];
     json!({
@@ -105,12 +105,18 @@ const SCHEMAS: &[(&str, &str)] = &[
     ("StorageCollection_v1.xml", "StorageCollection"),
     ("Storage_v1.xml", "Storage.v1_9_0"),
     ("Drive_v1.xml", "Drive.v1_9_0"),
+    (
+        "StorageControllerCollection_v1.xml",
+        "StorageControllerCollection",
+    ),
+    ("StorageController_v1.xml", "StorageController.v1_7_0"),
+    ("VolumeCollection_v1.xml", "VolumeCollection"),
     ("SimpleStorageCollection_v1.xml", "SimpleStorageCollection"),
     ("SimpleStorage_v1.xml", "SimpleStorage.v1_3_0"),
     ("SecureBoot_v1.xml", "SecureBoot.v1_1_0"),
     ("SessionService_v1.xml", "SessionService.v1_1_8"),
     ("SessionCollection_v1.xml", "SessionCollection"),
-    ("Session_v1.xml", "Session.v1_3_0"),
+    ("Session_v1.xml", "Session.v1_7_0"),
     ("AccountService_v1.xml", "AccountService.v1_10_0"),
     (
         "ManagerAccountCollection_v1.xml",
@@ -193,7 +199,7 @@ pub fn session_uri(id: &str) -> String {
 
 pub fn session(info: &SessionInfo) -> Value {
     json!({
-        "@odata.type": "#Session.v1_3_0.Session",
+        "@odata.type": "#Session.v1_7_0.Session",
         "@odata.id": session_uri(&info.id),
         "Id": info.id,
         "Name": "User session",

@@ -285,6 +285,50 @@ pub async fn drive(
         .ok_or_else(|| ApiError::not_found(&uri))
 }
 
+pub async fn controllers(
+    State(context): State<Arc<Context>>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let uri = format!("{}/Storage/1/Controllers", context.ids.system_uri());
+    context.require_system(
+        &id,
+        &format!("/redfish/v1/Systems/{id}/Storage/1/Controllers"),
+    )?;
+    Ok(resource(collection(
+        "StorageControllerCollection",
+        "Storage Controllers",
+        &uri,
+        &[format!("{uri}/0")],
+    )))
+}
+
+pub async fn controller(
+    State(context): State<Arc<Context>>,
+    Path((id, controller)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let uri = format!("/redfish/v1/Systems/{id}/Storage/1/Controllers/{controller}");
+    context.require_system(&id, &uri)?;
+    if controller != "0" {
+        return Err(ApiError::not_found(&uri));
+    }
+    Ok(resource(models::storage_controller(&context.ids)))
+}
+
+/// The VM's disks are drives, not volumes carved from them: the collection is empty.
+pub async fn volumes(
+    State(context): State<Arc<Context>>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let uri = format!("{}/Storage/1/Volumes", context.ids.system_uri());
+    context.require_system(&id, &format!("/redfish/v1/Systems/{id}/Storage/1/Volumes"))?;
+    Ok(resource(collection(
+        "VolumeCollection",
+        "Volumes",
+        &uri,
+        &[],
+    )))
+}
+
 pub async fn secure_boot(
     State(context): State<Arc<Context>>,
     Path(id): Path<String>,
