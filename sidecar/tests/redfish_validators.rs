@@ -50,7 +50,9 @@ fn run(command: &mut Command, what: &str) -> String {
 
 /// PASS, WARN, FAIL from the service/interop validators' summary table.
 fn table_counts(text: &str) -> (u64, u64, u64) {
-    let mut lines = text.lines().skip_while(|l| !l.contains("PASS") || !l.contains("FAIL"));
+    let mut lines = text
+        .lines()
+        .skip_while(|l| !l.contains("PASS") || !l.contains("FAIL"));
     lines.next();
     let row = lines
         .find(|l| l.trim_start().starts_with('|'))
@@ -129,7 +131,11 @@ fn dmtf_validators_pass() {
         let interop = scope.spawn(|| {
             let profile = Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("../../shared/redfish-profiles/OpenStackIronicProfile.v1_2_0.json");
-            assert!(profile.exists(), "Ironic profile missing: {}", profile.display());
+            assert!(
+                profile.exists(),
+                "Ironic profile missing: {}",
+                profile.display()
+            );
             run(
                 Command::new(venv_tool("rf_interop_validator"))
                     .args(["-r", &interop_bmc.url(), "-u", USER, "-p", PASSWORD])
@@ -147,7 +153,12 @@ fn dmtf_validators_pass() {
         let (pass, warn, fail) = table_counts(&service);
         println!("Redfish-Service-Validator: {pass} pass, {warn} warn, {fail} fail");
         let service_log = debug_log(&service_dir);
-        assert_eq!(fail, 0, "service validator failures:\n{:#?}", failures(&service_log));
+        assert_eq!(
+            fail,
+            0,
+            "service validator failures:\n{:#?}",
+            failures(&service_log)
+        );
         assert!(pass > 500, "suspiciously few checks: {pass}");
 
         let summary = protocol
@@ -158,7 +169,9 @@ fn dmtf_validators_pass() {
         assert!(summary.contains("FAIL: 0,"), "{summary}\n{protocol}");
 
         let (pass, warn, fail) = table_counts(&interop);
-        println!("Redfish-Interop-Validator (Ironic profile): {pass} pass, {warn} warn, {fail} fail");
+        println!(
+            "Redfish-Interop-Validator (Ironic profile): {pass} pass, {warn} warn, {fail} fail"
+        );
         let interop_log = debug_log(&interop_dir);
         for line in failures(&interop_log) {
             assert!(

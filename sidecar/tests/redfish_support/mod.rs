@@ -16,6 +16,7 @@ pub struct Bmc {
     pub child: Child,
     pub redfish: SocketAddr,
     pub state_file: PathBuf,
+    extra: Vec<String>,
     _dir: tempfile::TempDir,
 }
 
@@ -44,38 +45,34 @@ impl Bmc {
     pub fn start_with(extra: &[&str]) -> Bmc {
         let dir = tempfile::tempdir().unwrap();
         let state_file = dir.path().join("state.json");
+        let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
         for _ in 0..5 {
             let redfish: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
-            let ipmi = format!("127.0.0.1:{}", free_udp_port());
-            let mut child = Command::new(env!("CARGO_BIN_EXE_kubevirt-bmc"))
-                .args(["simulate", "--redfish-listen", &redfish.to_string()])
-                .args(["--ipmi-listen", &ipmi, "--name", VM])
-                .args(["--username", USER, "--password", PASSWORD])
-                .arg("--state-file")
-                .arg(&state_file)
-                .args(extra)
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("kubevirt-bmc starts");
-            let deadline = Instant::now() + Duration::from_secs(20);
-            loop {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                if TcpStream::connect(redfish).is_ok() {
-                    return Bmc {
-                        child,
-                        redfish,
-                        state_file,
-                        _dir: dir,
-                    };
-                }
-                assert!(Instant::now() < deadline, "Redfish never listened");
-                std::thread::sleep(Duration::from_millis(25));
+            if let Some(child) = spawn(redfish, &state_file, &extra) {
+                return Bmc {
+                    child,
+                    redfish,
+                    state_file,
+                    extra,
+                    _dir: dir,
+                };
             }
         }
         panic!("kubevirt-bmc could not start on a free port");
+    }
+
+    /// Stops the process and starts a new one on the same address and state file.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for _ in 0..50 {
+            if let Some(child) = spawn(self.redfish, &self.state_file, &self.extra) {
+                self.child = child;
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("kubevirt-bmc did not restart on {}", self.redfish);
     }
 
     pub fn url(&self) -> String {
@@ -85,6 +82,33 @@ impl Bmc {
     /// The session key the simulator keeps in its state file.
     pub fn state(&self) -> serde_json::Value {
         serde_json::from_slice(&std::fs::read(&self.state_file).unwrap()).unwrap()
+    }
+}
+
+/// Spawns the simulator and waits until Redfish listens; `None` if it exited (port taken).
+fn spawn(redfish: SocketAddr, state_file: &Path, extra: &[String]) -> Option<Child> {
+    let ipmi = format!("127.0.0.1:{}", free_udp_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kubevirt-bmc"))
+        .args(["simulate", "--redfish-listen", &redfish.to_string()])
+        .args(["--ipmi-listen", &ipmi, "--name", VM])
+        .args(["--username", USER, "--password", PASSWORD])
+        .arg("--state-file")
+        .arg(state_file)
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kubevirt-bmc starts");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            return None;
+        }
+        if TcpStream::connect(redfish).is_ok() {
+            return Some(child);
+        }
+        assert!(Instant::now() < deadline, "Redfish never listened");
+        std::thread::sleep(Duration::from_millis(25));
     }
 }
 
