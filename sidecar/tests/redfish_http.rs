@@ -19,8 +19,18 @@ fn curl(args: &[&str]) -> (u16, String, String) {
         .expect("curl is installed (run e2e/setup.sh)");
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let (body, code) = stdout.rsplit_once('\n').unwrap_or(("", &stdout));
-    let code = code.lines().last().unwrap_or_default().trim().parse().unwrap_or(0);
-    (code, body.to_owned(), String::from_utf8_lossy(&output.stderr).into_owned())
+    let code = code
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    (
+        code,
+        body.to_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 fn auth() -> String {
@@ -28,7 +38,11 @@ fn auth() -> String {
 }
 
 fn system(bmc: &Bmc) -> Value {
-    let (code, body, _) = curl(&["-u", &auth(), &format!("{}/redfish/v1/Systems/{VM}", bmc.url())]);
+    let (code, body, _) = curl(&[
+        "-u",
+        &auth(),
+        &format!("{}/redfish/v1/Systems/{VM}", bmc.url()),
+    ]);
     assert_eq!(code, 200);
     serde_json::from_str(&body).unwrap()
 }
@@ -38,7 +52,15 @@ fn http2_and_keep_alive_are_served() {
     let bmc = Bmc::start();
     let url = format!("{}/redfish/v1/", bmc.url());
     let output = Command::new("curl")
-        .args(["-sk", "--http2", "-o", "/dev/null", "-w", "%{http_version}", &url])
+        .args([
+            "-sk",
+            "--http2",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_version}",
+            &url,
+        ])
         .output()
         .expect("curl is installed");
     assert_eq!(String::from_utf8_lossy(&output.stdout), "2");
@@ -56,8 +78,15 @@ fn refused_requests_change_nothing() {
     let before = system(&bmc)["Boot"].clone();
 
     let (code, body, _) = curl(&[
-        "-u", &auth(), "-X", "PATCH", "-H", "Content-Type: application/json",
-        "-d", "{\"Boot\": {", &system_url,
+        "-u",
+        &auth(),
+        "-X",
+        "PATCH",
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        "{\"Boot\": {",
+        &system_url,
     ]);
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("MalformedJSON"), "{body}");
@@ -66,21 +95,41 @@ fn refused_requests_change_nothing() {
     let big = dir.path().join("big.json");
     std::fs::write(&big, format!("{{\"Boot\": \"{}\"}}", "x".repeat(200_000))).unwrap();
     let (code, body, _) = curl(&[
-        "-u", &auth(), "-X", "PATCH", "-H", "Content-Type: application/json",
-        "--data-binary", &format!("@{}", big.display()), &system_url,
+        "-u",
+        &auth(),
+        "-X",
+        "PATCH",
+        "-H",
+        "Content-Type: application/json",
+        "--data-binary",
+        &format!("@{}", big.display()),
+        &system_url,
     ]);
     assert_eq!(code, 413, "{body}");
 
     let (code, body, _) = curl(&[
-        "-u", &format!("{USER}:wrong"), "-X", "PATCH", "-H", "Content-Type: application/json",
-        "-d", r#"{"Boot": {"BootSourceOverrideTarget": "Pxe"}}"#, &system_url,
+        "-u",
+        &format!("{USER}:wrong"),
+        "-X",
+        "PATCH",
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        r#"{"Boot": {"BootSourceOverrideTarget": "Pxe"}}"#,
+        &system_url,
     ]);
     assert_eq!(code, 401, "{body}");
     assert!(body.contains("NoValidSession"), "{body}");
 
     let (code, body, _) = curl(&[
-        "-u", &auth(), "-X", "POST", "-H", "Content-Type: application/json",
-        "-d", r#"{"ResetType": "Detonate"}"#,
+        "-u",
+        &auth(),
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        r#"{"ResetType": "Detonate"}"#,
         &format!("{system_url}/Actions/ComputerSystem.Reset"),
     ]);
     assert_eq!(code, 400, "{body}");
@@ -122,4 +171,61 @@ fn expired_session_tokens_are_refused() {
     let (code, body, _) = curl(&["-H", &format!("X-Auth-Token: {}", sign(now - 5)), &url]);
     assert_eq!(code, 401, "{body}");
     assert!(body.contains("expired"), "{body}");
+}
+
+/// Tokens are signed, not remembered: a restarted BMC honours a session from before, and a
+/// logout from before stays a logout.
+#[test]
+fn sessions_survive_a_restart() {
+    let mut bmc = Bmc::start();
+    let login = |bmc: &Bmc| {
+        let output = Command::new("curl")
+            .args([
+                "-sk",
+                "-D",
+                "-",
+                "-o",
+                "/dev/null",
+                "-H",
+                "Content-Type: application/json",
+            ])
+            .args([
+                "-d",
+                &format!(r#"{{"UserName": "{USER}", "Password": "{PASSWORD}"}}"#),
+            ])
+            .arg(format!("{}/redfish/v1/SessionService/Sessions", bmc.url()))
+            .output()
+            .unwrap();
+        let headers = String::from_utf8_lossy(&output.stdout).into_owned();
+        let find = |name: &str| {
+            headers
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .starts_with(name)
+                        .then(|| l[name.len()..].trim().to_owned())
+                })
+                .unwrap_or_else(|| panic!("no {name} in {headers}"))
+        };
+        (find("x-auth-token:"), find("location:"))
+    };
+    let (kept, _) = login(&bmc);
+    let (dropped, location) = login(&bmc);
+    let (code, _, _) = curl(&[
+        "-X",
+        "DELETE",
+        "-H",
+        &format!("X-Auth-Token: {dropped}"),
+        &format!("{}{location}", bmc.url()),
+    ]);
+    assert_eq!(code, 204);
+    bmc.restart();
+    let url = format!("{}/redfish/v1/Systems/{VM}", bmc.url());
+    let (code, _, _) = curl(&["-H", &format!("X-Auth-Token: {kept}"), &url]);
+    assert_eq!(code, 200, "a live session was lost in the restart");
+    let (code, _, _) = curl(&["-H", &format!("X-Auth-Token: {dropped}"), &url]);
+    assert_eq!(
+        code, 401,
+        "a logged-out session came back after the restart"
+    );
 }

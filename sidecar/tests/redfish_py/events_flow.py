@@ -23,11 +23,19 @@ s.verify = False
 s.trust_env = False  # a CA bundle in the environment would override verify=False
 SYSTEM = f"{url}/redfish/v1/Systems/{vm}"
 received = queue.Queue()
+# After the restart the receiver refuses the first delivery: the BMC must retry.
+refusals = {"left": 1 if phase == "restarted" else 0, "done": 0}
 
 
 class Receiver(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         body = self.rfile.read(int(self.headers["Content-Length"]))
+        if refusals["left"] > 0:
+            refusals["left"] -= 1
+            refusals["done"] += 1
+            self.send_response(503)
+            self.end_headers()
+            return
         received.put(json.loads(body))
         self.send_response(204)
         self.end_headers()
@@ -125,6 +133,8 @@ elif phase == "restarted":
     print("ok subscription survived restart")
     reset("ForceOff")
     wait_for(received, powered("Off"), "receiver got PoweredOff after restart")
+    assert refusals["done"] == 1, refusals
+    print("ok delivered after a refused attempt (retry)")
     r = s.delete(url + members[0]["@odata.id"])
     assert r.status_code == 204, r.status_code
     assert s.get(f"{url}/redfish/v1/EventService/Subscriptions").json()["Members"] == []
