@@ -243,12 +243,11 @@ pub fn basic_matches(credentials: &Credentials, value: &str) -> bool {
     let Ok(decoded) = STANDARD.decode(encoded.trim()) else {
         return false;
     };
+    let decoded = zeroize::Zeroizing::new(decoded);
     let Some(colon) = decoded.iter().position(|b| *b == b':') else {
         return false;
     };
-    let matched = credentials.matches(&decoded[..colon], &decoded[colon + 1..]);
-    zeroize::Zeroize::zeroize(&mut decoded.clone());
-    matched
+    credentials.matches(&decoded[..colon], &decoded[colon + 1..])
 }
 
 /// Lets public requests through; others need a valid token or Basic credentials.

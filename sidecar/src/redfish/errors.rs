@@ -219,13 +219,11 @@ impl From<MachineError> for ApiError {
 
 /// The Redfish error document for `error`.
 pub fn body(error: &ApiError) -> Value {
-    let (code, _) = error
+    let code = error
         .messages
         .first()
         .and_then(|m| m["MessageId"].as_str())
-        .map_or((format!("{BASE_REGISTRY_ID}.GeneralError"), ()), |id| {
-            (id.to_owned(), ())
-        });
+        .map_or_else(|| format!("{BASE_REGISTRY_ID}.GeneralError"), str::to_owned);
     json!({
         "error": {
             "code": code,

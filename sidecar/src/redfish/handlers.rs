@@ -3,14 +3,13 @@
 
 use std::sync::Arc;
 
-use axum::Extension;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::Context;
-use super::auth::{Caller, MAX_TIMEOUT, MIN_TIMEOUT};
+use super::auth::{MAX_TIMEOUT, MIN_TIMEOUT};
 use super::errors::{ApiError, ApiResult, BASE_REGISTRY, BASE_REGISTRY_ID};
 use super::events::{self, EventRecord};
 use super::http::{JsonBody, check_if_match, now_unix, resource, rfc3339};
@@ -148,9 +147,7 @@ pub async fn session(
 pub async fn delete_session(
     State(context): State<Arc<Context>>,
     Path(id): Path<String>,
-    caller: Option<Extension<Caller>>,
 ) -> ApiResult<Response> {
-    let _ = caller;
     if context.sessions.delete(&id, now_unix()).await? {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {

@@ -178,11 +178,11 @@ pub async fn manager(
     Ok(resource(models::manager(&context.ids)))
 }
 
-pub async fn manager_reset(Path(id): Path<String>, body: JsonBody) -> ApiResult<Response> {
+/// The body is still parsed, so malformed JSON gets its own clear error first.
+pub async fn manager_reset(Path(id): Path<String>, _body: JsonBody) -> ApiResult<Response> {
     if id != MANAGER_ID {
         return Err(ApiError::not_found(&format!("/redfish/v1/Managers/{id}")));
     }
-    let _ = body;
     Err(ApiError::action_not_supported(
         "Manager.Reset",
         "this BMC is a sidecar of the VM's Pod and restarts only with it",

@@ -166,8 +166,7 @@ pub fn watch_power(tasks: Arc<Context>, machine: Arc<dyn Machine>, task: Task) {
     });
 }
 
-pub async fn service(State(context): State<Arc<Context>>) -> Response {
-    let _ = context;
+pub async fn service() -> Response {
     resource(json!({
         "@odata.type": "#TaskService.v1_2_0.TaskService",
         "@odata.id": "/redfish/v1/TaskService",
