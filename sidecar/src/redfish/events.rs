@@ -255,12 +255,15 @@ pub fn envelope(event_id: u64, context: Option<&str>, records: &[Value]) -> Valu
     value
 }
 
+/// Each subscription with the queue its delivery task drains.
+type Table = BTreeMap<String, (Subscription, mpsc::Sender<Arc<Value>>)>;
+
 type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 pub struct Events {
     machine: Arc<dyn Machine>,
     ids: Ids,
-    subscriptions: Mutex<BTreeMap<String, (Subscription, mpsc::Sender<Arc<Value>>)>>,
+    subscriptions: Mutex<Table>,
     sse: broadcast::Sender<Arc<Value>>,
     next_id: AtomicU64,
     client: HttpClient,
@@ -300,9 +303,7 @@ impl Events {
         Ok(events)
     }
 
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, BTreeMap<String, (Subscription, mpsc::Sender<Arc<Value>>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
         self.subscriptions.lock().unwrap_or_else(|p| p.into_inner())
     }
 

@@ -1,7 +1,7 @@
 //! HTTP conventions every Redfish resource shares: JSON bodies with Redfish errors, ETags and
 //! `If-Match`, the OData headers, and Redfish bodies for 404 and 405.
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
@@ -137,12 +137,13 @@ pub async fn conventions(request: Request, next: Next) -> Response {
         );
     }
 
-    if (method == Method::GET || method == Method::HEAD) && response.status().is_success() {
-        if let Some(allow) = matched.as_deref().map(allowed_methods) {
-            response
-                .headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static(allow));
-        }
+    if (method == Method::GET || method == Method::HEAD)
+        && response.status().is_success()
+        && let Some(allow) = matched.as_deref().map(allowed_methods)
+    {
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static(allow));
     }
 
     let wants_etag = (method == Method::GET || method == Method::HEAD || method == Method::PATCH)
@@ -174,18 +175,18 @@ pub async fn conventions(request: Request, next: Next) -> Response {
         parts.headers.remove(header::CONTENT_LENGTH);
         return Response::from_parts(parts, Body::empty());
     }
-    Response::from_parts(parts, Body::from(Bytes::from(bytes)))
+    Response::from_parts(parts, Body::from(bytes))
 }
 
 /// Requests refused before routing: an OData version we do not speak, `$` queries we do
 /// not implement.
 fn refuse_early(request: &Request) -> Option<ApiError> {
-    if let Some(version) = request.headers().get("OData-Version") {
-        if version.as_bytes() != b"4.0" {
-            let mut error = ApiError::precondition_failed();
-            error.text = "Only OData-Version 4.0 is supported".to_owned();
-            return Some(error);
-        }
+    if let Some(version) = request.headers().get("OData-Version")
+        && version.as_bytes() != b"4.0"
+    {
+        let mut error = ApiError::precondition_failed();
+        error.text = "Only OData-Version 4.0 is supported".to_owned();
+        return Some(error);
     }
     let query = request.uri().query().unwrap_or_default();
     let unsupported = query

@@ -150,14 +150,13 @@ pub fn script(name: &str) -> PathBuf {
 
 /// Runs a Python test script with the venv's interpreter against `bmc`.
 pub fn run_python(bmc: &Bmc, name: &str, extra: &[&str]) -> Output {
-    let output = Command::new(venv().join("bin/python"))
+    Command::new(venv().join("bin/python"))
         .arg(script(name))
         .args([&bmc.url(), USER, PASSWORD, VM])
         .args(extra)
         .env("PYTHONWARNINGS", "ignore")
         .output()
-        .expect("python runs");
-    output
+        .expect("python runs")
 }
 
 pub fn assert_success(output: &Output, what: &str) {
