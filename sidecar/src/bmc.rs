@@ -40,14 +40,7 @@ pub async fn run(
         config.tls.clone(),
         config.redfish_listen,
     )
-    .await
-    .map_err(|error| match error {
-        crate::redfish::RedfishError::Bind { addr, source } => BmcError::Bind { addr, source },
-        other => BmcError::Stopped {
-            server: "Redfish",
-            reason: other.to_string(),
-        },
-    })?;
+    .await?;
     tokio::select! {
         _ = shutdown => {}
         reason = redfish.stopped() => {

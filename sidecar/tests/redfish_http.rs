@@ -229,3 +229,25 @@ fn sessions_survive_a_restart() {
         "a logged-out session came back after the restart"
     );
 }
+
+#[test]
+fn a_taken_redfish_port_is_a_clear_startup_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let ipmi = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_kubevirt-bmc"))
+        .args(["simulate", "--redfish-listen", &addr, "--ipmi-listen"])
+        .arg(ipmi.to_string())
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("cannot listen on {addr}")),
+        "{stderr}"
+    );
+}

@@ -236,6 +236,18 @@ pub enum RedfishError {
     Backend(#[from] MachineError),
 }
 
+impl From<RedfishError> for crate::bmc::BmcError {
+    fn from(error: RedfishError) -> Self {
+        match error {
+            RedfishError::Bind { addr, source } => crate::bmc::BmcError::Bind { addr, source },
+            other => crate::bmc::BmcError::Stopped {
+                server: "Redfish",
+                reason: other.to_string(),
+            },
+        }
+    }
+}
+
 /// A running Redfish server.
 pub struct RedfishServer {
     handle: axum_server::Handle<SocketAddr>,
