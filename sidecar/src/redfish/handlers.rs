@@ -122,6 +122,7 @@ pub async fn create_session(
         return Err(ApiError::unauthorized("The credentials are not valid"));
     }
     let (info, token) = context.sessions.create(&username, now_unix());
+    tracing::info!(session = %info.id, "Redfish: session created");
     let mut response = (StatusCode::CREATED, axum::Json(services::session(&info))).into_response();
     let headers = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(&token) {
@@ -303,6 +304,7 @@ pub async fn create_subscription(
     body: JsonBody,
 ) -> ApiResult<Response> {
     let subscription = context.events.add(&body.required()?).await?;
+    tracing::info!(id = %subscription.id, destination = %subscription.destination, "Redfish: event subscription added");
     let mut response = (StatusCode::CREATED, axum::Json(subscription.to_json())).into_response();
     if let Ok(value) = HeaderValue::from_str(&subscription.uri()) {
         response.headers_mut().insert(header::LOCATION, value);

@@ -253,7 +253,15 @@ pub async fn insert(
     let base = media_base(&context, &uri, &id)?;
     require_media(&media, &base)?;
     let insert = parse_insert(&body.required()?)?;
+    // Query strings of image URLs often carry signatures: they stay out of the log.
+    let image = insert
+        .image
+        .split(['?', '#'])
+        .next()
+        .unwrap_or_default()
+        .to_owned();
     context.machine.insert_media(insert).await?;
+    tracing::info!(%image, "Redfish: virtual media inserted");
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -270,6 +278,7 @@ pub async fn eject(
         return Err(ApiError::parameter_unknown("VirtualMedia.EjectMedia", name));
     }
     context.machine.eject_media().await?;
+    tracing::info!("Redfish: virtual media ejected");
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -79,6 +79,7 @@ pub async fn patch_system(
     let boot = boot_from_patch(&body, &current, old, machine.supported_boot_targets())?;
     if boot != old {
         machine.set_boot_override(boot).await?;
+        tracing::info!(?boot, "Redfish: boot override set");
     }
     Ok(resource(context.system_json().await?))
 }
@@ -179,6 +180,7 @@ pub async fn reset(
     let state = machine.power_state().await?;
     let action = reset_action(body.0.as_ref(), state, machine.supported_actions())?;
     machine.power(action).await?;
+    tracing::info!(?action, "Redfish: reset");
     if machine.power_state().await?.is_transition() {
         let task = context
             .tasks
