@@ -59,6 +59,8 @@ pub enum Caller {
 pub struct Sessions {
     machine: Arc<dyn Machine>,
     record: Mutex<SessionRecord>,
+    /// Serialises read-modify-write of the stored record (timeout, logouts).
+    writes: tokio::sync::Mutex<()>,
     key: zeroize::Zeroizing<Vec<u8>>,
     /// Sessions seen by this process: issued here, or presented after a restart.
     known: Mutex<BTreeMap<String, SessionInfo>>,
@@ -93,6 +95,7 @@ impl Sessions {
         Ok(Sessions {
             machine,
             record: Mutex::new(record),
+            writes: tokio::sync::Mutex::new(()),
             key,
             known: Mutex::new(BTreeMap::new()),
         })
@@ -103,6 +106,7 @@ impl Sessions {
     }
 
     pub async fn set_timeout(&self, timeout: u64) -> Result<(), MachineError> {
+        let _write = self.writes.lock().await;
         let mut next = lock(&self.record).clone();
         next.timeout = timeout;
         self.store(next).await
@@ -191,6 +195,7 @@ impl Sessions {
         let Some(info) = self.get(id, now) else {
             return Ok(false);
         };
+        let _write = self.writes.lock().await;
         let mut next = lock(&self.record).clone();
         next.revoked.retain(|_, expires| *expires > now);
         next.revoked.insert(info.id.clone(), info.expires);

@@ -264,6 +264,8 @@ pub struct Events {
     machine: Arc<dyn Machine>,
     ids: Ids,
     subscriptions: Mutex<Table>,
+    /// Serialises read-modify-write of the stored list, so concurrent requests lose nothing.
+    writes: tokio::sync::Mutex<()>,
     sse: broadcast::Sender<Arc<Value>>,
     next_id: AtomicU64,
     client: HttpClient,
@@ -290,6 +292,7 @@ impl Events {
             machine: machine.clone(),
             ids,
             subscriptions: Mutex::new(BTreeMap::new()),
+            writes: tokio::sync::Mutex::new(()),
             sse: broadcast::channel(QUEUE).0,
             next_id: AtomicU64::new(now_unix() * 1000),
             client: http_client(),
@@ -336,6 +339,7 @@ impl Events {
 
     pub async fn add(self: &Arc<Self>, body: &Map<String, Value>) -> ApiResult<Subscription> {
         let subscription = parse_subscription(body, uuid::Uuid::new_v4().simple().to_string())?;
+        let _write = self.writes.lock().await;
         let mut list = self.list();
         if list.len() >= MAX_SUBSCRIPTIONS {
             let mut error = ApiError::bad_request("EventSubscriptionLimitExceeded", &[]);
@@ -349,6 +353,7 @@ impl Events {
     }
 
     pub async fn remove(&self, id: &str) -> ApiResult<bool> {
+        let _write = self.writes.lock().await;
         let mut list = self.list();
         let before = list.len();
         list.retain(|s| s.id != id);
