@@ -34,8 +34,19 @@ pub async fn run(
     config: BmcConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), BmcError> {
-    let _ = (&machine, &config);
-    tracing::warn!("IPMI and Redfish servers are not part of this build yet: nothing is listening");
-    shutdown.await;
+    let mut redfish = crate::redfish::start(
+        machine.clone(),
+        config.credentials.clone(),
+        config.tls.clone(),
+        config.redfish_listen,
+    )
+    .await?;
+    tokio::select! {
+        _ = shutdown => {}
+        reason = redfish.stopped() => {
+            return Err(BmcError::Stopped { server: "Redfish", reason });
+        }
+    }
+    redfish.shutdown().await;
     Ok(())
 }

@@ -7,5 +7,6 @@ pub mod bmc;
 pub mod cli;
 pub mod credentials;
 pub mod machine;
+pub mod redfish;
 pub mod telemetry;
 pub mod tls;

@@ -1,0 +1,348 @@
+//! Authentication: HTTP Basic and stateless session tokens.
+//!
+//! A token is `<session id>.<expiry>.<signature>`, signed with HMAC-SHA256 under a key kept
+//! by the backend (`Record::SessionKey`), so a restarted sidecar honours tokens it issued
+//! before. The same record keeps the session timeout and the sessions logged out early, so a
+//! logout survives a restart too.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Request, State};
+use axum::http::{Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use super::Context;
+use super::errors::ApiError;
+use crate::credentials::Credentials;
+use crate::machine::{Machine, MachineError, Record};
+
+type HmacSha256 = Hmac<Sha256>;
+
+pub const DEFAULT_TIMEOUT: u64 = 1800;
+pub const MIN_TIMEOUT: u64 = 30;
+pub const MAX_TIMEOUT: u64 = 86_400;
+
+/// What `Record::SessionKey` holds.
+#[derive(Clone, Serialize, Deserialize)]
+struct SessionRecord {
+    /// Hex of 32 random bytes.
+    key: String,
+    timeout: u64,
+    /// Session id -> expiry, for sessions deleted before they expired.
+    #[serde(default)]
+    revoked: BTreeMap<String, u64>,
+}
+
+/// A session as the Sessions collection lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    pub id: String,
+    pub username: String,
+    pub created: u64,
+    pub expires: u64,
+}
+
+/// Who made a request, as the handlers see it.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    Basic,
+    Session(String),
+}
+
+pub struct Sessions {
+    machine: Arc<dyn Machine>,
+    record: Mutex<SessionRecord>,
+    /// Serialises read-modify-write of the stored record (timeout, logouts).
+    writes: tokio::sync::Mutex<()>,
+    key: zeroize::Zeroizing<Vec<u8>>,
+    /// Sessions seen by this process: issued here, or presented after a restart.
+    known: Mutex<BTreeMap<String, SessionInfo>>,
+}
+
+impl Sessions {
+    /// Loads the key and settings from the backend, making and storing a key when absent.
+    pub async fn load(machine: Arc<dyn Machine>) -> Result<Self, MachineError> {
+        let stored = machine.record(Record::SessionKey).await?;
+        let parsed = stored
+            .as_deref()
+            .and_then(|text| serde_json::from_str::<SessionRecord>(text).ok())
+            .filter(|record| decode_hex(&record.key).is_some_and(|k| k.len() >= 32));
+        if stored.is_some() && parsed.is_none() {
+            tracing::warn!("stored session key is unreadable; making a new one");
+        }
+        let record = match parsed {
+            Some(record) => record,
+            None => {
+                let key: [u8; 32] = rand::random();
+                let record = SessionRecord {
+                    key: encode_hex(&key),
+                    timeout: DEFAULT_TIMEOUT,
+                    revoked: BTreeMap::new(),
+                };
+                let text = serde_json::to_string(&record).expect("record serializes");
+                machine.store_record(Record::SessionKey, Some(text)).await?;
+                record
+            }
+        };
+        let key = zeroize::Zeroizing::new(decode_hex(&record.key).unwrap_or_default());
+        Ok(Sessions {
+            machine,
+            record: Mutex::new(record),
+            writes: tokio::sync::Mutex::new(()),
+            key,
+            known: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    pub fn timeout(&self) -> u64 {
+        lock(&self.record).timeout
+    }
+
+    pub async fn set_timeout(&self, timeout: u64) -> Result<(), MachineError> {
+        let _write = self.writes.lock().await;
+        let mut next = lock(&self.record).clone();
+        next.timeout = timeout;
+        self.store(next).await
+    }
+
+    async fn store(&self, next: SessionRecord) -> Result<(), MachineError> {
+        let text = serde_json::to_string(&next).expect("record serializes");
+        self.machine
+            .store_record(Record::SessionKey, Some(text))
+            .await?;
+        *lock(&self.record) = next;
+        Ok(())
+    }
+
+    /// A new session for `username`; returns it with its token.
+    pub fn create(&self, username: &str, now: u64) -> (SessionInfo, String) {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let expires = now + self.timeout();
+        let token = self.sign(&id, expires, username);
+        let info = SessionInfo {
+            id: id.clone(),
+            username: username.to_owned(),
+            created: now,
+            expires,
+        };
+        lock(&self.known).insert(id, info.clone());
+        (info, token)
+    }
+
+    fn sign(&self, id: &str, expires: u64, username: &str) -> String {
+        let payload = format!("{id}.{expires}");
+        let signature = self.mac(&payload, username);
+        format!("{payload}.{}", URL_SAFE_NO_PAD.encode(signature))
+    }
+
+    fn mac(&self, payload: &str, username: &str) -> Vec<u8> {
+        let mut mac = HmacSha256::new_from_slice(&self.key).expect("HMAC takes any key length");
+        mac.update(payload.as_bytes());
+        mac.update(b"\0");
+        mac.update(username.as_bytes());
+        mac.finalize().into_bytes().to_vec()
+    }
+
+    /// The session a token names when it is genuine, unexpired and not logged out.
+    pub fn verify(&self, token: &str, username: &str, now: u64) -> Option<SessionInfo> {
+        let mut parts = token.splitn(3, '.');
+        let (id, expires, signature) = (parts.next()?, parts.next()?, parts.next()?);
+        let signature = URL_SAFE_NO_PAD.decode(signature).ok()?;
+        let mut mac = HmacSha256::new_from_slice(&self.key).expect("HMAC takes any key length");
+        mac.update(format!("{id}.{expires}").as_bytes());
+        mac.update(b"\0");
+        mac.update(username.as_bytes());
+        // verify_slice compares in constant time.
+        mac.verify_slice(&signature).ok()?;
+        let expires: u64 = expires.parse().ok()?;
+        if now >= expires || lock(&self.record).revoked.contains_key(id) {
+            return None;
+        }
+        let mut known = lock(&self.known);
+        let info = known.entry(id.to_owned()).or_insert_with(|| SessionInfo {
+            id: id.to_owned(),
+            username: username.to_owned(),
+            // Issued by an earlier process: its creation time is not in the token.
+            created: expires.saturating_sub(self.timeout()),
+            expires,
+        });
+        Some(info.clone())
+    }
+
+    /// Live sessions this process knows of.
+    pub fn list(&self, now: u64) -> Vec<SessionInfo> {
+        let mut known = lock(&self.known);
+        known.retain(|_, info| info.expires > now);
+        known.values().cloned().collect()
+    }
+
+    pub fn get(&self, id: &str, now: u64) -> Option<SessionInfo> {
+        lock(&self.known)
+            .get(id)
+            .filter(|info| info.expires > now)
+            .cloned()
+    }
+
+    /// Logs a session out for good (the revocation is stored with the key).
+    pub async fn delete(&self, id: &str, now: u64) -> Result<bool, MachineError> {
+        let Some(info) = self.get(id, now) else {
+            return Ok(false);
+        };
+        let _write = self.writes.lock().await;
+        let mut next = lock(&self.record).clone();
+        next.revoked.retain(|_, expires| *expires > now);
+        next.revoked.insert(info.id.clone(), info.expires);
+        self.store(next).await?;
+        lock(&self.known).remove(id);
+        Ok(true)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn encode_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn decode_hex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// Requests anyone may make: what a client needs to find the service and log in.
+pub fn is_public(method: &Method, path: &str) -> bool {
+    let readable = method == Method::GET || method == Method::HEAD;
+    match path {
+        "/redfish" | "/redfish/v1" | "/redfish/v1/odata" | "/redfish/v1/$metadata" => readable,
+        "/redfish/v1/SessionService/Sessions" | "/redfish/v1/SessionService/Sessions/Members" => {
+            method == Method::POST
+        }
+        _ => false,
+    }
+}
+
+/// Checks Basic credentials (constant time).
+pub fn basic_matches(credentials: &Credentials, value: &str) -> bool {
+    let Some(encoded) = value
+        .strip_prefix("Basic ")
+        .or_else(|| value.strip_prefix("basic "))
+    else {
+        return false;
+    };
+    let Ok(decoded) = STANDARD.decode(encoded.trim()) else {
+        return false;
+    };
+    let decoded = zeroize::Zeroizing::new(decoded);
+    let Some(colon) = decoded.iter().position(|b| *b == b':') else {
+        return false;
+    };
+    credentials.matches(&decoded[..colon], &decoded[colon + 1..])
+}
+
+/// Lets public requests through; others need a valid token or Basic credentials.
+pub async fn require(
+    State(context): State<Arc<Context>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let path = request.uri().path();
+    if is_public(request.method(), path) {
+        return next.run(request).await;
+    }
+    let headers = request.headers();
+    let caller = if let Some(token) = headers.get("X-Auth-Token") {
+        let token = token.to_str().unwrap_or_default();
+        match context.sessions.verify(
+            token,
+            &context.credentials.username,
+            super::http::now_unix(),
+        ) {
+            Some(info) => Caller::Session(info.id),
+            None => {
+                return ApiError::unauthorized(
+                    "The session token is invalid, expired or logged out; log in again",
+                )
+                .into_response();
+            }
+        }
+    } else if let Some(value) = headers.get(header::AUTHORIZATION) {
+        let value = value.to_str().unwrap_or_default();
+        if basic_matches(&context.credentials, value) {
+            Caller::Basic
+        } else {
+            return ApiError::unauthorized("The credentials are not valid").into_response();
+        }
+    } else {
+        return ApiError::unauthorized(
+            "Authentication required: HTTP Basic or an X-Auth-Token from SessionService",
+        )
+        .into_response();
+    };
+    request.extensions_mut().insert(caller);
+    next.run(request).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::machine::simulated::{SimulatedConfig, SimulatedMachine};
+
+    async fn sessions() -> (Arc<dyn Machine>, Sessions) {
+        let machine: Arc<dyn Machine> =
+            Arc::new(SimulatedMachine::new(SimulatedConfig::default()).unwrap());
+        let sessions = Sessions::load(machine.clone()).await.unwrap();
+        (machine, sessions)
+    }
+
+    #[tokio::test]
+    async fn tokens_verify_until_they_expire() {
+        let (_, sessions) = sessions().await;
+        let (info, token) = sessions.create("admin", 1000);
+        assert_eq!(sessions.verify(&token, "admin", 1001).unwrap().id, info.id);
+        assert!(sessions.verify(&token, "admin", info.expires).is_none());
+        assert!(sessions.verify(&token, "root", 1001).is_none());
+        let forged = format!("{}.{}.AAAA", info.id, info.expires + 10_000);
+        assert!(sessions.verify(&forged, "admin", 1001).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_restarted_service_honours_tokens_and_logouts() {
+        let (machine, sessions) = sessions().await;
+        let (kept, kept_token) = sessions.create("admin", 1000);
+        let (gone, gone_token) = sessions.create("admin", 1000);
+        assert!(sessions.delete(&gone.id, 1001).await.unwrap());
+        let restarted = Sessions::load(machine).await.unwrap();
+        assert_eq!(
+            restarted.verify(&kept_token, "admin", 1002).unwrap().id,
+            kept.id
+        );
+        assert!(restarted.verify(&gone_token, "admin", 1002).is_none());
+    }
+
+    #[test]
+    fn basic_needs_both_parts() {
+        let credentials = Credentials::new("admin", "password");
+        let good = format!("Basic {}", STANDARD.encode("admin:password"));
+        let bad = format!("Basic {}", STANDARD.encode("admin:passwore"));
+        assert!(basic_matches(&credentials, &good));
+        assert!(!basic_matches(&credentials, &bad));
+        assert!(!basic_matches(&credentials, "Bearer x"));
+        assert!(!basic_matches(&credentials, "Basic !!!"));
+    }
+}

@@ -1,0 +1,555 @@
+//! EventService: subscriptions kept through the backend (`Record::EventSubscriptions`),
+//! delivery by HTTP POST with retries and backoff, and a Server-Sent Events stream.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use futures::Stream;
+use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::BroadcastStream;
+
+use super::errors::{ApiError, ApiResult};
+use super::http::{now_unix, rfc3339};
+use super::models::{Ids, MEDIA_ID, power_state_name};
+use crate::machine::{Machine, MachineError, MachineEvent, PowerState, Record};
+
+pub const EVENT_TYPES: [&str; 4] = ["StatusChange", "ResourceUpdated", "Alert", "Other"];
+pub const RESOURCE_TYPES: [&str; 2] = ["ComputerSystem", "VirtualMedia"];
+pub const REGISTRY_PREFIXES: [&str; 2] = ["ResourceEvent", "Base"];
+pub const MAX_SUBSCRIPTIONS: usize = 16;
+/// Attempts after the first failed one, and the first wait between them (doubling).
+pub const RETRY_ATTEMPTS: u32 = 3;
+pub const RETRY_INTERVAL: Duration = Duration::from_secs(1);
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
+const QUEUE: usize = 128;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Subscription {
+    pub id: String,
+    pub destination: String,
+    #[serde(default)]
+    pub context: Option<String>,
+    #[serde(default)]
+    pub event_types: Vec<String>,
+    #[serde(default)]
+    pub registry_prefixes: Vec<String>,
+    #[serde(default)]
+    pub resource_types: Vec<String>,
+}
+
+/// One entry of an Event's `Events` array, with what subscriptions filter on.
+#[derive(Debug, Clone)]
+pub struct EventRecord {
+    pub record: Value,
+    pub event_type: &'static str,
+    pub resource_type: &'static str,
+}
+
+impl Subscription {
+    pub fn wants(&self, event: &EventRecord) -> bool {
+        let message_id = event.record["MessageId"].as_str().unwrap_or_default();
+        let prefix = message_id.split('.').next().unwrap_or_default();
+        (self.event_types.is_empty() || self.event_types.iter().any(|t| t == event.event_type))
+            && (self.registry_prefixes.is_empty()
+                || self.registry_prefixes.iter().any(|p| p == prefix))
+            && (self.resource_types.is_empty()
+                || self.resource_types.iter().any(|r| r == event.resource_type))
+    }
+
+    pub fn uri(&self) -> String {
+        format!("/redfish/v1/EventService/Subscriptions/{}", self.id)
+    }
+
+    pub fn to_json(&self) -> Value {
+        json!({
+            "@odata.type": "#EventDestination.v1_10_0.EventDestination",
+            "@odata.id": self.uri(),
+            "Id": self.id,
+            "Name": "Event subscription",
+            "Destination": self.destination,
+            "Context": self.context,
+            "Protocol": "Redfish",
+            "SubscriptionType": "RedfishEvent",
+            "EventFormatType": "Event",
+            "EventTypes": self.event_types,
+            "RegistryPrefixes": self.registry_prefixes,
+            "ResourceTypes": self.resource_types,
+            "DeliveryRetryPolicy": "TerminateAfterRetries",
+        })
+    }
+}
+
+/// Parses a subscription request, refusing anything it does not understand.
+pub fn parse_subscription(body: &Map<String, Value>, id: String) -> ApiResult<Subscription> {
+    let mut subscription = Subscription {
+        id,
+        destination: String::new(),
+        context: None,
+        event_types: vec![],
+        registry_prefixes: vec![],
+        resource_types: vec![],
+    };
+    let string_list = |name: &str, value: &Value, allowed: &[&str]| -> ApiResult<Vec<String>> {
+        let items = value
+            .as_array()
+            .ok_or_else(|| ApiError::property_type(value, name))?;
+        items
+            .iter()
+            .map(|item| match item.as_str() {
+                Some(text) if allowed.contains(&text) => Ok(text.to_owned()),
+                Some(_) => Err(ApiError::property_not_in_list(item, name)),
+                None => Err(ApiError::property_type(item, name)),
+            })
+            .collect()
+    };
+    for (name, value) in body {
+        match name.as_str() {
+            "Destination" => {
+                let text = value
+                    .as_str()
+                    .ok_or_else(|| ApiError::property_type(value, name))?;
+                let valid = (text.starts_with("http://") || text.starts_with("https://"))
+                    && text
+                        .split("://")
+                        .nth(1)
+                        .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'))
+                    && !text.chars().any(char::is_whitespace);
+                if !valid {
+                    return Err(ApiError::bad_request(
+                        "PropertyValueFormatError",
+                        &[text, "Destination"],
+                    ));
+                }
+                subscription.destination = text.to_owned();
+            }
+            "Context" => {
+                let text = value
+                    .as_str()
+                    .ok_or_else(|| ApiError::property_type(value, name))?;
+                subscription.context = Some(text.to_owned());
+            }
+            "Protocol" => {
+                if value.as_str() != Some("Redfish") {
+                    return Err(ApiError::property_not_in_list(value, name));
+                }
+            }
+            "SubscriptionType" => {
+                if value.as_str() != Some("RedfishEvent") {
+                    return Err(ApiError::property_not_in_list(value, name));
+                }
+            }
+            "EventFormatType" => {
+                if value.as_str() != Some("Event") {
+                    return Err(ApiError::property_not_in_list(value, name));
+                }
+            }
+            "EventTypes" => subscription.event_types = string_list(name, value, &EVENT_TYPES)?,
+            "RegistryPrefixes" => {
+                subscription.registry_prefixes = string_list(name, value, &REGISTRY_PREFIXES)?;
+            }
+            "ResourceTypes" => {
+                subscription.resource_types = string_list(name, value, &RESOURCE_TYPES)?;
+            }
+            _ => return Err(ApiError::property_unknown(name)),
+        }
+    }
+    if subscription.destination.is_empty() {
+        return Err(ApiError::bad_request(
+            "CreateFailedMissingReqProperties",
+            &["Destination"],
+        ));
+    }
+    Ok(subscription)
+}
+
+/// The events a machine change produces.
+pub fn records_for(ids: &Ids, event: &MachineEvent, event_id: u64, now: u64) -> EventRecord {
+    let base = |message_id: &str, text: String, args: Vec<String>, origin: String| {
+        json!({
+            "EventId": event_id.to_string(),
+            "EventTimestamp": rfc3339(now),
+            "MessageId": message_id,
+            "Message": text,
+            "MessageArgs": args,
+            "MessageSeverity": "OK",
+            "OriginOfCondition": {"@odata.id": origin},
+        })
+    };
+    let system = ids.system_uri();
+    match event {
+        MachineEvent::PowerChanged { to, .. } => {
+            let (id, verb) = match to {
+                PowerState::On => ("ResourcePoweredOn", "powered on"),
+                PowerState::Off => ("ResourcePoweredOff", "powered off"),
+                PowerState::PoweringOn => ("ResourcePoweringOn", "is powering on"),
+                PowerState::PoweringOff => ("ResourcePoweringOff", "is powering off"),
+            };
+            let mut record = base(
+                &format!("ResourceEvent.1.3.0.{id}"),
+                format!("The resource '{system}' {verb}."),
+                vec![system.clone()],
+                system,
+            );
+            record["EventType"] = json!("StatusChange");
+            record["Oem"] = json!({"KubevirtBmc": {"PowerState": power_state_name(*to)}});
+            EventRecord {
+                record,
+                event_type: "StatusChange",
+                resource_type: "ComputerSystem",
+            }
+        }
+        MachineEvent::BootOverrideChanged(_) => {
+            let mut record = base(
+                "ResourceEvent.1.0.3.ResourceChanged",
+                "One or more resource properties have changed.".to_owned(),
+                vec![],
+                system,
+            );
+            record["EventType"] = json!("ResourceUpdated");
+            EventRecord {
+                record,
+                event_type: "ResourceUpdated",
+                resource_type: "ComputerSystem",
+            }
+        }
+        MachineEvent::MediaChanged(_) => {
+            let origin = format!("{}/VirtualMedia/{MEDIA_ID}", ids.manager_uri());
+            let mut record = base(
+                "ResourceEvent.1.0.3.ResourceChanged",
+                "One or more resource properties have changed.".to_owned(),
+                vec![],
+                origin,
+            );
+            record["EventType"] = json!("ResourceUpdated");
+            EventRecord {
+                record,
+                event_type: "ResourceUpdated",
+                resource_type: "VirtualMedia",
+            }
+        }
+    }
+}
+
+pub fn envelope(event_id: u64, context: Option<&str>, records: &[Value]) -> Value {
+    let mut value = json!({
+        "@odata.type": "#Event.v1_7_0.Event",
+        "Id": event_id.to_string(),
+        "Name": "kubevirt-bmc event",
+        "Events": records,
+    });
+    if let Some(context) = context {
+        value["Context"] = json!(context);
+    }
+    value
+}
+
+/// Each subscription with the queue its delivery task drains.
+type Table = BTreeMap<String, (Subscription, mpsc::Sender<Arc<Value>>)>;
+
+type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+pub struct Events {
+    machine: Arc<dyn Machine>,
+    ids: Ids,
+    subscriptions: Mutex<Table>,
+    /// Serialises read-modify-write of the stored list, so concurrent requests lose nothing.
+    writes: tokio::sync::Mutex<()>,
+    sse: broadcast::Sender<Arc<Value>>,
+    next_id: AtomicU64,
+    client: HttpClient,
+    retry_interval: Duration,
+}
+
+impl Events {
+    /// Loads stored subscriptions and starts their delivery; must run inside tokio.
+    pub async fn load(
+        machine: Arc<dyn Machine>,
+        ids: Ids,
+        retry_interval: Duration,
+    ) -> Result<Arc<Self>, MachineError> {
+        let stored = machine.record(Record::EventSubscriptions).await?;
+        let list: Vec<Subscription> = match stored.as_deref().map(serde_json::from_str) {
+            Some(Ok(list)) => list,
+            Some(Err(error)) => {
+                tracing::warn!(%error, "stored event subscriptions are unreadable; starting with none");
+                vec![]
+            }
+            None => vec![],
+        };
+        let events = Arc::new(Events {
+            machine: machine.clone(),
+            ids,
+            subscriptions: Mutex::new(BTreeMap::new()),
+            writes: tokio::sync::Mutex::new(()),
+            sse: broadcast::channel(QUEUE).0,
+            next_id: AtomicU64::new(now_unix() * 1000),
+            client: http_client(),
+            retry_interval,
+        });
+        for subscription in list {
+            events.start(subscription);
+        }
+        let receiver = machine.events();
+        tokio::spawn(events.clone().dispatch(receiver));
+        Ok(events)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.subscriptions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn start(self: &Arc<Self>, subscription: Subscription) {
+        let (sender, receiver) = mpsc::channel(QUEUE);
+        tokio::spawn(deliver(
+            self.client.clone(),
+            subscription.destination.clone(),
+            receiver,
+            self.retry_interval,
+        ));
+        self.lock()
+            .insert(subscription.id.clone(), (subscription, sender));
+    }
+
+    pub fn list(&self) -> Vec<Subscription> {
+        self.lock().values().map(|(s, _)| s.clone()).collect()
+    }
+
+    pub fn get(&self, id: &str) -> Option<Subscription> {
+        self.lock().get(id).map(|(s, _)| s.clone())
+    }
+
+    async fn persist(&self, list: Vec<Subscription>) -> Result<(), MachineError> {
+        let text = serde_json::to_string(&list).expect("subscriptions serialize");
+        self.machine
+            .store_record(Record::EventSubscriptions, Some(text))
+            .await
+    }
+
+    pub async fn add(self: &Arc<Self>, body: &Map<String, Value>) -> ApiResult<Subscription> {
+        let subscription = parse_subscription(body, uuid::Uuid::new_v4().simple().to_string())?;
+        let _write = self.writes.lock().await;
+        let mut list = self.list();
+        if list.len() >= MAX_SUBSCRIPTIONS {
+            let mut error = ApiError::bad_request("EventSubscriptionLimitExceeded", &[]);
+            error.status = axum::http::StatusCode::CONFLICT;
+            return Err(error);
+        }
+        list.push(subscription.clone());
+        self.persist(list).await?;
+        self.start(subscription.clone());
+        Ok(subscription)
+    }
+
+    pub async fn remove(&self, id: &str) -> ApiResult<bool> {
+        let _write = self.writes.lock().await;
+        let mut list = self.list();
+        let before = list.len();
+        list.retain(|s| s.id != id);
+        if list.len() == before {
+            return Ok(false);
+        }
+        self.persist(list).await?;
+        // Dropping the sender ends its delivery task once the queue drains.
+        self.lock().remove(id);
+        Ok(true)
+    }
+
+    pub fn next_event_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Sends one event to every subscription that wants it and to SSE listeners.
+    pub fn publish(&self, event_id: u64, event: &EventRecord) {
+        let _ = self.sse.send(Arc::new(envelope(
+            event_id,
+            None,
+            std::slice::from_ref(&event.record),
+        )));
+        for (subscription, sender) in self.lock().values() {
+            if !subscription.wants(event) {
+                continue;
+            }
+            let payload = envelope(
+                event_id,
+                subscription.context.as_deref(),
+                std::slice::from_ref(&event.record),
+            );
+            if sender.try_send(Arc::new(payload)).is_err() {
+                tracing::warn!(subscription = %subscription.id, "event queue full; event dropped");
+            }
+        }
+    }
+
+    async fn dispatch(self: Arc<Self>, mut receiver: broadcast::Receiver<MachineEvent>) {
+        loop {
+            match receiver.recv().await {
+                Ok(event) => {
+                    let id = self.next_event_id();
+                    self.publish(id, &records_for(&self.ids, &event, id, now_unix()));
+                }
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "machine events were missed");
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
+    /// The SSE stream of every event from now on.
+    pub fn stream(&self) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>> + use<>> {
+        let stream = BroadcastStream::new(self.sse.subscribe()).filter_map(|item| {
+            let event = item.ok()?;
+            let id = event["Id"].as_str().unwrap_or_default().to_owned();
+            Some(Ok(SseEvent::default().id(id).data(event.to_string())))
+        });
+        Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    }
+}
+
+fn http_client() -> HttpClient {
+    let builder = hyper_rustls::HttpsConnectorBuilder::new();
+    let builder = match builder.with_native_roots() {
+        Ok(builder) => builder,
+        Err(error) => {
+            tracing::warn!(%error, "no system CA certificates; https event destinations will fail");
+            let config = rustls::ClientConfig::builder()
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth();
+            hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config)
+        }
+    };
+    let connector = builder.https_or_http().enable_http1().build();
+    Client::builder(TokioExecutor::new()).build(connector)
+}
+
+/// Posts each queued event to `destination`, retrying with doubling waits; an event that
+/// still fails after the retries is dropped (TerminateAfterRetries applies per event).
+async fn deliver(
+    client: HttpClient,
+    destination: String,
+    mut queue: mpsc::Receiver<Arc<Value>>,
+    interval: Duration,
+) {
+    while let Some(event) = queue.recv().await {
+        let body = Bytes::from(event.to_string());
+        let mut wait = interval;
+        for attempt in 0..=RETRY_ATTEMPTS {
+            match post(&client, &destination, body.clone()).await {
+                Ok(()) => break,
+                Err(reason) if attempt < RETRY_ATTEMPTS => {
+                    tracing::debug!(%destination, attempt, %reason, "event delivery failed; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(60));
+                }
+                Err(reason) => {
+                    tracing::warn!(%destination, %reason, "event not delivered after retries; dropped");
+                }
+            }
+        }
+    }
+}
+
+async fn post(client: &HttpClient, destination: &str, body: Bytes) -> Result<(), String> {
+    let request = http::Request::post(destination)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(body))
+        .map_err(|e| e.to_string())?;
+    let response = tokio::time::timeout(DELIVERY_TIMEOUT, client.request(request))
+        .await
+        .map_err(|_| "timed out".to_owned())?
+        .map_err(|e| e.to_string())?;
+    if response.status().is_success() {
+        Ok(())
+    } else {
+        Err(format!("receiver answered {}", response.status()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids() -> Ids {
+        Ids {
+            system: "vm".into(),
+            uuid: "u".into(),
+            service_uuid: "s".into(),
+        }
+    }
+
+    #[test]
+    fn subscriptions_parse_strictly() {
+        let body = |v: Value| v.as_object().unwrap().clone();
+        let ok = parse_subscription(
+            &body(
+                json!({"Destination": "http://127.0.0.1:9/x", "Protocol": "Redfish",
+                "EventTypes": ["StatusChange"], "Context": "c"}),
+            ),
+            "1".into(),
+        )
+        .unwrap();
+        assert_eq!(ok.event_types, vec!["StatusChange"]);
+        for bad in [
+            json!({"Destination": "ftp://x"}),
+            json!({"Protocol": "Redfish"}),
+            json!({"Destination": "http://x", "Protocol": "SNMPv2c"}),
+            json!({"Destination": "http://x", "EventTypes": ["Nope"]}),
+            json!({"Destination": "http://x", "Color": "red"}),
+            json!({"Destination": 5}),
+        ] {
+            assert!(
+                parse_subscription(&body(bad.clone()), "1".into()).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn filters_select_events() {
+        let power = records_for(
+            &ids(),
+            &MachineEvent::PowerChanged {
+                from: PowerState::Off,
+                to: PowerState::On,
+            },
+            1,
+            0,
+        );
+        let media = records_for(
+            &ids(),
+            &MachineEvent::MediaChanged(crate::machine::MediaState::ejected()),
+            2,
+            0,
+        );
+        let mut subscription = Subscription {
+            id: "1".into(),
+            destination: "http://x".into(),
+            context: None,
+            event_types: vec![],
+            registry_prefixes: vec![],
+            resource_types: vec!["VirtualMedia".into()],
+        };
+        assert!(!subscription.wants(&power));
+        assert!(subscription.wants(&media));
+        subscription.resource_types.clear();
+        subscription.event_types = vec!["StatusChange".into()];
+        assert!(subscription.wants(&power));
+        assert!(!subscription.wants(&media));
+        assert_eq!(
+            power.record["MessageId"],
+            "ResourceEvent.1.3.0.ResourcePoweredOn"
+        );
+    }
+}

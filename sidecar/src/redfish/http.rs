@@ -1,0 +1,318 @@
+//! HTTP conventions every Redfish resource shares: JSON bodies with Redfish errors, ETags and
+//! `If-Match`, the OData headers, and Redfish bodies for 404 and 405.
+
+use axum::body::Body;
+use axum::extract::{FromRequest, Request};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value};
+
+use super::errors::{ApiError, ApiResult};
+
+/// Larger than any request a Redfish client sends us (a subscription, an InsertMedia).
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// A request body that must be a JSON object, or empty when the action allows it.
+pub struct JsonBody(pub Option<Map<String, Value>>);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        let declared = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|length| length > BODY_LIMIT) {
+            return Err(ApiError::too_large(BODY_LIMIT));
+        }
+        let bytes = axum::body::to_bytes(request.into_body(), BODY_LIMIT)
+            .await
+            .map_err(|_| ApiError::too_large(BODY_LIMIT))?;
+        parse_object(&bytes).map(JsonBody)
+    }
+}
+
+/// Empty (or whitespace) is `None`; anything else must be a JSON object.
+pub fn parse_object(bytes: &[u8]) -> ApiResult<Option<Map<String, Value>>> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(map)) => Ok(Some(map)),
+        Ok(_) => Err(ApiError::malformed_json("the body must be a JSON object")),
+        Err(error) => Err(ApiError::malformed_json(&error.to_string())),
+    }
+}
+
+impl JsonBody {
+    /// The object, or a clear error when the request had no body.
+    pub fn required(self) -> ApiResult<Map<String, Value>> {
+        self.0
+            .ok_or_else(|| ApiError::malformed_json("a JSON object body is required"))
+    }
+}
+
+/// A strong ETag of a resource's JSON: the same bytes the response carries.
+pub fn etag_of(value: &Value) -> String {
+    etag_of_bytes(&serde_json::to_vec(value).unwrap_or_default())
+}
+
+fn etag_of_bytes(bytes: &[u8]) -> String {
+    // FNV-1a: ETags need change detection, not collision resistance against an attacker.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in bytes {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("\"{hash:016x}\"")
+}
+
+/// Refuses a write whose `If-Match` names another version of the resource.
+pub fn check_if_match(headers: &HeaderMap, current: &Value) -> ApiResult<()> {
+    let Some(wanted) = headers.get(header::IF_MATCH) else {
+        return Ok(());
+    };
+    let wanted = wanted.to_str().unwrap_or_default();
+    let etag = etag_of(current);
+    let matches = wanted
+        .split(',')
+        .map(str::trim)
+        .any(|candidate| candidate == "*" || candidate.trim_start_matches("W/") == etag.as_str());
+    if matches {
+        Ok(())
+    } else {
+        Err(ApiError::precondition_failed())
+    }
+}
+
+/// A JSON resource response.
+pub fn resource(value: Value) -> Response {
+    axum::Json(value).into_response()
+}
+
+/// Adds the OData headers, an ETag to JSON resources (answering `If-None-Match` with 304),
+/// and turns axum's bare 404/405 into Redfish error bodies.
+pub async fn conventions(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let if_none_match = request.headers().get(header::IF_NONE_MATCH).cloned();
+    let matched = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|m| m.as_str().to_owned());
+    let mut response = match refuse_early(&request) {
+        Some(error) => error.into_response(),
+        None => next.run(request).await,
+    };
+
+    if response.status() == StatusCode::METHOD_NOT_ALLOWED && !is_json(response.headers()) {
+        // axum's method router adds the Allow header itself, after this layer.
+        let mut error = ApiError::method_not_allowed(method.as_str(), &path, "");
+        error.text = format!("{method} is not allowed on {path}; the Allow header lists what is");
+        error.allow = None;
+        response = error.into_response();
+    }
+
+    let headers = response.headers_mut();
+    headers.insert("OData-Version", HeaderValue::from_static("4.0"));
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, no-store"),
+    );
+    headers.insert(
+        "X-Content-Type-Options",
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::STRICT_TRANSPORT_SECURITY,
+        HeaderValue::from_static("max-age=31536000"),
+    );
+    if is_json(headers) {
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
+    }
+
+    if (method == Method::GET || method == Method::HEAD)
+        && response.status().is_success()
+        && let Some(allow) = matched.as_deref().map(allowed_methods)
+    {
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static(allow));
+    }
+
+    let wants_etag = (method == Method::GET || method == Method::HEAD || method == Method::PATCH)
+        && response.status() == StatusCode::OK
+        && is_json(response.headers());
+    if !wants_etag {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+        return ApiError::internal("the response could not be produced").into_response();
+    };
+    let etag = etag_of_bytes(&bytes);
+    if let Some(link) = described_by(&bytes) {
+        parts.headers.insert(header::LINK, link);
+    }
+    if let Ok(value) = HeaderValue::from_str(&etag) {
+        parts.headers.insert(header::ETAG, value);
+    }
+    let not_modified = if_none_match
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|c| c.trim().trim_start_matches("W/") == etag)
+        });
+    if not_modified && method != Method::PATCH {
+        parts.status = StatusCode::NOT_MODIFIED;
+        parts.headers.remove(header::CONTENT_LENGTH);
+        return Response::from_parts(parts, Body::empty());
+    }
+    Response::from_parts(parts, Body::from(bytes))
+}
+
+/// Requests refused before routing: an OData version we do not speak, `$` queries we do
+/// not implement.
+fn refuse_early(request: &Request) -> Option<ApiError> {
+    if let Some(version) = request.headers().get("OData-Version")
+        && version.as_bytes() != b"4.0"
+    {
+        let mut error = ApiError::precondition_failed();
+        error.text = "Only OData-Version 4.0 is supported".to_owned();
+        return Some(error);
+    }
+    let query = request.uri().query().unwrap_or_default();
+    let unsupported = query
+        .split('&')
+        .map(|pair| pair.split('=').next().unwrap_or_default())
+        .find(|name| name.starts_with('$') || name.starts_with("%24"))?;
+    let mut error = ApiError::bad_request("QueryNotSupported", &[]);
+    error.status = StatusCode::NOT_IMPLEMENTED;
+    error.text = format!("The query parameter {unsupported} is not supported");
+    Some(error)
+}
+
+/// The methods a route pattern serves, for the Allow header of GET and HEAD answers.
+pub fn allowed_methods(pattern: &str) -> &'static str {
+    const PATCHABLE: [&str; 6] = [
+        "/redfish/v1/Systems/{id}",
+        "/SecureBoot",
+        "/VirtualMedia/{media}",
+        "/redfish/v1/SessionService",
+        "/redfish/v1/AccountService/Accounts/{id}",
+        "/redfish/v1/EventService",
+    ];
+    if pattern == "/redfish/v1/SessionService/Sessions"
+        || pattern == "/redfish/v1/EventService/Subscriptions"
+    {
+        "GET, HEAD, POST"
+    } else if pattern.starts_with("/redfish/v1/SessionService/Sessions/")
+        || pattern.starts_with("/redfish/v1/EventService/Subscriptions/")
+    {
+        "GET, HEAD, DELETE"
+    } else if pattern == "/redfish/v1/EventService" {
+        "GET, HEAD"
+    } else if PATCHABLE.iter().any(|p| pattern.ends_with(p)) {
+        "GET, HEAD, PATCH"
+    } else {
+        "GET, HEAD"
+    }
+}
+
+/// `Link: <schema>; rel=describedby` from the body's `@odata.type`.
+fn described_by(body: &[u8]) -> Option<HeaderValue> {
+    const KEY: &[u8] = b"\"@odata.type\":\"#";
+    let start = body.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    let rest = &body[start..];
+    let end = rest.iter().position(|b| *b == b'"')?;
+    let odata_type = std::str::from_utf8(&rest[..end]).ok()?;
+    // "#ComputerSystem.v1_20_0.ComputerSystem" -> "ComputerSystem.v1_20_0"
+    let schema = odata_type
+        .rsplit_once('.')
+        .map_or(odata_type, |(schema, _)| schema);
+    HeaderValue::from_str(&format!(
+        "<https://redfish.dmtf.org/schemas/v1/{schema}.json>; rel=describedby"
+    ))
+    .ok()
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"))
+}
+
+/// The Redfish body for paths nothing serves.
+pub async fn not_found(request: Request) -> ApiError {
+    ApiError::not_found(request.uri().path())
+}
+
+/// RFC 3339 UTC time for a Unix timestamp, as Redfish `DateTime` properties want.
+pub fn rfc3339(unix_seconds: u64) -> String {
+    let days = (unix_seconds / 86_400) as i64;
+    let seconds = unix_seconds % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}+00:00",
+        seconds / 3600,
+        seconds / 60 % 60,
+        seconds % 60
+    )
+}
+
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_are_rfc3339() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00+00:00");
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20+00:00");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00+00:00");
+    }
+
+    #[test]
+    fn bodies_must_be_objects() {
+        assert!(parse_object(b"").unwrap().is_none());
+        assert!(parse_object(b" {} ").unwrap().unwrap().is_empty());
+        assert!(parse_object(b"[1]").is_err());
+        assert!(parse_object(b"{\"a\":").is_err());
+    }
+
+    #[test]
+    fn if_match_accepts_current_or_star_only() {
+        let value = serde_json::json!({"a": 1});
+        let mut headers = HeaderMap::new();
+        assert!(check_if_match(&headers, &value).is_ok());
+        headers.insert(header::IF_MATCH, etag_of(&value).parse().unwrap());
+        assert!(check_if_match(&headers, &value).is_ok());
+        headers.insert(header::IF_MATCH, "\"0\"".parse().unwrap());
+        let error = check_if_match(&headers, &value).unwrap_err();
+        assert_eq!(error.status, StatusCode::PRECONDITION_FAILED);
+        headers.insert(header::IF_MATCH, "*".parse().unwrap());
+        assert!(check_if_match(&headers, &value).is_ok());
+    }
+}

@@ -1,0 +1,313 @@
+//! The Redfish service: HTTPS (HTTP/2 and HTTP/1.1 keep-alive) over rustls, driving the
+//! machine only through the [`Machine`] interface.
+//!
+//! `routes` below is the whole URL space; `models`/`services` build the JSON, `system`,
+//! `media`, `handlers`, `events` and `tasks` hold the handlers, `auth` and `http` the
+//! cross-cutting rules (authentication, ETags, OData headers, Redfish error bodies).
+
+pub mod auth;
+pub mod errors;
+pub mod events;
+mod handlers;
+pub mod http;
+mod media;
+pub mod models;
+pub mod services;
+mod system;
+pub mod tasks;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::{get, post};
+use sha2::Digest;
+use tower::Layer;
+use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
+
+use crate::credentials::Credentials;
+use crate::machine::{Machine, MachineError};
+use models::Ids;
+
+/// Shared by every handler.
+pub struct Context {
+    pub machine: Arc<dyn Machine>,
+    pub credentials: Credentials,
+    pub ids: Ids,
+    pub sessions: auth::Sessions,
+    pub events: Arc<events::Events>,
+    pub tasks: tasks::Tasks,
+}
+
+impl Context {
+    /// Reads identity, session key and subscriptions from the machine; starts event
+    /// delivery. Must run inside tokio.
+    pub async fn new(
+        machine: Arc<dyn Machine>,
+        credentials: Credentials,
+    ) -> Result<Arc<Self>, MachineError> {
+        let inventory = machine.inventory().await?;
+        let ids = Ids {
+            system: inventory.name.clone(),
+            uuid: inventory.uuid.clone(),
+            service_uuid: service_uuid(&inventory.uuid),
+        };
+        let sessions = auth::Sessions::load(machine.clone()).await?;
+        let events =
+            events::Events::load(machine.clone(), ids.clone(), events::RETRY_INTERVAL).await?;
+        Ok(Arc::new(Context {
+            machine,
+            credentials,
+            ids,
+            sessions,
+            events,
+            tasks: tasks::Tasks::default(),
+        }))
+    }
+}
+
+/// A UUID for the service derived from the machine's, so it is stable across restarts.
+fn service_uuid(machine_uuid: &str) -> String {
+    let digest = sha2::Sha256::digest(format!("kubevirt-bmc:{machine_uuid}").as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_random_bytes(bytes)
+        .into_uuid()
+        .to_string()
+}
+
+/// The whole URL space.
+pub fn routes(context: Arc<Context>) -> Router {
+    use handlers as h;
+    let system = "/redfish/v1/Systems/{id}";
+    let media_routes = |router: Router<Arc<Context>>, owner: &str| {
+        router
+            .route(&format!("{owner}/VirtualMedia"), get(media::collection_get))
+            .route(
+                &format!("{owner}/VirtualMedia/{{media}}"),
+                get(media::get).patch(media::patch),
+            )
+            .route(
+                &format!("{owner}/VirtualMedia/{{media}}/Actions/VirtualMedia.InsertMedia"),
+                post(media::insert),
+            )
+            .route(
+                &format!("{owner}/VirtualMedia/{{media}}/Actions/VirtualMedia.EjectMedia"),
+                post(media::eject),
+            )
+    };
+    let mut router = Router::new()
+        .route("/redfish", get(h::versions))
+        .route("/redfish/v1", get(h::root))
+        .route("/redfish/v1/odata", get(h::odata))
+        .route("/redfish/v1/$metadata", get(h::metadata))
+        .route("/redfish/v1/Systems", get(system::systems))
+        .route(system, get(system::system).patch(system::patch_system))
+        .route(
+            &format!("{system}/Actions/ComputerSystem.Reset"),
+            post(system::reset),
+        )
+        .route(
+            &format!("{system}/EthernetInterfaces"),
+            get(system::interfaces),
+        )
+        .route(&format!("{system}/Processors"), get(system::processors))
+        .route(&format!("{system}/Memory"), get(system::memories))
+        .route(&format!("{system}/Storage"), get(system::storages))
+        .route(
+            &format!("{system}/SimpleStorage"),
+            get(system::simple_storages),
+        )
+        .route(
+            &format!("{system}/Storage/1/Drives/{{drive}}"),
+            get(system::drive),
+        )
+        .route(
+            &format!("{system}/Storage/1/Controllers"),
+            get(system::controllers),
+        )
+        .route(
+            &format!("{system}/Storage/1/Controllers/{{controller}}"),
+            get(system::controller),
+        )
+        .route(&format!("{system}/Storage/1/Volumes"), get(system::volumes))
+        .route(
+            &format!("{system}/SecureBoot"),
+            get(system::secure_boot).patch(system::patch_secure_boot),
+        )
+        .route("/redfish/v1/Chassis", get(system::chassis_list))
+        .route("/redfish/v1/Chassis/{id}", get(system::chassis))
+        .route("/redfish/v1/Managers", get(media::managers))
+        .route("/redfish/v1/Managers/{id}", get(media::manager))
+        .route(
+            "/redfish/v1/Managers/{id}/Actions/Manager.Reset",
+            post(media::manager_reset),
+        )
+        .route(
+            "/redfish/v1/SessionService",
+            get(h::session_service).patch(h::patch_session_service),
+        )
+        .route(
+            "/redfish/v1/SessionService/Sessions",
+            get(h::sessions).post(h::create_session),
+        )
+        .route(
+            "/redfish/v1/SessionService/Sessions/Members",
+            post(h::create_session),
+        )
+        .route(
+            "/redfish/v1/EventService/Subscriptions/Members",
+            post(h::create_subscription),
+        )
+        .route(
+            "/redfish/v1/SessionService/Sessions/{id}",
+            get(h::session).delete(h::delete_session),
+        )
+        .route("/redfish/v1/AccountService", get(h::account_service))
+        .route("/redfish/v1/AccountService/Accounts", get(h::accounts))
+        .route(
+            "/redfish/v1/AccountService/Accounts/{id}",
+            get(h::account).patch(h::patch_account),
+        )
+        .route("/redfish/v1/AccountService/Roles", get(h::roles))
+        .route("/redfish/v1/AccountService/Roles/{id}", get(h::role))
+        .route("/redfish/v1/EventService", get(h::event_service))
+        .route(
+            "/redfish/v1/EventService/Subscriptions",
+            get(h::subscriptions).post(h::create_subscription),
+        )
+        .route(
+            "/redfish/v1/EventService/Subscriptions/{id}",
+            get(h::subscription).delete(h::delete_subscription),
+        )
+        .route("/redfish/v1/EventService/SSE", get(h::sse))
+        .route(
+            "/redfish/v1/EventService/Actions/EventService.SubmitTestEvent",
+            post(h::submit_test_event),
+        )
+        .route("/redfish/v1/TaskService", get(tasks::service))
+        .route("/redfish/v1/TaskService/Tasks", get(tasks::list))
+        .route("/redfish/v1/TaskService/Tasks/{id}", get(tasks::get))
+        .route(
+            "/redfish/v1/TaskService/TaskMonitors/{id}",
+            get(tasks::monitor),
+        )
+        .route("/redfish/v1/Registries", get(h::registries))
+        .route("/redfish/v1/Registries/{id}", get(h::registry))
+        .route(
+            "/redfish/v1/Registries/{id}/{file}",
+            get(h::registry_document),
+        );
+    for kind in [
+        "EthernetInterfaces",
+        "Processors",
+        "Memory",
+        "Storage",
+        "SimpleStorage",
+    ] {
+        router = router.route(&format!("{system}/{kind}/{{member}}"), get(system::member));
+    }
+    router = media_routes(router, system);
+    router = media_routes(router, "/redfish/v1/Managers/{id}");
+    router
+        .fallback(http::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            context.clone(),
+            auth::require,
+        ))
+        .layer(axum::middleware::from_fn(http::conventions))
+        .with_state(context)
+}
+
+/// The service as a tower Service: the routes behind trailing-slash normalisation.
+pub fn app(context: Arc<Context>) -> NormalizePath<Router> {
+    NormalizePathLayer::trim_trailing_slash().layer(routes(context))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RedfishError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot start: {0}")]
+    Backend(#[from] MachineError),
+}
+
+impl From<RedfishError> for crate::bmc::BmcError {
+    fn from(error: RedfishError) -> Self {
+        match error {
+            RedfishError::Bind { addr, source } => crate::bmc::BmcError::Bind { addr, source },
+            other => crate::bmc::BmcError::Stopped {
+                server: "Redfish",
+                reason: other.to_string(),
+            },
+        }
+    }
+}
+
+/// A running Redfish server.
+pub struct RedfishServer {
+    handle: axum_server::Handle<SocketAddr>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    pub local_addr: SocketAddr,
+}
+
+impl RedfishServer {
+    /// Completes when the server stops by itself (an error); says why.
+    pub async fn stopped(&mut self) -> String {
+        match (&mut self.task).await {
+            Ok(Ok(())) => "stopped".to_owned(),
+            Ok(Err(error)) => error.to_string(),
+            Err(error) => error.to_string(),
+        }
+    }
+
+    /// Lets requests in flight finish (up to 5 s), then stops.
+    pub async fn shutdown(self) {
+        self.handle.graceful_shutdown(Some(Duration::from_secs(5)));
+        let _ = self.task.await;
+    }
+}
+
+/// Binds `listen` (failing fast) and serves Redfish on it in the background.
+pub async fn start(
+    machine: Arc<dyn Machine>,
+    credentials: Credentials,
+    tls: Arc<rustls::ServerConfig>,
+    listen: SocketAddr,
+) -> Result<RedfishServer, RedfishError> {
+    let bind_error = |source| RedfishError::Bind {
+        addr: listen,
+        source,
+    };
+    let listener = std::net::TcpListener::bind(listen).map_err(bind_error)?;
+    listener.set_nonblocking(true).map_err(bind_error)?;
+    let local_addr = listener.local_addr().map_err(bind_error)?;
+    let context = Context::new(machine, credentials).await?;
+    let config = axum_server::tls_rustls::RustlsConfig::from_config(tls);
+    let handle = axum_server::Handle::new();
+    let mut server = axum_server::from_tcp_rustls(listener, config)
+        .map_err(bind_error)?
+        .handle(handle.clone());
+    server
+        .http_builder()
+        .http1()
+        .keep_alive(true)
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30));
+    server
+        .http_builder()
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new());
+    let service = tower::make::Shared::new(app(context));
+    let task = tokio::spawn(server.serve(service));
+    tracing::info!(%local_addr, "Redfish listening (HTTPS)");
+    Ok(RedfishServer {
+        handle,
+        task,
+        local_addr,
+    })
+}

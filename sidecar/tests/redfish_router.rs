@@ -1,0 +1,463 @@
+//! The Redfish router in process (`Router::oneshot`): errors, ETags, auth and sessions,
+//! with the machine's state checked after every refused request.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use base64::Engine;
+use http::{Request, StatusCode, header};
+use http_body_util::BodyExt;
+use kubevirt_bmc::credentials::Credentials;
+use kubevirt_bmc::machine::simulated::{SimulatedConfig, SimulatedMachine};
+use kubevirt_bmc::machine::{BootOverride, Machine, PowerState, Record};
+use kubevirt_bmc::redfish::{Context, app};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+const SYSTEM: &str = "/redfish/v1/Systems/sim-vm";
+
+struct Harness {
+    machine: Arc<SimulatedMachine>,
+    context: Arc<Context>,
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: http::HeaderMap,
+    body: Value,
+}
+
+impl Harness {
+    async fn new(transition_ms: u64) -> Harness {
+        let machine = Arc::new(
+            SimulatedMachine::new(SimulatedConfig {
+                transition: std::time::Duration::from_millis(transition_ms),
+                ..SimulatedConfig::default()
+            })
+            .unwrap(),
+        );
+        let context = Context::new(machine.clone(), Credentials::new("admin", "secret"))
+            .await
+            .unwrap();
+        Harness { machine, context }
+    }
+
+    fn basic() -> String {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("admin:secret")
+        )
+    }
+
+    async fn send(&self, request: Request<Body>) -> Reply {
+        let response = app(self.context.clone()).oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        };
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    async fn call(&self, method: &str, uri: &str, body: Option<&str>) -> Reply {
+        let request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::AUTHORIZATION, Self::basic())
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(body.map_or_else(Body::empty, |b| Body::from(b.to_owned())))
+            .unwrap();
+        self.send(request).await
+    }
+
+    async fn boot(&self) -> BootOverride {
+        self.machine.boot_override().await.unwrap()
+    }
+}
+
+fn message_id(reply: &Reply) -> String {
+    reply.body["error"]["@Message.ExtendedInfo"][0]["MessageId"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn bad_patches_are_refused_and_change_nothing() {
+    let h = Harness::new(0).await;
+    let before = h.boot().await;
+    let cases = [
+        ("{\"Boot\": ", "MalformedJSON"),
+        ("[1, 2]", "MalformedJSON"),
+        (
+            r#"{"Boot": {"BootSourceOverrideTarget": 5}}"#,
+            "PropertyValueTypeError",
+        ),
+        (
+            r#"{"Boot": {"BootSourceOverrideTarget": "Floppy"}}"#,
+            "PropertyValueNotInList",
+        ),
+        (
+            r#"{"Boot": {"BootSourceOverrideTarget": "Pxe", "BootSourceOverrideMode": "BIOS"}}"#,
+            "PropertyValueNotInList",
+        ),
+        (
+            r#"{"Boot": {"BootSourceOverrideTarget": "Pxe"}, "Colour": "red"}"#,
+            "PropertyUnknown",
+        ),
+        (r#"{"PowerState": "On"}"#, "PropertyNotWritable"),
+    ];
+    for (body, expected) in cases {
+        let reply = h.call("PATCH", SYSTEM, Some(body)).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{body}: {:?}",
+            reply.body
+        );
+        assert!(
+            message_id(&reply).ends_with(expected),
+            "{body}: {}",
+            message_id(&reply)
+        );
+        assert!(reply.body["error"]["message"].as_str().unwrap().len() > 10);
+        assert_eq!(h.boot().await, before, "{body} changed the boot override");
+    }
+}
+
+#[tokio::test]
+async fn unknown_reset_type_is_refused_and_power_unchanged() {
+    let h = Harness::new(0).await;
+    let reset = format!("{SYSTEM}/Actions/ComputerSystem.Reset");
+    for (body, expected) in [
+        (r#"{"ResetType": "Explode"}"#, "PropertyValueNotInList"),
+        (r#"{"ResetType": 1}"#, "ActionParameterValueTypeError"),
+        (r#"{}"#, "ActionParameterMissing"),
+        (
+            r#"{"ResetType": "On", "Delay": 5}"#,
+            "ActionParameterUnknown",
+        ),
+    ] {
+        let reply = h.call("POST", &reset, Some(body)).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(
+            message_id(&reply).ends_with(expected),
+            "{body}: {}",
+            message_id(&reply)
+        );
+        assert_eq!(h.machine.power_state().await.unwrap(), PowerState::Off);
+    }
+    let reply = h.call("POST", &reset, Some(r#"{"ResetType": "On"}"#)).await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    assert_eq!(h.machine.power_state().await.unwrap(), PowerState::On);
+}
+
+#[tokio::test]
+async fn slow_power_changes_answer_with_a_task_and_busy_with_retry_after() {
+    let h = Harness::new(300).await;
+    let reset = format!("{SYSTEM}/Actions/ComputerSystem.Reset");
+    let reply = h.call("POST", &reset, Some(r#"{"ResetType": "On"}"#)).await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED);
+    let monitor = reply.headers[header::LOCATION].to_str().unwrap().to_owned();
+    assert_eq!(reply.body["TaskState"], "Running");
+
+    let busy = h
+        .call("POST", &reset, Some(r#"{"ResetType": "ForceOff"}"#))
+        .await;
+    assert_eq!(busy.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(busy.headers.contains_key(header::RETRY_AFTER));
+
+    let running = h.call("GET", &monitor, None).await;
+    assert_eq!(running.status, StatusCode::ACCEPTED);
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let done = h.call("GET", &monitor, None).await;
+    assert_eq!(done.status, StatusCode::NO_CONTENT);
+    let task = h.call("GET", "/redfish/v1/TaskService/Tasks/1", None).await;
+    assert_eq!(task.body["TaskState"], "Completed");
+    assert_eq!(h.machine.power_state().await.unwrap(), PowerState::On);
+}
+
+#[tokio::test]
+async fn etags_guard_patches() {
+    let h = Harness::new(0).await;
+    let system = h.call("GET", SYSTEM, None).await;
+    let etag = system.headers[header::ETAG].to_str().unwrap().to_owned();
+    assert_eq!(system.headers["OData-Version"], "4.0");
+
+    let stale = Request::builder()
+        .method("PATCH")
+        .uri(SYSTEM)
+        .header(header::AUTHORIZATION, Harness::basic())
+        .header(header::IF_MATCH, "\"not-the-etag\"")
+        .body(Body::from(
+            r#"{"Boot": {"BootSourceOverrideTarget": "Pxe"}}"#,
+        ))
+        .unwrap();
+    let reply = h.send(stale).await;
+    assert_eq!(reply.status, StatusCode::PRECONDITION_FAILED);
+    assert_eq!(h.boot().await, BootOverride::default());
+
+    let fresh = Request::builder()
+        .method("PATCH")
+        .uri(SYSTEM)
+        .header(header::AUTHORIZATION, Harness::basic())
+        .header(header::IF_MATCH, &etag)
+        .body(Body::from(
+            r#"{"Boot": {"BootSourceOverrideTarget": "UefiHttp", "BootSourceOverrideEnabled": "Continuous", "BootSourceOverrideMode": "Legacy"}}"#,
+        ))
+        .unwrap();
+    let reply = h.send(fresh).await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    assert_eq!(reply.body["Boot"]["BootSourceOverrideTarget"], "UefiHttp");
+    assert_eq!(
+        reply.body["Boot"]["BootSourceOverrideEnabled"],
+        "Continuous"
+    );
+    assert_eq!(reply.body["Boot"]["BootSourceOverrideMode"], "Legacy");
+    assert_ne!(reply.headers[header::ETAG].to_str().unwrap(), etag);
+
+    let cached = Request::builder()
+        .uri(SYSTEM)
+        .header(header::AUTHORIZATION, Harness::basic())
+        .header(header::IF_NONE_MATCH, reply.headers[header::ETAG].clone())
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(h.send(cached).await.status, StatusCode::NOT_MODIFIED);
+}
+
+#[tokio::test]
+async fn oversized_bodies_unknown_paths_and_wrong_methods_get_redfish_errors() {
+    let h = Harness::new(0).await;
+    let huge = format!(r#"{{"Boot": {{"X": "{}"}}}}"#, "a".repeat(100_000));
+    let reply = h.call("PATCH", SYSTEM, Some(&huge)).await;
+    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(
+        reply.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("limit")
+    );
+
+    let reply = h.call("GET", "/redfish/v1/Nowhere", None).await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    assert!(message_id(&reply).ends_with("ResourceMissingAtURI"));
+    let reply = h.call("GET", "/redfish/v1/Systems/other-vm", None).await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+
+    let reply = h.call("DELETE", SYSTEM, None).await;
+    assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED);
+    let allow = reply.headers[header::ALLOW].to_str().unwrap();
+    assert!(allow.contains("GET") && allow.contains("PATCH"), "{allow}");
+    assert!(reply.body["error"]["message"].is_string());
+}
+
+#[tokio::test]
+async fn the_system_is_reachable_by_uuid_and_advertises_only_supported_values() {
+    let h = Harness::new(0).await;
+    let uuid = h.machine.inventory().await.unwrap().uuid;
+    let reply = h
+        .call("GET", &format!("/redfish/v1/Systems/{uuid}"), None)
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body["@odata.id"], SYSTEM);
+    let targets = &reply.body["Boot"]["BootSourceOverrideTarget@Redfish.AllowableValues"];
+    assert_eq!(
+        targets,
+        &json!(["None", "Pxe", "Hdd", "Cd", "BiosSetup", "UefiHttp"])
+    );
+    let interfaces = h
+        .call("GET", &format!("{SYSTEM}/EthernetInterfaces"), None)
+        .await;
+    let member = interfaces.body["Members"][0]["@odata.id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let nic = h.call("GET", &member, None).await;
+    assert_eq!(
+        nic.body["MACAddress"],
+        h.machine.inventory().await.unwrap().interfaces[0].mac
+    );
+}
+
+#[tokio::test]
+async fn bad_credentials_and_missing_auth_get_401_with_a_challenge() {
+    let h = Harness::new(0).await;
+    let wrong = Request::builder()
+        .uri(SYSTEM)
+        .header(
+            header::AUTHORIZATION,
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode("admin:wrong")
+            ),
+        )
+        .body(Body::empty())
+        .unwrap();
+    let reply = h.send(wrong).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert!(reply.headers.contains_key(header::WWW_AUTHENTICATE));
+    assert!(!reply.body.to_string().contains("wrong"));
+
+    let none = Request::builder().uri(SYSTEM).body(Body::empty()).unwrap();
+    assert_eq!(h.send(none).await.status, StatusCode::UNAUTHORIZED);
+    let root = Request::builder()
+        .uri("/redfish/v1/")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(h.send(root).await.status, StatusCode::OK);
+
+    let login = Request::builder()
+        .method("POST")
+        .uri("/redfish/v1/SessionService/Sessions")
+        .body(Body::from(r#"{"UserName": "admin", "Password": "nope"}"#))
+        .unwrap();
+    assert_eq!(h.send(login).await.status, StatusCode::UNAUTHORIZED);
+}
+
+fn with_token(uri: &str, token: &str) -> Request<Body> {
+    Request::builder()
+        .uri(uri)
+        .header("X-Auth-Token", token)
+        .body(Body::empty())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn sessions_log_in_work_and_log_out() {
+    let h = Harness::new(0).await;
+    let login = Request::builder()
+        .method("POST")
+        .uri("/redfish/v1/SessionService/Sessions")
+        .body(Body::from(r#"{"UserName": "admin", "Password": "secret"}"#))
+        .unwrap();
+    let reply = h.send(login).await;
+    assert_eq!(reply.status, StatusCode::CREATED);
+    let token = reply.headers["X-Auth-Token"].to_str().unwrap().to_owned();
+    let location = reply.headers[header::LOCATION].to_str().unwrap().to_owned();
+    assert_eq!(reply.body["Password"], Value::Null);
+
+    assert_eq!(
+        h.send(with_token(SYSTEM, &token)).await.status,
+        StatusCode::OK
+    );
+    let delete = Request::builder()
+        .method("DELETE")
+        .uri(&location)
+        .header("X-Auth-Token", &token)
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(h.send(delete).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        h.send(with_token(SYSTEM, &token)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+/// A token signed with the real key but already expired, as a client holding an old
+/// session would present it.
+#[tokio::test]
+async fn expired_and_forged_tokens_are_refused() {
+    use hmac::{Hmac, Mac};
+    let h = Harness::new(0).await;
+    let record: Value =
+        serde_json::from_str(&h.machine.record(Record::SessionKey).await.unwrap().unwrap())
+            .unwrap();
+    let key_hex = record["key"].as_str().unwrap();
+    let key: Vec<u8> = (0..key_hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&key_hex[i..i + 2], 16).unwrap())
+        .collect();
+    let sign = |id: &str, expires: u64| {
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+        mac.update(format!("{id}.{expires}").as_bytes());
+        mac.update(b"\0admin");
+        let signature =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+        format!("{id}.{expires}.{signature}")
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // The same signing gives a working token when unexpired: the forgery check is real.
+    let valid = sign("abc", now + 600);
+    assert_eq!(
+        h.send(with_token(SYSTEM, &valid)).await.status,
+        StatusCode::OK
+    );
+    let expired = sign("abc", now - 1);
+    let reply = h.send(with_token(SYSTEM, &expired)).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert!(message_id(&reply).ends_with("NoValidSession"));
+    let tampered = valid.replace(&format!(".{}.", now + 600), &format!(".{}.", now + 99_999));
+    assert_eq!(
+        h.send(with_token(SYSTEM, &tampered)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn virtual_media_actions_validate_and_eject_takes_no_body() {
+    let h = Harness::new(0).await;
+    let cd = "/redfish/v1/Managers/BMC/VirtualMedia/Cd";
+    let insert = format!("{cd}/Actions/VirtualMedia.InsertMedia");
+    for body in [
+        r#"{"Image": "ftp://x/y.iso"}"#,
+        r#"{"Inserted": true}"#,
+        r#"{"Image": "http://h/x.iso", "Inserted": "yes"}"#,
+        r#"{"Image": "http://h/x.iso", "UserName": "u"}"#,
+    ] {
+        let reply = h.call("POST", &insert, Some(body)).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(h.machine.media().await.unwrap().image, None, "{body}");
+    }
+    let reply = h
+        .call("POST", &insert, Some(r#"{"Image": "http://h/x.iso"}"#))
+        .await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    let again = h
+        .call("POST", &insert, Some(r#"{"Image": "http://h/y.iso"}"#))
+        .await;
+    assert_eq!(again.status, StatusCode::CONFLICT);
+    let eject = h
+        .call(
+            "POST",
+            &format!("{cd}/Actions/VirtualMedia.EjectMedia"),
+            None,
+        )
+        .await;
+    assert_eq!(eject.status, StatusCode::NO_CONTENT);
+    assert_eq!(h.machine.media().await.unwrap().image, None);
+}
+
+#[tokio::test]
+async fn odata_version_and_dollar_queries_are_checked() {
+    let h = Harness::new(0).await;
+    let request = Request::builder()
+        .uri("/redfish/v1/")
+        .header("OData-Version", "4.1")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(
+        h.send(request).await.status,
+        StatusCode::PRECONDITION_FAILED
+    );
+    let reply = h.call("GET", "/redfish/v1/Systems?$expand=*", None).await;
+    assert_eq!(reply.status, StatusCode::NOT_IMPLEMENTED);
+    let metadata = h.call("GET", "/redfish/v1/$metadata", None).await;
+    assert_eq!(metadata.status, StatusCode::OK);
+    assert!(
+        metadata.headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("application/xml")
+    );
+}
