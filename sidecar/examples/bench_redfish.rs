@@ -117,9 +117,9 @@ fn ours(cert: &Path, key: &Path) -> Server {
 /// 4, bcrypt's minimum, so the comparison measures the server rather than the hash: sushy
 /// checks bcrypt on every request, and at the default cost 12 it manages about 1 req/s).
 fn sushy(dir: &Path, cert: &Path, key: &Path) -> Server {
-    let peers = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/peers");
+    let peers = Path::new(env!("CARGO_MANIFEST_DIR")).join("../e2e/testdata/peers");
     let original = std::fs::read_to_string(peers.join("sushy-emulator-fake.conf"))
-        .expect("../shared/peers/sushy-emulator-fake.conf");
+        .expect("e2e/testdata/peers/sushy-emulator-fake.conf");
     let python = venv().join("bin/python");
     let hash = Command::new(&python)
         .args([

@@ -33,7 +33,7 @@ fn start(cert: &Path, key: &Path) -> Bmc {
 }
 
 fn csdl() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/redfish-csdl");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../e2e/testdata/redfish-csdl");
     dir.is_dir().then_some(dir)
 }
 
@@ -130,7 +130,7 @@ fn dmtf_validators_pass() {
         });
         let interop = scope.spawn(|| {
             let profile = Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../../shared/redfish-profiles/OpenStackIronicProfile.v1_2_0.json");
+                .join("../e2e/testdata/redfish-profiles/OpenStackIronicProfile.v1_2_0.json");
             assert!(
                 profile.exists(),
                 "Ironic profile missing: {}",
