@@ -34,8 +34,24 @@ pub async fn run(
     config: BmcConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), BmcError> {
-    let _ = (&machine, &config);
-    tracing::warn!("IPMI and Redfish servers are not part of this build yet: nothing is listening");
-    shutdown.await;
-    Ok(())
+    let ipmi =
+        crate::ipmi::IpmiServer::bind(config.ipmi_listen, machine.clone(), &config.credentials)
+            .await
+            .map_err(|source| BmcError::Bind {
+                addr: config.ipmi_listen,
+                source,
+            })?;
+    let ipmi = ipmi.run();
+
+    // Redfish: started here by the Redfish front end.
+    let _ = (&machine, &config.tls);
+    tracing::warn!(
+        "Redfish is not part of this build yet: nothing listens on {}",
+        config.redfish_listen
+    );
+
+    tokio::select! {
+        error = ipmi => Err(BmcError::Stopped { server: "IPMI", reason: error.to_string() }),
+        () = shutdown => Ok(()),
+    }
 }

@@ -386,16 +386,23 @@ impl Server {
                 link: Link::new(max_privilege, Window::starting_at(inbound), outbound),
             },
         };
-        if self.table.insert(session).is_none() {
+        let Some(slot) = self.table.insert(session) else {
             return refuse_plain(request.response(0x81, &[]), None);
-        }
+        };
         self.failures.clear(peer.ip());
+        // The response carries the console's initial outbound sequence number: FreeIPMI
+        // starts its window there.
+        let seq = self
+            .table
+            .get_mut(slot)
+            .and_then(|s| s.link())
+            .map_or(outbound, |l| l.next_outbound());
         let mut out = vec![challenge.auth_type];
         out.extend_from_slice(&id.to_le_bytes());
         out.extend_from_slice(&inbound.to_le_bytes());
         out.push(max_privilege.code());
         let response = request.response(cc::OK, &out);
-        let datagram = v15::encode(challenge.auth_type, 0, id, &password, &response.encode());
+        let datagram = v15::encode(challenge.auth_type, seq, id, &password, &response.encode());
         let event = Some(Event::SessionOpened {
             id,
             protocol: "IPMI v1.5",
