@@ -6,6 +6,9 @@ pub mod boot;
 pub mod commands;
 pub mod inventory;
 
+#[cfg(test)]
+mod tests;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
