@@ -10,7 +10,7 @@ use std::time::Duration;
 use arbitrary::Arbitrary;
 use kubevirt_bmc_ipmi::client::Client;
 use kubevirt_bmc_ipmi::crypto::CipherSuite;
-use kubevirt_bmc_ipmi::{Outcome, Privilege, Server, ServerConfig};
+use kubevirt_bmc_ipmi::{Outcome, Privilege, Random, Server, ServerConfig};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Debug, Arbitrary)]
@@ -48,9 +48,9 @@ fuzz_target!(|input: Input| {
     };
     let peer = "192.0.2.1:623".parse().unwrap();
     let mut now = Duration::from_secs(100);
-    let mut login = |server: &mut Server, rng: &mut dyn FnMut(&mut [u8]), now, suite| {
+    let login = |server: &mut Server, rng: &mut dyn Random, now, suite| {
         let mut client = Client::new(b"admin", b"password", suite, Privilege::Administrator, 7);
-        let step = |server: &mut Server, rng: &mut dyn FnMut(&mut [u8]), d: &[u8]| match server
+        let step = |server: &mut Server, rng: &mut dyn Random, d: &[u8]| match server
             .handle(d, peer, now, rng)
         {
             Outcome::Reply(r) if r.datagrams.len() == 1 => Some(r.datagrams[0].clone()),
@@ -106,7 +106,10 @@ fuzz_target!(|input: Input| {
             Outcome::Request(app) => {
                 // Suite 1 has no integrity: a tampered packet is indistinguishable there.
                 if suite.integrity_len() > 0 {
-                    assert!(legit_fresh, "tampered or replayed packet reached the app layer");
+                    assert!(
+                        legit_fresh,
+                        "tampered or replayed packet reached the app layer"
+                    );
                 }
                 assert!(delivered.insert(datagram), "delivered twice");
                 let _ = server.respond(&app.route, &app.request.response(0, &[]), &mut rng);
