@@ -198,6 +198,18 @@ fn dcmi(request: &IpmiRequest) -> Decision {
             // SEL: 0 entries, no flush; identification: GUID; temperature: not sampled.
             Decision::ok(vec![0xDC, 0x01, 0x05, 0x02, 0x00, 0x00, 0x01, 0x00])
         }
+        (0x01, Some(3)) if data.len() == 2 => {
+            // Optional platform attributes: no power management controller.
+            Decision::ok(vec![0xDC, 0x01, 0x05, 0x02, 0x00, 0x00])
+        }
+        (0x01, Some(4)) if data.len() == 2 => {
+            // Manageability access: primary LAN is channel 1; no secondary LAN, no serial.
+            Decision::ok(vec![0xDC, 0x01, 0x05, 0x02, 0x01, 0xFF, 0xFF])
+        }
+        (0x01, Some(5)) if data.len() == 2 => {
+            // Enhanced power statistics: no rolling average periods.
+            Decision::ok(vec![0xDC, 0x01, 0x05, 0x02, 0x00])
+        }
         (0x01, Some(_)) if data.len() == 2 => Decision::error(cc::INVALID_DATA),
         (0x01, _) => Decision::error(cc::REQUEST_LENGTH_INVALID),
         _ => Decision::error(cc::INVALID_COMMAND),

@@ -140,8 +140,14 @@ impl IpmiServer {
                     }
                 }
                 Outcome::Request(app) => {
+                    // Most commands finish at once (machine reads come from local state):
+                    // answer those inline; only a command still waiting on the machine
+                    // gets a task of its own, so a slow backend never stalls the loop.
                     let ctx = ctx.clone();
-                    tokio::spawn(async move { answer(&ctx, app).await });
+                    let mut pending = Box::pin(async move { answer(&ctx, app).await });
+                    if futures::poll!(pending.as_mut()).is_pending() {
+                        tokio::spawn(pending);
+                    }
                 }
                 Outcome::Drop(reason) => tracing::debug!(%peer, %reason, "IPMI datagram dropped"),
             }

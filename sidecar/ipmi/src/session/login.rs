@@ -337,7 +337,7 @@ impl Server {
             return Outcome::Drop(super::Dropped::Ignored("malformed Activate Session"));
         };
         let delay = self.failures.delay(peer.ip(), now);
-        let password = *self.v15_password;
+        let password = self.v15_password.clone();
         // Refusals go out unauthenticated: the console may not share our password.
         let refuse_plain = |response: IpmiResponse, event: Option<Event>| {
             let datagram = v15::encode(auth_type::NONE, 0, 0, &password, &response.encode());

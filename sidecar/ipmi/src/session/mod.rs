@@ -317,7 +317,7 @@ impl Server {
         let Some(slot) = self.table.find(packet.session_id) else {
             return Outcome::Drop(Dropped::UnknownSession);
         };
-        let password = *self.v15_password;
+        let password = self.v15_password.clone();
         let session = self.table.get_mut(slot).expect("found above");
         if session.peer != peer {
             return Outcome::Drop(Dropped::WrongPeer);
@@ -405,7 +405,7 @@ impl Server {
         response: &IpmiResponse,
         rng: &mut dyn Random,
     ) -> Option<Vec<u8>> {
-        let password = *self.v15_password;
+        let password = self.v15_password.clone();
         let session = self.table.get_mut(slot)?;
         let id = session.id;
         let message = response.encode();
