@@ -92,6 +92,16 @@ fn lanplus_default_cipher_suite_and_ipmi_15() {
         assert_contains(&t("mc info"), "Device ID                 : 32");
         assert_contains(&t("mc guid"), UUID);
     }
+    let ciphers = bmc.ipmitool_ok("-I lanplus", "channel getciphers ipmi");
+    let ids: Vec<&str> = ciphers
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(ids, ["17", "3", "2", "1"], "{ciphers}");
+    let info = bmc.ipmitool_ok("-I lanplus", "session info active");
+    assert_contains(&info, "session type                  : IPMIv2/RMCP+");
+    assert_contains(&info, "privilege level               : ADMINISTRATOR");
     // The default suite is the strongest offered: 17.
     assert!(
         bmc.log_text().contains("cipher_suite=Some(17)") || bmc.log_text().contains("Some(17)")

@@ -203,7 +203,7 @@ impl SessionKeys {
     }
 
     pub fn decrypt(&self, data: &[u8]) -> Result<Vec<u8>> {
-        if data.len() < 32 || data.len() % 16 != 0 {
+        if data.len() < 32 || !data.len().is_multiple_of(16) {
             return Err(CodecError::invalid("encrypted payload length"));
         }
         let cipher = Aes128::new(GenericArray::from_slice(&self.aes[..]));

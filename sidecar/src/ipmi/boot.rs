@@ -57,10 +57,10 @@ pub fn override_of(flags: &[u8; 5]) -> Option<BootOverride> {
 /// Boot flags for an override: exactly what a client set when it still describes the
 /// machine's override, else derived from the override.
 pub fn flags_of(boot: &BootOverride, remembered: Option<[u8; 5]>) -> [u8; 5] {
-    if let Some(flags) = remembered {
-        if override_of(&flags).as_ref() == Some(boot) {
-            return flags;
-        }
+    if let Some(flags) = remembered
+        && override_of(&flags).as_ref() == Some(boot)
+    {
+        return flags;
     }
     let mut byte1 = 0;
     match boot.enabled {

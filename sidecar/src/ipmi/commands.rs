@@ -162,7 +162,7 @@ fn device_id() -> Decision {
     let major: u8 = env!("CARGO_PKG_VERSION_MAJOR").parse().unwrap_or(0);
     let minor: u8 = env!("CARGO_PKG_VERSION_MINOR").parse().unwrap_or(0);
     let patch: u8 = env!("CARGO_PKG_VERSION_PATCH").parse().unwrap_or(0);
-    let bcd = |n: u8| (n / 10 % 10) << 4 | n % 10;
+    let bcd = |n: u8| ((n / 10 % 10) << 4) | (n % 10);
     Decision::ok(vec![
         0x20,         // device ID
         0x01,         // device revision; no device SDRs (the SDR repository has them)

@@ -85,10 +85,11 @@ impl Bmc {
             }
             socket.send_to(&ping, ("127.0.0.1", self.port)).unwrap();
             let mut buf = [0u8; 64];
-            if let Ok((n, _)) = socket.recv_from(&mut buf) {
-                if n >= 10 && buf[8] == 0x40 {
-                    return true;
-                }
+            if let Ok((n, _)) = socket.recv_from(&mut buf)
+                && n >= 10
+                && buf[8] == 0x40
+            {
+                return true;
             }
         }
         false

@@ -228,12 +228,12 @@ impl Server {
         if self.expired.is_empty() {
             return outcome;
         }
-        if let Outcome::Reply(reply) = &mut outcome {
-            if reply.event.is_none() {
-                reply.event = Some(Event::SessionsExpired {
-                    ids: std::mem::take(&mut self.expired),
-                });
-            }
+        if let Outcome::Reply(reply) = &mut outcome
+            && reply.event.is_none()
+        {
+            reply.event = Some(Event::SessionsExpired {
+                ids: std::mem::take(&mut self.expired),
+            });
         }
         outcome
     }

@@ -26,10 +26,12 @@ fn counter_rng() -> impl FnMut(&mut [u8]) {
 }
 
 /// A server and a client talking through function calls, with a virtual clock.
+type TestRng = Box<dyn FnMut(&mut [u8])>;
+
 struct Pair {
     server: Server,
     now: Duration,
-    rng: Box<dyn FnMut(&mut [u8])>,
+    rng: TestRng,
 }
 
 impl Pair {
