@@ -129,14 +129,20 @@ impl CipherSuite {
 
     /// Session keys from the session integrity key (SIK).
     pub fn keys(&self, sik: &[u8]) -> SessionKeys {
-        let k1 = self.hmac(sik, &[&[0x01; 20]]);
-        let k2 = self.hmac(sik, &[&[0x02; 20]]);
-        let mut aes = [0u8; 16];
-        aes.copy_from_slice(&k2[..16]);
+        let k1 = Zeroizing::new(self.hmac(sik, &[&[0x01; 20]]));
+        let k2 = Zeroizing::new(self.hmac(sik, &[&[0x02; 20]]));
+        let mac = match self.integrity {
+            IntegrityAlg::HmacSha256_128 => IntegrityMac::Sha256(
+                <Hmac<Sha256> as Mac>::new_from_slice(&k1).expect("any key length"),
+            ),
+            _ => IntegrityMac::Sha1(
+                <Hmac<Sha1> as Mac>::new_from_slice(&k1).expect("any key length"),
+            ),
+        };
         SessionKeys {
             suite: *self,
-            k1: Zeroizing::new(k1),
-            aes: Zeroizing::new(aes),
+            mac,
+            aes: Aes128::new(GenericArray::from_slice(&k2[..16])),
         }
     }
 }
@@ -145,8 +151,16 @@ impl CipherSuite {
 #[derive(Clone)]
 pub struct SessionKeys {
     pub suite: CipherSuite,
-    k1: Zeroizing<Vec<u8>>,
-    aes: Zeroizing<[u8; 16]>,
+    /// Keyed once per session: the HMAC key schedule and the AES round keys are not
+    /// recomputed for every packet.
+    mac: IntegrityMac,
+    aes: Aes128,
+}
+
+#[derive(Clone)]
+enum IntegrityMac {
+    Sha1(Hmac<Sha1>),
+    Sha256(Hmac<Sha256>),
 }
 
 impl std::fmt::Debug for SessionKeys {
@@ -161,9 +175,17 @@ impl SessionKeys {
     /// The truncated integrity code over `data`.
     pub fn integrity_code(&self, data: &[u8]) -> Vec<u8> {
         let len = self.suite.integrity_len();
-        let full = match self.suite.integrity {
-            IntegrityAlg::HmacSha256_128 => hmac_sha256(&self.k1, &[data]).to_vec(),
-            _ => hmac_sha1(&self.k1, &[data]).to_vec(),
+        let full = match &self.mac {
+            IntegrityMac::Sha256(mac) => {
+                let mut mac = mac.clone();
+                mac.update(data);
+                mac.finalize().into_bytes().to_vec()
+            }
+            IntegrityMac::Sha1(mac) => {
+                let mut mac = mac.clone();
+                mac.update(data);
+                mac.finalize().into_bytes().to_vec()
+            }
         };
         full[..len].to_vec()
     }
@@ -185,7 +207,7 @@ impl SessionKeys {
         plain.extend_from_slice(payload);
         plain.extend((1..=pad).map(|i| i as u8));
         plain.push(pad as u8);
-        let cipher = Aes128::new(GenericArray::from_slice(&self.aes[..]));
+        let cipher = &self.aes;
         let mut out = Vec::with_capacity(16 + plain.len());
         out.extend_from_slice(&iv);
         let mut prev = iv;
@@ -206,7 +228,7 @@ impl SessionKeys {
         if data.len() < 32 || !data.len().is_multiple_of(16) {
             return Err(CodecError::invalid("encrypted payload length"));
         }
-        let cipher = Aes128::new(GenericArray::from_slice(&self.aes[..]));
+        let cipher = &self.aes;
         let (iv, body) = data.split_at(16);
         let mut prev: [u8; 16] = iv.try_into().expect("16-byte IV");
         let mut plain = Vec::with_capacity(body.len());
