@@ -44,7 +44,7 @@ pub async fn run(
     let ipmi = ipmi.run();
 
     // Redfish: started here by the Redfish front end.
-    let _ = (&machine, &config.tls);
+    let _ = &config.tls;
     tracing::warn!(
         "Redfish is not part of this build yet: nothing listens on {}",
         config.redfish_listen

@@ -143,3 +143,17 @@ fn replayed_corrupted_and_truncated_packets_change_nothing() {
     // The session itself survived the garbage.
     assert_eq!(call(&mut client, 0x01, &[]).1.cc, 0);
 }
+
+#[test]
+fn a_taken_ipmi_port_fails_at_start_with_a_clear_error() {
+    let taken = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kubevirt-bmc"))
+        .args(["simulate", "--ipmi-listen", &format!("127.0.0.1:{port}")])
+        .args(["--redfish-listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_contains(&stderr, &format!("cannot listen on 127.0.0.1:{port}"));
+}
