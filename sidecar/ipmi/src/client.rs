@@ -210,6 +210,19 @@ impl Client {
         )
     }
 
+    /// A retransmission: a new session packet around a request with a given rqSeq.
+    pub fn request_with_rq_seq(
+        &mut self,
+        net_fn: u8,
+        cmd: u8,
+        data: &[u8],
+        iv: [u8; 16],
+        rq_seq: u8,
+    ) -> Vec<u8> {
+        self.rq_seq = rq_seq.wrapping_sub(1) & 0x3F;
+        self.request(net_fn, cmd, data, iv)
+    }
+
     /// Decodes (verifying integrity) a response inside the session.
     pub fn response(&self, datagram: &[u8]) -> Result<IpmiResponse, ClientError> {
         let Stage::Active { keys, .. } = &self.stage else {

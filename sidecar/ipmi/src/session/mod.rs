@@ -367,11 +367,26 @@ impl Server {
         if let Some(outcome) = self.session_command(slot, &request, rng) {
             return outcome;
         }
+        let retransmitted = self
+            .table
+            .get_mut(slot)
+            .and_then(|s| s.link())
+            .and_then(|l| l.last.as_ref())
+            .filter(|(key, _)| key.as_slice() == message)
+            .map(|(_, response)| response.clone());
+        if let Some(response) = retransmitted {
+            return self
+                .seal(slot, &response, rng)
+                .map_or(Outcome::Drop(Dropped::UnknownSession), Outcome::reply);
+        }
         if privilege::required(request.netfn, request.cmd) > privilege {
             let response = request.response(cc::INSUFFICIENT_PRIVILEGE, &[]);
             return self
                 .seal(slot, &response, rng)
                 .map_or(Outcome::Drop(Dropped::UnknownSession), Outcome::reply);
+        }
+        if let Some(link) = self.table.get_mut(slot).and_then(|s| s.link()) {
+            link.awaiting = Some(message.to_vec());
         }
         Outcome::Request(AppRequest {
             request,
@@ -392,9 +407,19 @@ impl Server {
         response: &IpmiResponse,
         rng: &mut dyn Random,
     ) -> Option<Vec<u8>> {
-        let session = self.table.get(route.slot)?;
+        let session = self.table.get_mut(route.slot)?;
         if session.id != route.session_id {
             return None;
+        }
+        if let Some(link) = session.link()
+            && let Some(key) = link.awaiting.take()
+        {
+            // The raw message holds rqSeq (byte 4) and the command (byte 5).
+            if key.get(4).map(|b| b >> 2) == Some(response.rq_seq)
+                && key.get(5) == Some(&response.cmd)
+            {
+                link.last = Some((key, response.clone()));
+            }
         }
         self.seal(route.slot, response, rng)
     }

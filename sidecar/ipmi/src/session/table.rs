@@ -78,6 +78,11 @@ pub struct Link {
     pub max_privilege: Privilege,
     pub inbound: Window,
     pub outbound_seq: u32,
+    /// The last command handed to the application layer (its raw IPMI message)...
+    pub awaiting: Option<Vec<u8>>,
+    /// ...and, once answered, its response: a retransmission (same message, new session
+    /// sequence number, as ipmitool retries) gets this again instead of running twice.
+    pub last: Option<(Vec<u8>, crate::message::IpmiResponse)>,
 }
 
 impl Link {
@@ -87,6 +92,8 @@ impl Link {
             max_privilege,
             inbound,
             outbound_seq,
+            awaiting: None,
+            last: None,
         }
     }
 

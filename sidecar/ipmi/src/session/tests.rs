@@ -384,3 +384,27 @@ fn asf_ping_is_answered() {
     let pong = pair.one_reply(&ping);
     assert_eq!(pong[9], 7);
 }
+
+#[test]
+fn a_retransmitted_command_gets_the_same_answer_without_running_twice() {
+    let mut pair = Pair::new();
+    let mut client = pair.login(3, b"password").unwrap();
+    pair.call(&mut client, netfn::APP, 0x3B, &[4]);
+    let first = client.request(netfn::CHASSIS, 0x02, &[2], [1; 16]);
+    let Outcome::Request(app) = pair.send(&first) else {
+        panic!("power cycle goes to the app layer");
+    };
+    let response = app.request.response(cc::OK, &[]);
+    pair.server
+        .respond(&app.route, &response, &mut pair.rng)
+        .unwrap();
+    // The same IPMI message (same rqSeq) in a new session packet, as ipmitool retries.
+    let retry = client.request_with_rq_seq(netfn::CHASSIS, 0x02, &[2], [2; 16], app.request.rq_seq);
+    match pair.send(&retry) {
+        Outcome::Reply(r) => assert_eq!(client.response(&r.datagrams[0]).unwrap().cc, cc::OK),
+        other => panic!("expected the cached answer, got {other:?}"),
+    }
+    // A new command (next rqSeq) runs normally.
+    let next = client.request(netfn::CHASSIS, 0x02, &[2], [3; 16]);
+    assert!(matches!(pair.send(&next), Outcome::Request(_)));
+}
