@@ -32,6 +32,7 @@ enum Stage {
 pub struct Client {
     username: Vec<u8>,
     key: [u8; 20],
+    kg: Option<[u8; 20]>,
     suite: CipherSuite,
     privilege: Privilege,
     console_id: u32,
@@ -51,6 +52,7 @@ impl Client {
         Client {
             username: username.to_vec(),
             key: user_key(password),
+            kg: None,
             suite,
             privilege,
             console_id,
@@ -58,6 +60,12 @@ impl Client {
             seq: 0,
             rq_seq: 0,
         }
+    }
+
+    /// Uses a BMC key Kg (ipmitool's `-k`) instead of the user key for the session keys.
+    pub fn with_kg(mut self, kg: &[u8]) -> Self {
+        self.kg = Some(user_key(kg));
+        self
     }
 
     pub fn is_active(&self) -> bool {
@@ -181,7 +189,7 @@ impl Client {
         if rakp4.status != status::OK {
             return Err(ClientError::Status(rakp4.status));
         }
-        let sik = exchange.sik(&self.key);
+        let sik = exchange.sik(self.kg.as_ref().unwrap_or(&self.key));
         if !crate::crypto::ct_eq(&exchange.rakp4_icv(&sik), &rakp4.data) {
             return Err(ClientError::Protocol("RAKP 4 does not verify"));
         }

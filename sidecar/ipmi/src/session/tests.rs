@@ -408,3 +408,29 @@ fn a_retransmitted_command_gets_the_same_answer_without_running_twice() {
     let next = client.request(netfn::CHASSIS, 0x02, &[2], [3; 16]);
     assert!(matches!(pair.send(&next), Outcome::Request(_)));
 }
+
+#[test]
+fn a_configured_kg_keys_the_session_and_is_required() {
+    let suite = CipherSuite::by_id(17).unwrap();
+    let mut config = ServerConfig::new(b"admin", b"password", GUID);
+    config.kg = Some(zeroize::Zeroizing::new(crate::rakp::user_key(b"bmc-key")));
+    let mut pair = Pair::new();
+    pair.server = Server::new(config);
+    let handshake = |pair: &mut Pair, mut client: Client| {
+        let rsp = pair.one_reply(&client.open_session_request());
+        let rakp1 = client.on_open_session_response(&rsp, &mut pair.rng)?;
+        let rakp2 = pair.one_reply(&rakp1);
+        let rakp3 = client.on_rakp2(&rakp2)?;
+        let rakp4 = pair.one_reply(&rakp3);
+        client.on_rakp4(&rakp4).map(|()| client)
+    };
+    let with_kg =
+        Client::new(b"admin", b"password", suite, Privilege::Administrator, 1).with_kg(b"bmc-key");
+    let mut client = handshake(&mut pair, with_kg).unwrap();
+    assert_eq!(pair.call(&mut client, netfn::APP, 0x01, &[]).cc, cc::OK);
+    let without = Client::new(b"admin", b"password", suite, Privilege::Administrator, 2);
+    assert_eq!(
+        handshake(&mut pair, without).err(),
+        Some(ClientError::Protocol("RAKP 4 does not verify"))
+    );
+}
