@@ -34,6 +34,15 @@ pub async fn run(
     config: BmcConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), BmcError> {
+    // Both listeners are bound before either serves, so a taken port fails the start
+    // instead of leaving a half-working BMC.
+    let ipmi =
+        crate::ipmi::IpmiServer::bind(config.ipmi_listen, machine.clone(), &config.credentials)
+            .await
+            .map_err(|source| BmcError::Bind {
+                addr: config.ipmi_listen,
+                source,
+            })?;
     let mut redfish = crate::redfish::start(
         machine.clone(),
         config.credentials.clone(),
@@ -41,8 +50,13 @@ pub async fn run(
         config.redfish_listen,
     )
     .await?;
+    let ipmi = ipmi.run();
     tokio::select! {
         _ = shutdown => {}
+        error = ipmi => {
+            redfish.shutdown().await;
+            return Err(BmcError::Stopped { server: "IPMI", reason: error.to_string() });
+        }
         reason = redfish.stopped() => {
             return Err(BmcError::Stopped { server: "Redfish", reason });
         }

@@ -6,6 +6,7 @@
 pub mod bmc;
 pub mod cli;
 pub mod credentials;
+pub mod ipmi;
 pub mod machine;
 pub mod redfish;
 pub mod telemetry;

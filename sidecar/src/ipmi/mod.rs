@@ -1,0 +1,234 @@
+//! The IPMI front end: a thin UDP loop around the pure session layer
+//! ([`kubevirt_bmc_ipmi::Server`]) and the pure command decisions ([`commands::decide`]);
+//! the only I/O is the socket and the [`Machine`] calls.
+
+pub mod boot;
+pub mod commands;
+pub mod inventory;
+
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use kubevirt_bmc_ipmi::session::{Event, Outcome};
+use kubevirt_bmc_ipmi::{AppRequest, IpmiRequest, IpmiResponse, Server, ServerConfig};
+use tokio::net::UdpSocket;
+
+use crate::credentials::Credentials;
+use crate::machine::{Machine, PowerState};
+use commands::{Action, Memo, Snapshot, completion_code, decide, ipmi_guid};
+
+/// Random bytes from the OS-seeded thread RNG, as the session layer asks for them.
+fn fill_random(buf: &mut [u8]) {
+    rand::RngCore::fill_bytes(&mut rand::rng(), buf);
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Session and memo state stay consistent per call; a panic elsewhere must not stop IPMI.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Hours-powered-on accounting for Get POH Counter.
+#[derive(Default)]
+struct PowerOnHours {
+    total: Duration,
+    on_since: Option<Instant>,
+}
+
+impl PowerOnHours {
+    fn observe(&mut self, on: bool, now: Instant) -> u64 {
+        match (on, self.on_since) {
+            (true, None) => self.on_since = Some(now),
+            (false, Some(since)) => {
+                self.total += now - since;
+                self.on_since = None;
+            }
+            _ => {}
+        }
+        (self.total + self.on_since.map_or(Duration::ZERO, |s| now - s)).as_secs()
+    }
+}
+
+struct Context {
+    socket: UdpSocket,
+    machine: Arc<dyn Machine>,
+    sessions: Mutex<Server>,
+    memo: Mutex<Memo>,
+    poh: Mutex<PowerOnHours>,
+    username: Vec<u8>,
+    started: Instant,
+}
+
+/// A bound IPMI server, ready to run.
+pub struct IpmiServer {
+    context: Arc<Context>,
+}
+
+impl IpmiServer {
+    /// Binds the UDP socket at once, so a bad address fails before anything runs.
+    pub async fn bind(
+        addr: SocketAddr,
+        machine: Arc<dyn Machine>,
+        credentials: &Credentials,
+    ) -> std::io::Result<IpmiServer> {
+        let socket = UdpSocket::bind(addr).await?;
+        let guid = match machine.inventory().await {
+            Ok(inventory) => ipmi_guid(&inventory.uuid),
+            Err(error) => {
+                tracing::warn!(%error, "machine UUID unknown; RAKP uses a zero GUID");
+                [0; 16]
+            }
+        };
+        let config = ServerConfig::new(
+            credentials.username.as_bytes(),
+            credentials.password.as_bytes(),
+            guid,
+        );
+        Ok(IpmiServer {
+            context: Arc::new(Context {
+                socket,
+                machine,
+                sessions: Mutex::new(Server::new(config)),
+                memo: Mutex::new(Memo::default()),
+                poh: Mutex::new(PowerOnHours::default()),
+                username: credentials.username.as_bytes().to_vec(),
+                started: Instant::now(),
+            }),
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.context.socket.local_addr()
+    }
+
+    /// Serves until the socket fails; returns that error.
+    pub async fn run(self) -> std::io::Error {
+        let ctx = self.context;
+        if let Ok(addr) = ctx.socket.local_addr() {
+            tracing::info!(%addr, "IPMI (RMCP, RMCP+) listening");
+        }
+        let mut buf = vec![0u8; 2048];
+        loop {
+            let (n, peer) = match ctx.socket.recv_from(&mut buf).await {
+                Ok(r) => r,
+                // ICMP port unreachable from an earlier send surfaces here on some systems.
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => continue,
+                Err(e) => return e,
+            };
+            let now = ctx.started.elapsed();
+            let outcome = lock(&ctx.sessions).handle(&buf[..n], peer, now, &mut fill_random);
+            match outcome {
+                Outcome::Reply(reply) => {
+                    if let Some(event) = &reply.event {
+                        log_event(event, peer);
+                    }
+                    if reply.delay.is_zero() {
+                        for datagram in &reply.datagrams {
+                            send(&ctx, datagram, peer).await;
+                        }
+                    } else {
+                        let ctx = ctx.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(reply.delay).await;
+                            for datagram in &reply.datagrams {
+                                send(&ctx, datagram, peer).await;
+                            }
+                        });
+                    }
+                }
+                Outcome::Request(app) => {
+                    // Most commands finish at once (machine reads come from local state):
+                    // answer those inline; only a command still waiting on the machine
+                    // gets a task of its own, so a slow backend never stalls the loop.
+                    let ctx = ctx.clone();
+                    let mut pending = Box::pin(async move { answer(&ctx, app).await });
+                    if futures::poll!(pending.as_mut()).is_pending() {
+                        tokio::spawn(pending);
+                    }
+                }
+                Outcome::Drop(reason) => tracing::debug!(%peer, %reason, "IPMI datagram dropped"),
+            }
+        }
+    }
+}
+
+async fn send(ctx: &Context, datagram: &[u8], peer: SocketAddr) {
+    if let Err(error) = ctx.socket.send_to(datagram, peer).await {
+        tracing::debug!(%peer, %error, "IPMI reply not sent");
+    }
+}
+
+fn log_event(event: &Event, peer: SocketAddr) {
+    match event {
+        Event::SessionOpened {
+            id,
+            protocol,
+            cipher_suite,
+        } => {
+            tracing::info!(%peer, session = format!("{id:#010x}"), protocol, ?cipher_suite, "IPMI session opened")
+        }
+        Event::SessionClosed { id } => {
+            tracing::info!(%peer, session = format!("{id:#010x}"), "IPMI session closed")
+        }
+        Event::SessionsExpired { ids } => {
+            tracing::info!(count = ids.len(), "idle IPMI sessions expired")
+        }
+        Event::LoginRefused { reason } => tracing::warn!(%peer, reason, "IPMI login refused"),
+    }
+}
+
+async fn answer(ctx: &Context, app: AppRequest) {
+    let response = execute(ctx, &app.request).await;
+    let datagram = lock(&ctx.sessions).respond(&app.route, &response, &mut fill_random);
+    match datagram {
+        Some(d) => send(ctx, &d, app.route.peer).await,
+        None => tracing::debug!("IPMI session gone before its response"),
+    }
+}
+
+/// Reads the machine, decides, runs the action; the response tells the client the truth.
+async fn execute(ctx: &Context, request: &IpmiRequest) -> IpmiResponse {
+    let m = &ctx.machine;
+    let read = async { tokio::try_join!(m.power_state(), m.boot_override(), m.inventory()) };
+    let (power, boot, inventory) = match read.await {
+        Ok(r) => r,
+        Err(error) => {
+            tracing::warn!(%error, "machine state unreadable");
+            return request.response(completion_code(&error), &[]);
+        }
+    };
+    let unix_time = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as u32);
+    let mut memo = lock(&ctx.memo).clone();
+    memo.powered_on_secs =
+        lock(&ctx.poh).observe(power.settled() == PowerState::On, Instant::now());
+    let snap = Snapshot {
+        power,
+        boot,
+        inventory: &inventory,
+        supported_actions: m.supported_actions(),
+        supported_targets: m.supported_boot_targets(),
+        username: &ctx.username,
+        unix_time,
+    };
+    let decision = decide(request, &snap, &memo);
+    if let Some(action) = decision.action {
+        let result = match action {
+            Action::Power(a) => m.power(a).await,
+            Action::SetBoot(b) => m.set_boot_override(b).await,
+        };
+        if let Err(error) = result {
+            tracing::info!(?action, %error, "IPMI command refused by the machine");
+            return request.response(completion_code(&error), &[]);
+        }
+        tracing::info!(?action, "IPMI command applied");
+    }
+    if let Some(next) = decision.memo {
+        *lock(&ctx.memo) = next;
+    }
+    request.response(decision.cc, &decision.data)
+}

@@ -1,0 +1,167 @@
+//! The command decisions (pure) and the executor against the simulated machine.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kubevirt_bmc_ipmi::IpmiRequest;
+use kubevirt_bmc_ipmi::message::{cc, netfn};
+
+use super::commands::*;
+use crate::machine::simulated::{SimulatedConfig, SimulatedMachine};
+use crate::machine::*;
+
+fn inventory() -> Inventory {
+    Inventory {
+        name: "vm1".into(),
+        uuid: "5d307ca9-b3ef-428c-8861-06e72d69f223".into(),
+        vcpus: 1,
+        memory_mib: 1,
+        interfaces: vec![],
+        disks: vec![],
+        secure_boot: false,
+    }
+}
+
+fn snap(inventory: &Inventory) -> Snapshot<'_> {
+    Snapshot {
+        power: PowerState::Off,
+        boot: BootOverride::default(),
+        inventory,
+        supported_actions: &[PowerAction::On, PowerAction::ForceOff],
+        supported_targets: &[BootTarget::None, BootTarget::Pxe, BootTarget::Hdd],
+        username: b"admin",
+        unix_time: 1000,
+    }
+}
+
+fn call(netfn: u8, cmd: u8, data: &[u8], snap: &Snapshot<'_>) -> Decision {
+    decide(
+        &IpmiRequest::new(netfn, cmd, 1, data),
+        snap,
+        &Memo::default(),
+    )
+}
+
+#[test]
+fn device_id_has_15_bytes_with_aux_firmware_revision() {
+    let inv = inventory();
+    let d = call(netfn::APP, 0x01, &[], &snap(&inv));
+    assert_eq!((d.cc, d.data.len()), (cc::OK, 15));
+    assert_eq!(d.data[4], 0x02, "IPMI 2.0");
+}
+
+#[test]
+fn guid_goes_least_significant_byte_first() {
+    let g = ipmi_guid("5d307ca9-b3ef-428c-8861-06e72d69f223");
+    assert_eq!(g[0], 0x23);
+    assert_eq!(g[15], 0x5d);
+}
+
+#[test]
+fn chassis_control_asks_for_exactly_the_supported_actions() {
+    let inv = inventory();
+    let s = snap(&inv);
+    let d = call(netfn::CHASSIS, 0x02, &[1], &s);
+    assert_eq!(d.action, Some(Action::Power(PowerAction::On)));
+    assert_eq!(d.memo.unwrap().restart_cause, 0x01);
+    assert_eq!(
+        call(netfn::CHASSIS, 0x02, &[0], &s).action,
+        Some(Action::Power(PowerAction::ForceOff))
+    );
+    // Diagnostic interrupt: this machine cannot, so "invalid data" and no action.
+    let d = call(netfn::CHASSIS, 0x02, &[4], &s);
+    assert_eq!((d.cc, d.action), (cc::INVALID_DATA, None));
+    assert_eq!(call(netfn::CHASSIS, 0x02, &[9], &s).cc, cc::INVALID_DATA);
+    assert_eq!(
+        call(netfn::CHASSIS, 0x02, &[], &s).cc,
+        cc::REQUEST_LENGTH_INVALID
+    );
+}
+
+#[test]
+fn boot_options_validate_and_read_back() {
+    let inv = inventory();
+    let s = snap(&inv);
+    let d = call(netfn::CHASSIS, 0x08, &[0x05, 0xE0, 0x04, 0, 0, 0], &s);
+    assert_eq!(
+        d.action,
+        Some(Action::SetBoot(BootOverride {
+            target: BootTarget::Pxe,
+            enabled: BootOverrideEnabled::Continuous,
+            mode: BootMode::Uefi
+        }))
+    );
+    // CD is not among this machine's targets.
+    assert_eq!(
+        call(netfn::CHASSIS, 0x08, &[0x05, 0x80, 0x14, 0, 0, 0], &s).cc,
+        cc::INVALID_DATA
+    );
+    assert_eq!(
+        call(netfn::CHASSIS, 0x08, &[0x05, 0x80], &s).cc,
+        cc::REQUEST_LENGTH_INVALID
+    );
+    assert_eq!(call(netfn::CHASSIS, 0x08, &[0x07, 0x00], &s).cc, 0x80);
+    assert_eq!(call(netfn::CHASSIS, 0x09, &[0x02, 0, 0], &s).cc, 0x80);
+    let memo = call(netfn::CHASSIS, 0x08, &[0x03, 0x08], &s).memo.unwrap();
+    let d = decide(
+        &IpmiRequest::new(netfn::CHASSIS, 0x09, 1, &[3, 0, 0]),
+        &s,
+        &memo,
+    );
+    assert_eq!(d.data, vec![0x01, 0x03, 0x08]);
+}
+
+#[test]
+fn unknown_commands_are_invalid() {
+    let inv = inventory();
+    assert_eq!(
+        call(netfn::APP, 0x99, &[], &snap(&inv)).cc,
+        cc::INVALID_COMMAND
+    );
+    assert_eq!(call(0x30, 0x01, &[], &snap(&inv)).cc, cc::INVALID_COMMAND);
+    assert_eq!(call(netfn::GROUP, 0x01, &[0xDC, 1], &snap(&inv)).cc, cc::OK);
+    assert_eq!(
+        call(netfn::GROUP, 0x02, &[0xDC], &snap(&inv)).cc,
+        cc::INVALID_COMMAND
+    );
+}
+
+#[test]
+fn machine_errors_map_to_completion_codes() {
+    let e = |m: MachineError| completion_code(&m);
+    assert_eq!(e(MachineError::Busy("x".into())), 0xC0);
+    assert_eq!(e(MachineError::NotAllowed("x".into())), 0xD5);
+    assert_eq!(e(MachineError::NotSupported("x".into())), 0xCC);
+    assert_eq!(e(MachineError::Invalid("x".into())), 0xCC);
+    assert_eq!(e(MachineError::Unavailable("x".into())), 0xFF);
+    assert_eq!(e(MachineError::Forbidden("x".into())), 0xD4);
+}
+
+#[tokio::test]
+async fn a_machine_in_transition_answers_busy_and_changes_nothing() {
+    let machine = Arc::new(
+        SimulatedMachine::new(SimulatedConfig {
+            transition: Duration::from_secs(30),
+            ..SimulatedConfig::default()
+        })
+        .unwrap(),
+    );
+    let credentials = crate::credentials::Credentials::new("admin", "password");
+    let server = super::IpmiServer::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        machine.clone(),
+        &credentials,
+    )
+    .await
+    .unwrap();
+    let ctx = &server.context;
+    let on = IpmiRequest::new(netfn::CHASSIS, 0x02, 1, &[1]);
+    assert_eq!(super::execute(ctx, &on).await.cc, cc::OK);
+    assert_eq!(machine.power_state().await.unwrap(), PowerState::PoweringOn);
+    let off = IpmiRequest::new(netfn::CHASSIS, 0x02, 2, &[0]);
+    assert_eq!(super::execute(ctx, &off).await.cc, cc::NODE_BUSY);
+    assert_eq!(machine.power_state().await.unwrap(), PowerState::PoweringOn);
+    // Reads report the state the transition settles in.
+    let status = IpmiRequest::new(netfn::CHASSIS, 0x01, 3, &[]);
+    assert_eq!(super::execute(ctx, &status).await.data[0] & 1, 1);
+}
