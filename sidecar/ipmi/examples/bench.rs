@@ -28,7 +28,7 @@ struct Args {
 fn args() -> Args {
     let mut a = Args {
         bmc: "target/release/kubevirt-bmc".into(),
-        python: "/work/main/target/venv/bin/python".into(),
+        python: "target/venv/bin/python".into(),
         peer: "e2e/testdata/peers/fake_ipmi_bmc.py".into(),
         seconds: 5,
     };
