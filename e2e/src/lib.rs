@@ -1,1 +1,3 @@
 //! Support for end-to-end tests: locating the built binaries and the installed clients.
+
+pub mod fake_apiserver;

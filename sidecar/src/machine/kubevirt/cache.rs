@@ -15,7 +15,9 @@ use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
+use super::errors::{Failure, classify};
 use super::types::{VirtualMachine, VirtualMachineInstance};
+use crate::machine::MachineError;
 
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(3);
@@ -28,8 +30,8 @@ pub struct Snapshot {
     pub vm_synced: bool,
     pub vmi_synced: bool,
     /// The last watch failure, cleared by the next success.
-    pub vm_error: Option<String>,
-    pub vmi_error: Option<String>,
+    pub vm_error: Option<MachineError>,
+    pub vmi_error: Option<MachineError>,
 }
 
 impl Snapshot {
@@ -37,8 +39,8 @@ impl Snapshot {
         self.vm_synced && self.vmi_synced
     }
 
-    pub fn error(&self) -> Option<&str> {
-        self.vm_error.as_deref().or(self.vmi_error.as_deref())
+    pub fn error(&self) -> Option<&MachineError> {
+        self.vm_error.as_ref().or(self.vmi_error.as_ref())
     }
 }
 
@@ -61,7 +63,7 @@ trait Slot: Clone + std::fmt::Debug + DeserializeOwned + Send + Sync + 'static {
     fn put(snapshot: &mut Snapshot, object: Option<Arc<Self>>);
     fn get(snapshot: &Snapshot) -> Option<&Arc<Self>>;
     fn synced(snapshot: &mut Snapshot);
-    fn error(snapshot: &mut Snapshot, error: Option<String>);
+    fn error(snapshot: &mut Snapshot, error: Option<MachineError>);
     fn has_error(snapshot: &Snapshot) -> bool;
     fn resource_version(&self) -> Option<&str>;
 }
@@ -76,7 +78,7 @@ impl Slot for VirtualMachine {
     fn synced(snapshot: &mut Snapshot) {
         snapshot.vm_synced = true;
     }
-    fn error(snapshot: &mut Snapshot, error: Option<String>) {
+    fn error(snapshot: &mut Snapshot, error: Option<MachineError>) {
         snapshot.vm_error = error;
     }
     fn has_error(snapshot: &Snapshot) -> bool {
@@ -97,7 +99,7 @@ impl Slot for VirtualMachineInstance {
     fn synced(snapshot: &mut Snapshot) {
         snapshot.vmi_synced = true;
     }
-    fn error(snapshot: &mut Snapshot, error: Option<String>) {
+    fn error(snapshot: &mut Snapshot, error: Option<MachineError>) {
         snapshot.vmi_error = error;
     }
     fn has_error(snapshot: &Snapshot) -> bool {
@@ -174,7 +176,7 @@ fn offer<K: Slot>(state: &watch::Sender<Snapshot>, object: K) {
 
 async fn run_watch<K>(api: Api<K>, name: String, state: watch::Sender<Snapshot>)
 where
-    K: Slot + kube::Resource,
+    K: Slot + kube::Resource<DynamicType = ()>,
 {
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
     let mut stream = watcher(api, config).boxed();
@@ -203,9 +205,10 @@ where
                 }
             }
             Err(error) => {
-                let text = describe_watch_error(&error);
-                tracing::warn!(kind = %std::any::type_name::<K>().rsplit("::").next().unwrap_or(""), error = %text, "watch failed; retrying");
-                state.send_modify(|s| K::error(s, Some(text)));
+                let what = format!("watch {} {name}", K::kind(&()));
+                let error = describe_watch_error(&error, &what);
+                tracing::warn!(%error, "watch failed; retrying");
+                state.send_modify(|s| K::error(s, Some(error)));
                 tokio::time::sleep(retry).await;
                 retry = (retry * 2).min(RETRY_MAX);
             }
@@ -213,11 +216,14 @@ where
     }
 }
 
-fn describe_watch_error(error: &watcher::Error) -> String {
+fn describe_watch_error(error: &watcher::Error, what: &str) -> MachineError {
     match error {
         watcher::Error::InitialListFailed(e)
         | watcher::Error::WatchStartFailed(e)
-        | watcher::Error::WatchFailed(e) => super::errors::describe_kube(e),
-        other => other.to_string(),
+        | watcher::Error::WatchFailed(e) => match classify(e, what) {
+            Failure::Fatal(error) => error,
+            Failure::Conflict => MachineError::Unavailable(format!("{what}: {e}")),
+        },
+        other => MachineError::Unavailable(format!("{what}: {other}")),
     }
 }

@@ -182,14 +182,24 @@ impl Inner {
         if snapshot.synced() {
             return Ok(snapshot);
         }
-        if let Some(snapshot) = self.cache.wait_for(SYNC_WAIT, Snapshot::synced).await {
+        // A refusal will not go away by waiting; anything else may.
+        let settled =
+            |s: &Snapshot| s.synced() || matches!(s.error(), Some(MachineError::Forbidden(_)));
+        if let Some(snapshot) = self.cache.wait_for(SYNC_WAIT, settled).await
+            && snapshot.synced()
+        {
             return Ok(snapshot);
         }
         let snapshot = self.cache.snapshot();
-        Err(MachineError::Unavailable(match snapshot.error() {
-            Some(error) => format!("cannot read the VM from the KubeVirt API: {error}"),
-            None => "still reading the VM from the KubeVirt API; retry".to_owned(),
-        }))
+        Err(match snapshot.error() {
+            Some(MachineError::Forbidden(message)) => MachineError::Forbidden(message.clone()),
+            Some(error) => MachineError::Unavailable(format!(
+                "cannot read the VM from the KubeVirt API: {error}"
+            )),
+            None => MachineError::Unavailable(
+                "still reading the VM from the KubeVirt API; retry".to_owned(),
+            ),
+        })
     }
 
     fn vm(&self, snapshot: &Snapshot) -> Result<Arc<VirtualMachine>> {
