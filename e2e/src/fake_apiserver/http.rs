@@ -512,6 +512,7 @@ fn watch(shared: &Arc<Shared>, route: Route, name: Option<String>, query: &str) 
     let mut epoch = shared.watch_epoch.subscribe();
     epoch.borrow_and_update();
     let interval = shared.bookmark_interval;
+    let mut frozen = shared.frozen.subscribe();
     let gvr = route.gvr.clone();
     tokio::spawn(async move {
         for line in initial {
@@ -523,8 +524,10 @@ fn watch(shared: &Arc<Shared>, route: Route, name: Option<String>, query: &str) 
         let mut ticker = tokio::time::interval(interval);
         ticker.tick().await;
         loop {
+            let thawed = !*frozen.borrow_and_update();
             let line = tokio::select! {
-                event = live.recv() => match event {
+                _ = frozen.changed() => continue,
+                event = live.recv(), if thawed => match event {
                     Ok(StoredEvent { rv, key, kind, object }) => {
                         if rv <= last_rv {
                             continue;
@@ -538,7 +541,7 @@ fn watch(shared: &Arc<Shared>, route: Route, name: Option<String>, query: &str) 
                     // Too slow a reader: end the stream, the client relists.
                     Err(_) => return,
                 },
-                _ = ticker.tick(), if bookmarks => event_line("BOOKMARK", &json!({
+                _ = ticker.tick(), if bookmarks && thawed => event_line("BOOKMARK", &json!({
                     "apiVersion": gvr.api_version(), "kind": gvr.kind(),
                     "metadata": {"resourceVersion": last_rv.to_string()},
                 })),

@@ -75,6 +75,7 @@ pub(crate) struct Shared {
     faults: Mutex<Faults>,
     down: watch::Sender<bool>,
     watch_epoch: watch::Sender<u64>,
+    frozen: watch::Sender<bool>,
     log: Mutex<Vec<RequestRecord>>,
     controller_held: AtomicBool,
     bookmark_interval: Duration,
@@ -122,6 +123,7 @@ impl FakeApiServer {
             faults: Mutex::new(Faults::default()),
             down: watch::channel(false).0,
             watch_epoch: watch::channel(0).0,
+            frozen: watch::channel(false).0,
             log: Mutex::new(Vec::new()),
             controller_held: AtomicBool::new(false),
             bookmark_interval: Duration::from_millis(500),
@@ -264,6 +266,12 @@ impl FakeApiServer {
     /// timeout does); clients must resume from their resourceVersion.
     pub fn break_watches(&self) {
         self.shared.watch_epoch.send_modify(|e| *e += 1);
+    }
+
+    /// Holds back the events of open watches (they arrive, in order, once thawed): lets a
+    /// test act on a client whose cache is behind.
+    pub fn freeze_watches(&self, frozen: bool) {
+        self.shared.frozen.send_replace(frozen);
     }
 
     pub fn resource_version(&self) -> u64 {
