@@ -6,6 +6,8 @@
 pub mod bmc;
 pub mod cli;
 pub mod credentials;
+pub mod health;
 pub mod machine;
+pub mod serve;
 pub mod telemetry;
 pub mod tls;

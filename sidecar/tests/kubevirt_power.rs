@@ -23,8 +23,23 @@ async fn on_unpauses_the_fresh_vmi_and_records_the_wish_first() {
     machine.power(PowerAction::On).await.unwrap();
     let requests = non_watch(&fake.requests());
     assert_eq!(calls(&requests), ["unpause"]);
-    // The annotations were written before the call, in one merge patch.
-    assert_eq!(requests[0].method, "PATCH");
+    // The wish is written before the call, the fact (this VMI has booted) after it.
+    let order: Vec<(String, Option<String>)> = requests
+        .iter()
+        .map(|r| (r.method.clone(), r.subresource().map(str::to_owned)))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            ("PATCH".to_owned(), None),
+            ("PUT".to_owned(), Some("unpause".to_owned())),
+            ("PATCH".to_owned(), None)
+        ]
+    );
+    assert_eq!(
+        requests[0].body.as_ref().unwrap()["metadata"]["annotations"],
+        serde_json::json!({"bmc.kubevirt.io/power-state": "On"})
+    );
     assert_eq!(
         requests[0].content_type.as_deref(),
         Some("application/merge-patch+json")

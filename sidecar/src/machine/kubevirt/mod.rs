@@ -228,23 +228,32 @@ impl Inner {
         Ok(state)
     }
 
-    /// Annotations first, then the calls; success once the API accepted all of them.
+    /// Intent first (desired power, the VMI being restarted), then the calls, then the facts
+    /// (which VMI has booted): a sidecar that dies anywhere in between leaves annotations
+    /// from which the next one finishes the job. Success once the API accepted all of it.
     async fn execute(&self, plan: &Plan, snapshot: &Snapshot) -> Result<()> {
-        let mut changes = std::collections::BTreeMap::new();
+        let mut intent = std::collections::BTreeMap::new();
+        let mut facts = std::collections::BTreeMap::new();
         if let Some(on) = plan.set_power {
-            changes.insert(
+            intent.insert(
                 annotations::POWER,
                 Some(annotations::power_value(on).to_owned()),
             );
         }
+        match &plan.set_restart_of {
+            Some(Some(uid)) => {
+                intent.insert(annotations::RESTART_OF, Some(uid.clone()));
+            }
+            Some(None) => {
+                facts.insert(annotations::RESTART_OF, None);
+            }
+            None => {}
+        }
         if let Some(uid) = &plan.set_booted_vmi {
-            changes.insert(annotations::BOOTED_VMI, Some(uid.clone()));
+            facts.insert(annotations::BOOTED_VMI, Some(uid.clone()));
         }
-        if let Some(restart_of) = &plan.set_restart_of {
-            changes.insert(annotations::RESTART_OF, restart_of.clone());
-        }
-        if !changes.is_empty() {
-            let vm = self.api.patch_annotations(&changes).await?;
+        if !intent.is_empty() {
+            let vm = self.api.patch_annotations(&intent).await?;
             self.cache.offer_vm(vm);
         }
         if let Some(expect) = plan.expect {
@@ -256,6 +265,10 @@ impl Inner {
                 *self.expect.lock().unwrap_or_else(|p| p.into_inner()) = None;
                 return Err(error);
             }
+        }
+        if !facts.is_empty() {
+            let vm = self.api.patch_annotations(&facts).await?;
+            self.cache.offer_vm(vm);
         }
         if plan.boots
             && let Some(vmi) = snapshot.vmi.as_deref()

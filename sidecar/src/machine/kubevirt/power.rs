@@ -312,8 +312,13 @@ pub fn reconcile(observed: &Observed, desired: &Desired) -> Plan {
         Stand::Paused if desired.power == Some(true) && !desired.has_run(vmi) => {
             plan.set_power = Some(false);
         }
+        // Found running and not recorded: booted by a sidecar that died before it could
+        // write that down (or by hand). Record it, and the restart it finished.
         Stand::Running if !desired.has_run(vmi) => {
             plan.set_booted_vmi = Some(vmi.uid.clone());
+            if desired.restart_of.is_some() {
+                plan.set_restart_of = Some(None);
+            }
         }
         _ => {}
     }

@@ -273,6 +273,10 @@ fn reconcile_remembers_a_vmi_found_running_so_the_next_on_is_a_fresh_boot() {
     let plan = reconcile(&running(), &Desired::default());
     assert_eq!(plan.set_booted_vmi.as_deref(), Some(UID));
     assert!(plan.calls.is_empty());
+    // Booted by a sidecar that died before recording it: recorded, restart finished.
+    let plan = reconcile(&running(), &never_ran(Some(true)));
+    assert_eq!(plan.set_booted_vmi.as_deref(), Some(UID));
+    assert_eq!(plan.set_restart_of, Some(None));
     assert!(reconcile(&running(), &ran(true)).is_empty());
 }
 
