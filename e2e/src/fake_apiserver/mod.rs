@@ -46,6 +46,8 @@ pub struct RequestRecord {
     pub body: Option<Value>,
     pub user: Option<String>,
     pub status: u16,
+    /// When the request arrived (before any injected delay), for latency measurements.
+    pub received: std::time::Instant,
 }
 
 impl RequestRecord {

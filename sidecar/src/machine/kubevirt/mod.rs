@@ -34,7 +34,8 @@ const EVENT_BUFFER: usize = 256;
 const SYNC_WAIT: Duration = Duration::from_secs(5);
 /// How long a power state the BMC just caused is shown before the cache confirms it.
 const EXPECT_FOR: Duration = Duration::from_secs(10);
-const RECONCILE_RETRY: Duration = Duration::from_millis(500);
+const RECONCILE_RETRY: Duration = Duration::from_millis(200);
+const RECONCILE_RETRY_MAX: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
 pub struct KubevirtConfig {
@@ -333,6 +334,7 @@ mod boot_ops;
 /// Reconciles at start and on every change of the VM or VMI.
 async fn reconcile_loop(inner: Arc<Inner>) {
     let mut rx = inner.cache.subscribe();
+    let mut retry = RECONCILE_RETRY;
     loop {
         let snapshot = rx.borrow_and_update().clone();
         if snapshot.synced() && snapshot.vm.is_some() {
@@ -341,10 +343,15 @@ async fn reconcile_loop(inner: Arc<Inner>) {
                 // Decide on the freshest state: the lock may have waited for a write.
                 reconcile_once(&inner, &inner.cache.snapshot()).await
             };
-            if let Err(error) = result {
-                tracing::warn!(%error, "reconcile failed; retrying");
-                tokio::time::sleep(RECONCILE_RETRY).await;
-                continue;
+            match result {
+                Ok(()) => retry = RECONCILE_RETRY,
+                Err(error) => {
+                    tracing::warn!(%error, retry_in = ?retry, "reconcile failed; retrying");
+                    // A change (e.g. the API coming back) retries at once.
+                    let _ = tokio::time::timeout(retry, rx.changed()).await;
+                    retry = (retry * 2).min(RECONCILE_RETRY_MAX);
+                    continue;
+                }
             }
         }
         if rx.changed().await.is_err() {
