@@ -197,3 +197,27 @@ async fn status_reads_cost_no_api_call() {
         fake.requests()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn power_on_after_a_guest_shutdown_boots_the_replacement_vmi() {
+    let fake = fake().await;
+    let machine = machine(&fake).await;
+    machine.power(PowerAction::On).await.unwrap();
+    power_is(&machine, PowerState::On).await;
+    // The guest powers off and virt-controller is slow to replace the VMI; meanwhile a
+    // client powers the machine on again.
+    fake.hold_controller(true);
+    assert!(fake.guest_shutdown(NS, VM));
+    power_is(&machine, PowerState::Off).await;
+    machine.power(PowerAction::On).await.unwrap();
+    fake.hold_controller(false);
+    eventually("the replacement VMI is unpaused", || async {
+        !paused(&vmi(&fake))
+    })
+    .await;
+    power_is(&machine, PowerState::On).await;
+    assert_eq!(
+        annotation(&fake, "bmc.kubevirt.io/power-state").as_deref(),
+        Some("On")
+    );
+}

@@ -155,10 +155,18 @@ pub fn power_state(observed: &Observed, desired: &Desired) -> PowerState {
         },
         Stand::Starting if wants_on => PowerState::PoweringOn,
         Stand::Starting => PowerState::Off,
-        Stand::Gone { terminating: true } if wants_on => PowerState::PoweringOn,
-        Stand::Gone { terminating: true } => PowerState::PoweringOff,
-        Stand::Gone { .. } if wants_on && observed.run_strategy_always => PowerState::PoweringOn,
-        Stand::Gone { .. } => PowerState::Off,
+        // Ending: towards on only when the BMC ended it for a fresh boot.
+        Stand::Gone { terminating } => {
+            let replaced_by_bmc = match &observed.vmi {
+                Some(vmi) => desired.restart_of.as_deref() == Some(vmi.uid.as_str()),
+                None => desired.restart_of.is_some() && observed.run_strategy_always,
+            };
+            match (wants_on && replaced_by_bmc, terminating) {
+                (true, _) => PowerState::PoweringOn,
+                (false, true) => PowerState::PoweringOff,
+                (false, false) => PowerState::Off,
+            }
+        }
     }
 }
 
@@ -250,16 +258,20 @@ pub fn decide(
                 fresh_boot(&mut plan);
             }
         }
-        (A::On | A::PowerCycle, Stand::Starting | Stand::Gone { terminating: true }) => {
-            // The VMI on its way is booted by the sidecar that comes with it.
+        // No VMI to boot now: the one on its way is booted by the sidecar that comes with
+        // it. Naming the VMI it replaces tells that sidecar this boot was asked for (and not
+        // the aftermath of a guest that powered itself off).
+        (A::On | A::PowerCycle, Stand::Starting | Stand::Gone { .. }) => {
             want(&mut plan, true);
-            if desired.power != Some(true) {
-                plan.expect = Some(PowerState::PoweringOn);
+            let replaced = match (&observed.vmi, now) {
+                (Some(vmi), Stand::Gone { .. }) => Some(vmi.uid.clone()),
+                _ => desired.booted_vmi.clone(),
             }
-        }
-        (A::On | A::PowerCycle, Stand::Gone { terminating: false }) => {
-            want(&mut plan, true);
-            if !observed.run_strategy_always {
+            .unwrap_or_else(|| "none".to_owned());
+            if desired.restart_of.as_ref() != Some(&replaced) {
+                plan.set_restart_of = Some(Some(replaced));
+            }
+            if now == (Stand::Gone { terminating: false }) && !observed.run_strategy_always {
                 plan.calls = vec![Call::Start];
             }
             plan.expect = Some(PowerState::PoweringOn);

@@ -118,6 +118,28 @@ fn on_when_no_vmi_records_the_wish_or_starts_a_halted_vm() {
 }
 
 #[test]
+fn on_while_no_vmi_runs_names_the_one_replaced_so_its_successor_is_booted() {
+    // The guest shut itself down (VMI finished, not replaced yet), then a client powers on.
+    let mut finished = running();
+    finished.vmi.as_mut().unwrap().phase = Phase::Finished;
+    let plan = decide(&finished, &ran(false), PowerAction::On).unwrap();
+    assert_eq!(plan.set_restart_of, Some(Some(UID.into())));
+    let successor = Desired {
+        power: Some(true),
+        booted_vmi: Some(UID.into()),
+        restart_of: Some(UID.into()),
+    };
+    let mut next = paused();
+    next.vmi.as_mut().unwrap().uid = "vmi-2".into();
+    assert_eq!(reconcile(&next, &successor).calls, vec![Call::Unpause]);
+    // A VMI still starting is the successor itself: name the last booted one.
+    let plan = decide(&starting(), &ran(false), PowerAction::On).unwrap();
+    assert_eq!(plan.set_restart_of, Some(Some(UID.into())));
+    let plan = decide(&gone(), &Desired::default(), PowerAction::On).unwrap();
+    assert_eq!(plan.set_restart_of, Some(Some("none".into())));
+}
+
+#[test]
 fn force_off_pauses_a_running_vmi_and_remembers_it_ran() {
     let plan = decide(&running(), &never_ran(Some(true)), PowerAction::ForceOff).unwrap();
     assert_eq!(plan.calls, vec![Call::Pause]);
@@ -224,13 +246,30 @@ fn power_state_reads_on_only_for_a_running_unpaused_vmi() {
         power_state(&terminating(), &ran(false)),
         PowerState::PoweringOff
     );
+    let restarting = Desired {
+        restart_of: Some(UID.into()),
+        ..ran(true)
+    };
     assert_eq!(
-        power_state(&terminating(), &ran(true)),
+        power_state(&terminating(), &restarting),
         PowerState::PoweringOn
     );
+    assert_eq!(
+        power_state(&terminating(), &ran(true)),
+        PowerState::PoweringOff,
+        "ended by someone else: it ends off"
+    );
     assert_eq!(power_state(&starting(), &ran(false)), PowerState::Off);
-    assert_eq!(power_state(&gone(), &ran(true)), PowerState::PoweringOn);
+    assert_eq!(power_state(&gone(), &restarting), PowerState::PoweringOn);
+    assert_eq!(power_state(&gone(), &ran(true)), PowerState::Off);
     assert_eq!(power_state(&gone(), &Desired::default()), PowerState::Off);
+    let mut finished = running();
+    finished.vmi.as_mut().unwrap().phase = Phase::Finished;
+    assert_eq!(
+        power_state(&finished, &ran(true)),
+        PowerState::Off,
+        "the guest powered off"
+    );
 }
 
 #[test]
