@@ -18,13 +18,18 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 async fn settle(machine: &KubevirtMachine, state: PowerState) {
-    for _ in 0..500 {
+    for _ in 0..5000 {
         if machine.power_state().await.ok() == Some(state) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    panic!("never reached {state}");
+    let snapshot = machine.snapshot();
+    panic!(
+        "never reached {state}: now {:?}; VMI status {:?}",
+        machine.power_state().await,
+        snapshot.vmi.map(|v| v.status.clone())
+    );
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -90,6 +95,31 @@ async fn main() {
     latencies.sort();
     whole.sort();
 
+    // Where whole-operation time goes: one GET (no body) and one PATCH (with a body).
+    let client = kube::Client::try_from({
+        let mut c = kube::Config::new(fake.url().parse().unwrap());
+        c.auth_info.token = Some(TOKEN.to_owned().into());
+        c
+    })
+    .unwrap();
+    let vms: kube::Api<kubevirt_bmc::machine::kubevirt::types::VirtualMachine> =
+        kube::Api::namespaced(client, NS);
+    let mut get_times = Vec::new();
+    let mut patch_times = Vec::new();
+    for i in 0..20 {
+        let t = Instant::now();
+        vms.get(VM).await.unwrap();
+        get_times.push(t.elapsed());
+        let patch = serde_json::json!({"metadata": {"annotations": {"probe": i.to_string()}}});
+        let t = Instant::now();
+        vms.patch(VM, &Default::default(), &kube::api::Patch::Merge(&patch))
+            .await
+            .unwrap();
+        patch_times.push(t.elapsed());
+    }
+    get_times.sort();
+    patch_times.sort();
+
     println!("| measure | value |");
     println!("|---|---|");
     println!("| API calls per 1000 power-status reads | {calls} |");
@@ -104,6 +134,11 @@ async fn main() {
             percentile(&latencies, p).as_secs_f64() * 1e3
         );
     }
+    println!(
+        "| one GET / one merge PATCH through kube-client, p50 | {:.3} ms / {:.3} ms |",
+        percentile(&get_times, 0.5).as_secs_f64() * 1e3,
+        percentile(&patch_times, 0.5).as_secs_f64() * 1e3
+    );
     println!(
         "| whole power on/off incl. fake API round trips, p50 | {:.3} ms |",
         percentile(&whole, 0.5).as_secs_f64() * 1e3

@@ -92,7 +92,7 @@ fn parse_route(path: &str) -> Option<Route> {
     }
 }
 
-fn query_param<'a>(query: &'a str, key: &str) -> Option<String> {
+fn query_param(query: &str, key: &str) -> Option<String> {
     query.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=')?;
         (k == key).then(|| percent_decode(v))
@@ -164,6 +164,8 @@ fn forbidden(grant: &Grant, verb: &str, route: &Route, name: Option<&str>) -> Re
     status(403, "Forbidden", &message, details)
 }
 
+// A refusal is the response itself; it is built once per refused request.
+#[allow(clippy::result_large_err)]
 fn authorize(
     grant: &Grant,
     verb: &str,

@@ -196,10 +196,8 @@ fn with_mode(current: Option<&Bootloader>, mode: BootMode) -> Option<Bootloader>
             loader.efi = Some(json!({"secureBoot": false}));
         }
         BootMode::Legacy if loader.efi.is_some() || loader.bios.is_none() => {
-            if current.is_none() {
-                // Absent already means BIOS: keep the template as it is.
-                return None;
-            }
+            // Absent already means BIOS: keep the template as it is.
+            current?;
             loader.efi = None;
             loader.bios = Some(Value::Object(Map::new()));
         }
