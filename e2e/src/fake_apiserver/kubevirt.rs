@@ -244,16 +244,7 @@ fn store_vms(store: &Store) -> Vec<(Key, Value)> {
 }
 
 fn namespaces(store: &Store) -> Vec<String> {
-    // The fake keeps VMs in few namespaces; scanning the history avoids a second index.
-    let mut names: Vec<String> = store
-        .since(0)
-        .into_iter()
-        .filter(|e| e.key.gvr == Gvr::vm())
-        .map(|e| e.key.namespace)
-        .collect();
-    names.sort();
-    names.dedup();
-    names
+    store.namespaces(&Gvr::vm())
 }
 
 fn create_vmi(store: &mut Store, vm_key: &Key, vm: &Value) {

@@ -136,13 +136,27 @@ impl Store {
             .collect()
     }
 
+    /// Namespaces holding at least one object of `gvr`.
+    pub fn namespaces(&self, gvr: &Gvr) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .objects
+            .keys()
+            .filter(|k| &k.gvr == gvr)
+            .map(|k| k.namespace.clone())
+            .collect();
+        names.dedup();
+        names
+    }
+
     pub fn subscribe(&self) -> broadcast::Receiver<StoredEvent> {
         self.live.subscribe()
     }
 
     /// Events after `rv` (for a watch that resumes).
     pub fn since(&self, rv: u64) -> Vec<StoredEvent> {
-        self.history.iter().filter(|e| e.rv > rv).cloned().collect()
+        // The history is in resourceVersion order: only the tail is copied.
+        let start = self.history.partition_point(|e| e.rv <= rv);
+        self.history[start..].to_vec()
     }
 
     /// Creates or replaces: stamps apiVersion, kind, name, namespace, uid, creation time,

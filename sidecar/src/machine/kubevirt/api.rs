@@ -145,11 +145,9 @@ impl KubevirtApi {
         };
         let what = format!("{verb} {kind} {}/{}", self.namespace, self.name);
         self.retrying(&what, || async {
-            // No body: virt-api reads an absent body as default options, and a request
-            // without one is a single write (kube's connector leaves Nagle on, so a separate
-            // body write waits for a delayed ACK, ~40 ms).
             let request = http::Request::put(&url)
-                .body(Vec::new())
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(b"{}".to_vec())
                 .map_err(kube::Error::HttpError)?;
             self.client.request_text(request).await.map(|_| ())
         })
