@@ -128,15 +128,24 @@ async fn kubevirt_refusals_come_back_as_not_allowed_with_kubevirts_message() {
     let machine = machine(&fake).await;
     machine.power(PowerAction::On).await.unwrap();
     power_is(&machine, PowerState::On).await;
-    // Someone paused it behind our back and our cache has not seen it yet: KubeVirt's 409.
+    // Someone paused it behind our back and our cache has not seen it yet.
     fake.freeze_watches(true);
     pause_by_hand(&fake, true);
-    let error = machine.power(PowerAction::ForceOff).await.unwrap_err();
+    // A graceful restart needs a running guest: KubeVirt's 409 comes back with its message.
+    let error = machine
+        .power(PowerAction::GracefulRestart)
+        .await
+        .unwrap_err();
     assert_eq!(
         error,
-        MachineError::NotAllowed(
-            "pause VirtualMachineInstance vms/vm1: VMI is already paused".into()
-        )
+        MachineError::NotAllowed("softreboot VirtualMachineInstance vms/vm1: VMI is paused".into())
+    );
+    // Hard off: KubeVirt says "already paused", which is what was asked.
+    machine.power(PowerAction::ForceOff).await.unwrap();
+    assert_eq!(
+        fake.requests().iter().filter(|r| r.status == 409).count(),
+        2,
+        "both refused by KubeVirt"
     );
     fake.freeze_watches(false);
     power_is(&machine, PowerState::Off).await;

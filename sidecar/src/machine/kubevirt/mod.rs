@@ -262,9 +262,16 @@ impl Inner {
                 Some((expect, Instant::now() + EXPECT_FOR));
         }
         for call in &plan.calls {
-            if let Err(error) = self.api.call(*call).await {
-                *self.expect.lock().unwrap_or_else(|p| p.into_inner()) = None;
-                return Err(error);
+            match self.api.call(*call).await {
+                Ok(()) => {}
+                // Someone (a twin sidecar, a user) got there first: what was asked holds.
+                Err(MachineError::NotAllowed(message)) if already_done(*call, &message) => {
+                    tracing::info!(?call, %message, "already done");
+                }
+                Err(error) => {
+                    *self.expect.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                    return Err(error);
+                }
             }
         }
         if !facts.is_empty() {
@@ -317,6 +324,15 @@ impl Inner {
         Err(MachineError::Busy(
             "the VM kept changing while the boot override was restored; retry".into(),
         ))
+    }
+}
+
+/// KubeVirt's refusal says the call's effect is already there.
+fn already_done(call: power::Call, message: &str) -> bool {
+    match call {
+        power::Call::Pause => message.ends_with("VMI is already paused"),
+        power::Call::Unpause => message.ends_with("VMI is not paused"),
+        _ => false,
     }
 }
 
