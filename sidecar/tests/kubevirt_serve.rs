@@ -177,6 +177,58 @@ async fn serve_finishes_the_power_on_its_predecessor_began_and_stops_on_sigterm(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_serve_process_killed_in_the_middle_of_finishing_is_finished_by_the_next() {
+    let fake = fake().await;
+    let previous = machine(&fake).await;
+    fake.hold_controller(true);
+    previous.power(PowerAction::ForceOff).await.unwrap();
+    previous
+        .set_boot_override(BootOverride {
+            target: BootTarget::Pxe,
+            enabled: BootOverrideEnabled::Once,
+            mode: BootMode::Uefi,
+        })
+        .await
+        .unwrap();
+    previous.power(PowerAction::On).await.unwrap();
+    drop(previous);
+    fake.hold_controller(false);
+    let new = vmi_uid(&fake);
+
+    // The first serve process starts finishing the boot through a slow API and is killed
+    // (SIGKILL) mid-way: in practice after its unpause landed and before it recorded the
+    // boot (the window between the call and the facts), else before the unpause.
+    fake.set_slow(Duration::from_millis(300));
+    fake.clear_requests();
+    let dir = setup_files(&fake);
+    let kubeconfig = dir.path().join("kubeconfig");
+    let credentials = dir.path().join("credentials");
+    let mut first = spawn_serve(&kubeconfig, &credentials, Stdio::null());
+    eventually("both watches are open", || async {
+        fake.requests().iter().filter(|r| r.is_watch()).count() >= 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    fake.set_slow(Duration::ZERO);
+
+    let _second = spawn_serve(&kubeconfig, &credentials, Stdio::null());
+    eventually("the new VMI runs", || async { !paused(&vmi(&fake)) }).await;
+    eventually("the boot is recorded and the restart finished", || async {
+        annotation(&fake, "bmc.kubevirt.io/booted-vmi").as_deref() == Some(new.as_str())
+            && annotation(&fake, "bmc.kubevirt.io/restart-of").is_none()
+    })
+    .await;
+    eventually("the one-time override is used up", || async {
+        annotation(&fake, "bmc.kubevirt.io/boot-override").as_deref()
+            == Some("None/Disabled/Legacy")
+    })
+    .await;
+    assert_eq!(vmi_uid(&fake), new, "no further restart");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_without_credentials_says_which_file_is_missing() {
     use std::io::Read;
     let fake = fake().await;
