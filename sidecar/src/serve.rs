@@ -28,8 +28,10 @@ pub struct ServeArgs {
     /// Address IPMI and Redfish listen on (downward API: status.podIP).
     #[arg(long, env = "POD_IP", default_value_t = IpAddr::V4(Ipv4Addr::UNSPECIFIED))]
     pub pod_ip: IpAddr,
+    /// UDP port of IPMI (RMCP/RMCP+).
     #[arg(long, env = "KUBEVIRT_BMC_IPMI_PORT", default_value_t = 623)]
     pub ipmi_port: u16,
+    /// TCP port of Redfish (HTTPS).
     #[arg(long, env = "KUBEVIRT_BMC_REDFISH_PORT", default_value_t = 443)]
     pub redfish_port: u16,
     /// Plain-HTTP address of /healthz, /readyz and /metrics.
@@ -52,6 +54,7 @@ pub struct ServeArgs {
     /// PEM certificate for Redfish; self-signed for the Pod IP when absent.
     #[arg(long, env = "KUBEVIRT_BMC_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `--tls-cert`.
     #[arg(long, env = "KUBEVIRT_BMC_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
 }
