@@ -1,3 +1,5 @@
 //! Support for end-to-end tests: locating the built binaries and the installed clients.
 
 pub mod launcher;
+
+pub mod fake_apiserver;

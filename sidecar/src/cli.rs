@@ -81,8 +81,7 @@ pub struct SimulateArgs {
     pub power_transition_ms: u64,
 }
 
-#[derive(Debug, clap::Args)]
-pub struct ServeArgs {}
+pub use crate::serve::ServeArgs;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -90,10 +89,8 @@ pub enum CliError {
     Simulated(#[from] crate::machine::simulated::SimulatedError),
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
-    #[error(
-        "`serve` needs the KubeVirt backend, which this build does not have yet; use `simulate`"
-    )]
-    ServeUnavailable,
+    #[error(transparent)]
+    Serve(#[from] crate::serve::ServeError),
     #[error(transparent)]
     Bmc(#[from] bmc::BmcError),
 }
@@ -121,7 +118,7 @@ impl Args {
     pub async fn run(self) -> Result<(), CliError> {
         match self.command {
             Command::Simulate(args) => args.run().await,
-            Command::Serve(_) => Err(CliError::ServeUnavailable),
+            Command::Serve(args) => args.run().await,
         }
     }
 }

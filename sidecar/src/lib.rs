@@ -6,8 +6,11 @@
 pub mod bmc;
 pub mod cli;
 pub mod credentials;
+pub mod health;
 pub mod ipmi;
 pub mod machine;
+
 pub mod redfish;
+pub mod serve;
 pub mod telemetry;
 pub mod tls;

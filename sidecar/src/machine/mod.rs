@@ -5,6 +5,7 @@
 //! codes and messages). Backends: [`simulated::SimulatedMachine`] (demos, conformance tests,
 //! benchmarks) and the KubeVirt backend that drives a real VirtualMachine.
 
+pub mod kubevirt;
 pub mod simulated;
 
 use std::fmt;

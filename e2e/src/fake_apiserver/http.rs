@@ -1,0 +1,570 @@
+//! The HTTP face of the fake: routing, bearer-token authorization, list/get/watch/patch,
+//! and the Status bodies kube-apiserver sends.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::{HeaderMap, Method, Response, StatusCode};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+use super::store::{Gvr, Key, StoredEvent};
+use super::{Grant, RequestRecord, Shared, kubevirt, lock};
+
+const BODY_LIMIT: usize = 16 << 20;
+
+pub(super) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        // As Go's net package (kube-apiserver) does by default.
+        let _ = stream.set_nodelay(true);
+        let mut down = shared.down.subscribe();
+        if *down.borrow_and_update() {
+            drop(stream);
+            continue;
+        }
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let shared = shared.clone();
+                async move { Ok::<_, Infallible>(handle(shared, request).await) }
+            });
+            let builder =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            let connection =
+                builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            tokio::select! {
+                _ = connection => {}
+                _ = down.wait_for(|d| *d) => {}
+            }
+        });
+    }
+}
+
+fn status_body(code: u16, reason: &str, message: &str, details: Value) -> Value {
+    json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": message, "reason": reason, "details": details, "code": code,
+    })
+}
+
+fn json_response(code: u16, body: &Value) -> Response<Body> {
+    Response::builder()
+        .status(code)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .expect("valid response")
+}
+
+fn status(code: u16, reason: &str, message: &str, details: Value) -> Response<Body> {
+    json_response(code, &status_body(code, reason, message, details))
+}
+
+/// Where a request goes.
+struct Route {
+    gvr: Gvr,
+    namespace: String,
+    name: Option<String>,
+    subresource: Option<String>,
+}
+
+fn parse_route(path: &str) -> Option<Route> {
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (group, version, rest) = match parts.as_slice() {
+        ["api", version, rest @ ..] => ("", *version, rest),
+        ["apis", group, version, rest @ ..] => (*group, *version, rest),
+        _ => return None,
+    };
+    match rest {
+        ["namespaces", namespace, resource, tail @ ..] if tail.len() <= 2 => Some(Route {
+            gvr: Gvr::new(group, version, resource),
+            namespace: (*namespace).to_owned(),
+            name: tail.first().map(|s| (*s).to_owned()),
+            subresource: tail.get(1).map(|s| (*s).to_owned()),
+        }),
+        _ => None,
+    }
+}
+
+fn query_param(query: &str, key: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        (k == key).then(|| percent_decode(v))
+    })
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 3;
+                        continue;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `metadata.name=<x>` (or `==`) from a field selector; `!=` selects no single name.
+fn selected_name(selector: Option<&str>) -> Option<String> {
+    selector?.split(',').find_map(|term| {
+        let value = term
+            .strip_prefix("metadata.name==")
+            .or_else(|| term.strip_prefix("metadata.name="))?;
+        Some(value.to_owned())
+    })
+}
+
+fn forbidden(grant: &Grant, verb: &str, route: &Route, name: Option<&str>) -> Response<Body> {
+    let group = &route.gvr.group;
+    let resource = &route.gvr.resource;
+    let prefix = if group.is_empty() {
+        resource.clone()
+    } else {
+        format!("{resource}.{group}")
+    };
+    let full_resource = match &route.subresource {
+        Some(sub) => format!("{resource}/{sub}"),
+        None => resource.clone(),
+    };
+    let object = match name {
+        Some(name) => format!("{prefix} \"{name}\""),
+        None => prefix,
+    };
+    let message = format!(
+        "{object} is forbidden: User \"{}\" cannot {verb} resource \"{full_resource}\" in API group \"{group}\" in the namespace \"{}\"",
+        grant.user, route.namespace
+    );
+    let mut details = json!({"kind": resource});
+    if let Some(name) = name {
+        details["name"] = json!(name);
+    }
+    if !group.is_empty() {
+        details["group"] = json!(group);
+    }
+    status(403, "Forbidden", &message, details)
+}
+
+// A refusal is the response itself; it is built once per refused request.
+#[allow(clippy::result_large_err)]
+fn authorize(
+    grant: &Grant,
+    verb: &str,
+    route: &Route,
+    name: Option<&str>,
+) -> Result<(), Response<Body>> {
+    let name_ok = match (&grant.names, name) {
+        (None, _) => true,
+        (Some(names), Some(name)) => names.contains(name),
+        (Some(_), None) => false,
+    };
+    if name_ok && !grant.denied_verbs.contains(verb) {
+        Ok(())
+    } else {
+        Err(forbidden(grant, verb, route, name))
+    }
+}
+
+fn not_found(route: &Route, name: &str) -> Response<Body> {
+    let group = &route.gvr.group;
+    let resource = &route.gvr.resource;
+    let prefix = if group.is_empty() {
+        resource.clone()
+    } else {
+        format!("{resource}.{group}")
+    };
+    status(
+        404,
+        "NotFound",
+        &format!("{prefix} \"{name}\" not found"),
+        json!({"name": name, "group": group, "kind": resource}),
+    )
+}
+
+async fn handle(
+    shared: Arc<Shared>,
+    request: http::Request<hyper::body::Incoming>,
+) -> Response<Body> {
+    let received = std::time::Instant::now();
+    let slow = lock(&shared.faults).slow;
+    if !slow.is_zero() {
+        tokio::time::sleep(slow).await;
+    }
+    let (parts, body) = request.into_parts();
+    let bytes = match http_body_util::BodyExt::collect(http_body_util::Limited::new(
+        body, BODY_LIMIT,
+    ))
+    .await
+    {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => Bytes::new(),
+    };
+    let path = parts.uri.path().to_owned();
+    let query = parts.uri.query().unwrap_or("").to_owned();
+    let content_type = parts
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or(v).trim().to_owned());
+    let grant = bearer(&parts.headers).and_then(|token| lock(&shared.tokens).get(&token).cloned());
+    let response = match &grant {
+        None => status(401, "Unauthorized", "Unauthorized", json!({})),
+        Some(grant) => {
+            dispatch(
+                &shared,
+                grant,
+                &parts.method,
+                &path,
+                &query,
+                content_type.as_deref(),
+                &bytes,
+            )
+            .await
+        }
+    };
+    lock(&shared.log).push(RequestRecord {
+        method: parts.method.to_string(),
+        path,
+        query,
+        content_type,
+        body: serde_json::from_slice(&bytes).ok(),
+        user: grant.map(|g| g.user),
+        status: response.status().as_u16(),
+        received,
+    });
+    response
+}
+
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    value.strip_prefix("Bearer ").map(|t| t.trim().to_owned())
+}
+
+async fn dispatch(
+    shared: &Arc<Shared>,
+    grant: &Grant,
+    method: &Method,
+    path: &str,
+    query: &str,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Response<Body> {
+    let Some(route) = parse_route(path) else {
+        return status(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+            json!({}),
+        );
+    };
+    if route.gvr.group == "subresources.kubevirt.io" {
+        let (Some(name), Some(verb)) = (route.name.clone(), route.subresource.clone()) else {
+            return status(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+                json!({}),
+            );
+        };
+        if method != Method::PUT {
+            return status(
+                405,
+                "MethodNotAllowed",
+                "only PUT is supported on KubeVirt subresources",
+                json!({}),
+            );
+        }
+        if let Err(response) = authorize(grant, "update", &route, Some(&name)) {
+            return response;
+        }
+        let mut store = shared.store();
+        let result = kubevirt::subresource(
+            &mut store,
+            &route.namespace,
+            &route.gvr.resource,
+            &name,
+            &verb,
+        );
+        shared.settle(&mut store);
+        return match result {
+            Ok(()) => Response::builder()
+                .status(StatusCode::ACCEPTED)
+                .body(Body::empty())
+                .expect("valid"),
+            Err(refusal) => {
+                let reason = if refusal.code == 409 {
+                    "Conflict"
+                } else {
+                    "NotFound"
+                };
+                status(refusal.code, reason, &refusal.message, json!({}))
+            }
+        };
+    }
+    if route.subresource.is_some() {
+        let verb = if method == Method::GET {
+            "get"
+        } else {
+            "patch"
+        };
+        return forbidden(grant, verb, &route, route.name.as_deref());
+    }
+    match (method, route.name.clone()) {
+        (&Method::GET, None) => {
+            let selector = query_param(query, "fieldSelector");
+            let name = selected_name(selector.as_deref());
+            let watching = matches!(query_param(query, "watch").as_deref(), Some("true" | "1"));
+            let verb = if watching { "watch" } else { "list" };
+            if let Err(response) = authorize(grant, verb, &route, name.as_deref()) {
+                return response;
+            }
+            if watching {
+                watch(shared, route, name, query)
+            } else {
+                list(shared, &route, name.as_deref())
+            }
+        }
+        (&Method::GET, Some(name)) => {
+            if let Err(response) = authorize(grant, "get", &route, Some(&name)) {
+                return response;
+            }
+            match shared
+                .store()
+                .get(&Key::new(route.gvr.clone(), &route.namespace, &name))
+            {
+                Some(object) => json_response(200, object),
+                None => not_found(&route, &name),
+            }
+        }
+        (&Method::PATCH, Some(name)) => {
+            if let Err(response) = authorize(grant, "patch", &route, Some(&name)) {
+                return response;
+            }
+            patch(shared, &route, &name, content_type, body)
+        }
+        (method, name) => {
+            let verb = match *method {
+                Method::PUT => "update",
+                Method::DELETE => "delete",
+                Method::POST => "create",
+                _ => "get",
+            };
+            // The fake implements reads and patches only; everything else is refused the
+            // way RBAC refuses it for the BMC's own Role.
+            forbidden(grant, verb, &route, name.as_deref())
+        }
+    }
+}
+
+fn list(shared: &Shared, route: &Route, name: Option<&str>) -> Response<Body> {
+    let store = shared.store();
+    let items: Vec<Value> = store
+        .list(&route.gvr, &route.namespace)
+        .into_iter()
+        .filter(|o| name.is_none_or(|n| o["metadata"]["name"] == n))
+        .collect();
+    json_response(
+        200,
+        &json!({
+            "kind": format!("{}List", route.gvr.kind()),
+            "apiVersion": route.gvr.api_version(),
+            "metadata": {"resourceVersion": store.resource_version().to_string()},
+            "items": items,
+        }),
+    )
+}
+
+fn conflict(route: &Route, name: &str) -> Response<Body> {
+    status(
+        409,
+        "Conflict",
+        &format!(
+            "Operation cannot be fulfilled on {}.{} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
+            route.gvr.resource, route.gvr.group
+        ),
+        json!({"name": name, "group": route.gvr.group, "kind": route.gvr.resource}),
+    )
+}
+
+fn patch(
+    shared: &Shared,
+    route: &Route,
+    name: &str,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Response<Body> {
+    {
+        let mut faults = lock(&shared.faults);
+        if faults.conflicts > 0 {
+            faults.conflicts -= 1;
+            return conflict(route, name);
+        }
+    }
+    let key = Key::new(route.gvr.clone(), &route.namespace, name);
+    let mut store = shared.store();
+    let Some(current) = store.get(&key).cloned() else {
+        return not_found(route, name);
+    };
+    let Ok(document) = serde_json::from_slice::<Value>(body) else {
+        return status(400, "BadRequest", "the request body is not JSON", json!({}));
+    };
+    let mut patched = current.clone();
+    match content_type {
+        Some("application/merge-patch+json") => json_patch::merge(&mut patched, &document),
+        Some("application/json-patch+json") => {
+            let Ok(ops) = serde_json::from_value::<json_patch::Patch>(document) else {
+                return status(400, "BadRequest", "the JSON patch is malformed", json!({}));
+            };
+            if let Err(error) = json_patch::patch(&mut patched, &ops) {
+                if matches!(error.kind, json_patch::PatchErrorKind::TestFailed) {
+                    return status(
+                        422,
+                        "Invalid",
+                        "the server rejected our request due to an error in our request",
+                        json!({}),
+                    );
+                }
+                let message = error.to_string();
+                return status(
+                    500,
+                    "InternalError",
+                    &format!("Internal error occurred: {message}"),
+                    json!({"causes": [{"message": message}]}),
+                );
+            }
+        }
+        _ => {
+            return status(
+                415,
+                "UnsupportedMediaType",
+                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
+                json!({}),
+            );
+        }
+    }
+    if patched["metadata"]["resourceVersion"] != current["metadata"]["resourceVersion"] {
+        return conflict(route, name);
+    }
+    let stored = store.put(&key, patched);
+    shared.settle(&mut store);
+    json_response(200, &stored)
+}
+
+fn event_line(kind: &str, object: &Value) -> Bytes {
+    let mut line = json!({"type": kind, "object": object}).to_string();
+    line.push('\n');
+    Bytes::from(line)
+}
+
+fn watch(shared: &Arc<Shared>, route: Route, name: Option<String>, query: &str) -> Response<Body> {
+    let since = query_param(query, "resourceVersion")
+        .and_then(|rv| rv.parse::<u64>().ok())
+        .filter(|rv| *rv > 0);
+    let bookmarks = query_param(query, "allowWatchBookmarks").as_deref() == Some("true");
+    let timeout = query_param(query, "timeoutSeconds")
+        .and_then(|t| t.parse::<u64>().ok())
+        .map_or(Duration::from_secs(1800), Duration::from_secs);
+    let matches = {
+        let route_gvr = route.gvr.clone();
+        let namespace = route.namespace.clone();
+        move |key: &Key| {
+            key.gvr == route_gvr
+                && key.namespace == namespace
+                && name.as_deref().is_none_or(|n| key.name == n)
+        }
+    };
+    let (tx, rx) = mpsc::channel::<Bytes>(64);
+    let (initial, mut live, mut last_rv) = {
+        let store = shared.store();
+        let live = store.subscribe();
+        let initial: Vec<Bytes> = match since {
+            Some(rv) => store
+                .since(rv)
+                .into_iter()
+                .filter(|e| matches(&e.key))
+                .map(|e| event_line(e.kind.as_str(), &e.object))
+                .collect(),
+            None => store
+                .list(&route.gvr, &route.namespace)
+                .into_iter()
+                .filter(|o| {
+                    let n = o["metadata"]["name"].as_str().unwrap_or_default();
+                    matches(&Key::new(route.gvr.clone(), &route.namespace, n))
+                })
+                .map(|o| event_line("ADDED", &o))
+                .collect(),
+        };
+        (initial, live, store.resource_version())
+    };
+    let mut epoch = shared.watch_epoch.subscribe();
+    epoch.borrow_and_update();
+    let interval = shared.bookmark_interval;
+    let mut frozen = shared.frozen.subscribe();
+    let gvr = route.gvr.clone();
+    tokio::spawn(async move {
+        for line in initial {
+            if tx.send(line).await.is_err() {
+                return;
+            }
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut ticker = tokio::time::interval(interval);
+        ticker.tick().await;
+        loop {
+            let thawed = !*frozen.borrow_and_update();
+            let line = tokio::select! {
+                _ = frozen.changed() => continue,
+                event = live.recv(), if thawed => match event {
+                    Ok(StoredEvent { rv, key, kind, object }) => {
+                        if rv <= last_rv {
+                            continue;
+                        }
+                        last_rv = last_rv.max(rv);
+                        if !matches(&key) {
+                            continue;
+                        }
+                        event_line(kind.as_str(), &object)
+                    }
+                    // Too slow a reader: end the stream, the client relists.
+                    Err(_) => return,
+                },
+                _ = ticker.tick(), if bookmarks && thawed => event_line("BOOKMARK", &json!({
+                    "apiVersion": gvr.api_version(), "kind": gvr.kind(),
+                    "metadata": {"resourceVersion": last_rv.to_string()},
+                })),
+                _ = epoch.changed() => return,
+                _ = tokio::time::sleep_until(deadline) => return,
+            };
+            if tx.send(line).await.is_err() {
+                return;
+            }
+        }
+    });
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|line| (Ok::<_, Infallible>(line), rx))
+    });
+    Response::builder()
+        .status(200)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Body::from_stream(stream))
+        .expect("valid response")
+}

@@ -1,0 +1,316 @@
+//! The fake against the real API server's answers captured in `../shared/fixtures/`.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+use super::*;
+
+const TOKEN: &str = "vm1-token";
+const NS: &str = "vms";
+
+fn fixture(name: &str) -> Value {
+    let path = format!(
+        "{}/../../shared/fixtures/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+async fn fake() -> FakeApiServer {
+    let fake = FakeApiServer::start().await.unwrap();
+    fake.grant(TOKEN, "system:serviceaccount:vms:vm1-bmc", &["vm1"]);
+    for name in ["vm1", "vm2"] {
+        let mut vm = fixture("vm-vm1.json");
+        vm["metadata"]["uid"] = json!(format!("uid-{name}"));
+        vm["spec"]["template"]["metadata"]["labels"]["kubevirt.io/vm"] = json!(name);
+        fake.put(Gvr::vm(), NS, name, vm);
+    }
+    fake
+}
+
+fn request_text(method: &str, path: &str, token: &str, content_type: &str, body: &str) -> String {
+    format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+async fn call(
+    fake: &FakeApiServer,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: &str,
+) -> (u16, Value) {
+    let mut stream = tokio::net::TcpStream::connect(fake.addr()).await.unwrap();
+    stream
+        .write_all(request_text(method, path, TOKEN, content_type, body).as_bytes())
+        .await
+        .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await.unwrap();
+    let status = text.split(' ').nth(1).unwrap().parse().unwrap();
+    let body = text.split_once("\r\n\r\n").unwrap().1;
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+const VM1: &str = "/apis/kubevirt.io/v1/namespaces/vms/virtualmachines/vm1";
+const VM2: &str = "/apis/kubevirt.io/v1/namespaces/vms/virtualmachines/vm2";
+const SUB: &str = "/apis/subresources.kubevirt.io/v1/namespaces/vms";
+
+#[tokio::test]
+async fn forbidden_bodies_are_the_real_api_servers() {
+    let fake = fake().await;
+    let (code, body) = call(&fake, "GET", VM2, "application/json", "").await;
+    assert_eq!((code, body), (403, fixture("status-403-get-vm2.json")));
+    let (code, body) = call(&fake, "PATCH", VM2, "application/merge-patch+json", "{}").await;
+    assert_eq!((code, body), (403, fixture("status-403-patch-vm2.json")));
+    let list = "/apis/kubevirt.io/v1/namespaces/vms/virtualmachines";
+    let (code, body) = call(&fake, "GET", list, "application/json", "").await;
+    assert_eq!(code, 403);
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("virtualmachines.kubevirt.io is forbidden")
+    );
+    let (code, body) = call(
+        &fake,
+        "PUT",
+        &format!("{SUB}/virtualmachines/vm2/start"),
+        "application/json",
+        "{}",
+    )
+    .await;
+    assert_eq!(code, 403);
+    assert!(body["message"].as_str().unwrap().contains(
+        "virtualmachines.subresources.kubevirt.io \"vm2\" is forbidden: User \"system:serviceaccount:vms:vm1-bmc\" cannot update resource \"virtualmachines/start\" in API group \"subresources.kubevirt.io\""
+    ), "{body}");
+    let (code, _) = call(
+        &fake,
+        "GET",
+        &format!("{list}?fieldSelector=metadata.name%3Dvm1"),
+        "application/json",
+        "",
+    )
+    .await;
+    assert_eq!(code, 200, "a field selector on the granted name is allowed");
+}
+
+#[tokio::test]
+async fn stale_resource_versions_conflict_and_failed_tests_are_invalid() {
+    let fake = fake().await;
+    let stale =
+        json!({"metadata": {"resourceVersion": "1", "annotations": {"a": "b"}}}).to_string();
+    let (code, body) = call(&fake, "PATCH", VM1, "application/merge-patch+json", &stale).await;
+    assert_eq!(
+        (code, body),
+        (
+            409,
+            fixture("status-409-patch-vm1-stale-resourceversion.json")
+        )
+    );
+    let test = json!([{"op": "test", "path": "/spec/runStrategy", "value": "Halted"}]).to_string();
+    let (code, body) = call(&fake, "PATCH", VM1, "application/json-patch+json", &test).await;
+    assert_eq!(
+        (code, body),
+        (422, fixture("status-422-jsonpatch-test-failed.json"))
+    );
+    let (code, _) = call(
+        &fake,
+        "PATCH",
+        VM1,
+        "application/strategic-merge-patch+json",
+        "{}",
+    )
+    .await;
+    assert_eq!(code, 415);
+    // A passing test with a bootOrder: generation 1 -> 2, as in the capture.
+    let ok = json!([
+        {"op": "test", "path": "/spec/template/spec/domain/devices/interfaces/0/name", "value": "default"},
+        {"op": "add", "path": "/spec/template/spec/domain/devices/interfaces/0/bootOrder", "value": 1},
+    ])
+    .to_string();
+    let (code, body) = call(&fake, "PATCH", VM1, "application/json-patch+json", &ok).await;
+    assert_eq!(code, 200);
+    assert_eq!(body["metadata"]["generation"], 2);
+    // Annotations alone do not bump the generation.
+    let merge =
+        json!({"metadata": {"annotations": {"bmc.kubevirt.io/power-state": "On"}}}).to_string();
+    let (_, body) = call(&fake, "PATCH", VM1, "application/merge-patch+json", &merge).await;
+    assert_eq!(body["metadata"]["generation"], 2);
+    assert_eq!(
+        body["metadata"]["annotations"]["kubevirt.io/latest-observed-api-version"],
+        "v1"
+    );
+    // The VMI the controller made from generation 1 says so.
+    assert_eq!(
+        fake.vmi(NS, "vm1").unwrap()["metadata"]["annotations"]["kubevirt.io/vm-generation"],
+        "1"
+    );
+}
+
+#[tokio::test]
+async fn subresources_follow_kubevirts_rules() {
+    let fake = fake().await;
+    let put = |path: String| {
+        let fake = &fake;
+        async move { call(fake, "PUT", &path, "application/json", "{}").await }
+    };
+    let vmi = |verb: &str| format!("{SUB}/virtualmachineinstances/vm1/{verb}");
+    let vm = |verb: &str| format!("{SUB}/virtualmachines/vm1/{verb}");
+    assert!(vmi_paused_now(&fake), "startStrategy Paused");
+    let (code, body) = put(vm("start")).await;
+    assert_eq!(
+        (code, body["message"].as_str()),
+        (409, Some("Always does not support manual start requests"))
+    );
+    let (code, body) = put(vmi("pause")).await;
+    assert_eq!(
+        (code, body["message"].as_str()),
+        (409, Some("VMI is already paused"))
+    );
+    let (code, body) = put(vmi("softreboot")).await;
+    assert_eq!(
+        (code, body["message"].as_str()),
+        (409, Some("VMI is paused"))
+    );
+    assert_eq!(put(vmi("unpause")).await.0, 202);
+    assert!(!vmi_paused_now(&fake));
+    let conditions = fake.vmi(NS, "vm1").unwrap()["status"]["conditions"].clone();
+    assert!(
+        !conditions.to_string().contains("Paused"),
+        "KubeVirt removes the condition: {conditions}"
+    );
+    let (code, body) = put(vmi("unpause")).await;
+    assert_eq!(
+        (code, body["message"].as_str()),
+        (409, Some("VMI is not paused"))
+    );
+    let before = fake.vmi(NS, "vm1").unwrap()["metadata"]["uid"].clone();
+    assert_eq!(put(vm("restart")).await.0, 202);
+    let after = fake.vmi(NS, "vm1").unwrap();
+    assert_ne!(after["metadata"]["uid"], before, "a new VMI");
+    assert!(vmi_paused_now(&fake), "which starts paused");
+    assert_eq!(put(vm("stop")).await.0, 202);
+    assert!(fake.vmi(NS, "vm1").is_none());
+    let (code, body) = put(vm("restart")).await;
+    assert_eq!(
+        (code, body["message"].as_str()),
+        (409, Some("Halted does not support manual restart requests"))
+    );
+    assert_eq!(put(vm("start")).await.0, 202);
+    assert!(fake.vmi(NS, "vm1").is_some());
+}
+
+fn vmi_paused_now(fake: &FakeApiServer) -> bool {
+    kubevirt::vmi_paused(&fake.vmi(NS, "vm1").unwrap())
+}
+
+#[tokio::test]
+async fn watches_resume_send_bookmarks_and_end_when_broken() {
+    let fake = fake().await;
+    let rv = fake.resource_version();
+    let mut stream = tokio::net::TcpStream::connect(fake.addr()).await.unwrap();
+    let path = format!(
+        "/apis/kubevirt.io/v1/namespaces/vms/virtualmachines?watch=true&allowWatchBookmarks=true&resourceVersion={rv}&fieldSelector=metadata.name%3Dvm1"
+    );
+    stream
+        .write_all(request_text("GET", &path, TOKEN, "application/json", "").as_bytes())
+        .await
+        .unwrap();
+    fake.modify(Gvr::vm(), NS, "vm2", |vm| {
+        vm["metadata"]["annotations"]["x"] = json!("other vm")
+    });
+    fake.modify(Gvr::vm(), NS, "vm1", |vm| {
+        vm["metadata"]["annotations"]["x"] = json!("y")
+    });
+    let mut lines = BufReader::new(stream).lines();
+    let mut events = Vec::new();
+    while events.len() < 2 {
+        let line = tokio::time::timeout(Duration::from_secs(5), lines.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        // Chunked framing: keep the JSON lines only.
+        if let Ok(event) = serde_json::from_str::<Value>(line.trim())
+            && event.is_object()
+        {
+            events.push(event);
+        }
+    }
+    assert_eq!(events[0]["type"], "MODIFIED");
+    assert_eq!(
+        events[0]["object"]["metadata"]["annotations"]["x"], "y",
+        "vm2 filtered out"
+    );
+    assert_eq!(events[1]["type"], "BOOKMARK");
+    assert_eq!(events[1]["object"]["kind"], "VirtualMachine");
+    assert!(events[1]["object"]["metadata"]["resourceVersion"].is_string());
+    fake.break_watches();
+    let end = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match lines.next_line().await {
+                Ok(Some(_)) => continue,
+                _ => return,
+            }
+        }
+    })
+    .await;
+    assert!(end.is_ok(), "the stream ended");
+    let watch = fake.requests().into_iter().find(|r| r.is_watch()).unwrap();
+    assert_eq!(watch.status, 200);
+}
+
+#[tokio::test]
+async fn unknown_tokens_are_unauthorized_and_everything_is_logged() {
+    let fake = fake().await;
+    let mut stream = tokio::net::TcpStream::connect(fake.addr()).await.unwrap();
+    stream
+        .write_all(request_text("GET", VM1, "wrong", "application/json", "").as_bytes())
+        .await
+        .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await.unwrap();
+    assert!(text.starts_with("HTTP/1.1 401"), "{text}");
+    let log = fake.requests();
+    assert_eq!(log.len(), 1);
+    assert_eq!(
+        (log[0].method.as_str(), log[0].path.as_str(), log[0].status),
+        ("GET", VM1, 401)
+    );
+    assert_eq!(log[0].user, None);
+}
+
+#[tokio::test]
+async fn a_down_server_refuses_connections_until_back() {
+    let fake = fake().await;
+    fake.set_down(true);
+    let mut stream = tokio::net::TcpStream::connect(fake.addr()).await.unwrap();
+    let _ = stream
+        .write_all(request_text("GET", VM1, TOKEN, "application/json", "").as_bytes())
+        .await;
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text).await;
+    assert!(text.is_empty(), "no answer while down: {text}");
+    fake.set_down(false);
+    assert_eq!(call(&fake, "GET", VM1, "application/json", "").await.0, 200);
+}
+
+#[tokio::test]
+async fn the_controller_replaces_a_finished_vmi_and_can_be_held() {
+    let fake = fake().await;
+    let first = fake.vmi(NS, "vm1").unwrap()["metadata"]["uid"].clone();
+    fake.hold_controller(true);
+    assert!(fake.guest_shutdown(NS, "vm1"));
+    assert_eq!(fake.vmi(NS, "vm1").unwrap()["status"]["phase"], "Succeeded");
+    fake.hold_controller(false);
+    let second = fake.vmi(NS, "vm1").unwrap();
+    assert_ne!(second["metadata"]["uid"], first);
+    assert_eq!(second["status"]["phase"], "Running");
+    assert!(kubevirt::vmi_paused(&second));
+    assert_eq!(second["metadata"]["ownerReferences"][0]["name"], "vm1");
+}

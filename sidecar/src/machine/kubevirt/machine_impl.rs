@@ -1,0 +1,364 @@
+//! The `Machine` interface over the cache, the pure decisions and the API writes.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use tokio::sync::broadcast;
+
+use super::boot::BootLayout;
+use super::types::VirtualMachine;
+use super::{KubevirtMachine, annotations, boot_ops, power, view};
+use crate::machine::{
+    BootOverride, BootOverrideEnabled, BootTarget, Disk, DiskKind, Inventory, Machine,
+    MachineError, MachineEvent, MediaInsert, MediaState, NetworkInterface, PowerAction, PowerState,
+    Record, Result, validate_image_url,
+};
+
+/// NMI is missing: KubeVirt has no subresource for it.
+const SUPPORTED_ACTIONS: &[PowerAction] = &[
+    PowerAction::On,
+    PowerAction::ForceOff,
+    PowerAction::GracefulShutdown,
+    PowerAction::GracefulRestart,
+    PowerAction::ForceRestart,
+    PowerAction::PowerCycle,
+];
+const SUPPORTED_BOOT_TARGETS: &[BootTarget] = &[
+    BootTarget::None,
+    BootTarget::Pxe,
+    BootTarget::Hdd,
+    BootTarget::Cd,
+];
+const SET_BOOT_ATTEMPTS: usize = 8;
+
+/// The override as a client set it; with none set, Disabled in the template's mode.
+pub(super) fn boot_override_of(vm: &VirtualMachine) -> BootOverride {
+    vm.annotation(annotations::BOOT_OVERRIDE)
+        .and_then(annotations::parse_boot_override)
+        .unwrap_or_else(|| BootOverride {
+            target: BootTarget::None,
+            enabled: BootOverrideEnabled::Disabled,
+            mode: BootLayout::of_vm(vm).mode(),
+        })
+}
+
+#[async_trait]
+impl Machine for KubevirtMachine {
+    async fn power_state(&self) -> Result<PowerState> {
+        let snapshot = self.inner.ready().await?;
+        self.inner.power_state_of(&snapshot)
+    }
+
+    fn supported_actions(&self) -> &[PowerAction] {
+        SUPPORTED_ACTIONS
+    }
+
+    async fn power(&self, action: PowerAction) -> Result<()> {
+        let _guard = self.inner.op_lock.lock().await;
+        let snapshot = self.inner.ready().await?;
+        let (observed, desired) = view(&snapshot)?;
+        let plan = power::decide(&observed, &desired, action)?;
+        tracing::info!(?action, ?plan, "power request");
+        self.inner.execute(&plan, &snapshot).await
+    }
+
+    async fn boot_override(&self) -> Result<BootOverride> {
+        let snapshot = self.inner.ready().await?;
+        let vm = self.inner.vm(&snapshot)?;
+        Ok(boot_override_of(&vm))
+    }
+
+    async fn set_boot_override(&self, boot: BootOverride) -> Result<()> {
+        if !SUPPORTED_BOOT_TARGETS.contains(&boot.target) {
+            return Err(MachineError::NotSupported(format!(
+                "booting from {:?} is not supported by KubeVirt VMs",
+                boot.target
+            )));
+        }
+        let _guard = self.inner.op_lock.lock().await;
+        let snapshot = self.inner.ready().await?;
+        let mut vm = self.inner.vm(&snapshot)?;
+        let running_vmi = snapshot
+            .vmi
+            .as_ref()
+            .and_then(|v| v.uid().map(str::to_owned));
+        for _ in 0..SET_BOOT_ATTEMPTS {
+            if boot_override_of(&vm) == boot && vm.annotation(annotations::BOOT_OVERRIDE).is_some()
+            {
+                return Ok(());
+            }
+            let patch = boot_ops::set(&vm, &boot, running_vmi.as_deref())?;
+            match self.inner.api.json_patch(patch).await? {
+                Ok(updated) => {
+                    self.inner.cache.offer_vm(updated);
+                    return Ok(());
+                }
+                // Someone changed the VM since it was read: decide again on the latest.
+                Err(()) => {
+                    let fresh = self.inner.api.get_vm().await?;
+                    self.inner.cache.offer_vm(fresh.clone());
+                    vm = fresh.into();
+                }
+            }
+        }
+        Err(MachineError::Busy(
+            "the VM kept changing while the boot override was written; retry".into(),
+        ))
+    }
+
+    fn supported_boot_targets(&self) -> &[BootTarget] {
+        SUPPORTED_BOOT_TARGETS
+    }
+
+    async fn media(&self) -> Result<MediaState> {
+        let snapshot = self.inner.ready().await?;
+        let vm = self.inner.vm(&snapshot)?;
+        Ok(annotations::media_state(&vm))
+    }
+
+    async fn insert_media(&self, media: MediaInsert) -> Result<()> {
+        validate_image_url(&media.image)?;
+        let _guard = self.inner.op_lock.lock().await;
+        let snapshot = self.inner.ready().await?;
+        if self
+            .inner
+            .vm(&snapshot)?
+            .annotation(annotations::MEDIA)
+            .is_some()
+        {
+            return Err(MachineError::NotAllowed(
+                "a medium is already inserted; eject it first".to_owned(),
+            ));
+        }
+        let changes = BTreeMap::from([(
+            annotations::MEDIA,
+            Some(annotations::media_annotation(&media)),
+        )]);
+        let vm = self.inner.api.patch_annotations(&changes).await?;
+        self.inner.cache.offer_vm(vm);
+        Ok(())
+    }
+
+    async fn eject_media(&self) -> Result<()> {
+        let _guard = self.inner.op_lock.lock().await;
+        let snapshot = self.inner.ready().await?;
+        if self
+            .inner
+            .vm(&snapshot)?
+            .annotation(annotations::MEDIA)
+            .is_none()
+        {
+            return Ok(());
+        }
+        let changes = BTreeMap::from([(annotations::MEDIA, None)]);
+        let vm = self.inner.api.patch_annotations(&changes).await?;
+        self.inner.cache.offer_vm(vm);
+        Ok(())
+    }
+
+    async fn inventory(&self) -> Result<Inventory> {
+        let snapshot = self.inner.ready().await?;
+        let vm = self.inner.vm(&snapshot)?;
+        Ok(inventory(&vm, snapshot.vmi.as_deref()))
+    }
+
+    async fn record(&self, record: Record) -> Result<Option<String>> {
+        match record {
+            Record::SessionKey => self.session_key().await,
+            Record::EventSubscriptions => {
+                let snapshot = self.inner.ready().await?;
+                Ok(self
+                    .inner
+                    .vm(&snapshot)?
+                    .annotation(annotations::EVENT_SUBSCRIPTIONS)
+                    .map(str::to_owned))
+            }
+        }
+    }
+
+    async fn store_record(&self, record: Record, value: Option<String>) -> Result<()> {
+        match record {
+            Record::SessionKey => {
+                // The real key comes from the credentials Secret; without one it lives in
+                // memory, so sessions end with this sidecar.
+                tracing::warn!(
+                    "no session-key in the credentials Secret: Redfish sessions will not \
+                     survive a restart of the BMC"
+                );
+                *self
+                    .inner
+                    .session_key
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = value;
+                Ok(())
+            }
+            Record::EventSubscriptions => {
+                let changes = BTreeMap::from([(annotations::EVENT_SUBSCRIPTIONS, value)]);
+                let vm = self.inner.api.patch_annotations(&changes).await?;
+                self.inner.cache.offer_vm(vm);
+                Ok(())
+            }
+        }
+    }
+
+    fn events(&self) -> broadcast::Receiver<MachineEvent> {
+        self.inner.events.subscribe()
+    }
+}
+
+impl KubevirtMachine {
+    /// `<credentials-dir>/session-key`, re-read each time so a rotated Secret is followed.
+    async fn session_key(&self) -> Result<Option<String>> {
+        if let Some(dir) = &self.inner.config.credentials_dir {
+            let path = dir.join("session-key");
+            match tokio::fs::read_to_string(&path).await {
+                Ok(key) if !key.trim().is_empty() => return Ok(Some(key.trim().to_owned())),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(MachineError::Unavailable(format!(
+                        "cannot read {}: {e}",
+                        path.display()
+                    )));
+                }
+            }
+        }
+        Ok(self
+            .inner
+            .session_key
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone())
+    }
+}
+
+fn inventory(vm: &VirtualMachine, vmi: Option<&super::types::VirtualMachineInstance>) -> Inventory {
+    let domain = &vm.spec.template.spec.domain;
+    let cpu = domain.cpu.clone().unwrap_or_default();
+    let vcpus = cpu.cores.unwrap_or(1) * cpu.sockets.unwrap_or(1) * cpu.threads.unwrap_or(1);
+    let memory = domain
+        .rest
+        .get("memory")
+        .and_then(|m| m.get("guest"))
+        .or_else(|| {
+            domain
+                .rest
+                .get("resources")
+                .and_then(|r| r.get("requests"))
+                .and_then(|r| r.get("memory"))
+        })
+        .and_then(|q| q.as_str())
+        .and_then(parse_mib)
+        .unwrap_or(0);
+    let reported_macs: BTreeMap<&str, &str> = vmi
+        .map(|v| {
+            v.status
+                .interfaces
+                .iter()
+                .filter_map(|i| Some((i.name.as_deref()?, i.mac.as_deref()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let interfaces = domain
+        .devices
+        .interfaces
+        .iter()
+        .map(|i| NetworkInterface {
+            name: i.name.clone(),
+            mac: i
+                .mac_address()
+                .or_else(|| reported_macs.get(i.name.as_str()).copied())
+                .unwrap_or_default()
+                .to_ascii_lowercase(),
+        })
+        .collect();
+    let disks = domain
+        .devices
+        .disks
+        .iter()
+        .map(|d| Disk {
+            name: d.name.clone(),
+            capacity_bytes: None,
+            kind: if d.is_cdrom() {
+                DiskKind::Cdrom
+            } else {
+                DiskKind::Disk
+            },
+        })
+        .collect();
+    let firmware = domain.firmware.clone().unwrap_or_default();
+    let secure_boot = firmware
+        .bootloader
+        .as_ref()
+        .and_then(|b| b.efi.as_ref())
+        // KubeVirt turns Secure Boot on for `efi: {}`.
+        .is_some_and(|efi| efi.get("secureBoot").and_then(|v| v.as_bool()) != Some(false));
+    Inventory {
+        name: vm.metadata.name.clone().unwrap_or_default(),
+        uuid: firmware
+            .uuid
+            .or_else(|| vm.metadata.uid.clone())
+            .unwrap_or_default()
+            .to_ascii_lowercase(),
+        vcpus,
+        memory_mib: memory,
+        interfaces,
+        disks,
+        secure_boot,
+    }
+}
+
+/// A Kubernetes quantity in MiB (binary and decimal suffixes; plain bytes).
+fn parse_mib(quantity: &str) -> Option<u64> {
+    let split = quantity
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(quantity.len());
+    let (number, suffix) = quantity.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let factor: f64 = match suffix {
+        "" => 1.0,
+        "Ki" => 1024.0,
+        "Mi" => 1024.0 * 1024.0,
+        "Gi" => 1024.0 * 1024.0 * 1024.0,
+        "Ti" => 1024f64.powi(4),
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        _ => return None,
+    };
+    Some((number * factor / (1024.0 * 1024.0)).round() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantities_in_mib() {
+        assert_eq!(parse_mib("128Mi"), Some(128));
+        assert_eq!(parse_mib("2Gi"), Some(2048));
+        assert_eq!(parse_mib("1G"), Some(954));
+        assert_eq!(parse_mib("lots"), None);
+    }
+
+    #[test]
+    fn inventory_of_the_fixture_vm() {
+        let path = format!(
+            "{}/../../shared/fixtures/vm-vm1.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let vm: VirtualMachine =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let vmi_path = path.replace("vm-vm1.json", "vmi-vm1-running.json");
+        let vmi: super::super::types::VirtualMachineInstance =
+            serde_json::from_str(&std::fs::read_to_string(vmi_path).unwrap()).unwrap();
+        let inv = inventory(&vm, Some(&vmi));
+        assert_eq!(inv.uuid, "1ea717a8-9322-57bb-96c6-9356ff873252");
+        assert_eq!(inv.memory_mib, 128);
+        assert_eq!(inv.vcpus, 1);
+        assert_eq!(inv.interfaces[0].mac, "52:54:00:6e:3a:1d");
+        assert_eq!(inv.disks.len(), 2);
+        assert!(!inv.secure_boot);
+    }
+}

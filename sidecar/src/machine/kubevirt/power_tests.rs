@@ -1,0 +1,348 @@
+use super::*;
+
+const UID: &str = "vmi-1";
+
+fn vmi(phase: Phase, paused: bool) -> Observed {
+    Observed {
+        run_strategy_always: true,
+        vm_generation: 1,
+        vmi: Some(ObservedVmi {
+            uid: UID.into(),
+            phase,
+            paused,
+            terminating: false,
+            vm_generation: Some(1),
+        }),
+    }
+}
+
+fn running() -> Observed {
+    vmi(Phase::Running, false)
+}
+fn paused() -> Observed {
+    vmi(Phase::Running, true)
+}
+fn starting() -> Observed {
+    vmi(Phase::Starting, true)
+}
+fn terminating() -> Observed {
+    let mut o = running();
+    o.vmi.as_mut().unwrap().terminating = true;
+    o
+}
+fn gone() -> Observed {
+    Observed {
+        vmi: None,
+        ..running()
+    }
+}
+fn pending(mut o: Observed) -> Observed {
+    o.vm_generation = 2;
+    o
+}
+
+fn ran(power: bool) -> Desired {
+    Desired {
+        power: Some(power),
+        booted_vmi: Some(UID.into()),
+        restart_of: None,
+    }
+}
+fn never_ran(power: Option<bool>) -> Desired {
+    Desired {
+        power,
+        booted_vmi: Some("older".into()),
+        restart_of: Some("older".into()),
+    }
+}
+
+fn calls(o: &Observed, d: &Desired, a: PowerAction) -> Vec<Call> {
+    decide(o, d, a).unwrap().calls
+}
+
+#[test]
+fn on_unpauses_a_vmi_that_never_ran() {
+    let plan = decide(&paused(), &never_ran(Some(false)), PowerAction::On).unwrap();
+    assert_eq!(plan.calls, vec![Call::Unpause]);
+    assert_eq!(plan.set_power, Some(true));
+    assert_eq!(plan.set_booted_vmi.as_deref(), Some(UID));
+    assert!(plan.boots);
+    assert_eq!(plan.expect, Some(PowerState::On));
+}
+
+#[test]
+fn on_after_off_is_a_fresh_boot_by_reset_then_unpause() {
+    let plan = decide(&paused(), &ran(false), PowerAction::On).unwrap();
+    assert_eq!(plan.calls, vec![Call::Reset, Call::Unpause]);
+    assert_eq!(plan.set_booted_vmi, None, "already recorded");
+    assert!(plan.boots);
+}
+
+#[test]
+fn on_with_a_pending_template_change_restarts_and_leaves_the_boot_to_the_next_sidecar() {
+    for desired in [ran(false), never_ran(Some(false))] {
+        let plan = decide(&pending(paused()), &desired, PowerAction::On).unwrap();
+        assert_eq!(plan.calls, vec![Call::Restart]);
+        assert_eq!(plan.set_power, Some(true));
+        assert_eq!(plan.set_restart_of, Some(Some(UID.into())));
+        assert!(!plan.boots, "the boot happens in the next VMI");
+        assert_eq!(plan.expect, Some(PowerState::PoweringOn));
+    }
+}
+
+#[test]
+fn on_when_on_costs_no_call_and_no_write() {
+    assert!(
+        decide(&running(), &ran(true), PowerAction::On)
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn on_when_no_vmi_records_the_wish_or_starts_a_halted_vm() {
+    let plan = decide(&gone(), &ran(false), PowerAction::On).unwrap();
+    assert_eq!(plan.calls, vec![]);
+    assert_eq!(plan.set_power, Some(true));
+    let mut halted = gone();
+    halted.run_strategy_always = false;
+    assert_eq!(
+        calls(&halted, &ran(false), PowerAction::On),
+        vec![Call::Start]
+    );
+    assert_eq!(
+        calls(&starting(), &ran(false), PowerAction::On),
+        vec![],
+        "the VMI's own sidecar boots it"
+    );
+}
+
+#[test]
+fn on_while_no_vmi_runs_names_the_one_replaced_so_its_successor_is_booted() {
+    // The guest shut itself down (VMI finished, not replaced yet), then a client powers on.
+    let mut finished = running();
+    finished.vmi.as_mut().unwrap().phase = Phase::Finished;
+    let plan = decide(&finished, &ran(false), PowerAction::On).unwrap();
+    assert_eq!(plan.set_restart_of, Some(Some(UID.into())));
+    let successor = Desired {
+        power: Some(true),
+        booted_vmi: Some(UID.into()),
+        restart_of: Some(UID.into()),
+    };
+    let mut next = paused();
+    next.vmi.as_mut().unwrap().uid = "vmi-2".into();
+    assert_eq!(reconcile(&next, &successor).calls, vec![Call::Unpause]);
+    // A VMI still starting is the successor itself: name the last booted one.
+    let plan = decide(&starting(), &ran(false), PowerAction::On).unwrap();
+    assert_eq!(plan.set_restart_of, Some(Some(UID.into())));
+    let plan = decide(&gone(), &Desired::default(), PowerAction::On).unwrap();
+    assert_eq!(plan.set_restart_of, Some(Some("none".into())));
+}
+
+#[test]
+fn force_off_pauses_a_running_vmi_and_remembers_it_ran() {
+    let plan = decide(&running(), &never_ran(Some(true)), PowerAction::ForceOff).unwrap();
+    assert_eq!(plan.calls, vec![Call::Pause]);
+    assert_eq!(plan.set_power, Some(false));
+    assert_eq!(plan.set_booted_vmi.as_deref(), Some(UID));
+    for o in [paused(), starting(), terminating(), gone()] {
+        assert_eq!(
+            calls(&o, &ran(true), PowerAction::ForceOff),
+            vec![],
+            "{o:?}"
+        );
+        assert_eq!(
+            decide(&o, &ran(true), PowerAction::ForceOff)
+                .unwrap()
+                .set_power,
+            Some(false)
+        );
+    }
+    assert!(
+        decide(&paused(), &ran(false), PowerAction::ForceOff)
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn graceful_shutdown_restarts_with_desired_off_so_the_next_vmi_stays_paused() {
+    let plan = decide(&running(), &ran(true), PowerAction::GracefulShutdown).unwrap();
+    assert_eq!(plan.calls, vec![Call::Restart]);
+    assert_eq!(plan.set_power, Some(false));
+    assert_eq!(plan.expect, Some(PowerState::PoweringOff));
+    assert_eq!(
+        calls(&paused(), &ran(false), PowerAction::GracefulShutdown),
+        vec![]
+    );
+}
+
+#[test]
+fn reset_and_cycle_when_on_reset_in_place_or_restart_when_a_change_is_pending() {
+    for action in [PowerAction::ForceRestart, PowerAction::PowerCycle] {
+        let plan = decide(&running(), &ran(true), action).unwrap();
+        assert_eq!(plan.calls, vec![Call::Reset]);
+        assert!(plan.boots);
+        assert_eq!(
+            calls(&pending(running()), &ran(true), action),
+            vec![Call::Restart]
+        );
+    }
+}
+
+#[test]
+fn cycle_when_off_powers_on_reset_when_off_is_refused() {
+    assert_eq!(
+        calls(&paused(), &ran(false), PowerAction::PowerCycle),
+        vec![Call::Reset, Call::Unpause]
+    );
+    for action in [PowerAction::ForceRestart, PowerAction::GracefulRestart] {
+        let err = decide(&paused(), &ran(false), action).unwrap_err();
+        assert!(
+            matches!(err, MachineError::NotAllowed(ref m) if m.contains("off")),
+            "{err:?}"
+        );
+    }
+}
+
+#[test]
+fn graceful_restart_soft_reboots_or_restarts_for_a_pending_change() {
+    assert_eq!(
+        calls(&running(), &ran(true), PowerAction::GracefulRestart),
+        vec![Call::SoftReboot]
+    );
+    assert_eq!(
+        calls(
+            &pending(running()),
+            &ran(true),
+            PowerAction::GracefulRestart
+        ),
+        vec![Call::Restart]
+    );
+}
+
+#[test]
+fn restarts_while_a_boot_is_under_way_are_busy_and_nmi_unsupported() {
+    for o in [starting(), terminating()] {
+        let err = decide(&o, &ran(true), PowerAction::ForceRestart).unwrap_err();
+        assert!(matches!(err, MachineError::Busy(_)), "{err:?}");
+    }
+    assert!(matches!(
+        decide(&running(), &ran(true), PowerAction::Nmi),
+        Err(MachineError::NotSupported(_))
+    ));
+}
+
+#[test]
+fn power_state_reads_on_only_for_a_running_unpaused_vmi() {
+    assert_eq!(power_state(&running(), &ran(false)), PowerState::On);
+    assert_eq!(power_state(&paused(), &ran(true)), PowerState::Off);
+    assert_eq!(power_state(&paused(), &ran(false)), PowerState::Off);
+    assert_eq!(
+        power_state(&paused(), &never_ran(Some(true))),
+        PowerState::PoweringOn
+    );
+    assert_eq!(
+        power_state(&terminating(), &ran(false)),
+        PowerState::PoweringOff
+    );
+    let restarting = Desired {
+        restart_of: Some(UID.into()),
+        ..ran(true)
+    };
+    assert_eq!(
+        power_state(&terminating(), &restarting),
+        PowerState::PoweringOn
+    );
+    assert_eq!(
+        power_state(&terminating(), &ran(true)),
+        PowerState::PoweringOff,
+        "ended by someone else: it ends off"
+    );
+    assert_eq!(power_state(&starting(), &ran(false)), PowerState::Off);
+    assert_eq!(power_state(&gone(), &restarting), PowerState::PoweringOn);
+    assert_eq!(power_state(&gone(), &ran(true)), PowerState::Off);
+    assert_eq!(power_state(&gone(), &Desired::default()), PowerState::Off);
+    let mut finished = running();
+    finished.vmi.as_mut().unwrap().phase = Phase::Finished;
+    assert_eq!(
+        power_state(&finished, &ran(true)),
+        PowerState::Off,
+        "the guest powered off"
+    );
+}
+
+#[test]
+fn reconcile_boots_the_vmi_that_replaced_one_the_bmc_restarted() {
+    let desired = never_ran(Some(true));
+    let plan = reconcile(&paused(), &desired);
+    assert_eq!(plan.calls, vec![Call::Unpause]);
+    assert_eq!(plan.set_booted_vmi.as_deref(), Some(UID));
+    assert_eq!(plan.set_restart_of, Some(None));
+    assert!(plan.boots);
+    // First VMI after opting in, desired on.
+    let first = Desired {
+        power: Some(true),
+        ..Desired::default()
+    };
+    assert_eq!(reconcile(&paused(), &first).calls, vec![Call::Unpause]);
+}
+
+#[test]
+fn reconcile_leaves_off_after_a_guest_shutdown_and_never_touches_an_unset_machine() {
+    let guest_shut_down = Desired {
+        power: Some(true),
+        booted_vmi: Some("older".into()),
+        restart_of: None,
+    };
+    let plan = reconcile(&paused(), &guest_shut_down);
+    assert_eq!(plan.calls, vec![]);
+    assert_eq!(plan.set_power, Some(false));
+    assert!(reconcile(&paused(), &Desired::default()).is_empty());
+    assert!(reconcile(&paused(), &never_ran(Some(false))).is_empty());
+    assert!(
+        reconcile(&paused(), &ran(true)).is_empty(),
+        "paused by hand: not fought"
+    );
+    assert!(reconcile(&gone(), &ran(true)).is_empty());
+}
+
+#[test]
+fn reconcile_remembers_a_vmi_found_running_so_the_next_on_is_a_fresh_boot() {
+    let plan = reconcile(&running(), &Desired::default());
+    assert_eq!(plan.set_booted_vmi.as_deref(), Some(UID));
+    assert!(plan.calls.is_empty());
+    // Booted by a sidecar that died before recording it: recorded, restart finished.
+    let plan = reconcile(&running(), &never_ran(Some(true)));
+    assert_eq!(plan.set_booted_vmi.as_deref(), Some(UID));
+    assert_eq!(plan.set_restart_of, Some(None));
+    assert!(reconcile(&running(), &ran(true)).is_empty());
+}
+
+#[test]
+fn every_action_from_every_state_is_decided_without_panicking() {
+    let states = [
+        running(),
+        paused(),
+        starting(),
+        terminating(),
+        gone(),
+        pending(running()),
+        pending(paused()),
+    ];
+    let wishes = [
+        ran(true),
+        ran(false),
+        never_ran(Some(true)),
+        Desired::default(),
+    ];
+    for o in &states {
+        for d in &wishes {
+            for a in PowerAction::ALL {
+                let _ = decide(o, d, a);
+                let _ = power_state(o, d);
+                let _ = reconcile(o, d);
+            }
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! Power actions of the KubeVirt machine from each state, against the fake API server with
+//! KubeVirt's rules and a simulated virt-controller.
+
+mod support;
+
+use kubevirt_bmc::machine::{Machine, MachineError, PowerAction, PowerState};
+use support::*;
+
+async fn power_is(machine: &impl Machine, state: PowerState) {
+    eventually(&format!("power {state}"), || async {
+        machine.power_state().await.ok() == Some(state)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_unpauses_the_fresh_vmi_and_records_the_wish_first() {
+    let fake = fake().await;
+    let machine = machine(&fake).await;
+    let uid = vmi_uid(&fake);
+    assert_eq!(machine.power_state().await.unwrap(), PowerState::Off);
+    fake.clear_requests();
+    machine.power(PowerAction::On).await.unwrap();
+    let requests = non_watch(&fake.requests());
+    assert_eq!(calls(&requests), ["unpause"]);
+    // The wish is written before the call, the fact (this VMI has booted) after it.
+    let order: Vec<(String, Option<String>)> = requests
+        .iter()
+        .map(|r| (r.method.clone(), r.subresource().map(str::to_owned)))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            ("PATCH".to_owned(), None),
+            ("PUT".to_owned(), Some("unpause".to_owned())),
+            ("PATCH".to_owned(), None)
+        ]
+    );
+    assert_eq!(
+        requests[0].body.as_ref().unwrap()["metadata"]["annotations"],
+        serde_json::json!({"bmc.kubevirt.io/power-state": "On"})
+    );
+    assert_eq!(
+        requests[0].content_type.as_deref(),
+        Some("application/merge-patch+json")
+    );
+    assert_eq!(
+        annotation(&fake, "bmc.kubevirt.io/power-state").as_deref(),
+        Some("On")
+    );
+    assert_eq!(
+        annotation(&fake, "bmc.kubevirt.io/booted-vmi"),
+        Some(uid.clone())
+    );
+    assert!(!paused(&vmi(&fake)));
+    assert_eq!(vmi_uid(&fake), uid, "same VMI, same Pod");
+    power_is(&machine, PowerState::On).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn force_off_pauses_and_on_again_is_a_fresh_boot_by_reset_and_unpause() {
+    let fake = fake().await;
+    let machine = machine(&fake).await;
+    machine.power(PowerAction::On).await.unwrap();
+    power_is(&machine, PowerState::On).await;
+    fake.clear_requests();
+    machine.power(PowerAction::ForceOff).await.unwrap();
+    assert_eq!(calls(&fake.requests()), ["pause"]);
+    assert!(paused(&vmi(&fake)));
+    power_is(&machine, PowerState::Off).await;
+    // Off when off: nothing to do, nothing sent.
+    fake.clear_requests();
+    machine.power(PowerAction::ForceOff).await.unwrap();
+    assert!(non_watch(&fake.requests()).is_empty());
+    let uid = vmi_uid(&fake);
+    machine.power(PowerAction::On).await.unwrap();
+    assert_eq!(calls(&fake.requests()), ["reset", "unpause"]);
+    assert_eq!(vmi_uid(&fake), uid);
+    power_is(&machine, PowerState::On).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_when_on_sends_nothing() {
+    let fake = fake().await;
+    let machine = machine(&fake).await;
+    machine.power(PowerAction::On).await.unwrap();
+    power_is(&machine, PowerState::On).await;
+    fake.clear_requests();
+    machine.power(PowerAction::On).await.unwrap();
+    assert!(non_watch(&fake.requests()).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resets_and_restarts_when_on() {
+    let fake = fake().await;
+    let machine = machine(&fake).await;
+    machine.power(PowerAction::On).await.unwrap();
+    power_is(&machine, PowerState::On).await;
+    let uid = vmi_uid(&fake);
+    for (action, call) in [
+        (PowerAction::ForceRestart, "reset"),
+        (PowerAction::PowerCycle, "reset"),
+        (PowerAction::GracefulRestart, "softreboot"),
+    ] {
+        fake.clear_requests();
+        machine.power(action).await.unwrap();
+        assert_eq!(calls(&fake.requests()), [call], "{action:?}");
+        power_is(&machine, PowerState::On).await;
+    }
+    assert_eq!(vmi_uid(&fake), uid, "in place: same VMI and Pod");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn from_off_cycle_powers_on_and_restarts_are_refused_with_a_reason() {
+    let fake = fake().await;
+    let machine = machine(&fake).await;
+    for action in [PowerAction::ForceRestart, PowerAction::GracefulRestart] {
+        let error = machine.power(action).await.unwrap_err();
+        assert!(
+            matches!(&error, MachineError::NotAllowed(m) if m.contains("off")),
+            "{action:?}: {error:?}"
+        );
+    }
+    assert!(
+        calls(&fake.requests()).is_empty(),
+        "nothing sent for a refusal"
+    );
+    machine.power(PowerAction::PowerCycle).await.unwrap();
+    assert_eq!(
+        calls(&fake.requests()),
+        ["unpause"],
+        "never ran: a plain unpause"
+    );
+    power_is(&machine, PowerState::On).await;
+    assert!(matches!(
+        machine.power(PowerAction::Nmi).await,
+        Err(MachineError::NotSupported(_))
+    ));
+    assert!(!machine.supported_actions().contains(&PowerAction::Nmi));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_ends_with_a_new_vmi_that_stays_paused() {
+    let fake = fake().await;
+    let machine = machine(&fake).await;
+    machine.power(PowerAction::On).await.unwrap();
+    power_is(&machine, PowerState::On).await;
+    let old = vmi_uid(&fake);
+    fake.clear_requests();
+    machine.power(PowerAction::GracefulShutdown).await.unwrap();
+    assert_eq!(calls(&fake.requests()), ["restart"]);
+    assert_eq!(
+        annotation(&fake, "bmc.kubevirt.io/power-state").as_deref(),
+        Some("Off")
+    );
+    power_is(&machine, PowerState::Off).await;
+    assert_ne!(vmi_uid(&fake), old, "Always made a new VMI");
+    assert!(paused(&vmi(&fake)), "and it starts paused: off");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!calls(&fake.requests()).contains(&"unpause".to_owned()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_that_powers_itself_off_is_off() {
+    let fake = fake().await;
+    let machine = machine(&fake).await;
+    machine.power(PowerAction::On).await.unwrap();
+    power_is(&machine, PowerState::On).await;
+    let old = vmi_uid(&fake);
+    assert!(fake.guest_shutdown(NS, VM));
+    eventually("desired power becomes Off", || async {
+        annotation(&fake, "bmc.kubevirt.io/power-state").as_deref() == Some("Off")
+    })
+    .await;
+    assert_ne!(vmi_uid(&fake), old);
+    assert!(paused(&vmi(&fake)));
+    power_is(&machine, PowerState::Off).await;
+    // And it comes back on when asked.
+    machine.power(PowerAction::On).await.unwrap();
+    power_is(&machine, PowerState::On).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_reads_cost_no_api_call() {
+    let fake = fake().await;
+    let machine = machine(&fake).await;
+    fake.clear_requests();
+    for _ in 0..1000 {
+        machine.power_state().await.unwrap();
+    }
+    machine.boot_override().await.unwrap();
+    machine.inventory().await.unwrap();
+    machine.media().await.unwrap();
+    assert!(
+        non_watch(&fake.requests()).is_empty(),
+        "{:?}",
+        fake.requests()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn power_on_after_a_guest_shutdown_boots_the_replacement_vmi() {
+    let fake = fake().await;
+    let machine = machine(&fake).await;
+    machine.power(PowerAction::On).await.unwrap();
+    power_is(&machine, PowerState::On).await;
+    // The guest powers off and virt-controller is slow to replace the VMI; meanwhile a
+    // client powers the machine on again.
+    fake.hold_controller(true);
+    assert!(fake.guest_shutdown(NS, VM));
+    power_is(&machine, PowerState::Off).await;
+    machine.power(PowerAction::On).await.unwrap();
+    fake.hold_controller(false);
+    eventually("the replacement VMI is unpaused", || async {
+        !paused(&vmi(&fake))
+    })
+    .await;
+    power_is(&machine, PowerState::On).await;
+    assert_eq!(
+        annotation(&fake, "bmc.kubevirt.io/power-state").as_deref(),
+        Some("On")
+    );
+}

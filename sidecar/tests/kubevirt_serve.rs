@@ -1,0 +1,247 @@
+//! The real `kubevirt-bmc serve` process against the fake API server: it finishes a power-on
+//! that an earlier sidecar began, answers health probes and metrics, and stops on SIGTERM.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use kubevirt_bmc::machine::{
+    BootMode, BootOverride, BootOverrideEnabled, BootTarget, Machine, PowerAction,
+};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Serve {
+    child: Child,
+    health: u16,
+    redfish: u16,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn_serve(kubeconfig: &Path, credentials: &Path, stderr: Stdio) -> Serve {
+    let health = free_port();
+    let redfish = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_kubevirt-bmc"))
+        .arg("serve")
+        .env_clear()
+        .env("POD_NAMESPACE", NS)
+        .env("VM_NAME", VM)
+        .env("POD_NAME", "virt-launcher-vm1-abcde")
+        .env("POD_IP", "127.0.0.1")
+        .env("KUBEVIRT_BMC_IPMI_PORT", free_port().to_string())
+        .env("KUBEVIRT_BMC_REDFISH_PORT", redfish.to_string())
+        .env("KUBEVIRT_BMC_HEALTH_LISTEN", format!("127.0.0.1:{health}"))
+        .env("KUBEVIRT_BMC_CREDENTIALS_DIR", credentials)
+        .env("KUBECONFIG", kubeconfig)
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("spawn kubevirt-bmc serve");
+    Serve {
+        child,
+        health,
+        redfish,
+    }
+}
+
+async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    let status = response.split(' ').nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n")?.1.to_owned();
+    Some((status, body))
+}
+
+fn setup_files(fake: &kubevirt_bmc_e2e::fake_apiserver::FakeApiServer) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("kubeconfig"), fake.kubeconfig(TOKEN, NS)).unwrap();
+    let credentials = dir.path().join("credentials");
+    std::fs::create_dir(&credentials).unwrap();
+    std::fs::write(credentials.join("username"), "admin\n").unwrap();
+    std::fs::write(credentials.join("password"), "s3cret\n").unwrap();
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_finishes_the_power_on_its_predecessor_began_and_stops_on_sigterm() {
+    let fake = fake().await;
+    // The previous sidecar: PXE once, power on -> restart; it dies with its Pod before
+    // virt-controller has made the new VMI.
+    let previous = machine(&fake).await;
+    previous
+        .set_boot_override(BootOverride {
+            target: BootTarget::Pxe,
+            enabled: BootOverrideEnabled::Once,
+            mode: BootMode::Uefi,
+        })
+        .await
+        .unwrap();
+    fake.hold_controller(true);
+    previous.power(PowerAction::On).await.unwrap();
+    drop(previous);
+    fake.hold_controller(false);
+    assert!(paused(&vmi(&fake)));
+
+    let dir = setup_files(&fake);
+    let mut serve = spawn_serve(
+        &dir.path().join("kubeconfig"),
+        &dir.path().join("credentials"),
+        Stdio::inherit(),
+    );
+    eventually("serve unpauses the new VMI", || async {
+        !paused(&vmi(&fake))
+    })
+    .await;
+    eventually("serve restores the boot order", || async {
+        annotation(&fake, "bmc.kubevirt.io/boot-override").as_deref()
+            == Some("None/Disabled/Legacy")
+    })
+    .await;
+    let requests = fake.requests();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.user.as_deref() == Some(USER) && r.subresource() == Some("unpause")),
+        "the unpause came with the VM's own token"
+    );
+
+    let health = serve.health;
+    eventually("healthz answers", || async {
+        http_get(health, "/healthz").await.map(|r| r.0) == Some(200)
+    })
+    .await;
+    eventually("metrics say power on", || async {
+        http_get(health, "/metrics")
+            .await
+            .is_some_and(|(_, m)| m.contains("kubevirt_bmc_power_on 1"))
+    })
+    .await;
+    let (code, metrics) = http_get(health, "/metrics").await.unwrap();
+    assert_eq!(code, 200);
+    assert!(metrics.contains("kubevirt_bmc_cache_synced 1"), "{metrics}");
+    assert!(metrics.contains("kubevirt_bmc_power_on 1"), "{metrics}");
+    assert!(
+        metrics.contains("kubevirt_bmc_kubevirt_calls_total{result=\"ok\"}"),
+        "{metrics}"
+    );
+    // Ready exactly when the Redfish listener is bound (the servers come from bmc::run).
+    let (code, body) = http_get(health, "/readyz").await.unwrap();
+    let bound = tokio::net::TcpStream::connect(("127.0.0.1", serve.redfish))
+        .await
+        .is_ok();
+    assert_eq!(code == 200, bound, "{code} {body}");
+
+    let pid = serve.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = serve.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "serve ignored SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_serve_process_killed_in_the_middle_of_finishing_is_finished_by_the_next() {
+    let fake = fake().await;
+    let previous = machine(&fake).await;
+    fake.hold_controller(true);
+    previous.power(PowerAction::ForceOff).await.unwrap();
+    previous
+        .set_boot_override(BootOverride {
+            target: BootTarget::Pxe,
+            enabled: BootOverrideEnabled::Once,
+            mode: BootMode::Uefi,
+        })
+        .await
+        .unwrap();
+    previous.power(PowerAction::On).await.unwrap();
+    drop(previous);
+    fake.hold_controller(false);
+    let new = vmi_uid(&fake);
+
+    // The first serve process starts finishing the boot through a slow API and is killed
+    // (SIGKILL) mid-way: in practice after its unpause landed and before it recorded the
+    // boot (the window between the call and the facts), else before the unpause.
+    fake.set_slow(Duration::from_millis(300));
+    fake.clear_requests();
+    let dir = setup_files(&fake);
+    let kubeconfig = dir.path().join("kubeconfig");
+    let credentials = dir.path().join("credentials");
+    let mut first = spawn_serve(&kubeconfig, &credentials, Stdio::null());
+    eventually("both watches are open", || async {
+        fake.requests().iter().filter(|r| r.is_watch()).count() >= 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    fake.set_slow(Duration::ZERO);
+
+    let _second = spawn_serve(&kubeconfig, &credentials, Stdio::null());
+    eventually("the new VMI runs", || async { !paused(&vmi(&fake)) }).await;
+    eventually("the boot is recorded and the restart finished", || async {
+        annotation(&fake, "bmc.kubevirt.io/booted-vmi").as_deref() == Some(new.as_str())
+            && annotation(&fake, "bmc.kubevirt.io/restart-of").is_none()
+    })
+    .await;
+    eventually("the one-time override is used up", || async {
+        annotation(&fake, "bmc.kubevirt.io/boot-override").as_deref()
+            == Some("None/Disabled/Legacy")
+    })
+    .await;
+    assert_eq!(vmi_uid(&fake), new, "no further restart");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_without_credentials_says_which_file_is_missing() {
+    use std::io::Read;
+    let fake = fake().await;
+    let dir = setup_files(&fake);
+    let missing = dir.path().join("nowhere");
+    let mut serve = spawn_serve(&dir.path().join("kubeconfig"), &missing, Stdio::piped());
+    let mut stderr = serve.child.stderr.take().unwrap();
+    let status = serve.child.wait().unwrap();
+    let mut text = String::new();
+    stderr.read_to_string(&mut text).unwrap();
+    assert!(!status.success());
+    assert!(
+        text.contains("cannot read the BMC credentials") && text.contains("nowhere/username"),
+        "{text}"
+    );
+}

@@ -1,0 +1,114 @@
+//! Shared setup for the KubeVirt scenario tests: the fake API server with vm1 from the
+//! fixtures, a kube client with the VM's own scoped token, and a KubeVirt machine on it.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::time::Duration;
+
+use kubevirt_bmc::machine::kubevirt::{KubevirtConfig, KubevirtMachine};
+use kubevirt_bmc_e2e::fake_apiserver::{FakeApiServer, Gvr, RequestRecord};
+use serde_json::Value;
+
+pub const NS: &str = "vms";
+pub const VM: &str = "vm1";
+pub const TOKEN: &str = "vm1-bmc-token";
+pub const USER: &str = "system:serviceaccount:vms:vm1-bmc";
+
+pub fn fixture(name: &str) -> Value {
+    let path = format!(
+        "{}/../../shared/fixtures/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}")))
+        .unwrap()
+}
+
+/// The fake with vm1 as captured (runStrategy Always, startStrategy Paused), whose VMI the
+/// simulated virt-controller creates paused, and a token limited to vm1.
+pub async fn fake() -> FakeApiServer {
+    let fake = FakeApiServer::start().await.expect("fake API server");
+    fake.grant(TOKEN, USER, &[VM]);
+    let mut vm = fixture("vm-vm1.json");
+    vm["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("managedFields");
+    fake.put(Gvr::vm(), NS, VM, vm);
+    fake
+}
+
+pub fn client(fake: &FakeApiServer, token: &str) -> kube::Client {
+    kubevirt_bmc::tls::install_crypto_provider();
+    let mut config = kube::Config::new(fake.url().parse().unwrap());
+    config.default_namespace = NS.to_owned();
+    config.auth_info.token = Some(token.to_owned().into());
+    kube::Client::try_from(config).expect("kube client")
+}
+
+pub fn start_machine(fake: &FakeApiServer, token: &str) -> KubevirtMachine {
+    KubevirtMachine::start(
+        client(fake, token),
+        KubevirtConfig {
+            namespace: NS.to_owned(),
+            vm_name: VM.to_owned(),
+            credentials_dir: None,
+        },
+    )
+}
+
+/// A machine whose cache has synced.
+pub async fn machine(fake: &FakeApiServer) -> KubevirtMachine {
+    let machine = start_machine(fake, TOKEN);
+    assert!(
+        machine.wait_synced(Duration::from_secs(10)).await,
+        "cache never synced"
+    );
+    machine
+}
+
+/// Polls `check` until it holds (10 s at most).
+pub async fn eventually<F, Fut>(what: &str, check: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+pub fn vmi(fake: &FakeApiServer) -> Value {
+    fake.vmi(NS, VM).expect("VMI exists")
+}
+
+pub fn vmi_uid(fake: &FakeApiServer) -> String {
+    vmi(fake)["metadata"]["uid"].as_str().unwrap().to_owned()
+}
+
+pub fn paused(vmi: &Value) -> bool {
+    kubevirt_bmc_e2e::fake_apiserver::kubevirt::vmi_paused(vmi)
+}
+
+pub fn annotation(fake: &FakeApiServer, key: &str) -> Option<String> {
+    fake.vm(NS, VM)?["metadata"]["annotations"][key]
+        .as_str()
+        .map(str::to_owned)
+}
+
+/// Subresource calls (pause, unpause, reset, ...) in the order they were made.
+pub fn calls(requests: &[RequestRecord]) -> Vec<String> {
+    requests
+        .iter()
+        .filter_map(|r| r.subresource().map(str::to_owned))
+        .collect()
+}
+
+/// Requests other than the watches' own (long-running) ones.
+pub fn non_watch(requests: &[RequestRecord]) -> Vec<RequestRecord> {
+    requests.iter().filter(|r| !r.is_watch()).cloned().collect()
+}
