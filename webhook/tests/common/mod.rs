@@ -1,5 +1,7 @@
 #![allow(dead_code)]
 
+pub mod tls;
+
 use std::path::PathBuf;
 
 pub fn fixture_path(name: &str) -> PathBuf {
