@@ -4,6 +4,7 @@
 pub mod admission;
 pub mod annotations;
 pub mod cli;
+pub mod controller;
 pub mod inject;
 pub mod metrics;
 pub mod names;

@@ -27,6 +27,15 @@ async fn main() -> anyhow::Result<()> {
         },
         reload_interval: Duration::from_secs(args.tls_reload_seconds.max(1)),
     };
+    if !args.no_controller {
+        let client = kube_client(args.kubeconfig.as_deref()).await?;
+        let instance = std::env::var("POD_NAME").unwrap_or_else(|_| "local".to_owned());
+        tokio::spawn(kubevirt_bmc_webhook::controller::run::run(
+            client,
+            metrics.clone(),
+            instance,
+        ));
+    }
     let handle = axum_server::Handle::new();
     let shutdown = handle.clone();
     tokio::spawn(async move {
@@ -35,6 +44,17 @@ async fn main() -> anyhow::Result<()> {
     });
     server::serve(config, ctx, handle).await?;
     Ok(())
+}
+
+async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?
+        }
+        None => kube::Config::infer().await?,
+    };
+    Ok(kube::Client::try_from(config)?)
 }
 
 async fn kubevirt_bmc_webhook_shutdown() {
