@@ -119,3 +119,32 @@ pub const VM_ROLE_RULES: &[Rule] = &[
         &["update"],
     ),
 ];
+
+/// The controller's ClusterRole (manifests/base/rbac.yaml), rule by rule. It holds the per-VM
+/// Role's rules (RBAC refuses to grant what the granter lacks) plus what it reads and writes.
+pub const CONTROLLER_RULES: &[Rule] = &[
+    VM_ROLE_RULES[0],
+    VM_ROLE_RULES[1],
+    VM_ROLE_RULES[2],
+    VM_ROLE_RULES[3],
+    ("", &["namespaces"], &["get", "list", "watch"]),
+    ("", &["pods"], &["list", "watch"]),
+    (
+        "",
+        &["serviceaccounts", "secrets", "services"],
+        &["get", "list", "watch", "create", "patch", "delete"],
+    ),
+    (
+        "rbac.authorization.k8s.io",
+        &["roles", "rolebindings"],
+        &["get", "create", "patch", "delete"],
+    ),
+    ("events.k8s.io", &["events"], &["create", "patch"]),
+    (
+        "cdi.kubevirt.io",
+        &["datavolumes"],
+        &["get", "create", "patch", "delete"],
+    ),
+];
+/// Secret the serving certificate lives in (cert-manager Certificate / self-signed generator).
+pub const TLS_SECRET: &str = "kubevirt-bmc-webhook-tls";

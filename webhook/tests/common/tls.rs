@@ -139,6 +139,11 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(addr: SocketAddr, ca: &CertificateDer<'static>) -> Client {
+        Self::connect_as(addr, ca, "localhost").await
+    }
+
+    /// Connects verifying the server's certificate for `name` (SNI and SAN check).
+    pub async fn connect_as(addr: SocketAddr, ca: &CertificateDer<'static>, name: &str) -> Client {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(ca.clone()).unwrap();
         let config = rustls::ClientConfig::builder()
@@ -148,7 +153,7 @@ impl Client {
         let tcp = TcpStream::connect(addr).await.unwrap();
         tcp.set_nodelay(true).unwrap();
         let tls = connector
-            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .connect(ServerName::try_from(name.to_owned()).unwrap(), tcp)
             .await
             .expect("TLS handshake");
         let peer = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
