@@ -99,8 +99,9 @@ fn is_dns_subdomain(name: &str) -> bool {
 }
 
 /// Desired virtual media, `bmc.kubevirt.io/media` (written by the sidecar, read by the controller).
+/// Unknown fields are ignored so the sidecar can record more than the controller needs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct Media {
     pub image: String,
     #[serde(default = "yes")]

@@ -424,3 +424,13 @@ async fn generated_certificate_is_served_for_the_service_dns_name() {
     let (status, _) = client.request("GET", "/healthz", Default::default()).await;
     assert_eq!(status, 200);
 }
+
+#[test]
+fn the_injected_command_is_where_the_image_puts_the_sidecar() {
+    let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
+    let command = kubevirt_bmc_webhook::sidecar::SIDECAR_COMMAND;
+    assert!(
+        dockerfile.contains(&format!(" {command}\n")),
+        "Dockerfile does not install {command}"
+    );
+}

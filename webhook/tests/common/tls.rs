@@ -173,6 +173,8 @@ impl Client {
             .header("content-type", "application/json")
             .body(Full::new(body))
             .unwrap();
+        // The previous response may still be finishing on the connection task.
+        self.sender.ready().await.unwrap();
         let resp = self.sender.send_request(req).await.unwrap();
         let status = resp.status().as_u16();
         let body = resp.into_body().collect().await.unwrap().to_bytes();
