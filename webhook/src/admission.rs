@@ -3,12 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::Pod;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 
 use crate::annotations;
-use crate::inject::{Decision, InjectionConfig, decide};
+use crate::inject::{Decision, InjectionConfig, decide_launcher};
+use crate::launcher_pod::LauncherPod;
 use crate::network;
 
 /// A review we could not read at all: answered `invalid` with the reason, uid unknown.
@@ -45,11 +45,11 @@ pub fn mutate_pods(
     body: &[u8],
     config: &InjectionConfig,
 ) -> (AdmissionReview<DynamicObject>, String) {
-    let review: AdmissionReview<Pod> = match serde_json::from_slice(body) {
+    let review: AdmissionReview<LauncherPod> = match serde_json::from_slice(body) {
         Ok(r) => r,
         Err(e) => return allow_unparsed(body, e.to_string()),
     };
-    let req: AdmissionRequest<Pod> = match review.try_into() {
+    let req: AdmissionRequest<LauncherPod> = match review.try_into() {
         Ok(req) => req,
         Err(_) => return unreadable("AdmissionReview has no request".to_owned()),
     };
@@ -62,7 +62,7 @@ pub fn mutate_pods(
         return (resp.into_review(), "skipped-not-create".to_owned());
     };
     let generate_name = pod.metadata.generate_name.as_deref().unwrap_or_default();
-    match decide(pod, config) {
+    match decide_launcher(pod, config) {
         Decision::Skip(reason) => {
             tracing::debug!(uid = %req.uid, generate_name, reason = reason.as_str(), "not injecting");
             (resp.into_review(), format!("skipped-{}", reason.as_str()))

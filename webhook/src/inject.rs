@@ -6,6 +6,7 @@ use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
 
 use crate::annotations;
+use crate::launcher_pod::{LauncherPod, SpecView};
 use crate::names;
 use crate::sidecar;
 
@@ -73,6 +74,11 @@ pub enum Decision {
 }
 
 pub fn decide(pod: &Pod, config: &InjectionConfig) -> Decision {
+    decide_launcher(&LauncherPod::from(pod), config)
+}
+
+/// The decision on the fields admission actually reads (see `launcher_pod`).
+pub fn decide_launcher(pod: &LauncherPod, config: &InjectionConfig) -> Decision {
     let meta = &pod.metadata;
     let empty = Default::default();
     let labels = meta.labels.as_ref().unwrap_or(&empty);
@@ -91,7 +97,8 @@ pub fn decide(pod: &Pod, config: &InjectionConfig) -> Decision {
     if annotations.contains_key(names::EPHEMERAL_PROVISIONING) {
         return Decision::Skip(SkipReason::EphemeralProvisioning);
     }
-    let spec = pod.spec.clone().unwrap_or_default();
+    let no_spec = SpecView::default();
+    let spec = pod.spec.as_ref().unwrap_or(&no_spec);
     let has_bmc = spec
         .init_containers
         .iter()

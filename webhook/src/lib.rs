@@ -6,6 +6,7 @@ pub mod annotations;
 pub mod cli;
 pub mod controller;
 pub mod inject;
+pub mod launcher_pod;
 pub mod metrics;
 pub mod names;
 pub mod network;

@@ -411,3 +411,26 @@ fn a_volume_name_clash_is_denied_with_the_name() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Admission reads a light view of the Pod; it must decide exactly as the full Pod does.
+#[test]
+fn the_light_pod_view_decides_like_the_full_pod() {
+    use kubevirt_bmc_webhook::inject::decide_launcher;
+    use kubevirt_bmc_webhook::launcher_pod::LauncherPod;
+    for name in [
+        "pod-a-vm1-optin.json",
+        "pod-b-vm2-no-optin.json",
+        "pod-c-vm3-bad-value.json",
+        "pod-d-vm1-ephemeral.json",
+        "pod-e-vm1-migration-target.json",
+        "pod-f-vm4-legacy-containerdisk.json",
+        "pod-vm1-injected.json",
+    ] {
+        let light: LauncherPod = serde_json::from_value(fixture(name)).unwrap();
+        assert_eq!(
+            decide_launcher(&light, &InjectionConfig::test()),
+            decide(&fixture_pod(name), &InjectionConfig::test()),
+            "{name}"
+        );
+    }
+}
