@@ -3,8 +3,10 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Args as ClapArgs, Parser};
 use kubevirt_bmc::telemetry::LogArgs;
+
+use crate::inject::InjectionConfig;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -36,7 +38,77 @@ pub struct Args {
         default_value = "/etc/kubevirt-bmc/tls/tls.key"
     )]
     pub tls_key: PathBuf,
+    /// How often the certificate files are re-read to follow a Secret rotation.
+    #[arg(
+        long,
+        env = "KUBEVIRT_BMC_WEBHOOK_TLS_RELOAD_SECONDS",
+        default_value_t = 5
+    )]
+    pub tls_reload_seconds: u64,
     /// Kubeconfig to use; the in-cluster configuration or the default kubeconfig otherwise.
     #[arg(long, env = "KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
+    /// Run the admission webhook only (no VM controller, no API access needed).
+    #[arg(long, env = "KUBEVIRT_BMC_WEBHOOK_NO_CONTROLLER")]
+    pub no_controller: bool,
+    #[command(flatten)]
+    pub sidecar: SidecarArgs,
+}
+
+#[derive(Debug, Clone, ClapArgs)]
+pub struct SidecarArgs {
+    /// Image of the injected `bmc` container. The manifests set it to the webhook's own image
+    /// (kustomize copies the Deployment's image into this variable).
+    #[arg(long = "sidecar-image", env = "KUBEVIRT_BMC_SIDECAR_IMAGE")]
+    pub image: String,
+    #[arg(
+        long = "sidecar-image-pull-policy",
+        env = "KUBEVIRT_BMC_SIDECAR_IMAGE_PULL_POLICY",
+        default_value = "IfNotPresent",
+        value_parser = ["Always", "IfNotPresent", "Never"]
+    )]
+    pub image_pull_policy: String,
+    /// CPU for the sidecar, used as both request and limit (guaranteed-QoS VMs require it).
+    #[arg(
+        long = "sidecar-cpu",
+        env = "KUBEVIRT_BMC_SIDECAR_CPU",
+        default_value = "50m"
+    )]
+    pub cpu: String,
+    /// Memory for the sidecar, used as both request and limit.
+    #[arg(
+        long = "sidecar-memory",
+        env = "KUBEVIRT_BMC_SIDECAR_MEMORY",
+        default_value = "64Mi"
+    )]
+    pub memory: String,
+    /// Add the `net.ipv4.ip_unprivileged_port_start=0` sysctl so the sidecar binds 623/443;
+    /// `false` makes it listen on 10623/10443 (the Service still exposes 623/443).
+    #[arg(
+        long = "low-port-sysctl",
+        env = "KUBEVIRT_BMC_LOW_PORT_SYSCTL",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub low_port_sysctl: bool,
+    /// Lifetime of the projected service-account token (the kubelet rotates it).
+    #[arg(
+        long = "sidecar-token-seconds",
+        env = "KUBEVIRT_BMC_SIDECAR_TOKEN_SECONDS",
+        default_value_t = 3607
+    )]
+    pub token_expiration_seconds: i64,
+}
+
+impl SidecarArgs {
+    pub fn injection_config(&self) -> InjectionConfig {
+        InjectionConfig {
+            image: self.image.clone(),
+            image_pull_policy: self.image_pull_policy.clone(),
+            cpu: self.cpu.clone(),
+            memory: self.memory.clone(),
+            low_port_sysctl: self.low_port_sysctl,
+            token_expiration_seconds: self.token_expiration_seconds,
+        }
+    }
 }

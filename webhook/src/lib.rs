@@ -1,5 +1,15 @@
 //! kubevirt-bmc-webhook: the mutating admission webhook that injects the BMC sidecar into
 //! virt-launcher Pods, and the controller that prepares opted-in VMs.
 
+pub mod admission;
+pub mod annotations;
 pub mod cli;
+pub mod controller;
+pub mod inject;
+pub mod launcher_pod;
+pub mod metrics;
+pub mod names;
+pub mod network;
 pub mod server;
+pub mod sidecar;
+pub mod tls_reload;

@@ -1,12 +1,23 @@
-//! The HTTPS server the API server calls.
+//! The HTTPS server the API server calls: admission routes, health and metrics.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::routing::get;
-use axum_server::tls_rustls::RustlsConfig;
-use kubevirt_bmc::tls::Identity;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use kube::core::DynamicObject;
+use kube::core::admission::AdmissionReview;
+
+use crate::admission;
+use crate::inject::InjectionConfig;
+use crate::metrics::Metrics;
+use crate::names;
+use crate::tls_reload::{self, CertFiles};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -19,16 +30,92 @@ pub enum ServerError {
     },
 }
 
-pub fn router() -> Router {
-    Router::new().route("/healthz", get(|| async { "ok" }))
+/// Shared by every request.
+pub struct Context {
+    pub injection: InjectionConfig,
+    pub metrics: Arc<Metrics>,
 }
 
-/// Loads the certificate before binding so a bad one fails the start, not the first call.
-pub async fn serve(addr: SocketAddr, cert: &Path, key: &Path) -> Result<(), ServerError> {
-    let config = Identity::from_pem_files(cert, key)?.server_config()?;
+/// An AdmissionReview is at most two objects of etcd's 1.5 MiB limit plus envelope.
+const BODY_LIMIT: usize = 8 * 1024 * 1024;
+
+pub fn router(ctx: Arc<Context>) -> Router {
+    Router::new()
+        // The API server appends `?timeout=5s`; routing is on the path alone.
+        .route(names::MUTATE_PODS_PATH, post(mutate))
+        .route(names::VALIDATE_VMS_PATH, post(validate))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(ctx)
+}
+
+fn json(review: &AdmissionReview<DynamicObject>) -> Response {
+    match admission::encode(review) {
+        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn mutate(State(ctx): State<Arc<Context>>, body: Bytes) -> Response {
+    let start = Instant::now();
+    let (review, outcome) = admission::mutate_pods(&body, &ctx.injection);
+    ctx.metrics
+        .admission(admission::MUTATE, &outcome, start.elapsed());
+    json(&review)
+}
+
+async fn validate(State(ctx): State<Arc<Context>>, body: Bytes) -> Response {
+    let start = Instant::now();
+    let (review, outcome) = admission::validate_vms(&body);
+    ctx.metrics
+        .admission(admission::VALIDATE, &outcome, start.elapsed());
+    json(&review)
+}
+
+async fn metrics(State(ctx): State<Arc<Context>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        ctx.metrics.render(),
+    )
+        .into_response()
+}
+
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub files: CertFiles,
+    pub reload_interval: Duration,
+}
+
+/// Loads the certificate before binding so a bad one fails the start, then follows rotations.
+/// `handle` reports the bound address (tests listen on port 0) and stops the server.
+pub async fn serve(
+    config: ServeConfig,
+    ctx: Arc<Context>,
+    handle: axum_server::Handle<SocketAddr>,
+) -> Result<(), ServerError> {
+    let (rustls, current) = config.files.initial()?;
+    let follower = tokio::spawn(tls_reload::follow(
+        config.files,
+        rustls.clone(),
+        current,
+        config.reload_interval,
+        ctx.metrics.clone(),
+    ));
+    let addr = config.listen;
     tracing::info!(%addr, "serving admission over HTTPS");
-    axum_server::bind_rustls(addr, RustlsConfig::from_config(config))
-        .serve(router().into_make_service())
+    let mut server = axum_server::bind_rustls(addr, rustls).handle(handle);
+    // Idle scanners and half-open connections must not pin tasks forever.
+    server
+        .http_builder()
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10));
+    let result = server
+        .serve(router(ctx).into_make_service())
         .await
-        .map_err(|source| ServerError::Serve { addr, source })
+        .map_err(|source| ServerError::Serve { addr, source });
+    follower.abort();
+    result
 }

@@ -1,0 +1,172 @@
+//! Virtual media: the sidecar writes the desired image on the VM; we import it with a CDI
+//! DataVolume and attach it as the `bmc-media` CD-ROM (declarative hotplug). Pure.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::children::VmRef;
+use crate::annotations;
+use crate::names;
+
+/// Requested size of the import; CDI needs one and an ISO's size is unknown beforehand.
+pub const MEDIA_SIZE: &str = "4Gi";
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum DvAction {
+    None,
+    Apply(Value),
+    /// Gone, or to be recreated (a DataVolume's source is immutable): deleted now, created on
+    /// the next reconcile.
+    Delete,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MediaPlan {
+    pub data_volume: DvAction,
+    /// Merge-patch fragment of the VM's `spec` (whole disks/volumes arrays).
+    pub vm_spec: Option<Value>,
+    pub status_annotation: Option<(String, Value)>,
+}
+
+/// `bmc.kubevirt.io/media-status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaStatus {
+    pub phase: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+pub fn data_volume(vm: &VmRef, url: &str) -> Value {
+    json!({
+        "apiVersion": "cdi.kubevirt.io/v1beta1",
+        "kind": "DataVolume",
+        "metadata": serde_json::to_value(vm.meta(names::media_data_volume(&vm.name))).expect("meta"),
+        "spec": {
+            "source": {"http": {"url": url}},
+            "storage": {"resources": {"requests": {"storage": MEDIA_SIZE}}}
+        }
+    })
+}
+
+fn status_of(dv: &Value) -> MediaStatus {
+    let phase = dv["status"]["phase"].as_str().unwrap_or("Pending");
+    let failure = dv["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == "Running" && c["status"] == "False" && c["reason"] != "Completed")
+        .and_then(|c| c["message"].as_str().map(str::to_owned));
+    match phase {
+        "Succeeded" => MediaStatus {
+            phase: "Ready".to_owned(),
+            progress: Some("100.0%".to_owned()),
+            reason: None,
+        },
+        "Failed" => MediaStatus {
+            phase: "Failed".to_owned(),
+            progress: None,
+            reason: Some(failure.unwrap_or_else(|| "import failed".to_owned())),
+        },
+        _ => MediaStatus {
+            phase: "Importing".to_owned(),
+            progress: dv["status"]["progress"].as_str().map(str::to_owned),
+            reason: failure,
+        },
+    }
+}
+
+fn without_media(list: &Value) -> Vec<Value> {
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .filter(|d| d["name"] != names::MEDIA_DISK)
+        .cloned()
+        .collect()
+}
+
+fn has_media(list: &Value) -> bool {
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .any(|d| d["name"] == names::MEDIA_DISK)
+}
+
+/// Spec fragment that removes the media disk and volume, when present.
+pub fn detach(vm: &Value) -> Option<Value> {
+    let t = &vm["spec"]["template"]["spec"];
+    let disks = &t["domain"]["devices"]["disks"];
+    let volumes = &t["volumes"];
+    (has_media(disks) || has_media(volumes)).then(|| {
+        json!({"template": {"spec": {
+            "domain": {"devices": {"disks": without_media(disks)}},
+            "volumes": without_media(volumes)
+        }}})
+    })
+}
+
+pub fn plan(
+    vm: &Value,
+    vm_ref: &VmRef,
+    annotations: &BTreeMap<String, String>,
+    dv: Option<&Value>,
+) -> MediaPlan {
+    let desired = annotations::media(annotations)
+        .ok()
+        .flatten()
+        .filter(|m| m.inserted);
+    let current_status = annotations.get(names::MEDIA_STATUS);
+    let Some(media) = desired else {
+        return MediaPlan {
+            data_volume: if dv.is_some() {
+                DvAction::Delete
+            } else {
+                DvAction::None
+            },
+            vm_spec: detach(vm),
+            status_annotation: current_status
+                .map(|_| (names::MEDIA_STATUS.to_owned(), Value::Null)),
+        };
+    };
+    let (data_volume, status) = match dv {
+        Some(dv) if dv["spec"]["source"]["http"]["url"].as_str() != Some(media.image.as_str()) => (
+            DvAction::Delete,
+            MediaStatus {
+                phase: "Importing".to_owned(),
+                progress: None,
+                reason: Some("replacing the previous image".to_owned()),
+            },
+        ),
+        Some(dv) => (DvAction::None, status_of(dv)),
+        None => (
+            DvAction::Apply(data_volume(vm_ref, &media.image)),
+            MediaStatus {
+                phase: "Importing".to_owned(),
+                progress: None,
+                reason: None,
+            },
+        ),
+    };
+    let t = &vm["spec"]["template"]["spec"];
+    let disks = &t["domain"]["devices"]["disks"];
+    let volumes = &t["volumes"];
+    let vm_spec = (!has_media(disks) || !has_media(volumes)).then(|| {
+        let mut d = without_media(disks);
+        d.push(json!({"name": names::MEDIA_DISK, "cdrom": {"bus": "sata", "readonly": true}}));
+        let mut v = without_media(volumes);
+        v.push(json!({"name": names::MEDIA_DISK, "dataVolume": {
+            "name": names::media_data_volume(&vm_ref.name), "hotpluggable": true
+        }}));
+        json!({"template": {"spec": {"domain": {"devices": {"disks": d}}, "volumes": v}}})
+    });
+    let text = serde_json::to_string(&status).expect("serialises");
+    MediaPlan {
+        data_volume,
+        vm_spec,
+        status_annotation: (current_status != Some(&text))
+            .then(|| (names::MEDIA_STATUS.to_owned(), json!(text))),
+    }
+}

@@ -1,0 +1,8 @@
+//! The VM controller: per opted-in VM, the scoped identity, credentials and Service, then the
+//! VM preparation. Decisions in `plan` (pure); kube calls in `apply`; wiring in `run`.
+
+pub mod apply;
+pub mod children;
+pub mod media;
+pub mod plan;
+pub mod run;

@@ -1,0 +1,210 @@
+//! Wiring: watch VMs (and what they own, their launcher Pods, namespaces), reconcile each,
+//! requeue with per-VM exponential backoff on errors.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service, ServiceAccount};
+use kube::Client;
+use kube::api::Api;
+use kube::core::DynamicObject;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use rand::Rng;
+
+use super::apply::{self, ApplyError};
+use super::children::VmRef;
+use super::plan::{self, Fresh};
+use crate::metrics::Metrics;
+use crate::names;
+
+/// Resync period: catches what no watch reports (e.g. the user's credentials Secret changing).
+const RESYNC: Duration = Duration::from_secs(300);
+const BACKOFF_MIN: Duration = Duration::from_secs(2);
+const BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    failures: Mutex<HashMap<(String, String), u32>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    #[error("VM object lacks {0}")]
+    Malformed(&'static str),
+}
+
+impl ReconcileError {
+    fn metric_label(&self) -> &'static str {
+        match self {
+            ReconcileError::Apply(e) => e.metric_label(),
+            ReconcileError::Malformed(_) => "malformed-vm",
+        }
+    }
+}
+
+/// Exponential: 2 s, 4 s, 8 s ... capped at 5 min.
+pub fn backoff(failures: u32) -> Duration {
+    BACKOFF_MIN
+        .saturating_mul(1u32 << failures.min(16))
+        .min(BACKOFF_MAX)
+}
+
+/// 24 random bytes, base64: 32 printable characters, ~192 bits.
+pub fn random_secret() -> String {
+    use base64::Engine;
+    let mut bytes = [0u8; 24];
+    rand::rng().fill(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+pub fn vm_ref(vm: &DynamicObject) -> Result<VmRef, ReconcileError> {
+    Ok(VmRef {
+        name: vm
+            .metadata
+            .name
+            .clone()
+            .ok_or(ReconcileError::Malformed("metadata.name"))?,
+        namespace: vm
+            .metadata
+            .namespace
+            .clone()
+            .ok_or(ReconcileError::Malformed("metadata.namespace"))?,
+        uid: vm
+            .metadata
+            .uid
+            .clone()
+            .ok_or(ReconcileError::Malformed("metadata.uid"))?,
+    })
+}
+
+/// One reconcile with an explicit client; what the controller loop and the tests call.
+pub async fn reconcile_vm(
+    client: &Client,
+    vm: &DynamicObject,
+    recorder: Option<&Recorder>,
+    fresh: &Fresh,
+) -> Result<plan::Plan, ReconcileError> {
+    let vm_ref = vm_ref(vm)?;
+    let value = serde_json::to_value(vm).map_err(|_| ReconcileError::Malformed("JSON form"))?;
+    let observed = apply::observe(client, &value, &vm_ref).await?;
+    let plan = plan::plan(&value, &vm_ref, &observed, fresh);
+    apply::execute(client, &vm_ref, &plan, recorder).await?;
+    Ok(plan)
+}
+
+async fn reconcile(vm: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let fresh = Fresh {
+        password: random_secret(),
+        session_key: random_secret(),
+    };
+    let result = reconcile_vm(&ctx.client, &vm, Some(&ctx.recorder), &fresh).await;
+    let key = (
+        vm.metadata.namespace.clone().unwrap_or_default(),
+        vm.metadata.name.clone().unwrap_or_default(),
+    );
+    match result {
+        Ok(plan) => {
+            ctx.failures.lock().expect("lock").remove(&key);
+            ctx.metrics.reconcile(match plan {
+                plan::Plan::Nothing => "not-opted-in",
+                plan::Plan::Invalid { .. } => "invalid",
+                plan::Plan::OptedIn { .. } => "opted-in",
+                plan::Plan::OptOut { .. } => "opted-out",
+            });
+            Ok(Action::requeue(RESYNC))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn error_policy(vm: Arc<DynamicObject>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
+    let key = (
+        vm.metadata.namespace.clone().unwrap_or_default(),
+        vm.metadata.name.clone().unwrap_or_default(),
+    );
+    let mut failures = ctx.failures.lock().expect("lock");
+    let n = failures.entry(key).or_default();
+    let delay = backoff(*n);
+    *n = n.saturating_add(1);
+    ctx.metrics.reconcile("error");
+    ctx.metrics.reconcile_error(error.metric_label());
+    tracing::warn!(vm = ?vm.metadata.name, namespace = ?vm.metadata.namespace, %error, ?delay, "reconcile failed; retrying");
+    Action::requeue(delay)
+}
+
+pub async fn run(client: Client, metrics: Arc<Metrics>, instance: String) {
+    let ar = apply::vm_resource();
+    let vms = Api::<DynamicObject>::all_with(client.clone(), &ar);
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: names::WEBHOOK_NAME.to_owned(),
+            instance: Some(instance),
+        },
+    );
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        recorder,
+        metrics,
+        failures: Mutex::default(),
+    });
+    let managed =
+        watcher::Config::default().labels("app.kubernetes.io/managed-by=kubevirt-bmc-webhook");
+    let controller = Controller::new_with(vms, watcher::Config::default(), ar.clone());
+    let store = controller.store();
+    let ns_store = store.clone();
+    let ar_pods = ar.clone();
+    let ar_ns = ar.clone();
+    controller
+        .owns_with::<ServiceAccount>(Api::all(client.clone()), (), managed.clone())
+        .owns_with::<Secret>(Api::all(client.clone()), (), managed.clone())
+        .owns_with::<Service>(Api::all(client.clone()), (), managed)
+        .watches_with(
+            Api::<Pod>::all(client.clone()),
+            (),
+            watcher::Config::default().labels("kubevirt.io=virt-launcher"),
+            move |pod: Pod| {
+                let vm = pod
+                    .metadata
+                    .labels
+                    .as_ref()?
+                    .get(names::VM_NAME_LABEL)?
+                    .clone();
+                Some(
+                    ObjectRef::new_with(&vm, ar_pods.clone())
+                        .within(pod.metadata.namespace.as_deref()?),
+                )
+            },
+        )
+        .watches_with(
+            Api::<Namespace>::all(client.clone()),
+            (),
+            watcher::Config::default(),
+            move |ns: Namespace| {
+                let name = ns.metadata.name.clone().unwrap_or_default();
+                ns_store
+                    .state()
+                    .into_iter()
+                    .filter(|vm| vm.metadata.namespace.as_deref() == Some(name.as_str()))
+                    .map(|vm| ObjectRef::from_obj_with(vm.as_ref(), ar_ns.clone()))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "controller event");
+            }
+        })
+        .await;
+}

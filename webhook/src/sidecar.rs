@@ -1,0 +1,222 @@
+//! The `bmc` native sidecar and its volumes, built as k8s-openapi types so the patch is a valid
+//! Pod fragment by construction. Env and mounts follow notes/SERVE_CONTRACT.md.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMapProjection, Container, ContainerPort, DownwardAPIProjection,
+    DownwardAPIVolumeFile, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath, ObjectFieldSelector,
+    Probe, ProjectedVolumeSource, ResourceRequirements, SeccompProfile, SecretVolumeSource,
+    SecurityContext, ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use crate::inject::InjectionConfig;
+use crate::names;
+
+/// Where the sidecar binary lives in the image (see the Dockerfile).
+pub const SIDECAR_COMMAND: &str = "/usr/local/bin/kubevirt-bmc";
+/// Used when the Pod sets no `runAsUser`: distroless's `nonroot`.
+const FALLBACK_UID: i64 = 65532;
+
+pub struct SidecarSpec<'a> {
+    pub config: &'a InjectionConfig,
+    pub high_ports: bool,
+    pub run_as_user_needed: bool,
+    /// The Pod has an `fsGroup`, so Secret files can be group-readable only.
+    pub group_readable_secret: bool,
+    pub vm: &'a str,
+}
+
+fn field_env(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.to_owned(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn value_env(name: &str, value: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value: Some(value.to_owned()),
+        ..Default::default()
+    }
+}
+
+fn port(name: &str, number: u16, protocol: &str) -> ContainerPort {
+    ContainerPort {
+        name: Some(name.to_owned()),
+        container_port: i32::from(number),
+        protocol: Some(protocol.to_owned()),
+        ..Default::default()
+    }
+}
+
+fn probe(path: &str, period: i32, failures: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_owned()),
+            port: IntOrString::String(names::HEALTH_PORT_NAME.to_owned()),
+            scheme: Some("HTTP".to_owned()),
+            ..Default::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        timeout_seconds: Some(2),
+        ..Default::default()
+    }
+}
+
+pub fn container(spec: &SidecarSpec<'_>) -> Container {
+    let (ipmi, redfish) = if spec.high_ports {
+        (names::IPMI_HIGH_PORT, names::REDFISH_HIGH_PORT)
+    } else {
+        (names::IPMI_PORT, names::REDFISH_PORT)
+    };
+    let quantities = BTreeMap::from([
+        ("cpu".to_owned(), Quantity(spec.config.cpu.clone())),
+        ("memory".to_owned(), Quantity(spec.config.memory.clone())),
+    ]);
+    Container {
+        name: names::CONTAINER.to_owned(),
+        image: Some(spec.config.image.clone()),
+        image_pull_policy: Some(spec.config.image_pull_policy.clone()),
+        command: Some(vec![SIDECAR_COMMAND.to_owned()]),
+        args: Some(vec!["serve".to_owned()]),
+        // Native sidecar: started before `compute`, so the BMC is up before QEMU.
+        restart_policy: Some("Always".to_owned()),
+        ports: Some(vec![
+            port(names::IPMI_PORT_NAME, ipmi, "UDP"),
+            port(names::REDFISH_PORT_NAME, redfish, "TCP"),
+            port(names::HEALTH_PORT_NAME, names::HEALTH_PORT, "TCP"),
+        ]),
+        env: Some(vec![
+            field_env("POD_NAME", "metadata.name"),
+            field_env("POD_NAMESPACE", "metadata.namespace"),
+            field_env(
+                "VM_NAME",
+                &format!("metadata.annotations['{}']", names::DOMAIN_ANNOTATION),
+            ),
+            field_env("POD_IP", "status.podIP"),
+            value_env("KUBEVIRT_BMC_IPMI_PORT", &ipmi.to_string()),
+            value_env("KUBEVIRT_BMC_REDFISH_PORT", &redfish.to_string()),
+            value_env(
+                "KUBEVIRT_BMC_HEALTH_LISTEN",
+                &format!("0.0.0.0:{}", names::HEALTH_PORT),
+            ),
+            value_env("KUBEVIRT_BMC_CREDENTIALS_DIR", names::CREDENTIALS_MOUNT),
+        ]),
+        resources: Some(ResourceRequirements {
+            requests: Some(quantities.clone()),
+            limits: Some(quantities),
+            ..Default::default()
+        }),
+        // Ready means "listeners bound", independent of the VM: a powered-off (paused) VM
+        // still has a reachable BMC.
+        readiness_probe: Some(probe("/readyz", 5, 3)),
+        liveness_probe: Some(probe("/healthz", 10, 6)),
+        security_context: Some(SecurityContext {
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            run_as_user: spec.run_as_user_needed.then_some(FALLBACK_UID),
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".to_owned()]),
+                ..Default::default()
+            }),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".to_owned(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: names::TOKEN_VOLUME.to_owned(),
+                mount_path: names::TOKEN_MOUNT.to_owned(),
+                read_only: Some(true),
+                ..Default::default()
+            },
+            VolumeMount {
+                name: names::CREDENTIALS_VOLUME.to_owned(),
+                mount_path: names::CREDENTIALS_MOUNT.to_owned(),
+                read_only: Some(true),
+                ..Default::default()
+            },
+        ]),
+        termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
+        ..Default::default()
+    }
+}
+
+/// The projected token (what `Config::incluster()` reads, re-read on rotation) and the
+/// credentials Secret; both mounted in `bmc` only.
+pub fn volumes(spec: &SidecarSpec<'_>) -> Vec<Volume> {
+    let token = Volume {
+        name: names::TOKEN_VOLUME.to_owned(),
+        projected: Some(ProjectedVolumeSource {
+            default_mode: Some(0o444),
+            sources: Some(vec![
+                VolumeProjection {
+                    service_account_token: Some(ServiceAccountTokenProjection {
+                        path: "token".to_owned(),
+                        expiration_seconds: Some(spec.config.token_expiration_seconds),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                VolumeProjection {
+                    config_map: Some(ConfigMapProjection {
+                        name: "kube-root-ca.crt".to_owned(),
+                        items: Some(vec![KeyToPath {
+                            key: "ca.crt".to_owned(),
+                            path: "ca.crt".to_owned(),
+                            ..Default::default()
+                        }]),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                VolumeProjection {
+                    downward_api: Some(DownwardAPIProjection {
+                        items: Some(vec![DownwardAPIVolumeFile {
+                            path: "namespace".to_owned(),
+                            field_ref: Some(ObjectFieldSelector {
+                                api_version: Some("v1".to_owned()),
+                                field_path: "metadata.namespace".to_owned(),
+                            }),
+                            ..Default::default()
+                        }]),
+                    }),
+                    ..Default::default()
+                },
+            ]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let credentials = Volume {
+        name: names::CREDENTIALS_VOLUME.to_owned(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(names::credentials_secret(spec.vm)),
+            // Files are root-owned: group-readable suffices when the Pod has an fsGroup;
+            // otherwise the non-root sidecar needs world-read (the volume is in `bmc` only).
+            default_mode: Some(if spec.group_readable_secret {
+                0o440
+            } else {
+                0o444
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    vec![token, credentials]
+}

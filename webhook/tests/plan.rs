@@ -1,0 +1,542 @@
+//! The pure reconcile decision: VM + namespace + observed children -> writes.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::fixture;
+use kubevirt_bmc_webhook::annotations::ServiceType;
+use kubevirt_bmc_webhook::controller::children::{self, VmRef};
+use kubevirt_bmc_webhook::controller::media::DvAction;
+use kubevirt_bmc_webhook::controller::plan::{
+    Fresh, Launcher, Observed, Plan, SecretAction, Status, plan,
+};
+use kubevirt_bmc_webhook::names;
+use serde_json::{Value, json};
+
+fn vm_ref() -> VmRef {
+    VmRef {
+        name: "vm1".into(),
+        namespace: "vms".into(),
+        uid: "vm1-uid".into(),
+    }
+}
+
+/// The captured vm1 as the user wrote it, before any opt-in: runStrategy Halted, no template
+/// opt-in, no startStrategy.
+fn fresh_vm(annotations: Value) -> Value {
+    let mut vm = fixture("vm-vm1.json");
+    vm["metadata"]["annotations"] = annotations;
+    vm["metadata"]["resourceVersion"] = json!("100");
+    vm["spec"]["runStrategy"] = json!("Halted");
+    let t = vm["spec"]["template"].as_object_mut().unwrap();
+    t["metadata"]["annotations"]
+        .as_object_mut()
+        .unwrap()
+        .remove(names::ENABLED);
+    t["spec"].as_object_mut().unwrap().remove("startStrategy");
+    vm.as_object_mut().unwrap().remove("status");
+    vm
+}
+
+fn prepared_vm() -> Value {
+    let mut vm = fixture("vm-vm1.json");
+    vm["metadata"]["resourceVersion"] = json!("200");
+    vm["metadata"]["annotations"] = json!({
+        names::ENABLED: "true",
+        names::ORIGINAL: "{\"runStrategy\":\"Halted\"}",
+    });
+    vm
+}
+
+fn existing_secret() -> BTreeMap<String, Vec<u8>> {
+    BTreeMap::from([
+        ("username".into(), b"admin".to_vec()),
+        ("password".into(), b"kept".to_vec()),
+        ("session-key".into(), b"kept-key".to_vec()),
+    ])
+}
+
+fn opted_in(
+    p: Plan,
+) -> (
+    SecretAction,
+    bool,
+    Option<Value>,
+    kubevirt_bmc_webhook::controller::media::MediaPlan,
+    Vec<kubevirt_bmc_webhook::controller::plan::Note>,
+) {
+    match p {
+        Plan::OptedIn {
+            secret,
+            prepare,
+            vm_patch,
+            media,
+            notes,
+            ..
+        } => (secret, prepare, vm_patch, media, notes),
+        other => panic!("expected OptedIn, got {other:?}"),
+    }
+}
+
+fn status_of(patch: &Value) -> Status {
+    serde_json::from_str(
+        patch["metadata"]["annotations"][names::STATUS]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_vm_that_did_not_opt_in_is_left_alone() {
+    let vm = fresh_vm(json!({}));
+    assert_eq!(
+        plan(&vm, &vm_ref(), &Observed::default(), &Fresh::test()),
+        Plan::Nothing
+    );
+    let vm = fresh_vm(json!({names::ENABLED: "false"}));
+    let mut observed = Observed::default();
+    observed
+        .namespace_labels
+        .insert(names::ENABLED.into(), "true".into());
+    assert_eq!(
+        plan(&vm, &vm_ref(), &observed, &Fresh::test()),
+        Plan::Nothing,
+        "the VM's false beats the namespace"
+    );
+}
+
+#[test]
+fn opt_in_creates_credentials_and_prepares_the_vm_recording_originals() {
+    let vm = fresh_vm(json!({names::ENABLED: "true"}));
+    let (secret, prepare, patch, _, notes) =
+        opted_in(plan(&vm, &vm_ref(), &Observed::default(), &Fresh::test()));
+    assert!(prepare);
+    assert_eq!(
+        secret,
+        SecretAction::Create(BTreeMap::from([
+            ("username".into(), b"admin".to_vec()),
+            ("password".into(), b"generated-password".to_vec()),
+            ("session-key".into(), b"generated-session-key".to_vec()),
+        ]))
+    );
+    let patch = patch.unwrap();
+    assert_eq!(patch["metadata"]["resourceVersion"], "100");
+    assert_eq!(patch["spec"]["runStrategy"], "Always");
+    assert_eq!(patch["spec"]["template"]["spec"]["startStrategy"], "Paused");
+    assert_eq!(
+        patch["spec"]["template"]["metadata"]["annotations"][names::ENABLED],
+        "true"
+    );
+    assert_eq!(
+        patch["metadata"]["annotations"][names::ORIGINAL],
+        "{\"runStrategy\":\"Halted\"}"
+    );
+    let status = status_of(&patch);
+    assert_eq!(status.service, "vm1-bmc.vms.svc");
+    assert!(!status.ready);
+    assert_eq!(status.reason, "waiting for the VM's launcher Pod");
+    assert_eq!(notes[0].reason, "BmcPrepared");
+}
+
+#[test]
+fn a_namespace_label_opts_every_vm_in() {
+    let vm = fresh_vm(json!({}));
+    let mut observed = Observed::default();
+    observed
+        .namespace_labels
+        .insert(names::ENABLED.into(), "true".into());
+    let (_, prepare, patch, _, _) = opted_in(plan(&vm, &vm_ref(), &observed, &Fresh::test()));
+    assert!(prepare);
+    assert_eq!(patch.unwrap()["spec"]["runStrategy"], "Always");
+}
+
+#[test]
+fn a_prepared_vm_with_its_secret_and_ready_sidecar_reports_ready_and_changes_nothing_else() {
+    let vm = prepared_vm();
+    let observed = Observed {
+        credentials: Some(existing_secret()),
+        launcher: Some(Launcher {
+            ip: Some("10.244.0.17".into()),
+            injected: true,
+            bmc_ready: true,
+        }),
+        ..Default::default()
+    };
+    let (secret, _, patch, media, notes) =
+        opted_in(plan(&vm, &vm_ref(), &observed, &Fresh::test()));
+    assert_eq!(
+        secret,
+        SecretAction::None,
+        "the password is never regenerated"
+    );
+    let patch = patch.unwrap();
+    assert!(patch.get("spec").is_none(), "{patch}");
+    let status = status_of(&patch);
+    assert_eq!(
+        status,
+        Status {
+            address: Some("10.244.0.17".into()),
+            service: "vm1-bmc.vms.svc".into(),
+            ready: true,
+            reason: "ready".into()
+        }
+    );
+    assert!(notes.is_empty());
+    assert_eq!(media.data_volume, DvAction::None);
+
+    // Level-triggered: with that status recorded, the next reconcile writes nothing.
+    let mut vm = vm;
+    vm["metadata"]["annotations"][names::STATUS] =
+        patch["metadata"]["annotations"][names::STATUS].clone();
+    let (_, _, patch, _, _) = opted_in(plan(&vm, &vm_ref(), &observed, &Fresh::test()));
+    assert_eq!(patch, None);
+}
+
+#[test]
+fn a_vm_halted_by_hand_is_reported_not_fought() {
+    let mut vm = prepared_vm();
+    vm["spec"]["runStrategy"] = json!("Halted");
+    let observed = Observed {
+        credentials: Some(existing_secret()),
+        ..Default::default()
+    };
+    let (_, _, patch, _, notes) = opted_in(plan(&vm, &vm_ref(), &observed, &Fresh::test()));
+    let patch = patch.unwrap();
+    assert!(patch["spec"].get("runStrategy").is_none(), "{patch}");
+    assert!(status_of(&patch).reason.contains("stopped by hand"));
+    assert_eq!(notes[0].reason, "VmHaltedByHand");
+    assert!(notes[0].warning);
+}
+
+#[test]
+fn a_running_vm_that_opts_in_is_told_to_restart() {
+    let mut vm = fresh_vm(json!({names::ENABLED: "true"}));
+    vm["spec"]["runStrategy"] = json!("Always");
+    vm["status"] = json!({"created": true, "printableStatus": "Running"});
+    let observed = Observed {
+        launcher: Some(Launcher {
+            ip: Some("10.0.0.5".into()),
+            injected: false,
+            bmc_ready: false,
+        }),
+        ..Default::default()
+    };
+    let (_, _, patch, _, notes) = opted_in(plan(&vm, &vm_ref(), &observed, &Fresh::test()));
+    let reasons: Vec<_> = notes.iter().map(|n| n.reason).collect();
+    assert!(reasons.contains(&"RestartRequired"), "{reasons:?}");
+    assert!(
+        status_of(&patch.unwrap())
+            .reason
+            .contains("virtctl restart vm1")
+    );
+}
+
+#[test]
+fn a_deprecated_running_field_is_replaced_and_restored() {
+    let mut vm = fresh_vm(json!({names::ENABLED: "true"}));
+    let spec = vm["spec"].as_object_mut().unwrap();
+    spec.remove("runStrategy");
+    spec.insert("running".into(), json!(false));
+    let (_, _, patch, _, _) = opted_in(plan(&vm, &vm_ref(), &Observed::default(), &Fresh::test()));
+    let patch = patch.unwrap();
+    assert_eq!(patch["spec"]["running"], Value::Null);
+    assert!(patch["spec"].as_object().unwrap().contains_key("running"));
+    assert_eq!(
+        patch["metadata"]["annotations"][names::ORIGINAL],
+        "{\"running\":false}"
+    );
+
+    let mut vm = prepared_vm();
+    vm["metadata"]["annotations"] =
+        json!({names::ENABLED: "false", names::ORIGINAL: "{\"running\":false}"});
+    match plan(&vm, &vm_ref(), &Observed::default(), &Fresh::test()) {
+        Plan::OptOut { vm_patch } => {
+            assert_eq!(vm_patch["spec"]["running"], false);
+            assert_eq!(vm_patch["spec"]["runStrategy"], Value::Null);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn opt_out_restores_the_originals_and_removes_our_annotations() {
+    let mut vm = prepared_vm();
+    vm["metadata"]["annotations"] = json!({
+        names::ENABLED: "false",
+        names::ORIGINAL: "{\"runStrategy\":\"Manual\",\"startStrategy\":\"Paused\"}",
+        names::STATUS: "{}",
+    });
+    match plan(&vm, &vm_ref(), &Observed::default(), &Fresh::test()) {
+        Plan::OptOut { vm_patch } => {
+            assert_eq!(vm_patch["spec"]["runStrategy"], "Manual");
+            assert_eq!(
+                vm_patch["spec"]["template"]["spec"]["startStrategy"],
+                "Paused"
+            );
+            assert_eq!(
+                vm_patch["spec"]["template"]["metadata"]["annotations"][names::ENABLED],
+                Value::Null
+            );
+            for key in [names::ORIGINAL, names::STATUS, names::MEDIA_STATUS] {
+                assert_eq!(
+                    vm_patch["metadata"]["annotations"][key],
+                    Value::Null,
+                    "{key}"
+                );
+                assert!(
+                    vm_patch["metadata"]["annotations"]
+                        .as_object()
+                        .unwrap()
+                        .contains_key(key)
+                );
+            }
+            assert_eq!(vm_patch["metadata"]["resourceVersion"], "200");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Removing the annotation altogether is an opt-out too.
+    let mut vm = prepared_vm();
+    vm["metadata"]["annotations"] = json!({names::ORIGINAL: "{\"runStrategy\":\"Halted\"}"});
+    match plan(&vm, &vm_ref(), &Observed::default(), &Fresh::test()) {
+        Plan::OptOut { vm_patch } => {
+            assert_eq!(vm_patch["spec"]["runStrategy"], "Halted");
+            assert_eq!(
+                vm_patch["spec"]["template"]["spec"]["startStrategy"],
+                Value::Null
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_bad_annotation_is_reported_and_nothing_else_changes() {
+    let vm = fresh_vm(json!({names::ENABLED: "yes"}));
+    match plan(&vm, &vm_ref(), &Observed::default(), &Fresh::test()) {
+        Plan::Invalid { vm_patch, note } => {
+            assert_eq!(note.reason, "InvalidAnnotation");
+            assert!(note.message.contains("bmc.kubevirt.io/enabled=\"yes\""));
+            let patch = vm_patch.unwrap();
+            assert!(patch.get("spec").is_none());
+            assert!(status_of(&patch).reason.contains("allowed values"));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn the_users_credentials_secret_is_used_and_a_missing_one_blocks_preparation() {
+    let vm = fresh_vm(json!({names::ENABLED: "true", names::CREDENTIALS_SECRET: "my-creds"}));
+    let observed = Observed {
+        user_credentials: Some(Some(BTreeMap::from([
+            ("username".into(), b"root".to_vec()),
+            ("password".into(), b"calvin".to_vec()),
+        ]))),
+        ..Default::default()
+    };
+    let (secret, prepare, _, _, _) = opted_in(plan(&vm, &vm_ref(), &observed, &Fresh::test()));
+    assert!(prepare);
+    assert_eq!(
+        secret,
+        SecretAction::Create(BTreeMap::from([
+            ("username".into(), b"root".to_vec()),
+            ("password".into(), b"calvin".to_vec()),
+            ("session-key".into(), b"generated-session-key".to_vec()),
+        ]))
+    );
+    // The user changes their password: copied over, session key kept.
+    let observed = Observed {
+        credentials: Some(BTreeMap::from([
+            ("username".into(), b"root".to_vec()),
+            ("password".into(), b"calvin".to_vec()),
+            ("session-key".into(), b"k".to_vec()),
+        ])),
+        user_credentials: Some(Some(BTreeMap::from([
+            ("username".into(), b"root".to_vec()),
+            ("password".into(), b"new".to_vec()),
+        ]))),
+        ..Default::default()
+    };
+    let (secret, _, _, _, _) = opted_in(plan(&vm, &vm_ref(), &observed, &Fresh::test()));
+    assert_eq!(
+        secret,
+        SecretAction::Update(BTreeMap::from([("password".into(), b"new".to_vec())]))
+    );
+
+    let observed = Observed {
+        user_credentials: Some(None),
+        ..Default::default()
+    };
+    let (secret, prepare, patch, _, notes) =
+        opted_in(plan(&vm, &vm_ref(), &observed, &Fresh::test()));
+    assert!(!prepare);
+    assert_eq!(secret, SecretAction::None);
+    let patch = patch.unwrap();
+    assert!(
+        patch.get("spec").is_none(),
+        "VM not prepared without credentials: {patch}"
+    );
+    assert_eq!(notes[0].reason, "CredentialsSecretMissing");
+    assert!(notes[0].message.contains("\"my-creds\""));
+}
+
+#[test]
+fn unreachable_networking_is_reported() {
+    let mut vm = prepared_vm();
+    vm["spec"]["template"]["spec"]["domain"]["devices"]["interfaces"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("ports");
+    let observed = Observed {
+        credentials: Some(existing_secret()),
+        ..Default::default()
+    };
+    let (_, _, patch, _, notes) = opted_in(plan(&vm, &vm_ref(), &observed, &Fresh::test()));
+    assert_eq!(notes[0].reason, "MasqueradeWithoutPorts");
+    assert!(notes[0].warning);
+    let status = status_of(&patch.unwrap());
+    assert!(!status.ready);
+    assert!(status.reason.contains("masquerade"));
+}
+
+#[test]
+fn virtual_media_is_imported_attached_reported_and_ejected() {
+    let media = r#"{"image":"https://example.org/boot.iso","inserted":true,"writeProtected":true}"#;
+    let mut vm = prepared_vm();
+    vm["metadata"]["annotations"][names::MEDIA] = json!(media);
+    let observed = Observed {
+        credentials: Some(existing_secret()),
+        ..Default::default()
+    };
+    let (_, _, patch, m, _) = opted_in(plan(&vm, &vm_ref(), &observed, &Fresh::test()));
+    let DvAction::Apply(dv) = &m.data_volume else {
+        panic!("{:?}", m.data_volume)
+    };
+    assert_eq!(dv["metadata"]["name"], "vm1-bmc-media");
+    assert_eq!(
+        dv["spec"]["source"]["http"]["url"],
+        "https://example.org/boot.iso"
+    );
+    assert_eq!(
+        dv["metadata"]["ownerReferences"][0]["kind"],
+        "VirtualMachine"
+    );
+    let patch = patch.unwrap();
+    let t = &patch["spec"]["template"]["spec"];
+    let disks = t["domain"]["devices"]["disks"].as_array().unwrap();
+    assert_eq!(
+        disks.last().unwrap(),
+        &json!({"name": "bmc-media", "cdrom": {"bus": "sata", "readonly": true}})
+    );
+    assert!(disks.len() > 1, "the VM's own disks are kept");
+    let volumes = t["volumes"].as_array().unwrap();
+    assert_eq!(
+        volumes.last().unwrap()["dataVolume"]["name"],
+        "vm1-bmc-media"
+    );
+    assert_eq!(
+        patch["metadata"]["annotations"][names::MEDIA_STATUS],
+        "{\"phase\":\"Importing\"}"
+    );
+
+    // Import progress, then success.
+    let mut attached = vm.clone();
+    attached["spec"]["template"]["spec"] = {
+        let mut s = vm["spec"]["template"]["spec"].clone();
+        s["domain"]["devices"]["disks"] = json!(disks);
+        s["volumes"] = json!(volumes);
+        s
+    };
+    let mut observed = observed;
+    let mut dv = dv.clone();
+    dv["status"] = json!({"phase": "ImportInProgress", "progress": "42.0%"});
+    observed.data_volume = Some(dv.clone());
+    let (_, _, patch, m, _) = opted_in(plan(&attached, &vm_ref(), &observed, &Fresh::test()));
+    assert_eq!(m.data_volume, DvAction::None);
+    assert!(m.vm_spec.is_none());
+    assert_eq!(
+        patch.unwrap()["metadata"]["annotations"][names::MEDIA_STATUS],
+        "{\"phase\":\"Importing\",\"progress\":\"42.0%\"}"
+    );
+    dv["status"] = json!({"phase": "Succeeded", "progress": "100.0%"});
+    observed.data_volume = Some(dv.clone());
+    let (_, _, patch, _, _) = opted_in(plan(&attached, &vm_ref(), &observed, &Fresh::test()));
+    assert_eq!(
+        patch.unwrap()["metadata"]["annotations"][names::MEDIA_STATUS],
+        "{\"phase\":\"Ready\",\"progress\":\"100.0%\"}"
+    );
+
+    // Eject: the DataVolume is deleted and the disk detached.
+    let mut ejected = attached.clone();
+    ejected["metadata"]["annotations"]
+        .as_object_mut()
+        .unwrap()
+        .remove(names::MEDIA);
+    ejected["metadata"]["annotations"][names::MEDIA_STATUS] = json!("{\"phase\":\"Ready\"}");
+    let (_, _, patch, m, _) = opted_in(plan(&ejected, &vm_ref(), &observed, &Fresh::test()));
+    assert_eq!(m.data_volume, DvAction::Delete);
+    let patch = patch.unwrap();
+    let disks = patch["spec"]["template"]["spec"]["domain"]["devices"]["disks"]
+        .as_array()
+        .unwrap();
+    assert!(disks.iter().all(|d| d["name"] != "bmc-media"));
+    assert_eq!(
+        patch["metadata"]["annotations"][names::MEDIA_STATUS],
+        Value::Null
+    );
+}
+
+#[test]
+fn children_are_scoped_to_the_vm() {
+    let role = children::role(&vm_ref());
+    let rules = role.rules.unwrap();
+    assert_eq!(rules.len(), 4);
+    for rule in &rules {
+        assert_eq!(
+            rule.resource_names.as_deref(),
+            Some(&["vm1".to_owned()][..])
+        );
+    }
+    assert_eq!(rules[0].verbs, ["get", "list", "watch", "patch"]);
+    assert_eq!(
+        rules[1].resources.as_deref().unwrap(),
+        ["virtualmachineinstances"]
+    );
+    assert_eq!(
+        rules[3].api_groups.as_deref().unwrap(),
+        ["subresources.kubevirt.io"]
+    );
+    let svc = children::service(&vm_ref(), ServiceType::NodePort);
+    let spec = svc.spec.unwrap();
+    assert_eq!(spec.type_.as_deref(), Some("NodePort"));
+    assert_eq!(spec.publish_not_ready_addresses, Some(true));
+    assert_eq!(
+        spec.selector.unwrap(),
+        BTreeMap::from([
+            ("vm.kubevirt.io/name".to_owned(), "vm1".to_owned()),
+            ("kubevirt.io".to_owned(), "virt-launcher".to_owned())
+        ])
+    );
+    let ports: Vec<_> = spec
+        .ports
+        .unwrap()
+        .into_iter()
+        .map(|p| (p.name.unwrap(), p.port, p.protocol.unwrap()))
+        .collect();
+    assert_eq!(
+        ports,
+        [
+            ("ipmi".into(), 623, "UDP".into()),
+            ("redfish".into(), 443, "TCP".into())
+        ]
+    );
+    let owner = &svc.metadata.owner_references.unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
+        ("VirtualMachine", "vm1-uid", Some(true))
+    );
+    let binding = children::role_binding(&vm_ref());
+    assert_eq!(binding.subjects.unwrap()[0].name, "vm1-bmc");
+}
