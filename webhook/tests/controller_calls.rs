@@ -29,11 +29,13 @@ fn status(code: u16, reason: &str) -> Value {
            "message": format!("{reason} for the test"), "reason": reason, "code": code})
 }
 
+type BodyCheck = Box<dyn Fn(&Value) + Send>;
+
 /// One expected call and the API server's answer. `body` of `None` means "not checked".
 struct Call {
     method: &'static str,
     uri: String,
-    body: Option<Box<dyn Fn(&Value) + Send>>,
+    body: Option<BodyCheck>,
     code: u16,
     reply: Value,
 }
