@@ -12,13 +12,16 @@ use kubevirt_bmc::tls::{Identity, TlsError};
 
 use crate::metrics::Metrics;
 
+/// The PEM bytes of the certificate and key last loaded.
+pub type Pem = (Vec<u8>, Vec<u8>);
+
 pub struct CertFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
 }
 
 impl CertFiles {
-    fn read(&self) -> std::io::Result<(Vec<u8>, Vec<u8>)> {
+    fn read(&self) -> std::io::Result<Pem> {
         Ok((std::fs::read(&self.cert)?, std::fs::read(&self.key)?))
     }
 
@@ -27,7 +30,7 @@ impl CertFiles {
     }
 
     /// Fails the start on a bad pair rather than the first API-server call.
-    pub fn initial(&self) -> Result<(RustlsConfig, (Vec<u8>, Vec<u8>)), TlsError> {
+    pub fn initial(&self) -> Result<(RustlsConfig, Pem), TlsError> {
         let (cert, key) = self.read().map_err(|e| TlsError::Read {
             path: self.cert.display().to_string(),
             reason: e.to_string(),
@@ -41,11 +44,11 @@ impl CertFiles {
 pub async fn follow(
     files: CertFiles,
     rustls: RustlsConfig,
-    mut current: (Vec<u8>, Vec<u8>),
+    mut current: Pem,
     interval: Duration,
     metrics: Arc<Metrics>,
 ) {
-    let mut rejected: Option<(Vec<u8>, Vec<u8>)> = None;
+    let mut rejected: Option<Pem> = None;
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

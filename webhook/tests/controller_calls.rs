@@ -29,11 +29,13 @@ fn status(code: u16, reason: &str) -> Value {
            "message": format!("{reason} for the test"), "reason": reason, "code": code})
 }
 
+type BodyCheck = Box<dyn Fn(&Value) + Send>;
+
 /// One expected call and the API server's answer. `body` of `None` means "not checked".
 struct Call {
     method: &'static str,
     uri: String,
-    body: Option<Box<dyn Fn(&Value) + Send>>,
+    body: Option<BodyCheck>,
     code: u16,
     reply: Value,
 }
@@ -315,5 +317,54 @@ async fn opt_out_restores_the_vm_then_deletes_what_it_owned() {
         .await
         .unwrap();
     assert!(matches!(plan, Plan::OptOut { .. }));
+    verifier.await.unwrap();
+}
+
+#[tokio::test]
+async fn desired_media_creates_the_datavolume_before_attaching_it() {
+    let (client, handle) = client();
+    let media = r#"{"image":"https://example.org/boot.iso","inserted":true,"writeProtected":true}"#;
+    let mut vm1 = fixture("vm-vm1.json");
+    vm1["metadata"]["namespace"] = json!("vms");
+    vm1["metadata"]["resourceVersion"] = json!("300");
+    vm1["metadata"]["annotations"] = json!({
+        names::ENABLED: "true",
+        names::ORIGINAL: "{\"runStrategy\":\"Halted\"}",
+        names::MEDIA: media,
+    });
+    let vm: DynamicObject = serde_json::from_value(vm1.clone()).unwrap();
+    let mut calls = reads(true);
+    calls.push(call(
+        "GET",
+        "/apis/cdi.kubevirt.io/v1beta1/namespaces/vms/datavolumes/vm1-bmc-media",
+        404,
+        status(404, "NotFound"),
+    ));
+    calls.extend([
+        echo_ok("PATCH", &format!("{NS}/serviceaccounts/vm1-bmc{APPLY}"), "ServiceAccount"),
+        call("PATCH", &format!("/apis/rbac.authorization.k8s.io/v1/namespaces/vms/roles/vm1-bmc{APPLY}"), 200, json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "vm1-bmc"}})),
+        call("PATCH", &format!("/apis/rbac.authorization.k8s.io/v1/namespaces/vms/rolebindings/vm1-bmc{APPLY}"), 200, json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "vm1-bmc"}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "vm1-bmc"}})),
+        echo_ok("PATCH", &format!("{NS}/services/vm1-bmc{APPLY}"), "Service"),
+        call(
+            "PATCH",
+            &format!("/apis/cdi.kubevirt.io/v1beta1/namespaces/vms/datavolumes/vm1-bmc-media{APPLY}"),
+            200,
+            json!({"apiVersion": "cdi.kubevirt.io/v1beta1", "kind": "DataVolume", "metadata": {"name": "vm1-bmc-media"}}),
+        )
+        .body(|b| {
+            assert_eq!(b["spec"]["source"]["http"]["url"], "https://example.org/boot.iso");
+            assert_eq!(b["metadata"]["ownerReferences"][0]["name"], "vm1");
+        }),
+        call("PATCH", "/apis/kubevirt.io/v1/namespaces/vms/virtualmachines/vm1?", 200, vm1.clone()).body(|b| {
+            let volumes = b["spec"]["template"]["spec"]["volumes"].as_array().unwrap();
+            assert_eq!(volumes.last().unwrap()["dataVolume"]["name"], "vm1-bmc-media");
+            assert_eq!(b["metadata"]["annotations"][names::MEDIA_STATUS], "{\"phase\":\"Importing\"}");
+            assert_eq!(b["metadata"]["resourceVersion"], "300");
+        }),
+    ]);
+    let verifier = tokio::spawn(verify(handle, calls));
+    reconcile_vm(&client, &vm, None, &Fresh::test())
+        .await
+        .unwrap();
     verifier.await.unwrap();
 }

@@ -332,19 +332,15 @@ fn opted_in(
             s["template"]["metadata"]["annotations"][names::ENABLED] = json!("true");
         }
     }
-    if !first_time || !prepare {
-        if let Some(l) = &observed.launcher {
-            if !l.injected {
-                reasons.push((
-                    true,
-                    "RestartRequired",
-                    format!(
-                        "the VM's Pod has no BMC sidecar; restart the VM (virtctl restart {}) to get one",
-                        vm_ref.name
-                    ),
-                ));
-            }
-        }
+    if observed.launcher.as_ref().is_some_and(|l| !l.injected) && (!first_time || !prepare) {
+        reasons.push((
+            true,
+            "RestartRequired",
+            format!(
+                "the VM's Pod has no BMC sidecar; restart the VM (virtctl restart {}) to get one",
+                vm_ref.name
+            ),
+        ));
     }
 
     let media = media::plan(vm, vm_ref, annotations, observed.data_volume.as_ref());
