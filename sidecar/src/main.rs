@@ -3,8 +3,12 @@
 use clap::Parser;
 use kubevirt_bmc::cli::Args;
 
+fn main() -> std::process::ExitCode {
+    kubevirt_bmc::cli::exit_with(run())
+}
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn run() -> anyhow::Result<()> {
     kubevirt_bmc::tls::install_crypto_provider();
     let args = Args::parse();
     args.log.init()?;

@@ -9,8 +9,12 @@ use kubevirt_bmc_webhook::metrics::Metrics;
 use kubevirt_bmc_webhook::server::{self, Context, ServeConfig};
 use kubevirt_bmc_webhook::tls_reload::CertFiles;
 
+fn main() -> std::process::ExitCode {
+    kubevirt_bmc::cli::exit_with(run())
+}
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn run() -> anyhow::Result<()> {
     kubevirt_bmc::tls::install_crypto_provider();
     let args = Args::parse();
     args.log.init()?;
@@ -39,7 +43,7 @@ async fn main() -> anyhow::Result<()> {
     let handle = axum_server::Handle::new();
     let shutdown = handle.clone();
     tokio::spawn(async move {
-        kubevirt_bmc_webhook_shutdown().await;
+        kubevirt_bmc::cli::shutdown_signal().await;
         shutdown.graceful_shutdown(Some(Duration::from_secs(10)));
     });
     server::serve(config, ctx, handle).await?;
@@ -55,13 +59,4 @@ async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kub
         None => kube::Config::infer().await?,
     };
     Ok(kube::Client::try_from(config)?)
-}
-
-async fn kubevirt_bmc_webhook_shutdown() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
 }
