@@ -67,30 +67,7 @@ impl IpmiRequest {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self> {
-        let mut r = Reader::new(bytes);
-        let head = r.bytes(2, "IPMI message header")?;
-        let chk1 = r.u8("IPMI message header")?;
-        if checksum(head) != chk1 {
-            return Err(CodecError::Integrity {
-                what: "IPMI header checksum",
-            });
-        }
-        let body = r.rest();
-        let Some((&chk2, covered)) = body.split_last() else {
-            return Err(CodecError::Truncated {
-                what: "IPMI message body",
-            });
-        };
-        if covered.len() < 3 {
-            return Err(CodecError::Truncated {
-                what: "IPMI message body",
-            });
-        }
-        if checksum(covered) != chk2 {
-            return Err(CodecError::Integrity {
-                what: "IPMI data checksum",
-            });
-        }
+        let (head, covered) = checked_frame(bytes, "IPMI message", 3)?;
         if head[1] >> 2 & 1 == 1 {
             return Err(CodecError::invalid("IPMI request NetFn (a response)"));
         }
@@ -165,30 +142,7 @@ impl IpmiResponse {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self> {
-        let mut r = Reader::new(bytes);
-        let head = r.bytes(2, "IPMI response header")?;
-        let chk1 = r.u8("IPMI response header")?;
-        if checksum(head) != chk1 {
-            return Err(CodecError::Integrity {
-                what: "IPMI header checksum",
-            });
-        }
-        let body = r.rest();
-        let Some((&chk2, covered)) = body.split_last() else {
-            return Err(CodecError::Truncated {
-                what: "IPMI response body",
-            });
-        };
-        if covered.len() < 4 {
-            return Err(CodecError::Truncated {
-                what: "IPMI response body",
-            });
-        }
-        if checksum(covered) != chk2 {
-            return Err(CodecError::Integrity {
-                what: "IPMI data checksum",
-            });
-        }
+        let (head, covered) = checked_frame(bytes, "IPMI response", 4)?;
         Ok(IpmiResponse {
             rq_addr: head[0],
             netfn: head[1] >> 2,
@@ -233,4 +187,34 @@ mod tests {
             assert!(IpmiRequest::decode(&wire[..n]).is_err());
         }
     }
+}
+
+/// Splits an IPMI message into its two-byte header and the checksummed body (without the
+/// trailing checksum), checking both checksums and that the body holds at least
+/// `min_body` bytes. Requests and responses share this framing.
+fn checked_frame<'a>(
+    bytes: &'a [u8],
+    what: &'static str,
+    min_body: usize,
+) -> Result<(&'a [u8], &'a [u8])> {
+    let mut r = Reader::new(bytes);
+    let head = r.bytes(2, what)?;
+    let header_checksum = r.u8(what)?;
+    if checksum(head) != header_checksum {
+        return Err(CodecError::Integrity {
+            what: "IPMI header checksum",
+        });
+    }
+    let Some((&data_checksum, covered)) = r.rest().split_last() else {
+        return Err(CodecError::Truncated { what });
+    };
+    if covered.len() < min_body {
+        return Err(CodecError::Truncated { what });
+    }
+    if checksum(covered) != data_checksum {
+        return Err(CodecError::Integrity {
+            what: "IPMI data checksum",
+        });
+    }
+    Ok((head, covered))
 }
