@@ -61,7 +61,7 @@ async fn main() {
     fake.grant(TOKEN, "system:serviceaccount:vms:vm1-bmc", &[VM]);
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/fixtures/vm-vm1.json"
+        "/../e2e/testdata/fixtures/vm-vm1.json"
     );
     let mut vm: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();

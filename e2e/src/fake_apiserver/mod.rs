@@ -1,7 +1,7 @@
 //! A fake Kubernetes API server with KubeVirt on top, good enough to catch real mistakes:
 //! GET, list and watch with field selectors and resourceVersions (and bookmarks), merge and
 //! JSON patches with optimistic concurrency, the exact `Status` bodies kube-apiserver 1.36
-//! sends (see `../shared/fixtures/`), KubeVirt's subresources with virt-api's rules, a
+//! sends (see `e2e/testdata/fixtures/`), KubeVirt's subresources with virt-api's rules, a
 //! simulated virt-controller, bearer tokens limited to named objects, injectable faults and
 //! a log of every request for tests to assert on.
 //!

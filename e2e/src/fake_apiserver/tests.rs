@@ -1,4 +1,4 @@
-//! The fake against the real API server's answers captured in `../shared/fixtures/`.
+//! The fake against the real API server's answers captured in `e2e/testdata/fixtures/`.
 
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ const NS: &str = "vms";
 
 fn fixture(name: &str) -> Value {
     let path = format!(
-        "{}/../../shared/fixtures/{name}",
+        "{}/testdata/fixtures/{name}",
         env!("CARGO_MANIFEST_DIR")
     );
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()

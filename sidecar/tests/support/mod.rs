@@ -16,7 +16,7 @@ pub const USER: &str = "system:serviceaccount:vms:vm1-bmc";
 
 pub fn fixture(name: &str) -> Value {
     let path = format!(
-        "{}/../../shared/fixtures/{name}",
+        "{}/../e2e/testdata/fixtures/{name}",
         env!("CARGO_MANIFEST_DIR")
     );
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}")))

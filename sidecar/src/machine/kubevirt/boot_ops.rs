@@ -155,7 +155,7 @@ mod tests {
 
     fn vm() -> VirtualMachine {
         let path = format!(
-            "{}/../../shared/fixtures/vm-vm1.json",
+            "{}/../e2e/testdata/fixtures/vm-vm1.json",
             env!("CARGO_MANIFEST_DIR")
         );
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()

@@ -90,7 +90,7 @@ mod tests {
 
     fn fixture(name: &str) -> kube::Error {
         let path = format!(
-            "{}/../../shared/fixtures/{name}",
+            "{}/../e2e/testdata/fixtures/{name}",
             env!("CARGO_MANIFEST_DIR")
         );
         let status: kube::core::Status =

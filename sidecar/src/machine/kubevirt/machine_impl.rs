@@ -345,7 +345,7 @@ mod tests {
     #[test]
     fn inventory_of_the_fixture_vm() {
         let path = format!(
-            "{}/../../shared/fixtures/vm-vm1.json",
+            "{}/../e2e/testdata/fixtures/vm-vm1.json",
             env!("CARGO_MANIFEST_DIR")
         );
         let vm: VirtualMachine =
