@@ -3,87 +3,13 @@
 
 mod support;
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use kubevirt_bmc::machine::{
     BootMode, BootOverride, BootOverrideEnabled, BootTarget, Machine, PowerAction,
 };
 use support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Serve {
-    child: Child,
-    health: u16,
-    redfish: u16,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn_serve(kubeconfig: &Path, credentials: &Path, stderr: Stdio) -> Serve {
-    let health = free_port();
-    let redfish = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_kubevirt-bmc"))
-        .arg("serve")
-        .env_clear()
-        .env("POD_NAMESPACE", NS)
-        .env("VM_NAME", VM)
-        .env("POD_NAME", "virt-launcher-vm1-abcde")
-        .env("POD_IP", "127.0.0.1")
-        .env("KUBEVIRT_BMC_IPMI_PORT", free_port().to_string())
-        .env("KUBEVIRT_BMC_REDFISH_PORT", redfish.to_string())
-        .env("KUBEVIRT_BMC_HEALTH_LISTEN", format!("127.0.0.1:{health}"))
-        .env("KUBEVIRT_BMC_CREDENTIALS_DIR", credentials)
-        .env("KUBECONFIG", kubeconfig)
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        .spawn()
-        .expect("spawn kubevirt-bmc serve");
-    Serve {
-        child,
-        health,
-        redfish,
-    }
-}
-
-async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .ok()?;
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
-        .await
-        .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.ok()?;
-    let status = response.split(' ').nth(1)?.parse().ok()?;
-    let body = response.split_once("\r\n\r\n")?.1.to_owned();
-    Some((status, body))
-}
-
-fn setup_files(fake: &kubevirt_bmc_e2e::fake_apiserver::FakeApiServer) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("kubeconfig"), fake.kubeconfig(TOKEN, NS)).unwrap();
-    let credentials = dir.path().join("credentials");
-    std::fs::create_dir(&credentials).unwrap();
-    std::fs::write(credentials.join("username"), "admin\n").unwrap();
-    std::fs::write(credentials.join("password"), "s3cret\n").unwrap();
-    dir
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_finishes_the_power_on_its_predecessor_began_and_stops_on_sigterm() {

@@ -11,10 +11,7 @@ const TOKEN: &str = "vm1-token";
 const NS: &str = "vms";
 
 fn fixture(name: &str) -> Value {
-    let path = format!(
-        "{}/testdata/fixtures/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let path = format!("{}/testdata/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
