@@ -163,3 +163,96 @@ async fn ipmitool_and_redfish_drive_a_kubevirt_vm_through_serve() {
         "every KubeVirt call came with the VM's own scoped token"
     );
 }
+
+/// A Redfish session outlives the sidecar that issued it: the signing secret comes from the
+/// credentials Secret (as the controller writes it) and logouts live on the VM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redfish_sessions_survive_a_sidecar_restart_on_kubevirt() {
+    let fake = fake().await;
+    let dir = setup_files(&fake);
+    let credentials = dir.path().join("credentials");
+    std::fs::write(credentials.join("session-key"), "controller-made-secret\n").unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    let login = |port: u16| {
+        let output = Command::new("curl")
+            .args([
+                "-sk",
+                "-D",
+                "-",
+                "-o",
+                "/dev/null",
+                "-H",
+                "Content-Type: application/json",
+            ])
+            .args([
+                "-d",
+                &format!(r#"{{"UserName":"admin","Password":"{PASSWORD}"}}"#),
+            ])
+            .arg(format!(
+                "https://127.0.0.1:{port}/redfish/v1/SessionService/Sessions"
+            ))
+            .output()
+            .unwrap();
+        let headers = String::from_utf8_lossy(&output.stdout).into_owned();
+        let header = |name: &str| {
+            headers
+                .lines()
+                .find_map(|l| {
+                    l.split_once(':')
+                        .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+                })
+                .map(|(_, v)| v.trim().to_owned())
+        };
+        (header("x-auth-token"), header("location"), headers.clone())
+    };
+    let get_with = |port: u16, token: &str, method: &str, path: &str| {
+        let output = Command::new("curl")
+            .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}", "-X", method])
+            .args(["-H", &format!("X-Auth-Token: {token}")])
+            .arg(format!("https://127.0.0.1:{port}{path}"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let system = format!("/redfish/v1/Systems/{VM}");
+
+    let first = spawn_serve(&kubeconfig, &credentials, Stdio::inherit());
+    let port = first.redfish;
+    eventually("Redfish answers", || async {
+        get_with(port, "none", "GET", "/redfish/v1/") == "200"
+    })
+    .await;
+    let (token, _, headers) = login(port);
+    let token = token.unwrap_or_else(|| panic!("no token: {headers}"));
+    let (other, location, _) = login(port);
+    let (other, location) = (other.unwrap(), location.unwrap());
+    assert_eq!(get_with(port, &token, "GET", &system), "200");
+    let path = location.trim_start_matches(&format!("https://127.0.0.1:{port}"));
+    assert_eq!(
+        get_with(port, &other, "DELETE", path),
+        "204",
+        "logout of {path}"
+    );
+    drop(first);
+
+    let second = spawn_serve(&kubeconfig, &credentials, Stdio::inherit());
+    let port = second.redfish;
+    eventually("the new sidecar answers", || async {
+        get_with(port, "none", "GET", "/redfish/v1/") == "200"
+    })
+    .await;
+    assert_eq!(
+        get_with(port, &token, "GET", &system),
+        "200",
+        "token survives"
+    );
+    assert_eq!(
+        get_with(port, &other, "GET", &system),
+        "401",
+        "logout survives"
+    );
+    assert!(
+        annotation(&fake, "bmc.kubevirt.io/session-settings").is_some(),
+        "logouts are kept on the VM"
+    );
+}

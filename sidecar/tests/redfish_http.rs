@@ -146,13 +146,8 @@ fn refused_requests_change_nothing() {
 fn expired_session_tokens_are_refused() {
     let bmc = Bmc::start();
     let state = bmc.state();
-    let record: Value =
-        serde_json::from_str(state["records"]["SessionKey"].as_str().unwrap()).unwrap();
-    let hex = record["key"].as_str().unwrap();
-    let key: Vec<u8> = (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-        .collect();
+    let secret = state["records"]["SessionKey"].as_str().unwrap();
+    let key = kubevirt_bmc::redfish::auth::signing_key(secret);
     let sign = |expires: u64| {
         let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
         mac.update(format!("s1.{expires}").as_bytes());

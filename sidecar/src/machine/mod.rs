@@ -204,8 +204,12 @@ pub struct Inventory {
 pub enum Record {
     /// Redfish event subscriptions, a JSON document owned by the Redfish front end.
     EventSubscriptions,
-    /// The key that signs stateless Redfish session tokens.
+    /// The secret Redfish session tokens are signed with (in the cluster it comes from the
+    /// VM's credentials Secret and is read-only to the BMC).
     SessionKey,
+    /// Redfish session settings (timeout, sessions logged out early), a JSON document owned
+    /// by the Redfish front end.
+    SessionSettings,
 }
 
 /// Something a subscriber (Redfish events, SSE, metrics) may want to hear about.

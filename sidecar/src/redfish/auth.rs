@@ -1,9 +1,10 @@
 //! Authentication: HTTP Basic and stateless session tokens.
 //!
-//! A token is `<session id>.<expiry>.<signature>`, signed with HMAC-SHA256 under a key kept
-//! by the backend (`Record::SessionKey`), so a restarted sidecar honours tokens it issued
-//! before. The same record keeps the session timeout and the sessions logged out early, so a
-//! logout survives a restart too.
+//! A token is `<session id>.<expiry>.<signature>`, signed with HMAC-SHA256 under a key
+//! derived from a secret the backend keeps (`Record::SessionKey`: in the cluster the
+//! controller's credentials Secret, so every sidecar of the VM shares it), so a restarted
+//! sidecar honours tokens it issued before. The session timeout and the sessions logged out
+//! early live in `Record::SessionSettings`, so a logout survives a restart too.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -29,15 +30,22 @@ pub const DEFAULT_TIMEOUT: u64 = 1800;
 pub const MIN_TIMEOUT: u64 = 30;
 pub const MAX_TIMEOUT: u64 = 86_400;
 
-/// What `Record::SessionKey` holds.
+/// What `Record::SessionSettings` holds.
 #[derive(Clone, Serialize, Deserialize)]
-struct SessionRecord {
-    /// Hex of 32 random bytes.
-    key: String,
+struct SessionSettings {
     timeout: u64,
     /// Session id -> expiry, for sessions deleted before they expired.
     #[serde(default)]
     revoked: BTreeMap<String, u64>,
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        SessionSettings {
+            timeout: DEFAULT_TIMEOUT,
+            revoked: BTreeMap::new(),
+        }
+    }
 }
 
 /// A session as the Sessions collection lists it.
@@ -58,7 +66,7 @@ pub enum Caller {
 
 pub struct Sessions {
     machine: Arc<dyn Machine>,
-    record: Mutex<SessionRecord>,
+    record: Mutex<SessionSettings>,
     /// Serialises read-modify-write of the stored record (timeout, logouts).
     writes: tokio::sync::Mutex<()>,
     key: zeroize::Zeroizing<Vec<u8>>,
@@ -67,31 +75,32 @@ pub struct Sessions {
 }
 
 impl Sessions {
-    /// Loads the key and settings from the backend, making and storing a key when absent.
+    /// Loads the key and settings from the backend, making and storing a secret when the
+    /// backend has none.
     pub async fn load(machine: Arc<dyn Machine>) -> Result<Self, MachineError> {
-        let stored = machine.record(Record::SessionKey).await?;
-        let parsed = stored
-            .as_deref()
-            .and_then(|text| serde_json::from_str::<SessionRecord>(text).ok())
-            .filter(|record| decode_hex(&record.key).is_some_and(|k| k.len() >= 32));
-        if stored.is_some() && parsed.is_none() {
-            tracing::warn!("stored session key is unreadable; making a new one");
-        }
-        let record = match parsed {
-            Some(record) => record,
-            None => {
-                let key: [u8; 32] = rand::random();
-                let record = SessionRecord {
-                    key: encode_hex(&key),
-                    timeout: DEFAULT_TIMEOUT,
-                    revoked: BTreeMap::new(),
-                };
-                let text = serde_json::to_string(&record).expect("record serializes");
-                machine.store_record(Record::SessionKey, Some(text)).await?;
-                record
+        let secret = match machine.record(Record::SessionKey).await? {
+            Some(secret) if !secret.trim().is_empty() => secret,
+            _ => {
+                let secret = encode_hex(&rand::random::<[u8; 32]>());
+                machine
+                    .store_record(Record::SessionKey, Some(secret.clone()))
+                    .await?;
+                secret
             }
         };
-        let key = zeroize::Zeroizing::new(decode_hex(&record.key).unwrap_or_default());
+        let stored = machine.record(Record::SessionSettings).await?;
+        let record = match stored
+            .as_deref()
+            .map(serde_json::from_str::<SessionSettings>)
+        {
+            Some(Ok(settings)) => settings,
+            Some(Err(error)) => {
+                tracing::warn!(%error, "stored session settings are unreadable; using defaults");
+                SessionSettings::default()
+            }
+            None => SessionSettings::default(),
+        };
+        let key = zeroize::Zeroizing::new(signing_key(&secret));
         Ok(Sessions {
             machine,
             record: Mutex::new(record),
@@ -112,10 +121,10 @@ impl Sessions {
         self.store(next).await
     }
 
-    async fn store(&self, next: SessionRecord) -> Result<(), MachineError> {
-        let text = serde_json::to_string(&next).expect("record serializes");
+    async fn store(&self, next: SessionSettings) -> Result<(), MachineError> {
+        let text = serde_json::to_string(&next).expect("settings serialize");
         self.machine
-            .store_record(Record::SessionKey, Some(text))
+            .store_record(Record::SessionSettings, Some(text))
             .await?;
         *lock(&self.record) = next;
         Ok(())
@@ -211,18 +220,15 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn encode_hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// The HMAC key: SHA-256 of the backend's secret, so any secret text (the controller's
+/// random string, or the hex this module makes) gives a full-strength 32-byte key.
+pub fn signing_key(secret: &str) -> Vec<u8> {
+    use sha2::Digest;
+    Sha256::digest(secret.trim().as_bytes()).to_vec()
 }
 
-fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
+fn encode_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Requests anyone may make: what a client needs to find the service and log in.

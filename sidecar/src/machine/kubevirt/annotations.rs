@@ -32,6 +32,7 @@ pub const BOOT_STATE: &str = "bmc.kubevirt.io/boot-override-state";
 pub const MEDIA: &str = "bmc.kubevirt.io/media";
 pub const MEDIA_STATUS: &str = "bmc.kubevirt.io/media-status";
 pub const EVENT_SUBSCRIPTIONS: &str = "bmc.kubevirt.io/event-subscriptions";
+pub const SESSION_SETTINGS: &str = "bmc.kubevirt.io/session-settings";
 
 /// Bookkeeping of an active boot override.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -165,12 +165,12 @@ impl Machine for KubevirtMachine {
     async fn record(&self, record: Record) -> Result<Option<String>> {
         match record {
             Record::SessionKey => self.session_key().await,
-            Record::EventSubscriptions => {
+            Record::EventSubscriptions | Record::SessionSettings => {
                 let snapshot = self.inner.ready().await?;
                 Ok(self
                     .inner
                     .vm(&snapshot)?
-                    .annotation(annotations::EVENT_SUBSCRIPTIONS)
+                    .annotation(record_annotation(record))
                     .map(str::to_owned))
             }
         }
@@ -192,8 +192,8 @@ impl Machine for KubevirtMachine {
                     .unwrap_or_else(|p| p.into_inner()) = value;
                 Ok(())
             }
-            Record::EventSubscriptions => {
-                let changes = BTreeMap::from([(annotations::EVENT_SUBSCRIPTIONS, value)]);
+            Record::EventSubscriptions | Record::SessionSettings => {
+                let changes = BTreeMap::from([(record_annotation(record), value)]);
                 let vm = self.inner.api.patch_annotations(&changes).await?;
                 self.inner.cache.offer_vm(vm);
                 Ok(())
@@ -229,6 +229,15 @@ impl KubevirtMachine {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone())
+    }
+}
+
+/// The VM annotation a front end's record is kept in.
+fn record_annotation(record: Record) -> &'static str {
+    match record {
+        Record::EventSubscriptions => annotations::EVENT_SUBSCRIPTIONS,
+        Record::SessionSettings => annotations::SESSION_SETTINGS,
+        Record::SessionKey => unreachable!("the session key lives in the credentials Secret"),
     }
 }
 
