@@ -12,6 +12,7 @@
 mod http;
 pub mod kubevirt;
 pub mod store;
+mod write;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;

@@ -1,0 +1,232 @@
+//! The whole flow on this machine, as far as it is wired today: the real
+//! `kubevirt-bmc-webhook` binary (controller included) runs as a process against the fake
+//! API server, exactly as it would against a cluster (kubeconfig, server-side apply,
+//! cluster-wide watches with label selectors).
+//!
+//! Steps that pass: create VM → annotate it → the controller creates the ServiceAccount,
+//! Role, RoleBinding, credentials Secret and Service → prepares the VM (runStrategy Always,
+//! startStrategy Paused, template opted in) → the simulated virt-controller starts a paused
+//! VMI → opt-out restores the VM and deletes every child.
+//!
+//! The binary is found next to this test's binary (`target/debug`); `e2e/test-all.sh`
+//! builds every binary before the tests run. A missing binary fails the test loudly.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kubevirt_bmc_e2e::fake_apiserver::{FakeApiServer, Gvr};
+use serde_json::{Value, json};
+
+const NS: &str = "vms";
+const VM: &str = "vm1";
+const ADMIN_TOKEN: &str = "controller-token";
+
+struct Kill(Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn workspace_binary(name: &str) -> PathBuf {
+    // target/debug/deps/whole_flow-<hash> → target/debug/<name>
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target directory");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first (e2e/test-all.sh does)",
+        path.display()
+    );
+    path
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn fixture(name: &str) -> Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata/fixtures")
+        .join(name);
+    serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
+}
+
+fn gvr(group: &str, version: &str, resource: &str) -> Gvr {
+    Gvr::new(group, version, resource)
+}
+
+/// The VM as a user creates it: the fixture without server-set fields and without our
+/// annotation (the test adds it as the user would, with `kubectl annotate`).
+fn user_vm() -> Value {
+    let mut vm = fixture("vm-vm1.json");
+    vm.as_object_mut().unwrap().remove("status");
+    vm["metadata"] = json!({"name": VM, "namespace": NS});
+    vm["spec"]["runStrategy"] = json!("Halted");
+    let template_annotations = vm["spec"]["template"]["metadata"]["annotations"]
+        .as_object_mut()
+        .unwrap();
+    template_annotations.remove("bmc.kubevirt.io/enabled");
+    vm
+}
+
+async fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controller_prepares_and_cleans_up_a_vm_through_the_api() {
+    let webhook = workspace_binary("kubevirt-bmc-webhook");
+    let fake = FakeApiServer::start().await.unwrap();
+    fake.grant_all(
+        ADMIN_TOKEN,
+        "system:serviceaccount:kubevirt-bmc:kubevirt-bmc-webhook",
+    );
+    fake.put(gvr("", "v1", "namespaces"), "", NS, json!({"metadata": {}}));
+    fake.put(Gvr::vm(), NS, VM, user_vm());
+
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, fake.kubeconfig(ADMIN_TOKEN, "kubevirt-bmc")).unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    std::fs::write(dir.path().join("tls.crt"), cert.cert.pem()).unwrap();
+    std::fs::write(dir.path().join("tls.key"), cert.signing_key.serialize_pem()).unwrap();
+    let child = Command::new(webhook)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .arg("--tls-cert")
+        .arg(dir.path().join("tls.crt"))
+        .arg("--tls-key")
+        .arg(dir.path().join("tls.key"))
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .arg("--sidecar-image")
+        .arg("registry.example.org/kubevirt-bmc:e2e")
+        .env_remove("KUBEVIRT_BMC_WEBHOOK_NO_CONTROLLER")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let _webhook = Kill(child);
+
+    // Not opted in: the controller leaves the VM alone.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sa = gvr("", "v1", "serviceaccounts");
+    assert!(fake.get(sa.clone(), NS, "vm1-bmc").is_none());
+
+    // kubectl annotate vm vm1 bmc.kubevirt.io/enabled=true
+    fake.modify(Gvr::vm(), NS, VM, |vm| {
+        vm["metadata"]["annotations"]["bmc.kubevirt.io/enabled"] = json!("true");
+    });
+
+    let children = [
+        (sa.clone(), "vm1-bmc"),
+        (gvr("rbac.authorization.k8s.io", "v1", "roles"), "vm1-bmc"),
+        (
+            gvr("rbac.authorization.k8s.io", "v1", "rolebindings"),
+            "vm1-bmc",
+        ),
+        (gvr("", "v1", "secrets"), "vm1-bmc-credentials"),
+        (gvr("", "v1", "services"), "vm1-bmc"),
+    ];
+    for (g, name) in &children {
+        wait_for(
+            &format!("{}/{name}", g.resource),
+            Duration::from_secs(30),
+            || fake.get(g.clone(), NS, name).is_some(),
+        )
+        .await;
+    }
+    wait_for("the VM prepared", Duration::from_secs(30), || {
+        let vm = fake.vm(NS, VM).unwrap();
+        vm["spec"]["runStrategy"] == "Always"
+            && vm["spec"]["template"]["spec"]["startStrategy"] == "Paused"
+            && vm["spec"]["template"]["metadata"]["annotations"]["bmc.kubevirt.io/enabled"]
+                == "true"
+    })
+    .await;
+
+    // What the controller made, checked as the sidecar will rely on it.
+    let role = fake
+        .get(
+            gvr("rbac.authorization.k8s.io", "v1", "roles"),
+            NS,
+            "vm1-bmc",
+        )
+        .unwrap();
+    let rules = role["rules"].to_string();
+    assert!(
+        rules.contains("\"vm1\""),
+        "Role not limited to vm1: {rules}"
+    );
+    let binding = fake
+        .get(
+            gvr("rbac.authorization.k8s.io", "v1", "rolebindings"),
+            NS,
+            "vm1-bmc",
+        )
+        .unwrap();
+    assert_eq!(binding["subjects"][0]["name"], "vm1-bmc");
+    assert_eq!(binding["roleRef"]["name"], "vm1-bmc");
+    let secret = fake
+        .get(gvr("", "v1", "secrets"), NS, "vm1-bmc-credentials")
+        .unwrap();
+    assert!(
+        secret["data"]["username"].is_string() && secret["data"]["password"].is_string(),
+        "credentials Secret without username/password: {}",
+        secret["data"]
+            .as_object()
+            .map(|d| d.keys().cloned().collect::<Vec<_>>().join(","))
+            .unwrap_or_default()
+    );
+    let service = fake.get(gvr("", "v1", "services"), NS, "vm1-bmc").unwrap();
+    assert_eq!(service["spec"]["type"], "ClusterIP");
+
+    // The simulated virt-controller starts the VMI, paused.
+    wait_for("a paused VMI", Duration::from_secs(10), || {
+        fake.vmi(NS, VM).is_some_and(|vmi| {
+            vmi["status"]["conditions"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|c| c["type"] == "Paused"))
+                || vmi["spec"]["startStrategy"] == "Paused"
+        })
+    })
+    .await;
+
+    // Opt-out: the VM gets its own settings back and every child goes.
+    fake.modify(Gvr::vm(), NS, VM, |vm| {
+        vm["metadata"]["annotations"]["bmc.kubevirt.io/enabled"] = json!("false");
+    });
+    for (g, name) in &children {
+        wait_for(
+            &format!("{}/{name} deleted", g.resource),
+            Duration::from_secs(30),
+            || fake.get(g.clone(), NS, name).is_none(),
+        )
+        .await;
+    }
+    wait_for("the VM restored", Duration::from_secs(30), || {
+        let vm = fake.vm(NS, VM).unwrap();
+        vm["spec"]["runStrategy"] == "Halted"
+            && vm["metadata"]["annotations"]
+                .get("bmc.kubevirt.io/original")
+                .is_none()
+    })
+    .await;
+}
