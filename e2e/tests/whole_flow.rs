@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use kubevirt_bmc_e2e::fake_apiserver::admission::MutatingWebhook;
 use kubevirt_bmc_e2e::fake_apiserver::{FakeApiServer, Gvr};
 use serde_json::{Value, json};
 
@@ -104,12 +105,32 @@ async fn controller_prepares_and_cleans_up_a_vm_through_the_api() {
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
     std::fs::write(&kubeconfig, fake.kubeconfig(ADMIN_TOKEN, "kubevirt-bmc")).unwrap();
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    // The name kube-apiserver checks: the webhook Service's DNS name from the manifest.
+    let cert = rcgen::generate_simple_self_signed(vec![
+        "kubevirt-bmc-webhook.kubevirt-bmc.svc".to_owned(),
+    ])
+    .unwrap();
+    let webhook_port = free_port();
+    let manifest = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../manifests/base/webhooks.yaml"),
+    )
+    .unwrap();
+    let hook = MutatingWebhook::from_manifest(
+        &manifest,
+        format!("127.0.0.1:{webhook_port}").parse().unwrap(),
+        cert.cert.pem().as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(hook.path, "/mutate-pods");
+    assert_eq!(hook.timeout, Duration::from_secs(5));
+    assert_eq!(hook.match_labels["kubevirt.io"], "virt-launcher");
+    fake.set_mutating_webhook(hook);
+    fake.run_launcher_pods(fixture("pod-a-vm1-optin.json"));
     std::fs::write(dir.path().join("tls.crt"), cert.cert.pem()).unwrap();
     std::fs::write(dir.path().join("tls.key"), cert.signing_key.serialize_pem()).unwrap();
     let child = Command::new(webhook)
         .arg("--listen")
-        .arg(format!("127.0.0.1:{}", free_port()))
+        .arg(format!("127.0.0.1:{webhook_port}"))
         .arg("--tls-cert")
         .arg(dir.path().join("tls.crt"))
         .arg("--tls-key")
@@ -129,6 +150,18 @@ async fn controller_prepares_and_cleans_up_a_vm_through_the_api() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let sa = gvr("", "v1", "serviceaccounts");
     assert!(fake.get(sa.clone(), NS, "vm1-bmc").is_none());
+
+    // An opted-in launcher Pod before its ServiceAccount exists: the webhook injects
+    // serviceAccountName vm1-bmc, and the API server refuses the Pod (fixture message).
+    let mut early = fixture("pod-a-vm1-optin.json");
+    early["metadata"] = json!({
+        "generateName": "virt-launcher-vm1-",
+        "labels": {"kubevirt.io": "virt-launcher", "vm.kubevirt.io/name": VM},
+        "annotations": {"bmc.kubevirt.io/enabled": "true", "kubevirt.io/domain": VM},
+    });
+    let refusal = fake.create_pod(NS, early).await.unwrap_err();
+    let expected = fixture("status-403-pod-serviceaccount-missing.json");
+    assert_eq!(refusal, expected["message"].as_str().unwrap());
 
     // kubectl annotate vm vm1 bmc.kubevirt.io/enabled=true
     fake.modify(Gvr::vm(), NS, VM, |vm| {
@@ -208,6 +241,56 @@ async fn controller_prepares_and_cleans_up_a_vm_through_the_api() {
         })
     })
     .await;
+
+    // virt-controller creates the launcher Pod; the webhook (called over HTTPS by the fake
+    // API server, as configured in manifests/) injected the `bmc` sidecar into it.
+    let pods = gvr("", "v1", "pods");
+    wait_for(
+        "the launcher Pod with the bmc sidecar",
+        Duration::from_secs(15),
+        || {
+            fake.list(pods.clone(), NS).iter().any(|p| {
+                p["spec"]["initContainers"]
+                    .as_array()
+                    .is_some_and(|c| c.iter().any(|c| c["name"] == "bmc"))
+            })
+        },
+    )
+    .await;
+    let pod = fake
+        .list(pods.clone(), NS)
+        .into_iter()
+        .find(|p| p["metadata"]["labels"]["vm.kubevirt.io/name"] == VM)
+        .unwrap();
+    assert_eq!(pod["spec"]["serviceAccountName"], "vm1-bmc");
+    // A native sidecar: an init container that keeps running.
+    let bmc = pod["spec"]["initContainers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "bmc")
+        .unwrap()
+        .clone();
+    assert_eq!(bmc["image"], "registry.example.org/kubevirt-bmc:e2e");
+    assert_eq!(bmc["args"], json!(["serve"]));
+    assert_eq!(bmc["restartPolicy"], "Always");
+    let env_names: Vec<&str> = bmc["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["name"].as_str())
+        .collect();
+    for name in [
+        "POD_NAME",
+        "POD_NAMESPACE",
+        "VM_NAME",
+        "KUBEVIRT_BMC_CREDENTIALS_DIR",
+    ] {
+        assert!(
+            env_names.contains(&name),
+            "{name} missing from {env_names:?}"
+        );
+    }
 
     // Opt-out: the VM gets its own settings back and every child goes.
     fake.modify(Gvr::vm(), NS, VM, |vm| {

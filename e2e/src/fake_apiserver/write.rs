@@ -6,9 +6,10 @@ use axum::body::Body;
 use http::Response;
 use serde_json::{Value, json};
 
-use super::Shared;
 use super::http::{Route, conflict, json_response, not_found, status};
+use super::store::Gvr;
 use super::store::Key;
+use super::{Shared, lock};
 
 /// A `labelSelector` of equality terms: `k=v`, `k==v`, `k!=v`, `k` (exists), `!k`.
 #[derive(Debug, Default)]
@@ -97,6 +98,12 @@ pub(super) async fn create(shared: &Shared, route: &Route, body: &[u8]) -> Respo
         },
     };
     object["metadata"]["name"] = json!(name);
+    if route.gvr.group.is_empty() && route.gvr.resource == "pods" {
+        object = match admit_pod(shared, &route.namespace, object).await {
+            Ok(object) => object,
+            Err(response) => return response,
+        };
+    }
     let key = Key::new(route.gvr.clone(), &route.namespace, &name);
     let mut store = shared.store();
     if store.get(&key).is_some() {
@@ -105,6 +112,106 @@ pub(super) async fn create(shared: &Shared, route: &Route, body: &[u8]) -> Respo
     let stored = store.put(&key, object);
     shared.settle(&mut store);
     json_response(201, &stored)
+}
+
+/// The mutating webhook (when configured and selecting the Pod), then the service account
+/// check kube-apiserver's ServiceAccount admission plugin makes after it.
+// A refusal is the response itself, built once per refused request.
+#[allow(clippy::result_large_err)]
+async fn admit_pod(shared: &Shared, namespace: &str, pod: Value) -> Result<Value, Response<Body>> {
+    let webhook = lock(&shared.webhook).clone();
+    let generate_name = pod["metadata"]["generateName"].as_str().map(str::to_owned);
+    let shown_name = generate_name.clone().unwrap_or_else(|| {
+        pod["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    });
+    let pod = match webhook.filter(|w| w.selects(&pod)) {
+        None => pod,
+        Some(webhook) => match webhook.admit(namespace, &pod).await {
+            Ok(Ok(patched)) => patched,
+            Ok(Err(message)) => {
+                return Err(status(
+                    400,
+                    "BadRequest",
+                    &format!(
+                        "admission webhook \"{}\" denied the request: {message}",
+                        webhook.name
+                    ),
+                    json!({}),
+                ));
+            }
+            Err(error) if webhook.fail_open => {
+                eprintln!("fake API server: failed calling webhook, failing open: {error}");
+                pod
+            }
+            Err(error) => {
+                return Err(status(
+                    500,
+                    "InternalError",
+                    &format!(
+                        "Internal error occurred: failed calling webhook \"{}\": {error}",
+                        webhook.name
+                    ),
+                    json!({}),
+                ));
+            }
+        },
+    };
+    let account = pod["spec"]["serviceAccountName"]
+        .as_str()
+        .unwrap_or("default")
+        .to_owned();
+    // "default" exists in every namespace of a real cluster.
+    let exists = account == "default"
+        || shared
+            .store()
+            .get(&Key::new(
+                Gvr::new("", "v1", "serviceaccounts"),
+                namespace,
+                &account,
+            ))
+            .is_some();
+    if !exists {
+        return Err(status(
+            403,
+            "Forbidden",
+            &format!(
+                "pods \"{shown_name}\" is forbidden: error looking up service account {namespace}/{account}: serviceaccount \"{account}\" not found"
+            ),
+            json!({"name": shown_name, "kind": "pods"}),
+        ));
+    }
+    Ok(pod)
+}
+
+/// Creates a Pod as a controller inside the cluster would (admission included); the
+/// refusal's message on failure.
+pub(super) async fn create_pod(
+    shared: &Shared,
+    namespace: &str,
+    pod: Value,
+) -> Result<Value, String> {
+    let route = Route {
+        gvr: Gvr::new("", "v1", "pods"),
+        namespace: namespace.to_owned(),
+        name: None,
+        subresource: None,
+    };
+    let body = serde_json::to_vec(&pod).expect("serialises");
+    let response = create(shared, &route, &body).await;
+    let code = response.status();
+    let bytes = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    if code.is_success() {
+        Ok(value)
+    } else {
+        Err(value["message"].as_str().unwrap_or("refused").to_owned())
+    }
 }
 
 pub(super) fn delete(shared: &Shared, route: &Route, name: &str) -> Response<Body> {
