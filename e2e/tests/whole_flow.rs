@@ -15,13 +15,17 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use base64::Engine;
 use kubevirt_bmc_e2e::fake_apiserver::admission::MutatingWebhook;
+use kubevirt_bmc_e2e::fake_apiserver::kubevirt::vmi_paused;
 use kubevirt_bmc_e2e::fake_apiserver::{FakeApiServer, Gvr};
+use kubevirt_bmc_e2e::launcher::{self, PodRuntime};
 use serde_json::{Value, json};
 
 const NS: &str = "vms";
 const VM: &str = "vm1";
 const ADMIN_TOKEN: &str = "controller-token";
+const SA_TOKEN: &str = "vm1-bmc-token";
 
 struct Kill(Child);
 impl Drop for Kill {
@@ -45,6 +49,14 @@ fn workspace_binary(name: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn free_port() -> u16 {
@@ -291,6 +303,125 @@ async fn controller_prepares_and_cleans_up_a_vm_through_the_api() {
             "{name} missing from {env_names:?}"
         );
     }
+
+    // The kubelet's part: start `kubevirt-bmc serve` exactly as the injected container
+    // says (args and env from the patched Pod), with the Secret volume materialised and the
+    // token the API server issues for the `vm1-bmc` ServiceAccount, limited by its Role.
+    let serve_dir = tempfile::tempdir().unwrap();
+    let plan = launcher::plan_container(
+        &pod,
+        "bmc",
+        &PodRuntime {
+            name: pod["metadata"]["name"].as_str().unwrap().to_owned(),
+            uid: "launcher-uid".to_owned(),
+            ip: "127.0.0.1".to_owned(),
+            node_name: "node1".to_owned(),
+        },
+        "kubevirt-bmc",
+    )
+    .unwrap();
+    assert_eq!(plan.program, "kubevirt-bmc");
+    assert_eq!(plan.args, ["serve"]);
+    let mut env = plan.env.clone();
+    let credentials_mount = env["KUBEVIRT_BMC_CREDENTIALS_DIR"].clone();
+    let credentials_dir = serve_dir.path().join("credentials");
+    std::fs::create_dir(&credentials_dir).unwrap();
+    let mount = plan
+        .mounts
+        .iter()
+        .find(|m| m.mount_path == credentials_mount)
+        .expect("credentials directory is a mounted volume");
+    let secret_name = mount.volume["secret"]["secretName"].as_str().unwrap();
+    assert_eq!(secret_name, "vm1-bmc-credentials");
+    let secret = fake.get(gvr("", "v1", "secrets"), NS, secret_name).unwrap();
+    let mut user = String::new();
+    let mut password = String::new();
+    for (key, value) in secret["data"].as_object().unwrap() {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(value.as_str().unwrap())
+            .unwrap();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        match key.as_str() {
+            "username" => user = text.trim().to_owned(),
+            "password" => password = text.trim().to_owned(),
+            _ => {}
+        }
+        std::fs::write(credentials_dir.join(key), bytes).unwrap();
+    }
+    assert!(!user.is_empty() && !password.is_empty());
+    let role = fake
+        .get(
+            gvr("rbac.authorization.k8s.io", "v1", "roles"),
+            NS,
+            "vm1-bmc",
+        )
+        .unwrap();
+    let mut allowed: Vec<String> = role["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["resourceNames"].as_array().cloned().unwrap_or_default())
+        .filter_map(|n| n.as_str().map(str::to_owned))
+        .collect();
+    allowed.sort();
+    allowed.dedup();
+    let allowed: Vec<&str> = allowed.iter().map(String::as_str).collect();
+    fake.grant(SA_TOKEN, "system:serviceaccount:vms:vm1-bmc", &allowed);
+    let sa_kubeconfig = serve_dir.path().join("kubeconfig");
+    std::fs::write(&sa_kubeconfig, fake.kubeconfig(SA_TOKEN, NS)).unwrap();
+    // Free high ports on loopback instead of 623/443 on the Pod IP.
+    let ipmi_port = free_udp_port();
+    env.insert("KUBEVIRT_BMC_IPMI_PORT".into(), ipmi_port.to_string());
+    env.insert("KUBEVIRT_BMC_REDFISH_PORT".into(), free_port().to_string());
+    env.insert(
+        "KUBEVIRT_BMC_HEALTH_LISTEN".into(),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    env.insert(
+        "KUBEVIRT_BMC_CREDENTIALS_DIR".into(),
+        credentials_dir.display().to_string(),
+    );
+    env.insert("KUBECONFIG".into(), sa_kubeconfig.display().to_string());
+    let serve = Command::new(workspace_binary(&plan.program))
+        .args(&plan.args)
+        .env_clear()
+        .envs(&env)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let _serve = Kill(serve);
+
+    // Ironic's first call: power on, which unpauses the paused VMI.
+    let ipmitool = |args: &[&str]| {
+        let out = Command::new("ipmitool")
+            .args(["-I", "lanplus", "-C", "17", "-H", "127.0.0.1", "-p"])
+            .arg(ipmi_port.to_string())
+            .args(["-U", &user, "-P", &password, "-R", "3", "-N", "1"])
+            .args(args)
+            .output()
+            .expect("ipmitool not found: run e2e/setup.sh");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let mut answer = (false, String::new());
+    for _ in 0..40 {
+        answer = ipmitool(&["power", "on"]);
+        if answer.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(answer.0, "ipmitool power on failed: {}", answer.1);
+    wait_for("the VMI unpaused", Duration::from_secs(15), || {
+        fake.vmi(NS, VM).is_some_and(|vmi| !vmi_paused(&vmi))
+    })
+    .await;
+    let (ok, status) = ipmitool(&["power", "status"]);
+    assert!(ok && status.contains("Chassis Power is on"), "{status}");
 
     // Opt-out: the VM gets its own settings back and every child goes.
     fake.modify(Gvr::vm(), NS, VM, |vm| {
