@@ -3,10 +3,21 @@
 //! API server, exactly as it would against a cluster (kubeconfig, server-side apply,
 //! cluster-wide watches with label selectors).
 //!
-//! Steps that pass: create VM → annotate it → the controller creates the ServiceAccount,
-//! Role, RoleBinding, credentials Secret and Service → prepares the VM (runStrategy Always,
-//! startStrategy Paused, template opted in) → the simulated virt-controller starts a paused
-//! VMI → opt-out restores the VM and deletes every child.
+//! Steps that pass, in order: create VM → annotate it → the controller creates the
+//! ServiceAccount, Role, RoleBinding, credentials Secret and Service and prepares the VM
+//! (runStrategy Always, startStrategy Paused, template opted in) → an opted-in launcher Pod
+//! whose ServiceAccount does not exist yet is refused with kube-apiserver's message → the
+//! simulated virt-controller starts a paused VMI and creates its launcher Pod → the fake API
+//! server calls the real webhook over HTTPS as `manifests/` configures it and applies its
+//! JSONPatch (native `bmc` sidecar, serviceAccountName vm1-bmc) → `kubevirt-bmc serve` starts
+//! from the injected container spec (env, Secret volume, the vm1-bmc token limited by the
+//! controller's Role) → `ipmitool -I lanplus -C 17 power on` unpauses the VMI → Ironic's
+//! reboot (power off, raw 0x00 0x08 0x03 0x08, raw 0x00 0x08 0x05 0xa0 0x04 0 0 0, power on)
+//! boots a new unpaused VMI from the network in UEFI mode, then the template is restored →
+//! the vm1-bmc token gets 403 on vm2 → opt-out restores the VM and deletes every child.
+//!
+//! Not yet here: the serve process is not restarted with the new launcher Pod after the
+//! reboot (one process carries on), Redfish, virtual media and DataVolumes.
 //!
 //! The binary is found next to this test's binary (`target/debug`); `e2e/test-all.sh`
 //! builds every binary before the tests run. A missing binary fails the test loudly.
@@ -92,6 +103,28 @@ fn user_vm() -> Value {
     vm
 }
 
+/// A plain HTTP/1.1 GET with a bearer token: (status, body).
+async fn http_get(addr: std::net::SocketAddr, path: &str, token: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let code = response
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (code, body)
+}
+
 async fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
     let start = Instant::now();
     while !check() {
@@ -104,7 +137,7 @@ async fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn controller_prepares_and_cleans_up_a_vm_through_the_api() {
+async fn whole_flow_annotate_inject_serve_ipmi_reboot_and_opt_out() {
     let webhook = workspace_binary("kubevirt-bmc-webhook");
     let fake = FakeApiServer::start().await.unwrap();
     fake.grant_all(
@@ -422,6 +455,65 @@ async fn controller_prepares_and_cleans_up_a_vm_through_the_api() {
     .await;
     let (ok, status) = ipmitool(&["power", "status"]);
     assert!(ok && status.contains("Chassis Power is on"), "{status}");
+
+    // Ironic's reboot sequence, its exact ipmitool calls: off, boot device PXE once in
+    // UEFI mode (set, then the boot-info acknowledge), on.
+    let template_before = fake.vm(NS, VM).unwrap()["spec"]["template"]["spec"]["domain"].clone();
+    let old_vmi = fake.vmi(NS, VM).unwrap()["metadata"]["uid"].clone();
+    for args in [
+        &["power", "off"][..],
+        &["raw", "0x00", "0x08", "0x03", "0x08"][..],
+        &["raw", "0x00", "0x08", "0x05", "0xa0", "0x04", "0", "0", "0"][..],
+    ] {
+        let (ok, out) = ipmitool(args);
+        assert!(ok, "ipmitool {args:?} failed: {out}");
+    }
+    let domain = fake.vm(NS, VM).unwrap()["spec"]["template"]["spec"]["domain"].clone();
+    assert_eq!(
+        domain["devices"]["interfaces"][0]["bootOrder"], 1,
+        "PXE first"
+    );
+    let (ok, out) = ipmitool(&["power", "on"]);
+    assert!(ok, "ipmitool power on failed: {out}");
+    wait_for("a new unpaused VMI", Duration::from_secs(20), || {
+        fake.vmi(NS, VM)
+            .is_some_and(|vmi| vmi["metadata"]["uid"] != old_vmi && !vmi_paused(&vmi))
+    })
+    .await;
+    let booted = fake.vmi(NS, VM).unwrap();
+    assert_eq!(
+        booted["spec"]["domain"]["devices"]["interfaces"][0]["bootOrder"], 1,
+        "the new VMI boots from the network"
+    );
+    assert!(booted["spec"]["domain"]["firmware"]["bootloader"]["efi"].is_object());
+    wait_for("the template restored", Duration::from_secs(20), || {
+        fake.vm(NS, VM).unwrap()["spec"]["template"]["spec"]["domain"] == template_before
+    })
+    .await;
+
+    // The sidecar's token works on its own VM only: vm2 answers 403.
+    fake.put(Gvr::vm(), NS, "vm2", {
+        let mut vm = user_vm();
+        vm["metadata"]["name"] = json!("vm2");
+        vm
+    });
+    let (code, body) = http_get(
+        fake.addr(),
+        "/apis/kubevirt.io/v1/namespaces/vms/virtualmachines/vm2",
+        SA_TOKEN,
+    )
+    .await;
+    assert_eq!(code, 403, "{body}");
+    let expected = fixture("status-403-get-vm2.json");
+    let status: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status["message"], expected["message"]);
+    let (code, _) = http_get(
+        fake.addr(),
+        "/apis/kubevirt.io/v1/namespaces/vms/virtualmachines/vm1",
+        SA_TOKEN,
+    )
+    .await;
+    assert_eq!(code, 200);
 
     // Opt-out: the VM gets its own settings back and every child goes.
     fake.modify(Gvr::vm(), NS, VM, |vm| {
