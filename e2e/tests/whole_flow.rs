@@ -14,10 +14,11 @@
 //! controller's Role) → `ipmitool -I lanplus -C 17 power on` unpauses the VMI → Ironic's
 //! reboot (power off, raw 0x00 0x08 0x03 0x08, raw 0x00 0x08 0x05 0xa0 0x04 0 0 0, power on)
 //! boots a new unpaused VMI from the network in UEFI mode, then the template is restored →
+//! Redfish (curl over HTTPS) ComputerSystem.Reset ForceOff then On, PowerState following →
 //! the vm1-bmc token gets 403 on vm2 → opt-out restores the VM and deletes every child.
 //!
 //! Not yet here: the serve process is not restarted with the new launcher Pod after the
-//! reboot (one process carries on), Redfish, virtual media and DataVolumes.
+//! reboot (one process carries on); sushy, virtual media and DataVolumes.
 //!
 //! The binary is found next to this test's binary (`target/debug`); `e2e/test-all.sh`
 //! builds every binary before the tests run. A missing binary fails the test loudly.
@@ -405,7 +406,8 @@ async fn whole_flow_annotate_inject_serve_ipmi_reboot_and_opt_out() {
     // Free high ports on loopback instead of 623/443 on the Pod IP.
     let ipmi_port = free_udp_port();
     env.insert("KUBEVIRT_BMC_IPMI_PORT".into(), ipmi_port.to_string());
-    env.insert("KUBEVIRT_BMC_REDFISH_PORT".into(), free_port().to_string());
+    let redfish_port = free_port();
+    env.insert("KUBEVIRT_BMC_REDFISH_PORT".into(), redfish_port.to_string());
     env.insert(
         "KUBEVIRT_BMC_HEALTH_LISTEN".into(),
         format!("127.0.0.1:{}", free_port()),
@@ -490,6 +492,49 @@ async fn whole_flow_annotate_inject_serve_ipmi_reboot_and_opt_out() {
         fake.vm(NS, VM).unwrap()["spec"]["template"]["spec"]["domain"] == template_before
     })
     .await;
+
+    // Redfish (curl, as sushy sends it): ForceOff, then On, on the same BMC.
+    let system_url = format!("https://127.0.0.1:{redfish_port}/redfish/v1/Systems/{VM}");
+    let auth = format!("{user}:{password}");
+    let curl = |args: &[&str]| {
+        let out = Command::new("curl")
+            .args(["-sk", "-w", "\n%{http_code}", "-u", &auth])
+            .args(args)
+            .output()
+            .expect("curl not found");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse::<u16>().unwrap_or(0), body.to_owned())
+    };
+    let power_state = || {
+        let (code, body) = curl(&[&system_url]);
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str::<Value>(&body).unwrap()["PowerState"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(power_state(), "On");
+    let reset_url = format!("{system_url}/Actions/ComputerSystem.Reset");
+    for (reset, state) in [("ForceOff", "Off"), ("On", "On")] {
+        let (code, body) = curl(&[
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            &format!("{{\"ResetType\": \"{reset}\"}}"),
+            &reset_url,
+        ]);
+        assert!((200..300).contains(&code), "Reset {reset}: {code} {body}");
+        wait_for(
+            &format!("PowerState {state} after {reset}"),
+            Duration::from_secs(15),
+            || power_state() == state,
+        )
+        .await;
+    }
+    assert!(!vmi_paused(&fake.vmi(NS, VM).unwrap()));
 
     // The sidecar's token works on its own VM only: vm2 answers 403.
     fake.put(Gvr::vm(), NS, "vm2", {
