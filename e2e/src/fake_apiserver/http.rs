@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use super::store::{Gvr, Key, StoredEvent};
+use super::write::{self, Selector};
 use super::{Grant, RequestRecord, Shared, kubevirt, lock};
 
 const BODY_LIMIT: usize = 16 << 20;
@@ -54,7 +55,7 @@ fn status_body(code: u16, reason: &str, message: &str, details: Value) -> Value 
     })
 }
 
-fn json_response(code: u16, body: &Value) -> Response<Body> {
+pub(super) fn json_response(code: u16, body: &Value) -> Response<Body> {
     Response::builder()
         .status(code)
         .header(http::header::CONTENT_TYPE, "application/json")
@@ -62,16 +63,16 @@ fn json_response(code: u16, body: &Value) -> Response<Body> {
         .expect("valid response")
 }
 
-fn status(code: u16, reason: &str, message: &str, details: Value) -> Response<Body> {
+pub(super) fn status(code: u16, reason: &str, message: &str, details: Value) -> Response<Body> {
     json_response(code, &status_body(code, reason, message, details))
 }
 
 /// Where a request goes.
-struct Route {
-    gvr: Gvr,
-    namespace: String,
-    name: Option<String>,
-    subresource: Option<String>,
+pub(super) struct Route {
+    pub(super) gvr: Gvr,
+    pub(super) namespace: String,
+    pub(super) name: Option<String>,
+    pub(super) subresource: Option<String>,
 }
 
 fn parse_route(path: &str) -> Option<Route> {
@@ -88,11 +89,18 @@ fn parse_route(path: &str) -> Option<Route> {
             name: tail.first().map(|s| (*s).to_owned()),
             subresource: tail.get(1).map(|s| (*s).to_owned()),
         }),
+        // Every namespace (a cluster-wide list or watch), or a cluster-scoped object.
+        [resource, tail @ ..] if tail.len() <= 1 => Some(Route {
+            gvr: Gvr::new(group, version, resource),
+            namespace: String::new(),
+            name: tail.first().map(|s| (*s).to_owned()),
+            subresource: None,
+        }),
         _ => None,
     }
 }
 
-fn query_param(query: &str, key: &str) -> Option<String> {
+pub(super) fn query_param(query: &str, key: &str) -> Option<String> {
     query.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=')?;
         (k == key).then(|| percent_decode(v))
@@ -184,7 +192,7 @@ fn authorize(
     }
 }
 
-fn not_found(route: &Route, name: &str) -> Response<Body> {
+pub(super) fn not_found(route: &Route, name: &str) -> Response<Body> {
     let group = &route.gvr.group;
     let resource = &route.gvr.resource;
     let prefix = if group.is_empty() {
@@ -340,7 +348,8 @@ async fn dispatch(
             if watching {
                 watch(shared, route, name, query)
             } else {
-                list(shared, &route, name.as_deref())
+                let labels = Selector::parse(query_param(query, "labelSelector").as_deref());
+                list(shared, &route, name.as_deref(), &labels)
             }
         }
         (&Method::GET, Some(name)) => {
@@ -359,7 +368,22 @@ async fn dispatch(
             if let Err(response) = authorize(grant, "patch", &route, Some(&name)) {
                 return response;
             }
+            if content_type == Some("application/apply-patch+yaml") {
+                return write::apply(shared, &route, &name, body);
+            }
             patch(shared, &route, &name, content_type, body)
+        }
+        (&Method::POST, None) => {
+            if let Err(response) = authorize(grant, "create", &route, None) {
+                return response;
+            }
+            write::create(shared, &route, body).await
+        }
+        (&Method::DELETE, Some(name)) => {
+            if let Err(response) = authorize(grant, "delete", &route, Some(&name)) {
+                return response;
+            }
+            write::delete(shared, &route, &name)
         }
         (method, name) => {
             let verb = match *method {
@@ -375,12 +399,13 @@ async fn dispatch(
     }
 }
 
-fn list(shared: &Shared, route: &Route, name: Option<&str>) -> Response<Body> {
+fn list(shared: &Shared, route: &Route, name: Option<&str>, labels: &Selector) -> Response<Body> {
     let store = shared.store();
     let items: Vec<Value> = store
         .list(&route.gvr, &route.namespace)
         .into_iter()
         .filter(|o| name.is_none_or(|n| o["metadata"]["name"] == n))
+        .filter(|o| labels.matches(o))
         .collect();
     json_response(
         200,
@@ -393,7 +418,7 @@ fn list(shared: &Shared, route: &Route, name: Option<&str>) -> Response<Body> {
     )
 }
 
-fn conflict(route: &Route, name: &str) -> Response<Body> {
+pub(super) fn conflict(route: &Route, name: &str) -> Response<Body> {
     status(
         409,
         "Conflict",
@@ -483,13 +508,15 @@ fn watch(shared: &Arc<Shared>, route: Route, name: Option<String>, query: &str) 
     let timeout = query_param(query, "timeoutSeconds")
         .and_then(|t| t.parse::<u64>().ok())
         .map_or(Duration::from_secs(1800), Duration::from_secs);
+    let labels = Selector::parse(query_param(query, "labelSelector").as_deref());
     let matches = {
         let route_gvr = route.gvr.clone();
         let namespace = route.namespace.clone();
-        move |key: &Key| {
+        move |key: &Key, object: &Value| {
             key.gvr == route_gvr
-                && key.namespace == namespace
+                && (namespace.is_empty() || key.namespace == namespace)
                 && name.as_deref().is_none_or(|n| key.name == n)
+                && labels.matches(object)
         }
     };
     let (tx, rx) = mpsc::channel::<Bytes>(64);
@@ -500,7 +527,7 @@ fn watch(shared: &Arc<Shared>, route: Route, name: Option<String>, query: &str) 
             Some(rv) => store
                 .since(rv)
                 .into_iter()
-                .filter(|e| matches(&e.key))
+                .filter(|e| matches(&e.key, &e.object))
                 .map(|e| event_line(e.kind.as_str(), &e.object))
                 .collect(),
             None => store
@@ -508,7 +535,8 @@ fn watch(shared: &Arc<Shared>, route: Route, name: Option<String>, query: &str) 
                 .into_iter()
                 .filter(|o| {
                     let n = o["metadata"]["name"].as_str().unwrap_or_default();
-                    matches(&Key::new(route.gvr.clone(), &route.namespace, n))
+                    let ns = o["metadata"]["namespace"].as_str().unwrap_or_default();
+                    matches(&Key::new(route.gvr.clone(), ns, n), o)
                 })
                 .map(|o| event_line("ADDED", &o))
                 .collect(),
@@ -539,7 +567,7 @@ fn watch(shared: &Arc<Shared>, route: Route, name: Option<String>, query: &str) 
                             continue;
                         }
                         last_rv = last_rv.max(rv);
-                        if !matches(&key) {
+                        if !matches(&key, &object) {
                             continue;
                         }
                         event_line(kind.as_str(), &object)

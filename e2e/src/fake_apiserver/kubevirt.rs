@@ -298,3 +298,48 @@ fn create_vmi(store: &mut Store, vm_key: &Key, vm: &Value) {
     let vmi_key = Key::new(Gvr::vmi(), &vm_key.namespace, &vm_key.name);
     store.put(&vmi_key, vmi);
 }
+
+/// virt-controller's launcher Pod for `vmi`, shaped like the captured `template`: names,
+/// labels, owner and the VMI's annotations (which carry the VM template's) follow the VMI.
+pub fn launcher_pod(template: &Value, vmi: &Value) -> Value {
+    let name = vmi["metadata"]["name"].as_str().unwrap_or_default();
+    let uid = vmi["metadata"]["uid"].clone();
+    let mut pod = template.clone();
+    if let Some(object) = pod.as_object_mut() {
+        object.remove("status");
+    }
+    let meta = &mut pod["metadata"];
+    for field in [
+        "name",
+        "uid",
+        "resourceVersion",
+        "creationTimestamp",
+        "managedFields",
+    ] {
+        if let Some(m) = meta.as_object_mut() {
+            m.remove(field);
+        }
+    }
+    meta["generateName"] = json!(format!("virt-launcher-{name}-"));
+    meta["namespace"] = vmi["metadata"]["namespace"].clone();
+    for (label, value) in [
+        ("kubevirt.io/created-by", uid.clone()),
+        ("kubevirt.io/vm", json!(name)),
+        ("vm.kubevirt.io/name", json!(name)),
+        ("vmi.kubevirt.io/id", json!(name)),
+    ] {
+        meta["labels"][label] = value;
+    }
+    meta["annotations"] = json!({});
+    if let Some(annotations) = vmi["metadata"]["annotations"].as_object() {
+        for (k, v) in annotations {
+            meta["annotations"][k] = v.clone();
+        }
+    }
+    meta["annotations"]["kubevirt.io/domain"] = json!(name);
+    meta["ownerReferences"] = json!([{
+        "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance", "name": name,
+        "uid": uid, "controller": true, "blockOwnerDeletion": true,
+    }]);
+    pod
+}

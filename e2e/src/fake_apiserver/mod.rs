@@ -9,9 +9,11 @@
 //! Pods, Secrets, Services or DataVolumes need no new storage, only routes where they have
 //! special behaviour.
 
+pub mod admission;
 mod http;
 pub mod kubevirt;
 pub mod store;
+mod write;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -81,6 +83,7 @@ pub(crate) struct Shared {
     log: Mutex<Vec<RequestRecord>>,
     controller_held: AtomicBool,
     bookmark_interval: Duration,
+    webhook: Mutex<Option<admission::MutatingWebhook>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -129,6 +132,7 @@ impl FakeApiServer {
             log: Mutex::new(Vec::new()),
             controller_held: AtomicBool::new(false),
             bookmark_interval: Duration::from_millis(500),
+            webhook: Mutex::new(None),
         });
         let accept = tokio::spawn(http::serve(listener, shared.clone())).abort_handle();
         Ok(FakeApiServer {
@@ -196,6 +200,11 @@ impl FakeApiServer {
         let stored = store.put(&Key::new(gvr, namespace, name), object);
         self.shared.settle(&mut store);
         stored
+    }
+
+    /// Objects of `gvr` in `namespace` ("" for every namespace).
+    pub fn list(&self, gvr: Gvr, namespace: &str) -> Vec<Value> {
+        self.shared.store().list(&gvr, namespace)
     }
 
     pub fn get(&self, gvr: Gvr, namespace: &str, name: &str) -> Option<Value> {
@@ -274,6 +283,71 @@ impl FakeApiServer {
     /// test act on a client whose cache is behind.
     pub fn freeze_watches(&self, frozen: bool) {
         self.shared.frozen.send_replace(frozen);
+    }
+
+    /// Calls `webhook` for every Pod CREATE it selects, as kube-apiserver does.
+    pub fn set_mutating_webhook(&self, webhook: admission::MutatingWebhook) {
+        *lock(&self.shared.webhook) = Some(webhook);
+    }
+
+    /// Creates a Pod the way a client inside the cluster does (admission included); the
+    /// refusal's message on failure.
+    pub async fn create_pod(&self, namespace: &str, pod: Value) -> Result<Value, String> {
+        write::create_pod(&self.shared, namespace, pod).await
+    }
+
+    /// Plays virt-controller's Pod half: for every new VMI, creates its virt-launcher Pod
+    /// (shaped like `template`, a captured launcher Pod) through this server's own create
+    /// path, so admission runs on it. Launcher Pods of deleted VMIs are deleted.
+    pub fn run_launcher_pods(&self, template: Value) {
+        let shared = self.shared.clone();
+        let mut events = shared.store().subscribe();
+        tokio::spawn(async move {
+            loop {
+                let event = match events.recv().await {
+                    Ok(event) => event,
+                    // Missed events are other kinds' as often as not; keep going.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                        eprintln!("fake API server: launcher Pod task missed {missed} events");
+                        continue;
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                };
+                if event.key.gvr != Gvr::vmi() {
+                    continue;
+                }
+                match event.kind {
+                    store::EventType::Added => {
+                        let pod = kubevirt::launcher_pod(&template, &event.object);
+                        let response = write::create_pod(&shared, &event.key.namespace, pod).await;
+                        if let Err(message) = response {
+                            eprintln!(
+                                "fake API server: launcher Pod for VMI {} refused: {message}",
+                                event.key.name
+                            );
+                        }
+                    }
+                    store::EventType::Deleted => {
+                        let mut store = shared.store();
+                        let pods = store.list(&Gvr::new("", "v1", "pods"), &event.key.namespace);
+                        for pod in pods {
+                            if pod["metadata"]["labels"]["kubevirt.io/created-by"]
+                                == event.object["metadata"]["uid"]
+                                && let Some(name) = pod["metadata"]["name"].as_str()
+                            {
+                                let key = Key::new(
+                                    Gvr::new("", "v1", "pods"),
+                                    &event.key.namespace,
+                                    name,
+                                );
+                                store.delete(&key);
+                            }
+                        }
+                    }
+                    store::EventType::Modified => {}
+                }
+            }
+        });
     }
 
     pub fn resource_version(&self) -> u64 {

@@ -48,6 +48,7 @@ impl Gvr {
             "services" => "Service".into(),
             "serviceaccounts" => "ServiceAccount".into(),
             "datavolumes" => "DataVolume".into(),
+            "rolebindings" => "RoleBinding".into(),
             other => {
                 let mut kind = other.trim_end_matches('s').to_owned();
                 if let Some(first) = kind.get_mut(0..1) {
@@ -131,7 +132,8 @@ impl Store {
     pub fn list(&self, gvr: &Gvr, namespace: &str) -> Vec<Value> {
         self.objects
             .iter()
-            .filter(|(k, _)| &k.gvr == gvr && k.namespace == namespace)
+            // "" lists every namespace (and holds cluster-scoped objects).
+            .filter(|(k, _)| &k.gvr == gvr && (namespace.is_empty() || k.namespace == namespace))
             .map(|(_, v)| v.clone())
             .collect()
     }
@@ -171,7 +173,13 @@ impl Store {
             *meta = json!({});
         }
         meta["name"] = json!(key.name);
-        meta["namespace"] = json!(key.namespace);
+        if key.namespace.is_empty() {
+            if let Some(meta) = meta.as_object_mut() {
+                meta.remove("namespace");
+            }
+        } else {
+            meta["namespace"] = json!(key.namespace);
+        }
         meta["resourceVersion"] = json!(self.rv.to_string());
         let kind = match &existing {
             Some(old) => {

@@ -311,3 +311,112 @@ async fn the_controller_replaces_a_finished_vmi_and_can_be_held() {
     assert!(kubevirt::vmi_paused(&second));
     assert_eq!(second["metadata"]["ownerReferences"][0]["name"], "vm1");
 }
+
+async fn call_as(
+    token: &str,
+    fake: &FakeApiServer,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: &str,
+) -> (u16, Value) {
+    let mut stream = tokio::net::TcpStream::connect(fake.addr()).await.unwrap();
+    stream
+        .write_all(request_text(method, path, token, content_type, body).as_bytes())
+        .await
+        .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await.unwrap();
+    let status = text.split(' ').nth(1).unwrap().parse().unwrap();
+    let body = text.split_once("\r\n\r\n").unwrap().1;
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn create_apply_delete_and_label_selectors_behave_like_the_api_server() {
+    let fake = fake().await;
+    fake.grant_all("admin", "admin");
+    let secrets = "/api/v1/namespaces/vms/secrets";
+    let body = r#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"s1","labels":{"a":"b"}}}"#;
+    let (code, created) = call_as("admin", &fake, "POST", secrets, "application/json", body).await;
+    assert_eq!(code, 201);
+    assert_eq!(created["metadata"]["namespace"], "vms");
+    let (code, again) = call_as("admin", &fake, "POST", secrets, "application/json", body).await;
+    assert_eq!(
+        (code, again["reason"].as_str()),
+        (409, Some("AlreadyExists"))
+    );
+
+    // Server-side apply creates a missing object and merges onto an existing one.
+    let sa = "/api/v1/namespaces/vms/serviceaccounts/vm1-bmc";
+    let apply = "application/apply-patch+yaml";
+    let (code, applied) = call_as(
+        "admin",
+        &fake,
+        "PATCH",
+        sa,
+        apply,
+        r#"{"metadata":{"name":"vm1-bmc","labels":{"x":"1"}}}"#,
+    )
+    .await;
+    assert_eq!(
+        (code, applied["kind"].as_str()),
+        (200, Some("ServiceAccount"))
+    );
+    let (_, applied) = call_as(
+        "admin",
+        &fake,
+        "PATCH",
+        sa,
+        apply,
+        r#"{"metadata":{"labels":{"y":"2"}}}"#,
+    )
+    .await;
+    assert_eq!(applied["metadata"]["labels"], json!({"x": "1", "y": "2"}));
+
+    // Label selectors, namespaced and cluster-wide.
+    let (_, list) = call_as(
+        "admin",
+        &fake,
+        "GET",
+        "/api/v1/secrets?labelSelector=a%3Db",
+        "application/json",
+        "",
+    )
+    .await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+    let (_, list) = call_as(
+        "admin",
+        &fake,
+        "GET",
+        &format!("{secrets}?labelSelector=a%3Dc"),
+        "application/json",
+        "",
+    )
+    .await;
+    assert!(list["items"].as_array().unwrap().is_empty());
+
+    let (code, _) = call_as(
+        "admin",
+        &fake,
+        "DELETE",
+        &format!("{secrets}/s1"),
+        "application/json",
+        "",
+    )
+    .await;
+    assert_eq!(code, 200);
+    let (code, _) = call_as(
+        "admin",
+        &fake,
+        "DELETE",
+        &format!("{secrets}/s1"),
+        "application/json",
+        "",
+    )
+    .await;
+    assert_eq!(code, 404);
+    // The limited token may not create.
+    let (code, _) = call(&fake, "POST", secrets, "application/json", body).await;
+    assert_eq!(code, 403);
+}

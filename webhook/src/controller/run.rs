@@ -61,7 +61,9 @@ pub fn backoff(failures: u32) -> Duration {
 /// 24 random bytes, base64: 32 printable characters, ~192 bits.
 pub fn random_secret() -> String {
     use base64::Engine;
-    let mut bytes = [0u8; 24];
+    // 15 bytes (120 bits) encode to exactly 20 characters: IPMI 2.0 passwords hold at most
+    // 20 bytes, and ipmitool refuses a longer one before sending anything.
+    let mut bytes = [0u8; 15];
     rand::rng().fill(&mut bytes);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }

@@ -1,0 +1,268 @@
+//! Writes beyond patches: create (POST), delete, and server-side apply as kube sends it
+//! (`application/apply-patch+yaml` with a JSON body, taken as a merge that creates the
+//! object when missing), plus label selectors for lists and watches.
+
+use axum::body::Body;
+use http::Response;
+use serde_json::{Value, json};
+
+use super::http::{Route, conflict, json_response, not_found, status};
+use super::store::Gvr;
+use super::store::Key;
+use super::{Shared, lock};
+
+/// A `labelSelector` of equality terms: `k=v`, `k==v`, `k!=v`, `k` (exists), `!k`.
+#[derive(Debug, Default)]
+pub(super) struct Selector {
+    terms: Vec<Term>,
+}
+
+#[derive(Debug)]
+enum Term {
+    Equals(String, String),
+    NotEquals(String, String),
+    Exists(String),
+    Absent(String),
+}
+
+impl Selector {
+    pub(super) fn parse(selector: Option<&str>) -> Selector {
+        let terms = selector
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(|term| {
+                if let Some((k, v)) = term.split_once("!=") {
+                    Term::NotEquals(k.to_owned(), v.to_owned())
+                } else if let Some((k, v)) = term.split_once("==").or_else(|| term.split_once('='))
+                {
+                    Term::Equals(k.to_owned(), v.to_owned())
+                } else if let Some(k) = term.strip_prefix('!') {
+                    Term::Absent(k.to_owned())
+                } else {
+                    Term::Exists(term.to_owned())
+                }
+            })
+            .collect();
+        Selector { terms }
+    }
+
+    pub(super) fn matches(&self, object: &Value) -> bool {
+        let labels = &object["metadata"]["labels"];
+        self.terms.iter().all(|term| match term {
+            Term::Equals(k, v) => labels[k].as_str() == Some(v),
+            Term::NotEquals(k, v) => labels[k].as_str() != Some(v),
+            Term::Exists(k) => labels.get(k).is_some(),
+            Term::Absent(k) => labels.get(k).is_none(),
+        })
+    }
+}
+
+fn already_exists(route: &Route, name: &str) -> Response<Body> {
+    let group = &route.gvr.group;
+    let resource = &route.gvr.resource;
+    let prefix = if group.is_empty() {
+        resource.clone()
+    } else {
+        format!("{resource}.{group}")
+    };
+    status(
+        409,
+        "AlreadyExists",
+        &format!("{prefix} \"{name}\" already exists"),
+        json!({"name": name, "group": group, "kind": resource}),
+    )
+}
+
+/// POST to a collection: 409 AlreadyExists when the name is taken, `generateName` honoured.
+pub(super) async fn create(shared: &Shared, route: &Route, body: &[u8]) -> Response<Body> {
+    let Ok(mut object) = serde_json::from_slice::<Value>(body) else {
+        return status(400, "BadRequest", "the request body is not JSON", json!({}));
+    };
+    let name = match object["metadata"]["name"].as_str() {
+        Some(name) if !name.is_empty() => name.to_owned(),
+        _ => match object["metadata"]["generateName"].as_str() {
+            Some(prefix) => {
+                let suffix = uuid::Uuid::new_v4().simple().to_string();
+                format!("{prefix}{}", &suffix[..5])
+            }
+            None => {
+                return status(
+                    422,
+                    "Invalid",
+                    "metadata.name: Required value: name or generateName is required",
+                    json!({}),
+                );
+            }
+        },
+    };
+    object["metadata"]["name"] = json!(name);
+    if route.gvr.group.is_empty() && route.gvr.resource == "pods" {
+        object = match admit_pod(shared, &route.namespace, object).await {
+            Ok(object) => object,
+            Err(response) => return response,
+        };
+    }
+    let key = Key::new(route.gvr.clone(), &route.namespace, &name);
+    let mut store = shared.store();
+    if store.get(&key).is_some() {
+        return already_exists(route, &name);
+    }
+    let stored = store.put(&key, object);
+    shared.settle(&mut store);
+    json_response(201, &stored)
+}
+
+/// The mutating webhook (when configured and selecting the Pod), then the service account
+/// check kube-apiserver's ServiceAccount admission plugin makes after it.
+// A refusal is the response itself, built once per refused request.
+#[allow(clippy::result_large_err)]
+async fn admit_pod(shared: &Shared, namespace: &str, pod: Value) -> Result<Value, Response<Body>> {
+    let webhook = lock(&shared.webhook).clone();
+    let generate_name = pod["metadata"]["generateName"].as_str().map(str::to_owned);
+    let shown_name = generate_name.clone().unwrap_or_else(|| {
+        pod["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    });
+    let pod = match webhook.filter(|w| w.selects(&pod)) {
+        None => pod,
+        Some(webhook) => match webhook.admit(namespace, &pod).await {
+            Ok(Ok(patched)) => patched,
+            Ok(Err(message)) => {
+                return Err(status(
+                    400,
+                    "BadRequest",
+                    &format!(
+                        "admission webhook \"{}\" denied the request: {message}",
+                        webhook.name
+                    ),
+                    json!({}),
+                ));
+            }
+            Err(error) if webhook.fail_open => {
+                eprintln!("fake API server: failed calling webhook, failing open: {error}");
+                pod
+            }
+            Err(error) => {
+                return Err(status(
+                    500,
+                    "InternalError",
+                    &format!(
+                        "Internal error occurred: failed calling webhook \"{}\": {error}",
+                        webhook.name
+                    ),
+                    json!({}),
+                ));
+            }
+        },
+    };
+    let account = pod["spec"]["serviceAccountName"]
+        .as_str()
+        .unwrap_or("default")
+        .to_owned();
+    // "default" exists in every namespace of a real cluster.
+    let exists = account == "default"
+        || shared
+            .store()
+            .get(&Key::new(
+                Gvr::new("", "v1", "serviceaccounts"),
+                namespace,
+                &account,
+            ))
+            .is_some();
+    if !exists {
+        return Err(status(
+            403,
+            "Forbidden",
+            &format!(
+                "pods \"{shown_name}\" is forbidden: error looking up service account {namespace}/{account}: serviceaccount \"{account}\" not found"
+            ),
+            json!({"name": shown_name, "kind": "pods"}),
+        ));
+    }
+    Ok(pod)
+}
+
+/// Creates a Pod as a controller inside the cluster would (admission included); the
+/// refusal's message on failure.
+pub(super) async fn create_pod(
+    shared: &Shared,
+    namespace: &str,
+    pod: Value,
+) -> Result<Value, String> {
+    let route = Route {
+        gvr: Gvr::new("", "v1", "pods"),
+        namespace: namespace.to_owned(),
+        name: None,
+        subresource: None,
+    };
+    let body = serde_json::to_vec(&pod).expect("serialises");
+    let response = create(shared, &route, &body).await;
+    let code = response.status();
+    let bytes = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    if code.is_success() {
+        Ok(value)
+    } else {
+        Err(value["message"].as_str().unwrap_or("refused").to_owned())
+    }
+}
+
+pub(super) fn delete(shared: &Shared, route: &Route, name: &str) -> Response<Body> {
+    let key = Key::new(route.gvr.clone(), &route.namespace, name);
+    let mut store = shared.store();
+    match store.delete(&key) {
+        Some(object) => {
+            shared.settle(&mut store);
+            json_response(200, &object)
+        }
+        None => not_found(route, name),
+    }
+}
+
+/// Server-side apply, simplified: no field ownership, the applied configuration is merged
+/// onto the live object (or becomes it). A stated resourceVersion must still match.
+pub(super) fn apply(shared: &Shared, route: &Route, name: &str, body: &[u8]) -> Response<Body> {
+    let Ok(applied) = serde_json::from_slice::<Value>(body) else {
+        return status(
+            400,
+            "BadRequest",
+            "the apply configuration is not JSON (this fake reads JSON only)",
+            json!({}),
+        );
+    };
+    if applied["metadata"]["name"]
+        .as_str()
+        .is_some_and(|n| n != name)
+    {
+        return status(
+            400,
+            "BadRequest",
+            "the name of the object does not match the name on the URL",
+            json!({}),
+        );
+    }
+    let key = Key::new(route.gvr.clone(), &route.namespace, name);
+    let mut store = shared.store();
+    let stored = match store.get(&key).cloned() {
+        Some(current) => {
+            if let Some(rv) = applied["metadata"]["resourceVersion"].as_str()
+                && current["metadata"]["resourceVersion"].as_str() != Some(rv)
+            {
+                return conflict(route, name);
+            }
+            let mut merged = current;
+            json_patch::merge(&mut merged, &applied);
+            store.put(&key, merged)
+        }
+        None => store.put(&key, applied),
+    };
+    shared.settle(&mut store);
+    json_response(200, &stored)
+}
