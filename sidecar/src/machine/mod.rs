@@ -276,6 +276,12 @@ pub trait Machine: Send + Sync + 'static {
     /// the machine.
     fn events(&self) -> broadcast::Receiver<MachineEvent>;
 
+    /// Whether [`Machine::console`] can work, for front ends that advertise it without
+    /// attaching (Redfish `SerialConsole`).
+    fn has_console(&self) -> bool {
+        false
+    }
+
     /// Attaches to the serial console: bytes typed go in, what the machine prints comes
     /// out. Machines without a reachable console say so.
     async fn console(&self) -> Result<Console> {

@@ -468,6 +468,10 @@ impl Machine for SimulatedMachine {
         self.events.subscribe()
     }
 
+    fn has_console(&self) -> bool {
+        true
+    }
+
     async fn console(&self) -> Result<Console> {
         let (input, mut typed) = mpsc::channel::<ConsoleInput>(64);
         let (printed, output) = mpsc::channel::<Vec<u8>>(SERIAL_BUFFER);
