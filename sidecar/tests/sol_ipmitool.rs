@@ -1,5 +1,6 @@
-//! Serial over LAN with ipmitool 1.8.19 (`-I lanplus -C 17 sol activate`) driven through a
-//! tmux pseudo-terminal against `kubevirt-bmc simulate`.
+//! Serial over LAN with ipmitool 1.8.19 (`-I lanplus -C 17 sol activate`) and FreeIPMI
+//! `ipmiconsole`, each driven through a tmux pseudo-terminal against `kubevirt-bmc
+//! simulate`.
 
 mod ipmi_common;
 
@@ -165,4 +166,41 @@ fn sol_info_reports_the_configuration_and_set_changes_it() {
         &bmc.ipmitool_ok(LANPLUS, "sol info"),
         "Volatile Bit Rate (kbps)        : 9.6",
     );
+}
+
+/// A free UDP port below 32768: ipmiconsole 1.6 calls "host:port" with a higher port
+/// "hostname invalid".
+fn low_udp_port() -> u16 {
+    let seed = std::process::id() as u64
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos() as u64;
+    (0..200u64)
+        .map(|i| 20000 + ((seed.wrapping_mul(2654435761).wrapping_add(i * 7919)) % 12000) as u16)
+        .find(|&port| std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok())
+        .expect("a free UDP port below 32768")
+}
+
+#[test]
+fn freeipmi_ipmiconsole_sees_the_banner_and_its_echo() {
+    let bmc = Bmc::start_picking(low_udp_port);
+    let tmux = Tmux::new("ipmiconsole");
+    tmux.start(
+        "con",
+        &format!(
+            "ipmiconsole -h 127.0.0.1:{} -u admin -p {PASSWORD} -I 17; echo CON-EXITED=$?; \
+             sleep 60",
+            bmc.port
+        ),
+    );
+    tmux.wait_for("con", "[SOL established]", &bmc);
+    bmc.ipmitool_ok(LANPLUS, "power on");
+    tmux.wait_for("con", "vm1 login:", &bmc);
+    tmux.keys("con", &["typed-by-freeipmi", "Enter"]);
+    tmux.wait_for("con", "login: typed-by-freeipmi", &bmc);
+    // ipmiconsole's escape is &.
+    tmux.keys("con", &["&."]);
+    tmux.wait_for("con", "CON-EXITED=0", &bmc);
+    assert_contains(&bmc.ipmitool_ok(LANPLUS, "raw 0x06 0x4a 0x01"), "01 00 00");
 }

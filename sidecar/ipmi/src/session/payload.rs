@@ -15,6 +15,8 @@ use crate::v20;
 pub const ACTIVATE_PAYLOAD: u8 = 0x48;
 pub const DEACTIVATE_PAYLOAD: u8 = 0x49;
 pub const GET_PAYLOAD_ACTIVATION_STATUS: u8 = 0x4A;
+pub const GET_CHANNEL_PAYLOAD_SUPPORT: u8 = 0x4E;
+pub const GET_CHANNEL_PAYLOAD_VERSION: u8 = 0x4F;
 
 const ALREADY_ACTIVE: u8 = 0x80;
 const PAYLOAD_DISABLED: u8 = 0x81;
@@ -46,6 +48,34 @@ pub struct ConsoleInput {
 pub struct SolSend {
     pub datagrams: Vec<Vec<u8>>,
     pub peer: SocketAddr,
+}
+
+fn channel_ok(byte: u8) -> bool {
+    matches!(byte & 0x0F, 0x0E | super::LAN_CHANNEL)
+}
+
+/// Get Channel Payload Support: IPMI and SOL, plus the session-setup payloads.
+fn channel_payload_support(request: &IpmiRequest) -> IpmiResponse {
+    match request.data.as_slice() {
+        [channel] if channel_ok(*channel) => {
+            request.response(cc::OK, &[0x03, 0x00, 0x3F, 0x00, 0, 0, 0, 0])
+        }
+        [_] => request.response(cc::INVALID_DATA, &[]),
+        _ => request.response(cc::REQUEST_LENGTH_INVALID, &[]),
+    }
+}
+
+/// Get Channel Payload Version: format 1.0 for the two payloads served.
+fn channel_payload_version(request: &IpmiRequest) -> IpmiResponse {
+    const PAYLOAD_NOT_AVAILABLE: u8 = 0x80;
+    match request.data.as_slice() {
+        [channel, kind] if channel_ok(*channel) && *kind <= v20::payload::SOL => {
+            request.response(cc::OK, &[0x10])
+        }
+        [channel, _] if channel_ok(*channel) => request.response(PAYLOAD_NOT_AVAILABLE, &[]),
+        [_, _] => request.response(cc::INVALID_DATA, &[]),
+        _ => request.response(cc::REQUEST_LENGTH_INVALID, &[]),
+    }
 }
 
 impl Server {
@@ -121,6 +151,8 @@ impl Server {
                 r
             }
             (netfn::APP, GET_PAYLOAD_ACTIVATION_STATUS) => self.activation_status(request),
+            (netfn::APP, GET_CHANNEL_PAYLOAD_SUPPORT) => channel_payload_support(request),
+            (netfn::APP, GET_CHANNEL_PAYLOAD_VERSION) => channel_payload_version(request),
             (netfn::TRANSPORT, sol::GET_SOL_CONFIG) => sol::get_config(&self.sol_config, request),
             (netfn::TRANSPORT, sol::SET_SOL_CONFIG) => self.set_sol_config(slot, request),
             _ => return None,

@@ -123,3 +123,17 @@ fn changing_sol_configuration_needs_administrator() {
     let got = pair.call(&mut client, netfn::TRANSPORT, 0x22, &[1, 1, 0, 0]);
     assert_eq!(got.data, vec![0x11, 1]);
 }
+
+#[test]
+fn payload_support_and_version_name_ipmi_and_sol() {
+    let mut pair = Pair::new();
+    let mut client = pair.login(17, b"password").unwrap();
+    let support = pair.call(&mut client, netfn::APP, 0x4E, &[1]);
+    assert_eq!(support.data, vec![0x03, 0, 0x3F, 0, 0, 0, 0, 0]);
+    assert_eq!(
+        pair.call(&mut client, netfn::APP, 0x4F, &[1, 1]).data,
+        vec![0x10]
+    );
+    assert_eq!(pair.call(&mut client, netfn::APP, 0x4F, &[1, 2]).cc, 0x80);
+    assert_eq!(pair.call(&mut client, netfn::APP, 0x4E, &[]).cc, 0xC7);
+}
