@@ -18,8 +18,12 @@ mod bmc_status {
 }
 
 const HEADER: usize = 4;
-/// The most console output one packet carries; also what Activate Payload advertises.
-pub const MAX_PAYLOAD: u16 = 256;
+/// The largest SOL payload either side sends (header included); what Activate Payload
+/// advertises.
+pub const MAX_PAYLOAD: u16 = 255;
+/// Characters per packet: the accepted-character count in an ACK is one byte, so a packet
+/// must never carry more than 255 (ipmitool's ACK of 256 would read as 0 accepted).
+const MAX_DATA: usize = MAX_PAYLOAD as usize - HEADER;
 /// What the BMC holds while the console has not acknowledged; beyond, oldest bytes go.
 const BUFFER_LIMIT: usize = 64 * 1024;
 
@@ -346,7 +350,7 @@ impl SolLink {
         if !(force || waited || self.pending.len() >= threshold) {
             return Vec::new();
         }
-        let n = self.pending.len().min(MAX_PAYLOAD as usize);
+        let n = self.pending.len().min(MAX_DATA);
         let data: Vec<u8> = self.pending.drain(..n).collect();
         self.pending_since = if self.pending.is_empty() {
             None

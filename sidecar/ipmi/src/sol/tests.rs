@@ -142,3 +142,20 @@ fn bad_configuration_changes_nothing() {
     assert_eq!(get(&c, 42).0, 0x80);
     assert_eq!(c, before);
 }
+
+#[test]
+fn no_packet_carries_more_characters_than_an_ack_can_count() {
+    let config = SolConfig::new(623);
+    let mut link = SolLink::new();
+    let mut total = 0;
+    let mut out = link.output(&[b'y'; 1000], &config, Duration::ZERO);
+    while let Some(p) = out.pop() {
+        let n = p.len() - 4;
+        assert!(n <= 255 && n + 4 <= MAX_PAYLOAD as usize, "{n} characters");
+        total += n;
+        out = link
+            .receive(&decode(&[0, p[0], n as u8, 0]).unwrap(), &config, MS)
+            .replies;
+    }
+    assert_eq!(total, 1000, "every character once, none repeated");
+}
