@@ -455,3 +455,17 @@ async fn odata_version_and_dollar_queries_are_checked() {
             .starts_with("application/xml")
     );
 }
+
+#[tokio::test]
+async fn the_manager_reports_ipmi_sol_as_its_serial_console() {
+    let h = Harness::new(0).await;
+    let manager = h.call("GET", "/redfish/v1/Managers/BMC", None).await;
+    assert_eq!(manager.status, StatusCode::OK);
+    let console = &manager.body["SerialConsole"];
+    assert_eq!(console["ServiceEnabled"], true);
+    assert_eq!(console["MaxConcurrentSessions"], 1);
+    assert_eq!(
+        console["ConnectTypesSupported"],
+        serde_json::json!(["IPMI"])
+    );
+}

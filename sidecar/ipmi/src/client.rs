@@ -245,4 +245,35 @@ impl Client {
         }
         Ok(IpmiResponse::decode(&packet.open(keys)?)?)
     }
+
+    /// A SOL packet (payload type 1) inside the session.
+    pub fn sol(&mut self, payload: &[u8], iv: [u8; 16]) -> Vec<u8> {
+        let Stage::Active { bmc_id, keys } = &self.stage else {
+            return Vec::new();
+        };
+        self.seq = self.seq.wrapping_add(1).max(1);
+        v20::encode(
+            v20::payload::SOL,
+            *bmc_id,
+            self.seq,
+            payload,
+            Some(keys),
+            iv,
+        )
+    }
+
+    /// Opens any datagram of the session: its payload type and plain payload.
+    pub fn open(&self, datagram: &[u8]) -> Result<(u8, Vec<u8>), ClientError> {
+        let Stage::Active { keys, .. } = &self.stage else {
+            return Err(ClientError::Protocol("no session"));
+        };
+        let rmcp::Rmcp::Ipmi(body) = rmcp::decode(datagram)? else {
+            return Err(ClientError::Protocol("not an IPMI datagram"));
+        };
+        let packet = v20::decode(body)?;
+        if packet.header.session_id != self.console_id {
+            return Err(ClientError::Protocol("packet for another session"));
+        }
+        Ok((packet.header.payload_type, packet.open(keys)?))
+    }
 }

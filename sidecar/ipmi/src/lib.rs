@@ -17,6 +17,7 @@ pub mod privilege;
 pub mod rakp;
 pub mod rmcp;
 pub mod session;
+pub mod sol;
 pub mod v15;
 pub mod v20;
 pub mod wire;

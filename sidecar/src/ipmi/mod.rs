@@ -5,6 +5,7 @@
 pub mod boot;
 pub mod commands;
 pub mod inventory;
+mod sol;
 
 #[cfg(test)]
 mod tests;
@@ -18,8 +19,9 @@ use kubevirt_bmc_ipmi::{AppRequest, IpmiRequest, IpmiResponse, Server, ServerCon
 use tokio::net::UdpSocket;
 
 use crate::credentials::Credentials;
-use crate::machine::{Machine, PowerState};
+use crate::machine::{ConsoleInput, Machine, PowerState};
 use commands::{Action, Memo, Snapshot, completion_code, decide, ipmi_guid};
+use kubevirt_bmc_ipmi::sol::SolConfig;
 
 /// Random bytes from the OS-seeded thread RNG, as the session layer asks for them.
 fn fill_random(buf: &mut [u8]) {
@@ -54,6 +56,8 @@ impl PowerOnHours {
 
 struct Context {
     socket: UdpSocket,
+    /// Where SOL input goes; None when the machine has no console.
+    console: Option<tokio::sync::mpsc::Sender<ConsoleInput>>,
     machine: Arc<dyn Machine>,
     sessions: Mutex<Server>,
     memo: Mutex<Memo>,
@@ -65,6 +69,7 @@ struct Context {
 /// A bound IPMI server, ready to run.
 pub struct IpmiServer {
     context: Arc<Context>,
+    console_output: Option<tokio::sync::mpsc::Receiver<Vec<u8>>>,
 }
 
 impl IpmiServer {
@@ -82,13 +87,25 @@ impl IpmiServer {
                 [0; 16]
             }
         };
-        let config = ServerConfig::new(
+        let mut config = ServerConfig::new(
             credentials.username.as_bytes(),
             credentials.password.as_bytes(),
             guid,
         );
+        let (console, console_output) = match machine.console().await {
+            Ok(c) => (Some(c.input), Some(c.output)),
+            Err(error) => {
+                tracing::info!(%error, "no serial console: SOL activation will be refused");
+                (None, None)
+            }
+        };
+        config.console = console.is_some();
+        // SOL rides on the session's own port; Activate Payload reports it.
+        config.sol = SolConfig::new(socket.local_addr()?.port());
         Ok(IpmiServer {
+            console_output,
             context: Arc::new(Context {
+                console,
                 socket,
                 machine,
                 sessions: Mutex::new(Server::new(config)),
@@ -107,6 +124,9 @@ impl IpmiServer {
     /// Serves until the socket fails; returns that error.
     pub async fn run(self) -> std::io::Error {
         let ctx = self.context;
+        if let Some(output) = self.console_output {
+            tokio::spawn(sol::pump(ctx.clone(), output));
+        }
         if let Ok(addr) = ctx.socket.local_addr() {
             tracing::info!(%addr, "IPMI (RMCP, RMCP+) listening");
         }
@@ -121,10 +141,12 @@ impl IpmiServer {
             let now = ctx.started.elapsed();
             let outcome = lock(&ctx.sessions).handle(&buf[..n], peer, now, &mut fill_random);
             match outcome {
+                Outcome::Console(input) => sol::deliver(&ctx, input).await,
                 Outcome::Reply(reply) => {
                     if let Some(event) = &reply.event {
                         log_event(event, peer);
                     }
+                    sol::send_elsewhere(&ctx).await;
                     if reply.delay.is_zero() {
                         for datagram in &reply.datagrams {
                             send(&ctx, datagram, peer).await;
@@ -177,6 +199,12 @@ fn log_event(event: &Event, peer: SocketAddr) {
             tracing::info!(count = ids.len(), "idle IPMI sessions expired")
         }
         Event::LoginRefused { reason } => tracing::warn!(%peer, reason, "IPMI login refused"),
+        Event::SolActivated { id } => {
+            tracing::info!(%peer, session = format!("{id:#010x}"), "SOL activated")
+        }
+        Event::SolDeactivated { id } => {
+            tracing::info!(session = format!("{id:#010x}"), "SOL deactivated")
+        }
     }
 }
 

@@ -279,6 +279,35 @@ pub trait Machine: Send + Sync + 'static {
     /// State changes from now on. A lagging receiver loses the oldest events, never blocks
     /// the machine.
     fn events(&self) -> broadcast::Receiver<MachineEvent>;
+
+    /// Whether [`Machine::console`] can work, for front ends that advertise it without
+    /// attaching (Redfish `SerialConsole`).
+    fn has_console(&self) -> bool {
+        false
+    }
+
+    /// Attaches to the serial console: bytes typed go in, what the machine prints comes
+    /// out. Machines without a reachable console say so.
+    async fn console(&self) -> Result<Console> {
+        Err(MachineError::NotSupported(
+            "this machine has no serial console".to_owned(),
+        ))
+    }
+}
+
+/// A serial console attachment. Dropping `input` detaches; `output` ends when the machine
+/// side goes away.
+pub struct Console {
+    pub input: tokio::sync::mpsc::Sender<ConsoleInput>,
+    pub output: tokio::sync::mpsc::Receiver<Vec<u8>>,
+}
+
+/// Something for the serial port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConsoleInput {
+    Bytes(Vec<u8>),
+    /// A serial break (SysRq on Linux consoles).
+    Break,
 }
 
 impl fmt::Display for PowerState {

@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 
 use super::{
-    BootOverride, BootOverrideEnabled, BootTarget, Disk, DiskKind, Inventory, Machine,
-    MachineError, MachineEvent, MediaInsert, MediaState, MediaStatus, NetworkInterface,
-    PowerAction, PowerState, Record, Result, validate_image_url,
+    BootOverride, BootOverrideEnabled, BootTarget, Console, ConsoleInput, Disk, DiskKind,
+    Inventory, Machine, MachineError, MachineEvent, MediaInsert, MediaState, MediaStatus,
+    NetworkInterface, PowerAction, PowerState, Record, Result, validate_image_url,
 };
 
 const STATE_FILE_VERSION: u32 = 1;
@@ -135,6 +135,8 @@ pub struct SimulatedMachine {
     transition: Duration,
     state_file: Option<PathBuf>,
     events: broadcast::Sender<MachineEvent>,
+    /// What the simulated serial port prints, to every attached console.
+    serial: broadcast::Sender<Vec<u8>>,
 }
 
 impl SimulatedMachine {
@@ -157,6 +159,7 @@ impl SimulatedMachine {
             transition: config.transition,
             state_file: config.state_file,
             events: broadcast::channel(EVENT_BUFFER).0,
+            serial: broadcast::channel(SERIAL_BUFFER).0,
         };
         if let Some(path) = &machine.state_file {
             let inner = machine.lock();
@@ -223,6 +226,9 @@ impl SimulatedMachine {
             self.save(&next)?;
             let override_consumed = next.boot_override != inner.persisted.boot_override;
             inner.persisted = next;
+            if boots {
+                self.print_banner(&inner.persisted);
+            }
             self.emit_power(from, target);
             if override_consumed {
                 self.emit(MachineEvent::BootOverrideChanged(
@@ -260,7 +266,8 @@ impl SimulatedMachine {
         }
         let showing = transition.showing;
         let mut next = inner.persisted.clone();
-        if next.boot_pending {
+        let booted = next.boot_pending;
+        if booted {
             next.boot();
         }
         if self.save(&next).is_err() {
@@ -271,6 +278,9 @@ impl SimulatedMachine {
         let override_consumed = next.boot_override != inner.persisted.boot_override;
         inner.persisted = next;
         inner.transition = None;
+        if booted {
+            self.print_banner(&inner.persisted);
+        }
         let target = inner.persisted.power;
         drop(inner);
         self.emit_power(showing, target);
@@ -279,6 +289,20 @@ impl SimulatedMachine {
                 self.lock().persisted.boot_override,
             ));
         }
+    }
+
+    /// What firmware and a boot loader would print: the test and the operator can see a
+    /// boot happened and from where.
+    fn print_banner(&self, persisted: &Persisted) {
+        let from = persisted
+            .last_boot
+            .map_or("unknown".to_owned(), |t| format!("{t:?}"));
+        let banner = format!(
+            "\r\nkubevirt-bmc simulated machine {}: booting from {from}\r\n{} login: ",
+            persisted.name, persisted.name
+        );
+        // No attached console is normal: nobody watches the serial port.
+        let _ = self.serial.send(banner.into_bytes());
     }
 
     fn emit_power(&self, from: PowerState, to: PowerState) {
@@ -443,6 +467,58 @@ impl Machine for SimulatedMachine {
     fn events(&self) -> broadcast::Receiver<MachineEvent> {
         self.events.subscribe()
     }
+
+    fn has_console(&self) -> bool {
+        true
+    }
+
+    async fn console(&self) -> Result<Console> {
+        let (input, mut typed) = mpsc::channel::<ConsoleInput>(64);
+        let (printed, output) = mpsc::channel::<Vec<u8>>(SERIAL_BUFFER);
+        let serial = self.serial.clone();
+        let mut port = serial.subscribe();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    key = typed.recv() => match key {
+                        Some(ConsoleInput::Bytes(bytes)) => {
+                            let _ = serial.send(echo(&bytes));
+                        }
+                        Some(ConsoleInput::Break) => {
+                            let _ = serial.send(b"\r\n[break]\r\n".to_vec());
+                        }
+                        None => return,
+                    },
+                    line = port.recv() => match line {
+                        Ok(bytes) => {
+                            if printed.send(bytes).await.is_err() {
+                                return;
+                            }
+                        }
+                        // A console that fell behind loses output, as a slow serial
+                        // reader would.
+                        Err(broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    },
+                }
+            }
+        });
+        Ok(Console { input, output })
+    }
+}
+
+const SERIAL_BUFFER: usize = 256;
+
+/// A terminal's line discipline echoes Enter as CR LF.
+fn echo(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len() + 1);
+    for &b in bytes {
+        out.push(b);
+        if b == b'\r' {
+            out.push(b'\n');
+        }
+    }
+    out
 }
 
 /// A stable, locally administered MAC in QEMU's 52:54:00 range, so a restarted simulator

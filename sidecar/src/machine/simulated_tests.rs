@@ -383,3 +383,33 @@ fn mac_is_stable_and_well_formed() {
     let mac = mac_from_uuid("123e4567-e89b-12d3-a456-426614174000");
     assert_eq!(mac, "52:54:00:17:40:00");
 }
+
+async fn next_output(console: &mut Console) -> String {
+    let bytes = tokio::time::timeout(Duration::from_secs(2), console.output.recv())
+        .await
+        .expect("console output in time")
+        .expect("console open");
+    String::from_utf8(bytes).unwrap()
+}
+
+#[tokio::test]
+async fn the_console_prints_a_banner_on_every_boot_and_echoes_typing() {
+    for machine in [instant(), slow()] {
+        let mut console = machine.console().await.unwrap();
+        machine.power(PowerAction::On).await.unwrap();
+        let banner = next_output(&mut console).await;
+        assert!(banner.contains("booting from Hdd"), "{banner:?}");
+        assert!(banner.ends_with("sim-vm login: "), "{banner:?}");
+        console
+            .input
+            .send(ConsoleInput::Bytes(b"root\r".to_vec()))
+            .await
+            .unwrap();
+        assert_eq!(next_output(&mut console).await, "root\r\n");
+        console.input.send(ConsoleInput::Break).await.unwrap();
+        assert_eq!(next_output(&mut console).await, "\r\n[break]\r\n");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        machine.power(PowerAction::ForceRestart).await.unwrap();
+        assert!(next_output(&mut console).await.contains("booting from"));
+    }
+}

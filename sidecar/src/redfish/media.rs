@@ -175,7 +175,10 @@ pub async fn manager(
     if id != MANAGER_ID {
         return Err(ApiError::not_found(&format!("/redfish/v1/Managers/{id}")));
     }
-    Ok(resource(models::manager(&context.ids)))
+    Ok(resource(models::manager(
+        &context.ids,
+        context.machine.has_console(),
+    )))
 }
 
 /// The body is still parsed, so malformed JSON gets its own clear error first.

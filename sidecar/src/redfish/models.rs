@@ -340,7 +340,9 @@ pub fn chassis(ids: &Ids, inventory: &Inventory, power: PowerState) -> Value {
     })
 }
 
-pub fn manager(ids: &Ids) -> Value {
+/// `serial_console`: the machine's console is reachable, which this BMC serves only as
+/// IPMI Serial over LAN (one session at a time), so that is all it claims.
+pub fn manager(ids: &Ids, serial_console: bool) -> Value {
     let uri = ids.manager_uri();
     json!({
         "@odata.type": "#Manager.v1_10_0.Manager",
@@ -356,6 +358,11 @@ pub fn manager(ids: &Ids) -> Value {
         "PowerState": "On",
         "Status": status_enabled(),
         "VirtualMedia": odata_id(&format!("{uri}/VirtualMedia")),
+        "SerialConsole": {
+            "ServiceEnabled": serial_console,
+            "MaxConcurrentSessions": if serial_console { 1 } else { 0 },
+            "ConnectTypesSupported": if serial_console { vec!["IPMI"] } else { vec![] },
+        },
         "Links": {
             "ManagerForServers": [odata_id(&ids.system_uri())],
             "ManagerForChassis": [odata_id(&ids.chassis_uri())],

@@ -34,9 +34,14 @@ fn free_tcp_port() -> u16 {
 
 impl Bmc {
     pub fn start() -> Bmc {
+        Self::start_picking(free_udp_port)
+    }
+
+    /// As [`Bmc::start`], with the UDP port from `pick` (some clients refuse high ports).
+    pub fn start_picking(pick: impl Fn() -> u16) -> Bmc {
         let dir = tempfile::tempdir().unwrap();
         for _ in 0..5 {
-            let port = free_udp_port();
+            let port = pick();
             let log = dir.path().join("bmc.log");
             let child = Command::new(env!("CARGO_BIN_EXE_kubevirt-bmc"))
                 .args(["simulate", "--ipmi-listen"])

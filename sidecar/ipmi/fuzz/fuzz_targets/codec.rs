@@ -39,6 +39,7 @@ fuzz_target!(|data: &[u8]| {
     let peer = "192.0.2.1:623".parse().unwrap();
     match server.handle(data, peer, Duration::from_secs(1), &mut rng) {
         Outcome::Request(_) => panic!("a command passed with no session"),
+        Outcome::Console(_) => panic!("SOL input passed with no session"),
         Outcome::Reply(reply) => {
             for d in reply.datagrams {
                 assert!(rmcp::decode(&d).is_ok(), "reply is not RMCP");

@@ -114,7 +114,7 @@ fuzz_target!(|input: Input| {
                 assert!(delivered.insert(datagram), "delivered twice");
                 let _ = server.respond(&app.route, &app.request.response(0, &[]), &mut rng);
             }
-            Outcome::Reply(_) | Outcome::Drop(_) => {}
+            Outcome::Reply(_) | Outcome::Console(_) | Outcome::Drop(_) => {}
         }
         assert!(server.active_sessions() <= max);
     }

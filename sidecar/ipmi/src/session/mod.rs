@@ -9,6 +9,7 @@
 
 mod commands;
 mod login;
+mod payload;
 mod table;
 
 #[cfg(test)]
@@ -25,6 +26,8 @@ use crate::message::{IpmiRequest, IpmiResponse, cc, netfn};
 use crate::privilege::{self, Privilege};
 use crate::{rmcp, v15, v20};
 
+pub use commands::LAN_CHANNEL;
+pub use payload::{ConsoleInput, SolSend};
 pub use table::Window;
 use table::{Failures, State, Table};
 
@@ -51,6 +54,10 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// How long a session being set up (Open Session to RAKP 3) may wait.
     pub setup_timeout: Duration,
+    /// Whether the machine has a serial console SOL can reach.
+    pub console: bool,
+    /// The SOL configuration at start (its port is what Activate Payload reports).
+    pub sol: crate::sol::SolConfig,
 }
 
 impl ServerConfig {
@@ -63,6 +70,8 @@ impl ServerConfig {
             max_sessions: 32,
             idle_timeout: Duration::from_secs(60),
             setup_timeout: Duration::from_secs(10),
+            console: false,
+            sol: crate::sol::SolConfig::new(623),
         }
     }
 }
@@ -83,6 +92,12 @@ pub enum Event {
     },
     LoginRefused {
         reason: &'static str,
+    },
+    SolActivated {
+        id: u32,
+    },
+    SolDeactivated {
+        id: u32,
     },
 }
 
@@ -132,6 +147,8 @@ pub struct Route {
 pub enum Outcome {
     Reply(Reply),
     Request(AppRequest),
+    /// Characters (or a break) for the serial port, with the SOL ACK to send.
+    Console(ConsoleInput),
     Drop(Dropped),
 }
 
@@ -160,6 +177,10 @@ pub struct Server {
     user_key: Zeroizing<[u8; 20]>,
     v15_password: Zeroizing<[u8; 16]>,
     expired: Vec<u32>,
+    sol_config: crate::sol::SolConfig,
+    sol: Option<payload::ActiveSol>,
+    sol_events: Vec<Event>,
+    sol_elsewhere: Vec<(Vec<u8>, SocketAddr)>,
 }
 
 impl Server {
@@ -169,6 +190,10 @@ impl Server {
         let n = config.password.len().min(16);
         v15_password[..n].copy_from_slice(&config.password[..n]);
         Server {
+            sol_config: config.sol.clone(),
+            sol: None,
+            sol_events: Vec::new(),
+            sol_elsewhere: Vec::new(),
             table: Table::new(config.max_sessions),
             config,
             failures: Failures::default(),
@@ -285,7 +310,7 @@ impl Server {
         session.last_seen = now;
         match header.payload_type {
             v20::payload::IPMI => self.in_session(slot, &payload, peer, rng),
-            // SOL and other payloads ride on the same session once served.
+            v20::payload::SOL => self.sol_packet(slot, &payload, now, rng),
             _ => Outcome::Drop(Dropped::Ignored("payload type not served")),
         }
     }
@@ -367,6 +392,9 @@ impl Server {
         if let Some(outcome) = self.session_command(slot, &request, rng) {
             return outcome;
         }
+        if let Some(outcome) = self.payload_command(slot, &request, rng) {
+            return outcome;
+        }
         let retransmitted = self
             .table
             .get_mut(slot)
@@ -430,10 +458,19 @@ impl Server {
         response: &IpmiResponse,
         rng: &mut dyn Random,
     ) -> Option<Vec<u8>> {
+        self.seal_payload(slot, v20::payload::IPMI, &response.encode(), rng)
+    }
+
+    fn seal_payload(
+        &mut self,
+        slot: usize,
+        payload_type: u8,
+        message: &[u8],
+        rng: &mut dyn Random,
+    ) -> Option<Vec<u8>> {
         let password = self.v15_password.clone();
         let session = self.table.get_mut(slot)?;
         let id = session.id;
-        let message = response.encode();
         match &mut session.state {
             State::Active20 {
                 console_id,
@@ -446,17 +483,17 @@ impl Server {
                 }
                 let seq = link.next_outbound();
                 Some(v20::encode(
-                    v20::payload::IPMI,
+                    payload_type,
                     *console_id,
                     seq,
-                    &message,
+                    message,
                     Some(keys),
                     iv,
                 ))
             }
-            State::Active15 { auth_type, link } => {
+            State::Active15 { auth_type, link } if payload_type == v20::payload::IPMI => {
                 let seq = link.next_outbound();
-                Some(v15::encode(*auth_type, seq, id, &password, &message))
+                Some(v15::encode(*auth_type, seq, id, &password, message))
             }
             _ => None,
         }

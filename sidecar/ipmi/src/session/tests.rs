@@ -8,6 +8,9 @@ use crate::client::{Client, ClientError};
 use crate::crypto::CipherSuite;
 use crate::rakp::{Exchange, OpenSessionRequest, status};
 
+#[path = "sol_tests.rs"]
+mod sol_tests;
+
 const GUID: [u8; 16] = [7; 16];
 
 fn peer() -> SocketAddr {
@@ -36,8 +39,14 @@ struct Pair {
 
 impl Pair {
     fn new() -> Self {
+        let mut config = ServerConfig::new(b"admin", b"password", GUID);
+        config.console = true;
+        Self::with_config(config)
+    }
+
+    fn with_config(config: ServerConfig) -> Self {
         Pair {
-            server: Server::new(ServerConfig::new(b"admin", b"password", GUID)),
+            server: Server::new(config),
             now: Duration::from_secs(1000),
             rng: Box::new(counter_rng()),
         }
@@ -85,6 +94,7 @@ impl Pair {
                     .respond(&app.route, &response, &mut self.rng)
                     .expect("session alive")
             }
+            Outcome::Console(c) => panic!("console input: {c:?}"),
             Outcome::Drop(d) => panic!("dropped: {d}"),
         };
         client.response(&reply).unwrap()
