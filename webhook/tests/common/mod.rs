@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 pub fn fixture_path(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
+        .join("../e2e/testdata/fixtures")
         .join(name)
 }
 
