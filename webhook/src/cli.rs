@@ -1,12 +1,32 @@
 //! Command line of the `kubevirt-bmc-webhook` binary.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Args as ClapArgs, Parser};
 use kubevirt_bmc::telemetry::LogArgs;
 
 use crate::inject::InjectionConfig;
+use crate::metrics::Metrics;
+use crate::server::{self, Context, ServeConfig, ServerError};
+use crate::tls_reload::CertFiles;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("cannot read kubeconfig {path}: {source}")]
+    Kubeconfig {
+        path: PathBuf,
+        source: kube::config::KubeconfigError,
+    },
+    #[error("no Kubernetes configuration (in-cluster or kubeconfig): {0}")]
+    NoConfig(#[from] kube::config::InferConfigError),
+    #[error("cannot build the Kubernetes client: {0}")]
+    Client(#[from] kube::Error),
+    #[error(transparent)]
+    Server(#[from] ServerError),
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -98,6 +118,63 @@ pub struct SidecarArgs {
         default_value_t = 3607
     )]
     pub token_expiration_seconds: i64,
+}
+
+impl Args {
+    /// Serves admission over HTTPS and, unless `--no-controller`, runs the VM controller,
+    /// until SIGTERM or Ctrl-C.
+    pub async fn run(self) -> Result<(), CliError> {
+        let metrics = Arc::new(Metrics::default());
+        let ctx = Arc::new(Context {
+            injection: self.sidecar.injection_config(),
+            metrics: metrics.clone(),
+        });
+        let config = ServeConfig {
+            listen: self.listen,
+            files: CertFiles {
+                cert: self.tls_cert.clone(),
+                key: self.tls_key.clone(),
+            },
+            reload_interval: Duration::from_secs(self.tls_reload_seconds.max(1)),
+        };
+        if !self.no_controller {
+            let client = kube_client(self.kubeconfig.as_deref()).await?;
+            // Events name the reporting instance: the webhook Pod in a cluster.
+            let instance = std::env::var("POD_NAME").unwrap_or_else(|_| "local".to_owned());
+            tokio::spawn(crate::controller::run::run(client, metrics, instance));
+        }
+        let handle = axum_server::Handle::new();
+        let shutdown = handle.clone();
+        tokio::spawn(async move {
+            kubevirt_bmc::cli::shutdown_signal().await;
+            shutdown.graceful_shutdown(Some(Duration::from_secs(10)));
+        });
+        server::serve(config, ctx, handle).await?;
+        Ok(())
+    }
+}
+
+/// `--kubeconfig` when given, otherwise in-cluster or the default kubeconfig: the
+/// webhook also runs outside a cluster during development.
+async fn kube_client(kubeconfig: Option<&Path>) -> Result<kube::Client, CliError> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path).map_err(|source| {
+                CliError::Kubeconfig {
+                    path: path.to_owned(),
+                    source,
+                }
+            })?;
+            kube::Config::from_custom_kubeconfig(file, &Default::default())
+                .await
+                .map_err(|source| CliError::Kubeconfig {
+                    path: path.to_owned(),
+                    source,
+                })?
+        }
+        None => kube::Config::infer().await?,
+    };
+    Ok(kube::Client::try_from(config)?)
 }
 
 impl SidecarArgs {
