@@ -15,14 +15,16 @@ use crate::tls_reload::CertFiles;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
-    #[error("cannot read kubeconfig {path}: {source}")]
+    // kube's own message already ends with its I/O cause; as `reason` (not a source)
+    // the one-line error chain does not repeat it.
+    #[error("cannot read kubeconfig {path}: {reason}")]
     Kubeconfig {
         path: PathBuf,
-        source: kube::config::KubeconfigError,
+        reason: kube::config::KubeconfigError,
     },
-    #[error("no Kubernetes configuration (in-cluster or kubeconfig): {0}")]
+    #[error("no Kubernetes configuration (in-cluster or kubeconfig)")]
     NoConfig(#[from] kube::config::InferConfigError),
-    #[error("cannot build the Kubernetes client: {0}")]
+    #[error("cannot build the Kubernetes client")]
     Client(#[from] kube::Error),
     #[error(transparent)]
     Server(#[from] ServerError),
@@ -159,17 +161,17 @@ impl Args {
 async fn kube_client(kubeconfig: Option<&Path>) -> Result<kube::Client, CliError> {
     let config = match kubeconfig {
         Some(path) => {
-            let file = kube::config::Kubeconfig::read_from(path).map_err(|source| {
+            let file = kube::config::Kubeconfig::read_from(path).map_err(|reason| {
                 CliError::Kubeconfig {
                     path: path.to_owned(),
-                    source,
+                    reason,
                 }
             })?;
             kube::Config::from_custom_kubeconfig(file, &Default::default())
                 .await
-                .map_err(|source| CliError::Kubeconfig {
+                .map_err(|reason| CliError::Kubeconfig {
                     path: path.to_owned(),
-                    source,
+                    reason,
                 })?
         }
         None => kube::Config::infer().await?,
