@@ -1,5 +1,5 @@
-//! Wiring: watch VMs (and what they own, their launcher Pods, namespaces), reconcile each,
-//! requeue with per-VM exponential backoff on errors.
+//! Wiring: watch VMs (and what they own, media DataVolumes included, their launcher Pods,
+//! namespaces), reconcile each, requeue with per-VM exponential backoff on errors.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -166,10 +166,18 @@ pub async fn run(client: Client, metrics: Arc<Metrics>, instance: String) {
     let ns_store = store.clone();
     let ar_pods = ar.clone();
     let ar_ns = ar.clone();
+    let dv_resource = apply::data_volume_resource();
     controller
         .owns_with::<ServiceAccount>(Api::all(client.clone()), (), managed.clone())
         .owns_with::<Secret>(Api::all(client.clone()), (), managed.clone())
-        .owns_with::<Service>(Api::all(client.clone()), (), managed)
+        .owns_with::<Service>(Api::all(client.clone()), (), managed.clone())
+        // The media import's progress and failure reach the VM only through a reconcile.
+        // Without CDI installed this watch keeps failing (with backoff) and nothing else does.
+        .owns_with::<DynamicObject>(
+            Api::all_with(client.clone(), &dv_resource),
+            dv_resource.clone(),
+            managed,
+        )
         .watches_with(
             Api::<Pod>::all(client.clone()),
             (),
