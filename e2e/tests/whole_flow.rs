@@ -586,8 +586,18 @@ async fn whole_flow_annotate_inject_serve_ipmi_sushy_media_faults_and_opt_out() 
     })
     .await;
     kubelet.crash().expect("a running serve process");
+    let restarted_before_crash = vmi_uid(&fake) != before_restart;
     fake.set_slow(Duration::ZERO);
     let (driver, answer) = pending.await.unwrap();
+    let restart_calls = fake
+        .requests()
+        .iter()
+        .filter(|r| r.subresource() == Some("restart"))
+        .count();
+    eprintln!(
+        "whole flow: ForceRestart crash: restart made before the crash: {restarted_before_crash}, \
+         restart calls so far: {restart_calls}, sushy answered {answer:?}"
+    );
     sushy = driver;
     assert!(answer.is_ok(), "ForceRestart across the crash: {answer:?}");
     assert!(
@@ -789,7 +799,9 @@ async fn whole_flow_annotate_inject_serve_ipmi_sushy_media_faults_and_opt_out() 
     .await;
     assert_eq!(code, 200);
 
-    // Opt-out: the VM gets its own settings back and every child goes.
+    // Opt-out: the VM gets its own settings back and every child goes. Right after the
+    // outage above: the controller's watches must be back (with kube-runtime's default
+    // trigger backoff they took minutes; see `TriggerBackoff`).
     fake.modify(Gvr::vm(), NS, VM, |vm| {
         vm["metadata"]["annotations"]["bmc.kubevirt.io/enabled"] = json!("false");
     });
