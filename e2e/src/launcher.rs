@@ -160,10 +160,9 @@ fn resolve_field(pod: &Value, runtime: &PodRuntime, path: &str) -> Option<String
         _ => {
             if let Some(key) = bracketed("metadata.annotations['") {
                 Some(text(&pod["metadata"]["annotations"][key.as_str()]).unwrap_or_default())
-            } else if let Some(key) = bracketed("metadata.labels['") {
-                Some(text(&pod["metadata"]["labels"][key.as_str()]).unwrap_or_default())
             } else {
-                None
+                bracketed("metadata.labels['")
+                    .map(|key| text(&pod["metadata"]["labels"][key.as_str()]).unwrap_or_default())
             }
         }
     }

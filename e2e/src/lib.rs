@@ -3,3 +3,6 @@
 pub mod launcher;
 
 pub mod fake_apiserver;
+pub mod images;
+pub mod kubelet;
+pub mod sushy;

@@ -1,7 +1,7 @@
-//! The whole flow on this machine, as far as it is wired today: the real
-//! `kubevirt-bmc-webhook` binary (controller included) runs as a process against the fake
-//! API server, exactly as it would against a cluster (kubeconfig, server-side apply,
-//! cluster-wide watches with label selectors).
+//! The whole flow on this machine: the real `kubevirt-bmc-webhook` binary (controller
+//! included) and the real `kubevirt-bmc serve` run as processes against the fake API server,
+//! exactly as they would against a cluster (kubeconfig, server-side apply, cluster-wide
+//! watches with label selectors), driven by ipmitool and sushy as Ironic drives them.
 //!
 //! Steps that pass, in order: create VM → annotate it → the controller creates the
 //! ServiceAccount, Role, RoleBinding, credentials Secret and Service and prepares the VM
@@ -9,29 +9,56 @@
 //! whose ServiceAccount does not exist yet is refused with kube-apiserver's message → the
 //! simulated virt-controller starts a paused VMI and creates its launcher Pod → the fake API
 //! server calls the real webhook over HTTPS as `manifests/` configures it and applies its
-//! JSONPatch (native `bmc` sidecar, serviceAccountName vm1-bmc) → `kubevirt-bmc serve` starts
-//! from the injected container spec (env, Secret volume, the vm1-bmc token limited by the
-//! controller's Role) → `ipmitool -I lanplus -C 17 power on` unpauses the VMI → Ironic's
-//! reboot (power off, raw 0x00 0x08 0x03 0x08, raw 0x00 0x08 0x05 0xa0 0x04 0 0 0, power on)
-//! boots a new unpaused VMI from the network in UEFI mode, then the template is restored →
-//! Redfish (curl over HTTPS) ComputerSystem.Reset ForceOff then On, PowerState following →
-//! the vm1-bmc token gets 403 on vm2 → opt-out restores the VM and deletes every child.
+//! JSONPatch (native `bmc` sidecar, serviceAccountName vm1-bmc) → the simulated kubelet
+//! (`kubelet.rs`) runs `kubevirt-bmc serve` from the injected container spec (env, Secret
+//! volume, the vm1-bmc token limited by the controller's Role) → `ipmitool -I lanplus -C 17
+//! power on` unpauses the VMI → a sushy session is opened → Ironic's reboot (power off,
+//! raw 0x00 0x08 0x03 0x08, raw 0x00 0x08 0x05 0xa0 0x04 0 0 0, power on) with serve
+//! SIGKILLed right after `power off` and restarted in the same Pod: off and the boot device
+//! survive → the new VMI boots unpaused from the network in UEFI mode (booted by the old
+//! sidecar in its grace period or by the new one, whichever sees it first), its new launcher
+//! Pod gets a new serve process (the old one stopped with its Pod), the template is restored →
+//! the session token from before the restart still works → sushy reset_system ForceOff / On
+//! with PowerState read back → sushy set_system_boot_options PXE once UEFI read back exactly
+//! → sushy ForceRestart with serve SIGKILLed half-way (intent written, restart call not yet
+//! made): sushy's retry completes it on the restarted process and exactly one VMI boots
+//! from PXE, then the template is restored → with every watch broken just before, sushy
+//! VirtualMedia.insert_media → the controller creates the CDI DataVolume → simulated CDI
+//! (ImportScheduled, ImportInProgress with progress, Succeeded) → the `bmc-media` CD-ROM on
+//! the VM → sushy reads it Inserted with the image → ForceRestart puts it on the new VMI →
+//! eject removes the CD-ROM and the DataVolume → an image that answers 404 ends in CDI
+//! phase Failed and reads Health Critical, NotConnected → the API server down while serve
+//! runs: reads from the cache, changes refused clearly (IPMI completion code, Redfish 503
+//! naming the unreachable API), a serve restarted meanwhile answers 503 "the BMC is
+//! starting" (it used to exit), all works again once the API is back → the vm1-bmc token
+//! gets 403 on vm2 → opt-out restores the VM and deletes every child.
 //!
-//! Not yet here: the serve process is not restarted with the new launcher Pod after the
-//! reboot (one process carries on); sushy, virtual media and DataVolumes.
+//! What `sidecar/tests/kubevirt_faults.rs` already proves on the machine alone (and this
+//! test does not repeat): a broken watch resumes from its resourceVersion without relisting,
+//! a slow API, forbidden tokens and KubeVirt's 409 refusals with their messages.
 //!
-//! The binary is found next to this test's binary (`target/debug`); `e2e/test-all.sh`
-//! builds every binary before the tests run. A missing binary fails the test loudly.
+//! Not here: a real listener closed and reopened (the fake's "down" accepts and drops
+//! connections); CrashLoopBackOff delays; a real PVC behind the DataVolume.
+//!
+//! The binaries are found next to this test's binary (`target/debug`); `e2e/test-all.sh`
+//! builds every binary before the tests run. A missing binary fails the test loudly. sushy
+//! comes from the test venv (`KUBEVIRT_BMC_VENV`, else `target/venv`).
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use kubevirt_bmc_e2e::fake_apiserver::admission::MutatingWebhook;
+use kubevirt_bmc_e2e::fake_apiserver::cdi;
 use kubevirt_bmc_e2e::fake_apiserver::kubevirt::vmi_paused;
+use kubevirt_bmc_e2e::fake_apiserver::store::EventType;
 use kubevirt_bmc_e2e::fake_apiserver::{FakeApiServer, Gvr};
+use kubevirt_bmc_e2e::images::ImageServer;
+use kubevirt_bmc_e2e::kubelet::{Kubelet, SidecarConfig};
 use kubevirt_bmc_e2e::launcher::{self, PodRuntime};
+use kubevirt_bmc_e2e::sushy::Sushy;
 use serde_json::{Value, json};
 
 const NS: &str = "vms";
@@ -138,9 +165,10 @@ async fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn whole_flow_annotate_inject_serve_ipmi_reboot_and_opt_out() {
+async fn whole_flow_annotate_inject_serve_ipmi_sushy_media_faults_and_opt_out() {
     let webhook = workspace_binary("kubevirt-bmc-webhook");
-    let fake = FakeApiServer::start().await.unwrap();
+    let fake = Arc::new(FakeApiServer::start().await.unwrap());
+    fake.run_cdi(Duration::from_millis(100));
     fake.grant_all(
         ADMIN_TOKEN,
         "system:serviceaccount:kubevirt-bmc:kubevirt-bmc-webhook",
@@ -338,10 +366,10 @@ async fn whole_flow_annotate_inject_serve_ipmi_reboot_and_opt_out() {
         );
     }
 
-    // The kubelet's part: start `kubevirt-bmc serve` exactly as the injected container
-    // says (args and env from the patched Pod), with the Secret volume materialised and the
-    // token the API server issues for the `vm1-bmc` ServiceAccount, limited by its Role.
-    let serve_dir = tempfile::tempdir().unwrap();
+    // The kubelet's part: run `kubevirt-bmc serve` exactly as the injected container says
+    // (args and env from the patched Pod, the Secret volume materialised), with the token the
+    // API server issues for the `vm1-bmc` ServiceAccount, limited by its Role; stop it with
+    // its Pod and start the next Pod's.
     let plan = launcher::plan_container(
         &pod,
         "bmc",
@@ -356,32 +384,23 @@ async fn whole_flow_annotate_inject_serve_ipmi_reboot_and_opt_out() {
     .unwrap();
     assert_eq!(plan.program, "kubevirt-bmc");
     assert_eq!(plan.args, ["serve"]);
-    let mut env = plan.env.clone();
-    let credentials_mount = env["KUBEVIRT_BMC_CREDENTIALS_DIR"].clone();
-    let credentials_dir = serve_dir.path().join("credentials");
-    std::fs::create_dir(&credentials_dir).unwrap();
+    let credentials_mount = plan.env["KUBEVIRT_BMC_CREDENTIALS_DIR"].clone();
     let mount = plan
         .mounts
         .iter()
         .find(|m| m.mount_path == credentials_mount)
         .expect("credentials directory is a mounted volume");
-    let secret_name = mount.volume["secret"]["secretName"].as_str().unwrap();
-    assert_eq!(secret_name, "vm1-bmc-credentials");
-    let secret = fake.get(gvr("", "v1", "secrets"), NS, secret_name).unwrap();
-    let mut user = String::new();
-    let mut password = String::new();
-    for (key, value) in secret["data"].as_object().unwrap() {
+    assert_eq!(mount.volume["secret"]["secretName"], "vm1-bmc-credentials");
+    let secret = fake
+        .get(gvr("", "v1", "secrets"), NS, "vm1-bmc-credentials")
+        .unwrap();
+    let secret_text = |key: &str| {
         let bytes = base64::engine::general_purpose::STANDARD
-            .decode(value.as_str().unwrap())
+            .decode(secret["data"][key].as_str().unwrap())
             .unwrap();
-        let text = String::from_utf8(bytes.clone()).unwrap();
-        match key.as_str() {
-            "username" => user = text.trim().to_owned(),
-            "password" => password = text.trim().to_owned(),
-            _ => {}
-        }
-        std::fs::write(credentials_dir.join(key), bytes).unwrap();
-    }
+        String::from_utf8(bytes).unwrap().trim().to_owned()
+    };
+    let (user, password) = (secret_text("username"), secret_text("password"));
     assert!(!user.is_empty() && !password.is_empty());
     let role = fake
         .get(
@@ -401,83 +420,106 @@ async fn whole_flow_annotate_inject_serve_ipmi_reboot_and_opt_out() {
     allowed.dedup();
     let allowed: Vec<&str> = allowed.iter().map(String::as_str).collect();
     fake.grant(SA_TOKEN, "system:serviceaccount:vms:vm1-bmc", &allowed);
+    let serve_dir = tempfile::tempdir().unwrap();
     let sa_kubeconfig = serve_dir.path().join("kubeconfig");
     std::fs::write(&sa_kubeconfig, fake.kubeconfig(SA_TOKEN, NS)).unwrap();
-    // Free high ports on loopback instead of 623/443 on the Pod IP.
+    // Free high ports on loopback instead of 623/443 on the Pod IP; every Pod gets the
+    // same ones, standing for the vm1-bmc Service's stable address.
     let ipmi_port = free_udp_port();
-    env.insert("KUBEVIRT_BMC_IPMI_PORT".into(), ipmi_port.to_string());
     let redfish_port = free_port();
-    env.insert("KUBEVIRT_BMC_REDFISH_PORT".into(), redfish_port.to_string());
-    env.insert(
-        "KUBEVIRT_BMC_HEALTH_LISTEN".into(),
-        format!("127.0.0.1:{}", free_port()),
+    let kubelet = Kubelet::start(
+        fake.clone(),
+        SidecarConfig {
+            binary: workspace_binary(&plan.program),
+            default_program: "kubevirt-bmc".to_owned(),
+            namespace: NS.to_owned(),
+            vm: VM.to_owned(),
+            container: "bmc".to_owned(),
+            env_overrides: [
+                ("KUBEVIRT_BMC_IPMI_PORT", ipmi_port.to_string()),
+                ("KUBEVIRT_BMC_REDFISH_PORT", redfish_port.to_string()),
+                (
+                    "KUBEVIRT_BMC_HEALTH_LISTEN",
+                    format!("127.0.0.1:{}", free_port()),
+                ),
+                ("KUBECONFIG", sa_kubeconfig.display().to_string()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
+            root: serve_dir.path().join("pods"),
+        },
     );
-    env.insert(
-        "KUBEVIRT_BMC_CREDENTIALS_DIR".into(),
-        credentials_dir.display().to_string(),
-    );
-    env.insert("KUBECONFIG".into(), sa_kubeconfig.display().to_string());
-    let serve = Command::new(workspace_binary(&plan.program))
-        .args(&plan.args)
-        .env_clear()
-        .envs(&env)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let _serve = Kill(serve);
+    let pod_name = pod["metadata"]["name"].as_str().unwrap().to_owned();
+    wait_for("serve started for the launcher Pod", SECS_10, || {
+        kubelet.starts().first().map(|s| s.pod.as_str()) == Some(pod_name.as_str())
+    })
+    .await;
+    assert_eq!(kubelet.error(), None);
 
-    // Ironic's first call: power on, which unpauses the paused VMI.
-    let ipmitool = |args: &[&str]| {
-        let out = Command::new("ipmitool")
-            .args(["-I", "lanplus", "-C", "17", "-H", "127.0.0.1", "-p"])
-            .arg(ipmi_port.to_string())
-            .args(["-U", &user, "-P", &password, "-R", "3", "-N", "1"])
-            .args(args)
-            .output()
-            .expect("ipmitool not found: run e2e/setup.sh");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned()
-                + &String::from_utf8_lossy(&out.stderr),
-        )
+    let ipmi = Ipmi {
+        port: ipmi_port,
+        user: user.clone(),
+        password: password.clone(),
     };
-    let mut answer = (false, String::new());
-    for _ in 0..40 {
-        answer = ipmitool(&["power", "on"]);
-        if answer.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    assert!(answer.0, "ipmitool power on failed: {}", answer.1);
-    wait_for("the VMI unpaused", Duration::from_secs(15), || {
+    // Ironic's first call: power on, which unpauses the paused VMI.
+    ipmi.until_ok(&["power", "on"]).await;
+    wait_for("the VMI unpaused", SECS_15, || {
         fake.vmi(NS, VM).is_some_and(|vmi| !vmi_paused(&vmi))
     })
     .await;
-    let (ok, status) = ipmitool(&["power", "status"]);
-    assert!(ok && status.contains("Chassis Power is on"), "{status}");
+    let status = ipmi.ok(&["power", "status"]);
+    assert!(status.contains("Chassis Power is on"), "{status}");
 
-    // Ironic's reboot sequence, its exact ipmitool calls: off, boot device PXE once in
-    // UEFI mode (set, then the boot-info acknowledge), on.
+    // sushy, one client for the rest of the scenario, as an Ironic conductor keeps one. A
+    // Redfish session made now must outlive this serve process.
+    let mut sushy = Driver(
+        Sushy::start(
+            &format!("https://127.0.0.1:{redfish_port}"),
+            &user,
+            &password,
+            VM,
+        )
+        .unwrap(),
+    );
+    assert_eq!(sushy.ok(json!({"op": "power"}))["power"], "On");
+    let login = sushy.ok(json!({"op": "login"}));
+    let token = login["token"].as_str().unwrap().to_owned();
+    let system_path = format!("/redfish/v1/Systems/{VM}");
+
+    // Ironic's reboot sequence, its exact ipmitool calls: off, boot device PXE once in UEFI
+    // mode (set, then the boot-info acknowledge), on. The BMC process is SIGKILLed right
+    // after `power off` is accepted; the kubelet restarts it in the same Pod and Ironic's
+    // next calls reach the new process (ipmitool opens a new session per call anyway).
     let template_before = fake.vm(NS, VM).unwrap()["spec"]["template"]["spec"]["domain"].clone();
-    let old_vmi = fake.vmi(NS, VM).unwrap()["metadata"]["uid"].clone();
-    for args in [
-        &["power", "off"][..],
-        &["raw", "0x00", "0x08", "0x03", "0x08"][..],
-        &["raw", "0x00", "0x08", "0x05", "0xa0", "0x04", "0", "0", "0"][..],
-    ] {
-        let (ok, out) = ipmitool(args);
-        assert!(ok, "ipmitool {args:?} failed: {out}");
-    }
+    let old_vmi = vmi_uid(&fake);
+    ipmi.ok(&["power", "off"]);
+    assert!(vmi_paused(&fake.vmi(NS, VM).unwrap()), "power off pauses");
+    kubelet.crash().expect("a running serve process");
+    wait_for("serve restarted in the same Pod", SECS_10, || {
+        kubelet
+            .starts()
+            .last()
+            .is_some_and(|s| s.restart && s.pod == pod_name)
+    })
+    .await;
+    ipmi.until_ok(&["raw", "0x00", "0x08", "0x03", "0x08"])
+        .await;
+    ipmi.ok(&["raw", "0x00", "0x08", "0x05", "0xa0", "0x04", "0", "0", "0"]);
     let domain = fake.vm(NS, VM).unwrap()["spec"]["template"]["spec"]["domain"].clone();
     assert_eq!(
         domain["devices"]["interfaces"][0]["bootOrder"], 1,
         "PXE first"
     );
-    let (ok, out) = ipmitool(&["power", "on"]);
-    assert!(ok, "ipmitool power on failed: {out}");
-    wait_for("a new unpaused VMI", Duration::from_secs(20), || {
+    let status = ipmi.ok(&["power", "status"]);
+    assert!(
+        status.contains("Chassis Power is off"),
+        "off survived the crash: {status}"
+    );
+    // Power on with a boot change pending: a new VMI, so a new launcher Pod; the kubelet
+    // stops this serve with its Pod and starts the new Pod's, which boots the new VMI.
+    ipmi.ok(&["power", "on"]);
+    wait_for("a new unpaused VMI", SECS_20, || {
         fake.vmi(NS, VM)
             .is_some_and(|vmi| vmi["metadata"]["uid"] != old_vmi && !vmi_paused(&vmi))
     })
@@ -488,53 +530,250 @@ async fn whole_flow_annotate_inject_serve_ipmi_reboot_and_opt_out() {
         "the new VMI boots from the network"
     );
     assert!(booted["spec"]["domain"]["firmware"]["bootloader"]["efi"].is_object());
-    wait_for("the template restored", Duration::from_secs(20), || {
+    wait_for("the template restored", SECS_20, || {
         fake.vm(NS, VM).unwrap()["spec"]["template"]["spec"]["domain"] == template_before
     })
     .await;
+    // Its launcher Pod goes through admission; the VMI may be booted before it is there
+    // (the old sidecar, still in its grace period, may boot it: twins are tolerated).
+    wait_for("the new VMI's launcher Pod", SECS_10, || {
+        current_pod_name(&fake).is_some()
+    })
+    .await;
+    let new_pod = current_pod_name(&fake).unwrap();
+    assert_ne!(new_pod, pod_name);
+    wait_for("serve started from the new launcher Pod", SECS_10, || {
+        kubelet.starts().last().is_some_and(|s| s.pod == new_pod)
+    })
+    .await;
+    assert_eq!(kubelet.killed_after_grace(), 0, "serve stops on SIGTERM");
+    assert_eq!(
+        sushy.ok(json!({"op": "boot_read"}))["enabled"],
+        "Disabled",
+        "the one-time override is used up"
+    );
+    // The Redfish session from before: the new process honours its token (the key lives in
+    // the credentials Secret, not in the process).
+    let seen = sushy.ok(json!({"op": "get_with_token", "path": system_path, "token": token}));
+    assert_eq!(seen["status"], 200, "{seen}");
+    assert_eq!(seen["body"]["PowerState"], "On");
 
-    // Redfish (curl, as sushy sends it): ForceOff, then On, on the same BMC.
-    let system_url = format!("https://127.0.0.1:{redfish_port}/redfish/v1/Systems/{VM}");
-    let auth = format!("{user}:{password}");
-    let curl = |args: &[&str]| {
-        let out = Command::new("curl")
-            .args(["-sk", "-w", "\n%{http_code}", "-u", &auth])
-            .args(args)
-            .output()
-            .expect("curl not found");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-        (code.trim().parse::<u16>().unwrap_or(0), body.to_owned())
-    };
-    let power_state = || {
-        let (code, body) = curl(&[&system_url]);
-        assert_eq!(code, 200, "{body}");
-        serde_json::from_str::<Value>(&body).unwrap()["PowerState"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
-    };
-    assert_eq!(power_state(), "On");
-    let reset_url = format!("{system_url}/Actions/ComputerSystem.Reset");
-    for (reset, state) in [("ForceOff", "Off"), ("On", "On")] {
-        let (code, body) = curl(&[
-            "-X",
-            "POST",
-            "-H",
-            "Content-Type: application/json",
-            "-d",
-            &format!("{{\"ResetType\": \"{reset}\"}}"),
-            &reset_url,
-        ]);
-        assert!((200..300).contains(&code), "Reset {reset}: {code} {body}");
-        wait_for(
-            &format!("PowerState {state} after {reset}"),
-            Duration::from_secs(15),
-            || power_state() == state,
-        )
-        .await;
+    // sushy: ForceOff, then On, PowerState following; the VMI paused and unpaused.
+    for (reset, state, paused) in [("ForceOff", "Off", true), ("On", "On", false)] {
+        sushy.ok(json!({"op": "reset", "type": reset}));
+        sushy.power_becomes(state).await;
+        assert_eq!(vmi_paused(&fake.vmi(NS, VM).unwrap()), paused, "{reset}");
     }
-    assert!(!vmi_paused(&fake.vmi(NS, VM).unwrap()));
+
+    // sushy's boot override, read back exactly, then ForceRestart with the BMC SIGKILLed
+    // half-way: the intent is on the VM, the restart call not yet made (the API answers
+    // slowly). sushy retries a dropped request after 3 s, as Ironic relies on; the restarted
+    // process carries it out. The PXE-once override applies to exactly one boot.
+    let boot = sushy.ok(json!({"op": "boot", "target": "Pxe", "enabled": "Once", "mode": "UEFI"}));
+    assert_eq!(boot["raw"], json!(["Pxe", "Once", "UEFI"]));
+    assert_eq!(
+        fake.vm(NS, VM).unwrap()["spec"]["template"]["spec"]["domain"]["devices"]["interfaces"][0]
+            ["bootOrder"],
+        1
+    );
+    let before_restart = vmi_uid(&fake);
+    let vmis_before = fake.history(&Gvr::vmi()).len();
+    let starts_before = kubelet.starts().len();
+    fake.set_slow(Duration::from_millis(400));
+    let pending = sushy.background(json!({"op": "reset", "type": "ForceRestart"}));
+    wait_for("the restart intent on the VM", SECS_10, || {
+        annotation(&fake, "bmc.kubevirt.io/restart-of").as_deref() == Some(before_restart.as_str())
+    })
+    .await;
+    kubelet.crash().expect("a running serve process");
+    let restarted_before_crash = vmi_uid(&fake) != before_restart;
+    fake.set_slow(Duration::ZERO);
+    let (driver, answer) = pending.await.unwrap();
+    let restart_calls = fake
+        .requests()
+        .iter()
+        .filter(|r| r.subresource() == Some("restart"))
+        .count();
+    eprintln!(
+        "whole flow: ForceRestart crash: restart made before the crash: {restarted_before_crash}, \
+         restart calls so far: {restart_calls}, sushy answered {answer:?}"
+    );
+    sushy = driver;
+    assert!(answer.is_ok(), "ForceRestart across the crash: {answer:?}");
+    assert!(
+        kubelet.starts().len() > starts_before,
+        "serve came back: {:?}",
+        kubelet.starts()
+    );
+    wait_for("a new VMI booted", SECS_20, || {
+        fake.vmi(NS, VM).is_some_and(|vmi| {
+            vmi["metadata"]["uid"] != before_restart.as_str() && !vmi_paused(&vmi)
+        })
+    })
+    .await;
+    wait_for("the template restored", SECS_20, || {
+        fake.vm(NS, VM).unwrap()["spec"]["template"]["spec"]["domain"] == template_before
+    })
+    .await;
+    let pxe_boots = fake.history(&Gvr::vmi())[vmis_before..]
+        .iter()
+        .filter(|(kind, vmi)| {
+            *kind == EventType::Added
+                && vmi["spec"]["domain"]["devices"]["interfaces"][0]["bootOrder"] == 1
+        })
+        .count();
+    assert_eq!(pxe_boots, 1, "the PXE-once override booted exactly one VMI");
+    sushy.power_becomes("On").await;
+    assert_eq!(sushy.ok(json!({"op": "boot_read"}))["enabled"], "Disabled");
+
+    // Virtual media through sushy, with every watch broken just before (the controller's
+    // and the sidecar's resume from their resourceVersions): the sidecar records the wish
+    // on the VM → the controller creates the DataVolume → simulated CDI imports it → the
+    // controller attaches the bmc-media CD-ROM to the VM → sushy reads it back inserted.
+    let images = ImageServer::start().await.unwrap();
+    let image = images.url("images/ipa.iso");
+    fake.break_watches();
+    sushy.ok(json!({"op": "insert", "image": image}));
+    let wish: Value =
+        serde_json::from_str(&annotation(&fake, "bmc.kubevirt.io/media").unwrap()).unwrap();
+    assert_eq!(wish["image"], image.as_str());
+    let dvs = cdi::gvr();
+    wait_for("the media DataVolume imported", SECS_20, || {
+        fake.get(dvs.clone(), NS, "vm1-bmc-media")
+            .is_some_and(|dv| dv["status"]["phase"] == "Succeeded")
+    })
+    .await;
+    let dv = fake.get(dvs.clone(), NS, "vm1-bmc-media").unwrap();
+    assert_eq!(dv["spec"]["source"]["http"]["url"], image.as_str());
+    assert_eq!(dv["metadata"]["ownerReferences"][0]["name"], VM);
+    let phases: Vec<(String, String)> = fake
+        .history(&dvs)
+        .iter()
+        .filter(|(_, dv)| dv["spec"]["source"]["http"]["url"] == image.as_str())
+        .filter_map(|(_, dv)| {
+            Some((
+                dv["status"]["phase"].as_str()?.to_owned(),
+                dv["status"]["progress"].as_str()?.to_owned(),
+            ))
+        })
+        .collect();
+    assert!(
+        phases.iter().any(|(p, _)| p == "ImportScheduled")
+            && phases
+                .iter()
+                .any(|(p, progress)| p == "ImportInProgress" && progress.ends_with('%'))
+            && phases.last().map(|(p, _)| p.as_str()) == Some("Succeeded"),
+        "CDI phases: {phases:?}"
+    );
+    wait_for("the CD-ROM on the VM and the import Ready", SECS_20, || {
+        let vm = fake.vm(NS, VM).unwrap();
+        has_media_disk(&vm["spec"]["template"]["spec"])
+            && annotation(&fake, "bmc.kubevirt.io/media-status")
+                .is_some_and(|s| s.contains("\"Ready\""))
+    })
+    .await;
+    let media = sushy.ok(json!({"op": "media"}));
+    assert_eq!(media["inserted"], true, "{media}");
+    assert_eq!(media["image"], image.as_str());
+    assert_eq!(media["image_name"], "ipa.iso");
+    assert_eq!(media["connected_via"], "URI");
+    assert_eq!(media["health"], "OK");
+    // The CD reaches the VMI on its next boot (a new VMI: the template changed).
+    let with_media = vmi_uid(&fake);
+    sushy.ok(json!({"op": "reset", "type": "ForceRestart"}));
+    wait_for("a new VMI with the CD-ROM", SECS_20, || {
+        fake.vmi(NS, VM).is_some_and(|vmi| {
+            vmi["metadata"]["uid"] != with_media.as_str()
+                && !vmi_paused(&vmi)
+                && has_media_disk(&vmi["spec"])
+        })
+    })
+    .await;
+    // Eject: the CD-ROM leaves the VM and the DataVolume goes.
+    sushy.ok(json!({"op": "eject"}));
+    wait_for("the CD-ROM and the DataVolume removed", SECS_20, || {
+        let vm = fake.vm(NS, VM).unwrap();
+        !has_media_disk(&vm["spec"]["template"]["spec"])
+            && fake.get(dvs.clone(), NS, "vm1-bmc-media").is_none()
+    })
+    .await;
+    let media = sushy.ok(json!({"op": "media"}));
+    assert_eq!(
+        (&media["inserted"], &media["image"]),
+        (&json!(false), &Value::Null)
+    );
+
+    // An image the importer cannot fetch: CDI ends Failed, and sushy reads an error state
+    // (Health Critical, not connected), never success.
+    let missing = images.url("images/missing.img");
+    sushy.ok(json!({"op": "insert", "image": missing}));
+    wait_for("the import Failed", SECS_20, || {
+        fake.get(dvs.clone(), NS, "vm1-bmc-media")
+            .is_some_and(|dv| dv["status"]["phase"] == "Failed")
+    })
+    .await;
+    wait_for("the failure on the VM", SECS_20, || {
+        annotation(&fake, "bmc.kubevirt.io/media-status").is_some_and(|s| s.contains("got 404"))
+    })
+    .await;
+    let media = sushy.ok(json!({"op": "media"}));
+    assert_eq!(media["health"], "Critical", "{media}");
+    assert_eq!(media["connected_via"], "NotConnected", "{media}");
+    sushy.ok(json!({"op": "eject"}));
+    wait_for("the failed DataVolume removed", SECS_20, || {
+        fake.get(dvs.clone(), NS, "vm1-bmc-media").is_none()
+    })
+    .await;
+
+    // The API server goes away while serve runs: reads answer from the cache, changes fail
+    // with a clear error (IPMI: a completion code; Redfish: 503 naming the KubeVirt API),
+    // a serve process restarted meanwhile cannot sync and says so, and all of it works
+    // again once the API server is back. The VM ends where the client last asked.
+    fake.set_down(true);
+    let status = ipmi.ok(&["power", "status"]);
+    assert!(status.contains("Chassis Power is on"), "{status}");
+    let (ok, out) = ipmi.run(&["power", "off"]);
+    assert!(!ok, "power off with the API down: {out}");
+    let refused = sushy
+        .call(json!({"op": "reset", "type": "ForceOff"}))
+        .unwrap_err();
+    assert!(
+        refused.contains("503") && refused.contains("unreachable"),
+        "{refused}"
+    );
+    assert!(!vmi_paused(&fake.vmi(NS, VM).unwrap()), "nothing changed");
+    let starts_before = kubelet.starts().len();
+    kubelet.crash().expect("a running serve process");
+    wait_for("serve restarted with the API down", SECS_10, || {
+        kubelet.starts().len() > starts_before
+    })
+    .await;
+    // Raw on purpose: sushy retries a GET's 503 for 30 s, which would hide the answer. The
+    // new process needs a moment before it listens.
+    let start = Instant::now();
+    let unsynced = loop {
+        match sushy.call(json!({"op": "get_with_token", "path": system_path, "token": token})) {
+            Ok(answer) => break answer,
+            Err(e) if e.starts_with("ConnectionError") && start.elapsed() < SECS_15 => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("the restarted BMC never answered: {e}"),
+        }
+    };
+    assert_eq!(unsynced["status"], 503, "{unsynced}");
+    let message = unsynced["body"]["error"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        message.contains("the BMC is starting: cannot read the VM from the KubeVirt API"),
+        "{unsynced}"
+    );
+    fake.set_down(false);
+    sushy.ok(json!({"op": "reset", "type": "ForceOff"}));
+    sushy.power_becomes("Off").await;
+    assert!(vmi_paused(&fake.vmi(NS, VM).unwrap()));
+    ipmi.until_ok(&["power", "on"]).await;
+    sushy.power_becomes("On").await;
 
     // The sidecar's token works on its own VM only: vm2 answers 403.
     fake.put(Gvr::vm(), NS, "vm2", {
@@ -560,7 +799,9 @@ async fn whole_flow_annotate_inject_serve_ipmi_reboot_and_opt_out() {
     .await;
     assert_eq!(code, 200);
 
-    // Opt-out: the VM gets its own settings back and every child goes.
+    // Opt-out: the VM gets its own settings back and every child goes. Right after the
+    // outage above: the controller's watches must be back (with kube-runtime's default
+    // trigger backoff they took minutes; see `TriggerBackoff`).
     fake.modify(Gvr::vm(), NS, VM, |vm| {
         vm["metadata"]["annotations"]["bmc.kubevirt.io/enabled"] = json!("false");
     });
@@ -580,4 +821,134 @@ async fn whole_flow_annotate_inject_serve_ipmi_reboot_and_opt_out() {
                 .is_none()
     })
     .await;
+    drop(kubelet);
+}
+
+const SECS_10: Duration = Duration::from_secs(10);
+const SECS_15: Duration = Duration::from_secs(15);
+const SECS_20: Duration = Duration::from_secs(20);
+
+fn vmi_uid(fake: &FakeApiServer) -> String {
+    fake.vmi(NS, VM).unwrap()["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn annotation(fake: &FakeApiServer, key: &str) -> Option<String> {
+    fake.vm(NS, VM)?["metadata"]["annotations"][key]
+        .as_str()
+        .map(str::to_owned)
+}
+
+/// The launcher Pod of the current VMI.
+fn current_pod_name(fake: &FakeApiServer) -> Option<String> {
+    let uid = vmi_uid(fake);
+    fake.list(gvr("", "v1", "pods"), NS)
+        .into_iter()
+        .find(|p| p["metadata"]["labels"]["kubevirt.io/created-by"] == uid.as_str())
+        .and_then(|p| p["metadata"]["name"].as_str().map(str::to_owned))
+}
+
+/// A VM template spec or VMI spec with the bmc-media CD-ROM backed by the DataVolume.
+fn has_media_disk(spec: &Value) -> bool {
+    let disk = spec["domain"]["devices"]["disks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|d| d["name"] == "bmc-media" && d["cdrom"].is_object());
+    let volume = spec["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|v| v["name"] == "bmc-media" && v["dataVolume"]["name"] == "vm1-bmc-media");
+    disk && volume
+}
+
+/// ipmitool as Ironic runs it.
+struct Ipmi {
+    port: u16,
+    user: String,
+    password: String,
+}
+
+impl Ipmi {
+    fn run(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new("ipmitool")
+            .args(["-I", "lanplus", "-C", "17", "-H", "127.0.0.1", "-p"])
+            .arg(self.port.to_string())
+            .args(["-U", &self.user, "-P", &self.password, "-R", "3", "-N", "1"])
+            .args(args)
+            .output()
+            .expect("ipmitool not found: run e2e/setup.sh");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let (ok, out) = tokio::task::block_in_place(|| self.run(args));
+        assert!(ok, "ipmitool {args:?} failed: {out}");
+        out
+    }
+
+    /// Retries while the BMC is (re)starting, as Ironic's retries would.
+    async fn until_ok(&self, args: &[&str]) -> String {
+        let start = Instant::now();
+        loop {
+            let (ok, out) = tokio::task::block_in_place(|| self.run(args));
+            if ok {
+                return out;
+            }
+            assert!(
+                start.elapsed() < SECS_15,
+                "ipmitool {args:?} kept failing: {out}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// The sushy driver, blocking calls kept off the runtime's workers.
+struct Driver(Sushy);
+
+impl Driver {
+    fn call(&mut self, command: Value) -> Result<Value, String> {
+        tokio::task::block_in_place(|| self.0.call(command)).expect("the sushy driver runs")
+    }
+
+    fn ok(&mut self, command: Value) -> Value {
+        let what = command.to_string();
+        self.call(command)
+            .unwrap_or_else(|e| panic!("sushy {what} failed: {e}"))
+    }
+
+    /// Runs one command on a blocking thread while the test goes on.
+    fn background(
+        self,
+        command: Value,
+    ) -> tokio::task::JoinHandle<(Driver, Result<Value, String>)> {
+        let Driver(mut sushy) = self;
+        tokio::task::spawn_blocking(move || {
+            let answer = sushy.call(command).expect("the sushy driver runs");
+            (Driver(sushy), answer)
+        })
+    }
+
+    async fn power_becomes(&mut self, state: &str) {
+        let start = Instant::now();
+        loop {
+            let power = self.ok(json!({"op": "power"}));
+            if power["power"] == state {
+                return;
+            }
+            assert!(
+                start.elapsed() < SECS_15,
+                "PowerState never became {state}: {power}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }

@@ -1,5 +1,6 @@
 //! The real `kubevirt-bmc serve` process against the fake API server: it finishes a power-on
-//! that an earlier sidecar began, answers health probes and metrics, and stops on SIGTERM.
+//! that an earlier sidecar began, answers health probes and metrics, and stops on SIGTERM;
+//! started while the API is away, it answers 503 saying so instead of exiting.
 
 mod support;
 
@@ -170,4 +171,54 @@ async fn serve_without_credentials_says_which_file_is_missing() {
         text.contains("cannot read the BMC credentials") && text.contains("nowhere/username"),
         "{text}"
     );
+}
+
+/// `curl -sk` over HTTPS: (status, body); `None` while nothing answers.
+fn curl(port: u16, path: &str) -> Option<(u16, String)> {
+    let out = Command::new("curl")
+        .args(["-sk", "--max-time", "10", "-w", "\n%{http_code}"])
+        .arg(format!("https://127.0.0.1:{port}{path}"))
+        .output()
+        .expect("curl not found");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n')?;
+    let code = code.trim().parse::<u16>().ok().filter(|c| *c != 0)?;
+    Some((code, body.to_owned()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_started_with_the_api_away_answers_503_saying_so_then_serves() {
+    let fake = fake().await;
+    let dir = setup_files(&fake);
+    fake.set_down(true);
+    let mut serve = spawn_serve(
+        &dir.path().join("kubeconfig"),
+        &dir.path().join("credentials"),
+        Stdio::null(),
+    );
+    let redfish = serve.redfish;
+    let answer = std::sync::Mutex::new(None);
+    eventually("Redfish answers while the API is away", || {
+        let got = tokio::task::block_in_place(|| curl(redfish, "/redfish/v1"));
+        let some = got.is_some();
+        *answer.lock().unwrap() = got;
+        async move { some }
+    })
+    .await;
+    let (code, body) = answer.into_inner().unwrap().unwrap();
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body.contains("the BMC is starting: cannot read the VM from the KubeVirt API"),
+        "{body}"
+    );
+    assert!(
+        serve.child.try_wait().unwrap().is_none(),
+        "serve keeps running instead of exiting into a restart loop"
+    );
+    fake.set_down(false);
+    eventually("Redfish serves once the API is back", || {
+        let code = tokio::task::block_in_place(|| curl(redfish, "/redfish/v1")).map(|a| a.0);
+        async move { code == Some(200) }
+    })
+    .await;
 }

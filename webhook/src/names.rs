@@ -143,7 +143,7 @@ pub const CONTROLLER_RULES: &[Rule] = &[
     (
         "cdi.kubevirt.io",
         &["datavolumes"],
-        &["get", "create", "patch", "delete"],
+        &["get", "list", "watch", "create", "patch", "delete"],
     ),
 ];
 /// Secret the serving certificate lives in (cert-manager Certificate / self-signed generator).

@@ -10,6 +10,7 @@
 //! special behaviour.
 
 pub mod admission;
+pub mod cdi;
 mod http;
 pub mod kubevirt;
 pub mod store;
@@ -348,6 +349,24 @@ impl FakeApiServer {
                 }
             }
         });
+    }
+
+    /// Plays CDI's importer for every new DataVolume (see `cdi`), one status change per
+    /// `step`.
+    pub fn run_cdi(&self, step: Duration) {
+        cdi::run(self.shared.clone(), step);
+    }
+
+    /// Every change to objects of `gvr` so far, oldest first, as a watch from the start sees
+    /// them: lets a test assert on states that came and went.
+    pub fn history(&self, gvr: &Gvr) -> Vec<(store::EventType, Value)> {
+        self.shared
+            .store()
+            .since(0)
+            .into_iter()
+            .filter(|e| &e.key.gvr == gvr)
+            .map(|e| (e.kind, e.object))
+            .collect()
     }
 
     pub fn resource_version(&self) -> u64 {

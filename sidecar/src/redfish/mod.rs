@@ -232,18 +232,12 @@ pub enum RedfishError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("cannot start: {0}")]
-    Backend(#[from] MachineError),
 }
 
 impl From<RedfishError> for crate::bmc::BmcError {
     fn from(error: RedfishError) -> Self {
         match error {
             RedfishError::Bind { addr, source } => crate::bmc::BmcError::Bind { addr, source },
-            other => crate::bmc::BmcError::Stopped {
-                server: "Redfish",
-                reason: other.to_string(),
-            },
         }
     }
 }
@@ -252,6 +246,8 @@ impl From<RedfishError> for crate::bmc::BmcError {
 pub struct RedfishServer {
     handle: axum_server::Handle<SocketAddr>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// Reads the machine until it answers (see `start`).
+    loader: Option<tokio::task::AbortHandle>,
     pub local_addr: SocketAddr,
 }
 
@@ -267,12 +263,54 @@ impl RedfishServer {
 
     /// Lets requests in flight finish (up to 5 s), then stops.
     pub async fn shutdown(self) {
+        if let Some(loader) = &self.loader {
+            loader.abort();
+        }
         self.handle.graceful_shutdown(Some(Duration::from_secs(5)));
         let _ = self.task.await;
     }
 }
 
-/// Binds `listen` (failing fast) and serves Redfish on it in the background.
+const LOAD_RETRY: Duration = Duration::from_millis(200);
+const LOAD_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// The reason alone: the 503 says "unavailable" already.
+fn why(error: &MachineError) -> String {
+    match error {
+        MachineError::Unavailable(reason) => reason.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Builds the service once the machine answers, retrying with backoff after a first failed
+/// attempt; `waiting` holds why it does not yet.
+async fn load(
+    machine: Arc<dyn Machine>,
+    credentials: Credentials,
+    ready: Arc<std::sync::OnceLock<NormalizePath<Router>>>,
+    waiting: Arc<std::sync::Mutex<String>>,
+) {
+    let mut delay = LOAD_RETRY;
+    loop {
+        tokio::time::sleep(delay).await;
+        match Context::new(machine.clone(), credentials.clone()).await {
+            Ok(context) => {
+                let _ = ready.set(app(context));
+                tracing::info!("Redfish ready");
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(%error, retry_in = ?delay, "Redfish cannot read the machine yet; answering 503 meanwhile");
+                *waiting.lock().unwrap_or_else(|p| p.into_inner()) = why(&error);
+                delay = (delay * 2).min(LOAD_RETRY_MAX);
+            }
+        }
+    }
+}
+
+/// Binds `listen` (failing fast) and serves Redfish on it in the background. Until the
+/// machine can be read (the KubeVirt API may be away when the sidecar starts), every request
+/// gets 503 saying why, instead of the process exiting into a restart loop.
 pub async fn start(
     machine: Arc<dyn Machine>,
     credentials: Credentials,
@@ -286,7 +324,20 @@ pub async fn start(
     let listener = std::net::TcpListener::bind(listen).map_err(bind_error)?;
     listener.set_nonblocking(true).map_err(bind_error)?;
     let local_addr = listener.local_addr().map_err(bind_error)?;
-    let context = Context::new(machine, credentials).await?;
+    let ready = Arc::new(std::sync::OnceLock::new());
+    let waiting = Arc::new(std::sync::Mutex::new(
+        "still reading the machine; retry".to_owned(),
+    ));
+    // A first attempt inline, so a machine that answers at once is served from the start.
+    match Context::new(machine.clone(), credentials.clone()).await {
+        Ok(context) => {
+            let _ = ready.set(app(context));
+        }
+        Err(error) => *waiting.lock().unwrap_or_else(|p| p.into_inner()) = why(&error),
+    }
+    let loader = ready.get().is_none().then(|| {
+        tokio::spawn(load(machine, credentials, ready.clone(), waiting.clone())).abort_handle()
+    });
     let config = axum_server::tls_rustls::RustlsConfig::from_config(tls);
     let handle = axum_server::Handle::new();
     let mut server = axum_server::from_tcp_rustls(listener, config)
@@ -302,12 +353,32 @@ pub async fn start(
         .http_builder()
         .http2()
         .timer(hyper_util::rt::TokioTimer::new());
-    let service = tower::make::Shared::new(app(context));
+    let service = tower::make::Shared::new(tower::service_fn(
+        move |request: axum::http::Request<hyper::body::Incoming>| {
+            let app = ready.get().cloned();
+            let waiting = waiting.clone();
+            async move {
+                use axum::response::IntoResponse;
+                use tower::ServiceExt;
+                match app {
+                    Some(app) => app.oneshot(request).await,
+                    None => {
+                        let why = waiting.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                        Ok(errors::ApiError::from(MachineError::Unavailable(format!(
+                            "the BMC is starting: {why}"
+                        )))
+                        .into_response())
+                    }
+                }
+            }
+        },
+    ));
     let task = tokio::spawn(server.serve(service));
     tracing::info!(%local_addr, "Redfish listening (HTTPS)");
     Ok(RedfishServer {
         handle,
         task,
+        loader,
         local_addr,
     })
 }

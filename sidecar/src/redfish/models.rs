@@ -386,7 +386,9 @@ pub fn virtual_media(base: &str, media: &MediaState) -> Value {
         .and_then(|url| url.split(['?', '#']).next())
         .and_then(|url| url.rsplit('/').next())
         .filter(|name| !name.is_empty());
-    let connected = media.inserted && image.is_some();
+    // A failed import left nothing to attach: the drive is empty, whatever was asked.
+    let failed = matches!(media.status, MediaStatus::Failed { .. });
+    let connected = media.inserted && image.is_some() && !failed;
     let (state, health) = match &media.status {
         MediaStatus::Ejected | MediaStatus::Ready => ("Enabled", "OK"),
         MediaStatus::Importing { .. } => ("Starting", "OK"),
@@ -495,5 +497,16 @@ mod tests {
         let ejected = virtual_media("/x", &MediaState::ejected());
         assert_eq!(ejected["Image"], Value::Null);
         assert_eq!(ejected["ConnectedVia"], "NotConnected");
+        let failed = virtual_media(
+            "/x",
+            &MediaState {
+                status: MediaStatus::Failed {
+                    reason: "got 404".into(),
+                },
+                ..media
+            },
+        );
+        assert_eq!(failed["Status"]["Health"], "Critical");
+        assert_eq!(failed["ConnectedVia"], "NotConnected");
     }
 }

@@ -1,5 +1,5 @@
-//! Wiring: watch VMs (and what they own, their launcher Pods, namespaces), reconcile each,
-//! requeue with per-VM exponential backoff on errors.
+//! Wiring: watch VMs (and what they own, media DataVolumes included, their launcher Pods,
+//! namespaces), reconcile each, requeue with per-VM exponential backoff on errors.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -48,6 +48,37 @@ impl ReconcileError {
             ReconcileError::Apply(e) => e.metric_label(),
             ReconcileError::Malformed(_) => "malformed-vm",
         }
+    }
+}
+
+/// Backoff of the watches that trigger reconciles. kube-runtime applies one backoff to all
+/// of them together, so after an API server restart every watch's stale error pauses all
+/// watches in turn; with its default (0.8 s doubling to 30 s, reset only after 120 s) the
+/// controller was blind for over a minute after a 10 s outage. Short and capped instead:
+/// 100 ms doubling to 2 s, reset by any event.
+#[derive(Debug, Clone, Default)]
+pub struct TriggerBackoff {
+    failures: u32,
+}
+
+const TRIGGER_BACKOFF_MIN: Duration = Duration::from_millis(100);
+const TRIGGER_BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+impl Iterator for TriggerBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let delay = TRIGGER_BACKOFF_MIN
+            .saturating_mul(1u32 << self.failures.min(16))
+            .min(TRIGGER_BACKOFF_MAX);
+        self.failures = self.failures.saturating_add(1);
+        Some(delay)
+    }
+}
+
+impl kube::runtime::utils::Backoff for TriggerBackoff {
+    fn reset(&mut self) {
+        self.failures = 0;
     }
 }
 
@@ -161,15 +192,24 @@ pub async fn run(client: Client, metrics: Arc<Metrics>, instance: String) {
     });
     let managed =
         watcher::Config::default().labels("app.kubernetes.io/managed-by=kubevirt-bmc-webhook");
-    let controller = Controller::new_with(vms, watcher::Config::default(), ar.clone());
+    let controller = Controller::new_with(vms, watcher::Config::default(), ar.clone())
+        .trigger_backoff(TriggerBackoff::default());
     let store = controller.store();
     let ns_store = store.clone();
     let ar_pods = ar.clone();
     let ar_ns = ar.clone();
+    let dv_resource = apply::data_volume_resource();
     controller
         .owns_with::<ServiceAccount>(Api::all(client.clone()), (), managed.clone())
         .owns_with::<Secret>(Api::all(client.clone()), (), managed.clone())
-        .owns_with::<Service>(Api::all(client.clone()), (), managed)
+        .owns_with::<Service>(Api::all(client.clone()), (), managed.clone())
+        // The media import's progress and failure reach the VM only through a reconcile.
+        // Without CDI installed this watch keeps failing (with backoff) and nothing else does.
+        .owns_with::<DynamicObject>(
+            Api::all_with(client.clone(), &dv_resource),
+            dv_resource.clone(),
+            managed,
+        )
         .watches_with(
             Api::<Pod>::all(client.clone()),
             (),
@@ -209,4 +249,24 @@ pub async fn run(client: Client, metrics: Arc<Metrics>, instance: String) {
             }
         })
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::runtime::utils::Backoff;
+
+    use super::*;
+
+    #[test]
+    fn trigger_backoff_is_short_capped_and_resets() {
+        let mut backoff = TriggerBackoff::default();
+        let delays: Vec<Duration> = backoff.by_ref().take(7).collect();
+        assert_eq!(delays[0], Duration::from_millis(100));
+        assert_eq!(delays[4], Duration::from_millis(1600));
+        assert_eq!(delays[6], Duration::from_secs(2));
+        // Seven stale watch errors in a row cost under 8 s in all.
+        assert!(delays.iter().sum::<Duration>() < Duration::from_secs(8));
+        backoff.reset();
+        assert_eq!(backoff.next(), Some(Duration::from_millis(100)));
+    }
 }
