@@ -402,7 +402,7 @@ fn unreachable_networking_is_reported() {
 }
 
 #[test]
-fn virtual_media_is_imported_attached_reported_and_ejected() {
+fn virtual_media_is_imported_then_attached_reported_and_ejected() {
     let media = r#"{"image":"https://example.org/boot.iso","inserted":true,"writeProtected":true}"#;
     let mut vm = prepared_vm();
     vm["metadata"]["annotations"][names::MEDIA] = json!(media);
@@ -423,8 +423,36 @@ fn virtual_media_is_imported_attached_reported_and_ejected() {
         dv["metadata"]["ownerReferences"][0]["kind"],
         "VirtualMachine"
     );
+    assert!(m.vm_spec.is_none(), "nothing attached before the import");
+    assert_eq!(
+        patch.unwrap()["metadata"]["annotations"][names::MEDIA_STATUS],
+        "{\"phase\":\"Importing\"}"
+    );
+
+    // Import progress: still nothing attached.
+    let mut observed = observed;
+    let mut dv = dv.clone();
+    dv["status"] = json!({"phase": "ImportInProgress", "progress": "42.0%"});
+    observed.data_volume = Some(dv.clone());
+    let (_, _, patch, m, _) = opted_in(plan(&vm, &vm_ref(), &observed, &Fresh::test()));
+    assert_eq!(m.data_volume, DvAction::None);
+    assert!(m.vm_spec.is_none());
+    assert_eq!(
+        patch.unwrap()["metadata"]["annotations"][names::MEDIA_STATUS],
+        "{\"phase\":\"Importing\",\"progress\":\"42.0%\"}"
+    );
+
+    // Imported: the CD-ROM is attached, the VM's own disks kept.
+    dv["status"] = json!({"phase": "Succeeded", "progress": "100.0%"});
+    observed.data_volume = Some(dv.clone());
+    let (_, _, patch, m, _) = opted_in(plan(&vm, &vm_ref(), &observed, &Fresh::test()));
     let patch = patch.unwrap();
-    let t = &patch["spec"]["template"]["spec"];
+    assert_eq!(
+        patch["metadata"]["annotations"][names::MEDIA_STATUS],
+        "{\"phase\":\"Ready\",\"progress\":\"100.0%\"}"
+    );
+    let attach = m.vm_spec.expect("attached once imported");
+    let t = &attach["template"]["spec"];
     let disks = t["domain"]["devices"]["disks"].as_array().unwrap();
     assert_eq!(
         disks.last().unwrap(),
@@ -436,39 +464,35 @@ fn virtual_media_is_imported_attached_reported_and_ejected() {
         volumes.last().unwrap()["dataVolume"]["name"],
         "vm1-bmc-media"
     );
-    assert_eq!(
-        patch["metadata"]["annotations"][names::MEDIA_STATUS],
-        "{\"phase\":\"Importing\"}"
-    );
-
-    // Import progress, then success.
     let mut attached = vm.clone();
-    attached["spec"]["template"]["spec"] = {
-        let mut s = vm["spec"]["template"]["spec"].clone();
-        s["domain"]["devices"]["disks"] = json!(disks);
-        s["volumes"] = json!(volumes);
-        s
-    };
-    let mut observed = observed;
-    let mut dv = dv.clone();
-    dv["status"] = json!({"phase": "ImportInProgress", "progress": "42.0%"});
-    observed.data_volume = Some(dv.clone());
+    attached["spec"]["template"]["spec"]["domain"]["devices"]["disks"] = json!(disks);
+    attached["spec"]["template"]["spec"]["volumes"] = json!(volumes);
+    let (_, _, _, m, _) = opted_in(plan(&attached, &vm_ref(), &observed, &Fresh::test()));
+    assert!(m.vm_spec.is_none(), "attached once, not again");
+
+    // A failed import detaches the CD-ROM so the VM can still start.
+    let mut failed = dv.clone();
+    failed["status"] = json!({"phase": "Failed", "conditions": [{"type": "Running",
+        "status": "False", "reason": "Error", "message": "expected status code 200, got 404"}]});
+    observed.data_volume = Some(failed);
     let (_, _, patch, m, _) = opted_in(plan(&attached, &vm_ref(), &observed, &Fresh::test()));
-    assert_eq!(m.data_volume, DvAction::None);
-    assert!(m.vm_spec.is_none());
-    assert_eq!(
-        patch.unwrap()["metadata"]["annotations"][names::MEDIA_STATUS],
-        "{\"phase\":\"Importing\",\"progress\":\"42.0%\"}"
+    let detached = m.vm_spec.expect("detached after a failed import");
+    assert!(
+        detached["template"]["spec"]["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|v| v["name"] != "bmc-media")
     );
-    dv["status"] = json!({"phase": "Succeeded", "progress": "100.0%"});
-    observed.data_volume = Some(dv.clone());
-    let (_, _, patch, _, _) = opted_in(plan(&attached, &vm_ref(), &observed, &Fresh::test()));
-    assert_eq!(
-        patch.unwrap()["metadata"]["annotations"][names::MEDIA_STATUS],
-        "{\"phase\":\"Ready\",\"progress\":\"100.0%\"}"
+    let status = patch.unwrap()["metadata"]["annotations"][names::MEDIA_STATUS].clone();
+    assert!(
+        status.as_str().unwrap().contains("\"phase\":\"Failed\""),
+        "{status}"
     );
+    assert!(status.as_str().unwrap().contains("got 404"), "{status}");
 
     // Eject: the DataVolume is deleted and the disk detached.
+    observed.data_volume = Some(dv);
     let mut ejected = attached.clone();
     ejected["metadata"]["annotations"]
         .as_object_mut()

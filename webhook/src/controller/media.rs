@@ -1,5 +1,6 @@
 //! Virtual media: the sidecar writes the desired image on the VM; we import it with a CDI
-//! DataVolume and attach it as the `bmc-media` CD-ROM (declarative hotplug). Pure.
+//! DataVolume and, once imported, attach it as the `bmc-media` CD-ROM (declarative hotplug).
+//! Pure.
 
 use std::collections::BTreeMap;
 
@@ -150,18 +151,15 @@ pub fn plan(
             },
         ),
     };
-    let t = &vm["spec"]["template"]["spec"];
-    let disks = &t["domain"]["devices"]["disks"];
-    let volumes = &t["volumes"];
-    let vm_spec = (!has_media(disks) || !has_media(volumes)).then(|| {
-        let mut d = without_media(disks);
-        d.push(json!({"name": names::MEDIA_DISK, "cdrom": {"bus": "sata", "readonly": true}}));
-        let mut v = without_media(volumes);
-        v.push(json!({"name": names::MEDIA_DISK, "dataVolume": {
-            "name": names::media_data_volume(&vm_ref.name), "hotpluggable": true
-        }}));
-        json!({"template": {"spec": {"domain": {"devices": {"disks": d}}, "volumes": v}}})
-    });
+    // Attached only once imported: a VM template naming a DataVolume that is still
+    // importing, or failed, may not start, and without a launcher Pod there is no BMC left
+    // to eject the medium through.
+    let imported = status.phase == "Ready" && data_volume == DvAction::None;
+    let vm_spec = if imported {
+        attach(vm, vm_ref)
+    } else {
+        detach(vm)
+    };
     let text = serde_json::to_string(&status).expect("serialises");
     MediaPlan {
         data_volume,
@@ -169,4 +167,20 @@ pub fn plan(
         status_annotation: (current_status != Some(&text))
             .then(|| (names::MEDIA_STATUS.to_owned(), json!(text))),
     }
+}
+
+/// Spec fragment that adds the media CD-ROM and its DataVolume volume, unless present.
+fn attach(vm: &Value, vm_ref: &VmRef) -> Option<Value> {
+    let t = &vm["spec"]["template"]["spec"];
+    let disks = &t["domain"]["devices"]["disks"];
+    let volumes = &t["volumes"];
+    (!has_media(disks) || !has_media(volumes)).then(|| {
+        let mut d = without_media(disks);
+        d.push(json!({"name": names::MEDIA_DISK, "cdrom": {"bus": "sata", "readonly": true}}));
+        let mut v = without_media(volumes);
+        v.push(json!({"name": names::MEDIA_DISK, "dataVolume": {
+            "name": names::media_data_volume(&vm_ref.name), "hotpluggable": true
+        }}));
+        json!({"template": {"spec": {"domain": {"devices": {"disks": d}}, "volumes": v}}})
+    })
 }
