@@ -26,6 +26,7 @@ use sha2::Digest;
 use tower::Layer;
 use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
 
+use crate::bmc::SerialConsole;
 use crate::credentials::Credentials;
 use crate::machine::{Machine, MachineError};
 use models::Ids;
@@ -33,6 +34,8 @@ use models::Ids;
 /// Shared by every handler.
 pub struct Context {
     pub machine: Arc<dyn Machine>,
+    /// Whether SOL can be used now (IPMI's `sol set enabled` switches it).
+    pub serial_console: SerialConsole,
     pub credentials: Credentials,
     pub ids: Ids,
     pub sessions: auth::Sessions,
@@ -45,6 +48,7 @@ impl Context {
     /// delivery. Must run inside tokio.
     pub async fn new(
         machine: Arc<dyn Machine>,
+        serial_console: SerialConsole,
         credentials: Credentials,
     ) -> Result<Arc<Self>, MachineError> {
         let inventory = machine.inventory().await?;
@@ -58,6 +62,7 @@ impl Context {
             events::Events::load(machine.clone(), ids.clone(), events::RETRY_INTERVAL).await?;
         Ok(Arc::new(Context {
             machine,
+            serial_console,
             credentials,
             ids,
             sessions,
@@ -275,6 +280,7 @@ impl RedfishServer {
 /// Binds `listen` (failing fast) and serves Redfish on it in the background.
 pub async fn start(
     machine: Arc<dyn Machine>,
+    serial_console: SerialConsole,
     credentials: Credentials,
     tls: Arc<rustls::ServerConfig>,
     listen: SocketAddr,
@@ -286,7 +292,7 @@ pub async fn start(
     let listener = std::net::TcpListener::bind(listen).map_err(bind_error)?;
     listener.set_nonblocking(true).map_err(bind_error)?;
     let local_addr = listener.local_addr().map_err(bind_error)?;
-    let context = Context::new(machine, credentials).await?;
+    let context = Context::new(machine, serial_console, credentials).await?;
     let config = axum_server::tls_rustls::RustlsConfig::from_config(tls);
     let handle = axum_server::Handle::new();
     let mut server = axum_server::from_tcp_rustls(listener, config)
