@@ -94,3 +94,21 @@ pub async fn run(
     redfish.shutdown().await;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::SerialConsole;
+
+    #[test]
+    fn the_console_is_offered_only_when_present_and_enabled_and_clones_share_the_switch() {
+        let ipmi = SerialConsole::new(true, true);
+        let redfish = ipmi.clone();
+        assert!(redfish.service_enabled());
+        ipmi.set_enabled(false);
+        assert!(!redfish.service_enabled());
+        ipmi.set_enabled(true);
+        assert!(redfish.service_enabled());
+        // A machine without a console never offers one, whatever the switch says.
+        assert!(!SerialConsole::new(false, true).service_enabled());
+    }
+}
