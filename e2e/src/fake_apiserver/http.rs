@@ -574,6 +574,8 @@ fn watch(shared: &Arc<Shared>, route: Route, name: Option<String>, query: &str) 
         loop {
             let thawed = !*frozen.borrow_and_update();
             let line = tokio::select! {
+                // A freeze set before an event must hold it back: checked first, never by lot.
+                biased;
                 _ = frozen.changed() => continue,
                 event = live.recv(), if thawed => match event {
                     Ok(StoredEvent { rv, key, kind, object }) => {
