@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::credentials::Credentials;
 use crate::machine::Machine;
@@ -28,6 +29,34 @@ pub enum BmcError {
     },
 }
 
+/// The serial console as the front ends report it. IPMI owns the switch (`ipmitool sol set
+/// enabled`); Redfish shows it in the Manager's `SerialConsole`. Cheap to clone: clones share
+/// one switch.
+#[derive(Debug, Clone)]
+pub struct SerialConsole {
+    /// The machine has a console at all.
+    available: bool,
+    enabled: Arc<AtomicBool>,
+}
+
+impl SerialConsole {
+    pub fn new(available: bool, enabled: bool) -> Self {
+        SerialConsole {
+            available,
+            enabled: Arc::new(AtomicBool::new(enabled)),
+        }
+    }
+
+    pub fn set_enabled(&self, enabled: bool) {
+        self.enabled.store(enabled, Ordering::Relaxed);
+    }
+
+    /// A client could attach now: the machine has a console and SOL is enabled.
+    pub fn service_enabled(&self) -> bool {
+        self.available && self.enabled.load(Ordering::Relaxed)
+    }
+}
+
 /// Serves IPMI and Redfish for `machine` until `shutdown` completes or a server fails.
 pub async fn run(
     machine: Arc<dyn Machine>,
@@ -45,6 +74,7 @@ pub async fn run(
             })?;
     let mut redfish = crate::redfish::start(
         machine.clone(),
+        ipmi.serial_console(),
         config.credentials.clone(),
         config.tls.clone(),
         config.redfish_listen,
@@ -63,4 +93,22 @@ pub async fn run(
     }
     redfish.shutdown().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SerialConsole;
+
+    #[test]
+    fn the_console_is_offered_only_when_present_and_enabled_and_clones_share_the_switch() {
+        let ipmi = SerialConsole::new(true, true);
+        let redfish = ipmi.clone();
+        assert!(redfish.service_enabled());
+        ipmi.set_enabled(false);
+        assert!(!redfish.service_enabled());
+        ipmi.set_enabled(true);
+        assert!(redfish.service_enabled());
+        // A machine without a console never offers one, whatever the switch says.
+        assert!(!SerialConsole::new(false, true).service_enabled());
+    }
 }

@@ -36,9 +36,14 @@ impl Harness {
             })
             .unwrap(),
         );
-        let context = Context::new(machine.clone(), Credentials::new("admin", "secret"))
-            .await
-            .unwrap();
+        let serial_console = kubevirt_bmc::bmc::SerialConsole::new(true, true);
+        let context = Context::new(
+            machine.clone(),
+            serial_console,
+            Credentials::new("admin", "secret"),
+        )
+        .await
+        .unwrap();
         Harness { machine, context }
     }
 

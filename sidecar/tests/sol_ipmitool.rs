@@ -3,80 +3,14 @@
 //! simulate`.
 
 mod ipmi_common;
+mod tmux;
 
-use std::process::Command;
-use std::time::{Duration, Instant};
+use ipmi_common::{Bmc, PASSWORD, assert_contains};
+use tmux::{Logs, Tmux};
 
-use ipmi_common::{Bmc, PASSWORD, assert_contains, run};
-
-/// A private tmux server (its own socket name), so parallel tests never meet.
-struct Tmux {
-    socket: String,
-}
-
-impl Tmux {
-    fn new(tag: &str) -> Tmux {
-        Tmux {
-            socket: format!("kvbmc-sol-{tag}-{}", std::process::id()),
-        }
-    }
-
-    fn cmd(&self) -> Command {
-        let mut c = Command::new("tmux");
-        c.args(["-L", &self.socket]);
-        c
-    }
-
-    fn start(&self, window: &str, shell: &str) {
-        let mut c = self.cmd();
-        c.args([
-            "new-session",
-            "-d",
-            "-s",
-            window,
-            "-x",
-            "120",
-            "-y",
-            "40",
-            shell,
-        ]);
-        let out = run(c, "tmux");
-        assert!(out.status.success(), "tmux: {out:?}");
-    }
-
-    fn keys(&self, window: &str, keys: &[&str]) {
-        let mut c = self.cmd();
-        c.args(["send-keys", "-t", window]).args(keys);
-        assert!(run(c, "tmux").status.success());
-    }
-
-    fn screen(&self, window: &str) -> String {
-        let mut c = self.cmd();
-        c.args(["capture-pane", "-p", "-t", window]);
-        String::from_utf8_lossy(&run(c, "tmux").stdout).into_owned()
-    }
-
-    /// Waits until the pane shows `needle`; the whole screen on failure.
-    fn wait_for(&self, window: &str, needle: &str, bmc: &Bmc) -> String {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let screen = self.screen(window);
-            if screen.contains(needle) {
-                return screen;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{needle:?} never appeared; screen:\n{screen}\nBMC log:\n{}",
-                bmc.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = self.cmd().arg("kill-server").output();
+impl Logs for Bmc {
+    fn log_text(&self) -> String {
+        Bmc::log_text(self)
     }
 }
 
@@ -143,9 +77,28 @@ fn sol_deactivate_from_a_second_client_ends_the_active_session() {
     tmux.wait_for("again", "SOL-EXITED=0", &bmc);
 }
 
+/// The Manager's `SerialConsole` over HTTPS (curl, Basic auth).
+fn redfish_serial_console(bmc: &Bmc) -> serde_json::Value {
+    let out = std::process::Command::new("curl")
+        .args(["-sk", "-u", &format!("admin:{PASSWORD}")])
+        .arg(format!(
+            "https://127.0.0.1:{}/redfish/v1/Managers/BMC",
+            bmc.redfish
+        ))
+        .output()
+        .expect("curl runs");
+    assert!(out.status.success(), "curl: {out:?}");
+    let manager: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    manager["SerialConsole"].clone()
+}
+
 #[test]
 fn sol_info_reports_the_configuration_and_set_changes_it() {
     let bmc = Bmc::start();
+    assert_eq!(
+        redfish_serial_console(&bmc),
+        serde_json::json!({"ServiceEnabled": true, "MaxConcurrentSessions": 1, "ConnectTypesSupported": ["IPMI"]})
+    );
     let info = bmc.ipmitool_ok(LANPLUS, "sol info");
     assert_contains(&info, "Enabled                         : true");
     assert_contains(&info, "Payload Port                    : ");
@@ -160,7 +113,13 @@ fn sol_info_reports_the_configuration_and_set_changes_it() {
         &String::from_utf8_lossy(&refused.stderr),
         "SOL payload disabled",
     );
+    // Redfish follows the IPMI switch: one serial console, one state.
+    assert_eq!(
+        redfish_serial_console(&bmc),
+        serde_json::json!({"ServiceEnabled": false, "MaxConcurrentSessions": 0, "ConnectTypesSupported": []})
+    );
     bmc.ipmitool_ok(LANPLUS, "sol set enabled true");
+    assert_eq!(redfish_serial_console(&bmc)["ServiceEnabled"], true);
     bmc.ipmitool_ok(LANPLUS, "sol set volatile-bit-rate 9.6");
     assert_contains(
         &bmc.ipmitool_ok(LANPLUS, "sol info"),

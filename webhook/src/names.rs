@@ -118,6 +118,12 @@ pub const VM_ROLE_RULES: &[Rule] = &[
         ],
         &["update"],
     ),
+    // Serial over LAN: the VMI's serial console (a WebSocket GET).
+    (
+        "subresources.kubevirt.io",
+        &["virtualmachineinstances/console"],
+        &["get"],
+    ),
 ];
 
 /// The controller's ClusterRole (manifests/base/rbac.yaml), rule by rule. It holds the per-VM
@@ -127,6 +133,7 @@ pub const CONTROLLER_RULES: &[Rule] = &[
     VM_ROLE_RULES[1],
     VM_ROLE_RULES[2],
     VM_ROLE_RULES[3],
+    VM_ROLE_RULES[4],
     ("", &["namespaces"], &["get", "list", "watch"]),
     ("", &["pods"], &["list", "watch"]),
     (

@@ -162,7 +162,8 @@ async fn opt_in_writes_identity_first_and_the_vm_template_last() {
         call("PATCH", &format!("/apis/rbac.authorization.k8s.io/v1/namespaces/vms/roles/vm1-bmc{APPLY}"), 200, json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "vm1-bmc"}}))
             .body(|b| {
                 assert_eq!(b["rules"][0], json!({"apiGroups": ["kubevirt.io"], "resources": ["virtualmachines"], "verbs": ["get", "list", "watch", "patch"], "resourceNames": ["vm1"]}));
-                assert_eq!(b["rules"].as_array().unwrap().len(), 4);
+                assert_eq!(b["rules"].as_array().unwrap().len(), 5);
+                assert_eq!(b["rules"][4], json!({"apiGroups": ["subresources.kubevirt.io"], "resources": ["virtualmachineinstances/console"], "verbs": ["get"], "resourceNames": ["vm1"]}));
             }),
         call("PATCH", &format!("/apis/rbac.authorization.k8s.io/v1/namespaces/vms/rolebindings/vm1-bmc{APPLY}"), 200, json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "vm1-bmc"}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "vm1-bmc"}}))
             .body(|b| assert_eq!(b["subjects"][0], json!({"kind": "ServiceAccount", "name": "vm1-bmc", "namespace": "vms"}))),

@@ -516,7 +516,7 @@ fn virtual_media_is_imported_then_attached_reported_and_ejected() {
 fn children_are_scoped_to_the_vm() {
     let role = children::role(&vm_ref());
     let rules = role.rules.unwrap();
-    assert_eq!(rules.len(), 4);
+    assert_eq!(rules.len(), 5);
     for rule in &rules {
         assert_eq!(
             rule.resource_names.as_deref(),
@@ -532,6 +532,12 @@ fn children_are_scoped_to_the_vm() {
         rules[3].api_groups.as_deref().unwrap(),
         ["subresources.kubevirt.io"]
     );
+    // Serial over LAN reads this VM's console and nothing else.
+    assert_eq!(
+        rules[4].resources.as_deref().unwrap(),
+        ["virtualmachineinstances/console"]
+    );
+    assert_eq!(rules[4].verbs, ["get"]);
     let svc = children::service(&vm_ref(), ServiceType::NodePort);
     let spec = svc.spec.unwrap();
     assert_eq!(spec.type_.as_deref(), Some("NodePort"));

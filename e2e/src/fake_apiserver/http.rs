@@ -16,6 +16,8 @@ use super::store::{Gvr, Key, StoredEvent};
 use super::write::{self, Selector};
 use super::{Grant, RequestRecord, Shared, kubevirt, lock};
 
+mod console;
+
 const BODY_LIMIT: usize = 16 << 20;
 
 pub(super) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
@@ -38,8 +40,9 @@ pub(super) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
             });
             let builder =
                 hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-            let connection =
-                builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            // With upgrades: the VMI console is a WebSocket.
+            let connection = builder
+                .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service);
             tokio::select! {
                 _ = connection => {}
                 _ = down.wait_for(|d| *d) => {}
@@ -185,7 +188,12 @@ fn authorize(
         (Some(names), Some(name)) => names.contains(name),
         (Some(_), None) => false,
     };
-    if name_ok && !grant.denied_verbs.contains(verb) {
+    let resource = match &route.subresource {
+        Some(sub) => format!("{}/{sub}", route.gvr.resource),
+        None => route.gvr.resource.clone(),
+    };
+    if name_ok && !grant.denied_verbs.contains(verb) && !grant.denied_resources.contains(&resource)
+    {
         Ok(())
     } else {
         Err(forbidden(grant, verb, route, name))
@@ -210,9 +218,12 @@ pub(super) fn not_found(route: &Route, name: &str) -> Response<Body> {
 
 async fn handle(
     shared: Arc<Shared>,
-    request: http::Request<hyper::body::Incoming>,
+    mut request: http::Request<hyper::body::Incoming>,
 ) -> Response<Body> {
     let received = std::time::Instant::now();
+    // The console's WebSocket needs the connection's upgrade, taken before the body is read.
+    let console_upgrade = console::is_console(request.method(), request.uri().path())
+        .then(|| hyper::upgrade::on(&mut request));
     let slow = lock(&shared.faults).slow;
     if !slow.is_zero() {
         tokio::time::sleep(slow).await;
@@ -236,18 +247,21 @@ async fn handle(
     let grant = bearer(&parts.headers).and_then(|token| lock(&shared.tokens).get(&token).cloned());
     let response = match &grant {
         None => status(401, "Unauthorized", "Unauthorized", json!({})),
-        Some(grant) => {
-            dispatch(
-                &shared,
-                grant,
-                &parts.method,
-                &path,
-                &query,
-                content_type.as_deref(),
-                &bytes,
-            )
-            .await
-        }
+        Some(grant) => match console_upgrade {
+            Some(upgrade) => console::open(&shared, grant, &parts.headers, &path, upgrade),
+            None => {
+                dispatch(
+                    &shared,
+                    grant,
+                    &parts.method,
+                    &path,
+                    &query,
+                    content_type.as_deref(),
+                    &bytes,
+                )
+                .await
+            }
+        },
     };
     lock(&shared.log).push(RequestRecord {
         method: parts.method.to_string(),
@@ -560,6 +574,8 @@ fn watch(shared: &Arc<Shared>, route: Route, name: Option<String>, query: &str) 
         loop {
             let thawed = !*frozen.borrow_and_update();
             let line = tokio::select! {
+                // A freeze set before an event must hold it back: checked first, never by lot.
+                biased;
                 _ = frozen.changed() => continue,
                 event = live.recv(), if thawed => match event {
                     Ok(StoredEvent { rv, key, kind, object }) => {

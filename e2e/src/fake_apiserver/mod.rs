@@ -18,7 +18,7 @@ mod write;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -37,6 +37,9 @@ pub struct Grant {
     pub names: Option<BTreeSet<String>>,
     /// Verbs it may not use at all ("get", "list", "watch", "patch", "update", ...).
     pub denied_verbs: BTreeSet<String>,
+    /// Resources it may not touch at all, subresources as "resource/subresource" (e.g.
+    /// "virtualmachineinstances/console": a Role without that rule).
+    pub denied_resources: BTreeSet<String>,
 }
 
 /// One request as the fake received it.
@@ -83,6 +86,8 @@ pub(crate) struct Shared {
     frozen: watch::Sender<bool>,
     log: Mutex<Vec<RequestRecord>>,
     controller_held: AtomicBool,
+    /// Serial console WebSockets now open.
+    open_consoles: AtomicUsize,
     bookmark_interval: Duration,
     webhook: Mutex<Option<admission::MutatingWebhook>>,
 }
@@ -132,6 +137,7 @@ impl FakeApiServer {
             frozen: watch::channel(false).0,
             log: Mutex::new(Vec::new()),
             controller_held: AtomicBool::new(false),
+            open_consoles: AtomicUsize::new(0),
             bookmark_interval: Duration::from_millis(500),
             webhook: Mutex::new(None),
         });
@@ -171,6 +177,7 @@ impl FakeApiServer {
                 user: user.to_owned(),
                 names: Some(names.iter().map(|n| (*n).to_owned()).collect()),
                 denied_verbs: BTreeSet::new(),
+                denied_resources: BTreeSet::new(),
             },
         );
     }
@@ -182,6 +189,7 @@ impl FakeApiServer {
                 user: user.to_owned(),
                 names: None,
                 denied_verbs: BTreeSet::new(),
+                denied_resources: BTreeSet::new(),
             },
         );
     }
@@ -192,6 +200,15 @@ impl FakeApiServer {
             grant
                 .denied_verbs
                 .extend(verbs.iter().map(|v| (*v).to_owned()));
+        }
+    }
+
+    /// Takes resources away from a token, subresources as "resource/subresource".
+    pub fn deny_resources(&self, token: &str, resources: &[&str]) {
+        if let Some(grant) = lock(&self.shared.tokens).get_mut(token) {
+            grant
+                .denied_resources
+                .extend(resources.iter().map(|r| (*r).to_owned()));
         }
     }
 
@@ -249,6 +266,11 @@ impl FakeApiServer {
             let mut store = self.shared.store();
             self.shared.settle(&mut store);
         }
+    }
+
+    /// How many VMI serial console WebSockets are open.
+    pub fn open_consoles(&self) -> usize {
+        self.shared.open_consoles.load(Ordering::SeqCst)
     }
 
     pub fn requests(&self) -> Vec<RequestRecord> {

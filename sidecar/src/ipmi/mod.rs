@@ -18,8 +18,9 @@ use kubevirt_bmc_ipmi::session::{Event, Outcome};
 use kubevirt_bmc_ipmi::{AppRequest, IpmiRequest, IpmiResponse, Server, ServerConfig};
 use tokio::net::UdpSocket;
 
+use crate::bmc::SerialConsole;
 use crate::credentials::Credentials;
-use crate::machine::{ConsoleInput, Machine, PowerState};
+use crate::machine::{Machine, PowerState};
 use commands::{Action, Memo, Snapshot, completion_code, decide, ipmi_guid};
 use kubevirt_bmc_ipmi::sol::SolConfig;
 
@@ -56,8 +57,10 @@ impl PowerOnHours {
 
 struct Context {
     socket: UdpSocket,
-    /// Where SOL input goes; None when the machine has no console.
-    console: Option<tokio::sync::mpsc::Sender<ConsoleInput>>,
+    /// The machine's console while a session holds SOL.
+    attached: Mutex<Option<sol::Attached>>,
+    /// SOL's enable switch as Redfish reports it.
+    serial_console: SerialConsole,
     machine: Arc<dyn Machine>,
     sessions: Mutex<Server>,
     memo: Mutex<Memo>,
@@ -69,7 +72,6 @@ struct Context {
 /// A bound IPMI server, ready to run.
 pub struct IpmiServer {
     context: Arc<Context>,
-    console_output: Option<tokio::sync::mpsc::Receiver<Vec<u8>>>,
 }
 
 impl IpmiServer {
@@ -92,20 +94,18 @@ impl IpmiServer {
             credentials.password.as_bytes(),
             guid,
         );
-        let (console, console_output) = match machine.console().await {
-            Ok(c) => (Some(c.input), Some(c.output)),
-            Err(error) => {
-                tracing::info!(%error, "no serial console: SOL activation will be refused");
-                (None, None)
-            }
-        };
-        config.console = console.is_some();
+        // The console is attached when SOL is activated, not now.
+        config.console = machine.has_console();
+        if !config.console {
+            tracing::info!("no serial console: SOL activation will be refused");
+        }
         // SOL rides on the session's own port; Activate Payload reports it.
         config.sol = SolConfig::new(socket.local_addr()?.port());
+        let serial_console = SerialConsole::new(config.console, config.sol.enabled);
         Ok(IpmiServer {
-            console_output,
             context: Arc::new(Context {
-                console,
+                attached: Mutex::new(None),
+                serial_console,
                 socket,
                 machine,
                 sessions: Mutex::new(Server::new(config)),
@@ -121,12 +121,15 @@ impl IpmiServer {
         self.context.socket.local_addr()
     }
 
+    /// The serial console's state as this server's SOL configuration sets it, for the
+    /// Redfish front end.
+    pub fn serial_console(&self) -> SerialConsole {
+        self.context.serial_console.clone()
+    }
+
     /// Serves until the socket fails; returns that error.
     pub async fn run(self) -> std::io::Error {
         let ctx = self.context;
-        if let Some(output) = self.console_output {
-            tokio::spawn(sol::pump(ctx.clone(), output));
-        }
         if let Ok(addr) = ctx.socket.local_addr() {
             tracing::info!(%addr, "IPMI (RMCP, RMCP+) listening");
         }
@@ -139,12 +142,21 @@ impl IpmiServer {
                 Err(e) => return e,
             };
             let now = ctx.started.elapsed();
-            let outcome = lock(&ctx.sessions).handle(&buf[..n], peer, now, &mut fill_random);
+            let (outcome, sol_events, sol_enabled) = {
+                let mut sessions = lock(&ctx.sessions);
+                let outcome = sessions.handle(&buf[..n], peer, now, &mut fill_random);
+                // A closed or expired session may have held SOL.
+                let events = sessions.take_sol_events();
+                (outcome, events, sessions.sol_config().enabled)
+            };
+            ctx.serial_console.set_enabled(sol_enabled);
+            sol::handle_events(&ctx, &sol_events);
             match outcome {
                 Outcome::Console(input) => sol::deliver(&ctx, input).await,
                 Outcome::Reply(reply) => {
                     if let Some(event) = &reply.event {
                         log_event(event, peer);
+                        sol::on_events(&ctx, std::slice::from_ref(event));
                     }
                     sol::send_elsewhere(&ctx).await;
                     if reply.delay.is_zero() {

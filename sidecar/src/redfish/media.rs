@@ -177,7 +177,7 @@ pub async fn manager(
     }
     Ok(resource(models::manager(
         &context.ids,
-        context.machine.has_console(),
+        context.serial_console.service_enabled(),
     )))
 }
 

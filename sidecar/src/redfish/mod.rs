@@ -26,6 +26,7 @@ use sha2::Digest;
 use tower::Layer;
 use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
 
+use crate::bmc::SerialConsole;
 use crate::credentials::Credentials;
 use crate::machine::{Machine, MachineError};
 use models::Ids;
@@ -33,6 +34,8 @@ use models::Ids;
 /// Shared by every handler.
 pub struct Context {
     pub machine: Arc<dyn Machine>,
+    /// Whether SOL can be used now (IPMI's `sol set enabled` switches it).
+    pub serial_console: SerialConsole,
     pub credentials: Credentials,
     pub ids: Ids,
     pub sessions: auth::Sessions,
@@ -45,6 +48,7 @@ impl Context {
     /// delivery. Must run inside tokio.
     pub async fn new(
         machine: Arc<dyn Machine>,
+        serial_console: SerialConsole,
         credentials: Credentials,
     ) -> Result<Arc<Self>, MachineError> {
         let inventory = machine.inventory().await?;
@@ -58,6 +62,7 @@ impl Context {
             events::Events::load(machine.clone(), ids.clone(), events::RETRY_INTERVAL).await?;
         Ok(Arc::new(Context {
             machine,
+            serial_console,
             credentials,
             ids,
             sessions,
@@ -286,6 +291,7 @@ fn why(error: &MachineError) -> String {
 /// attempt; `waiting` holds why it does not yet.
 async fn load(
     machine: Arc<dyn Machine>,
+    serial_console: SerialConsole,
     credentials: Credentials,
     ready: Arc<std::sync::OnceLock<NormalizePath<Router>>>,
     waiting: Arc<std::sync::Mutex<String>>,
@@ -293,7 +299,7 @@ async fn load(
     let mut delay = LOAD_RETRY;
     loop {
         tokio::time::sleep(delay).await;
-        match Context::new(machine.clone(), credentials.clone()).await {
+        match Context::new(machine.clone(), serial_console.clone(), credentials.clone()).await {
             Ok(context) => {
                 let _ = ready.set(app(context));
                 tracing::info!("Redfish ready");
@@ -313,6 +319,7 @@ async fn load(
 /// gets 503 saying why, instead of the process exiting into a restart loop.
 pub async fn start(
     machine: Arc<dyn Machine>,
+    serial_console: SerialConsole,
     credentials: Credentials,
     tls: Arc<rustls::ServerConfig>,
     listen: SocketAddr,
@@ -329,14 +336,21 @@ pub async fn start(
         "still reading the machine; retry".to_owned(),
     ));
     // A first attempt inline, so a machine that answers at once is served from the start.
-    match Context::new(machine.clone(), credentials.clone()).await {
+    match Context::new(machine.clone(), serial_console.clone(), credentials.clone()).await {
         Ok(context) => {
             let _ = ready.set(app(context));
         }
         Err(error) => *waiting.lock().unwrap_or_else(|p| p.into_inner()) = why(&error),
     }
     let loader = ready.get().is_none().then(|| {
-        tokio::spawn(load(machine, credentials, ready.clone(), waiting.clone())).abort_handle()
+        tokio::spawn(load(
+            machine,
+            serial_console,
+            credentials,
+            ready.clone(),
+            waiting.clone(),
+        ))
+        .abort_handle()
     });
     let config = axum_server::tls_rustls::RustlsConfig::from_config(tls);
     let handle = axum_server::Handle::new();

@@ -340,8 +340,8 @@ pub fn chassis(ids: &Ids, inventory: &Inventory, power: PowerState) -> Value {
     })
 }
 
-/// `serial_console`: the machine's console is reachable, which this BMC serves only as
-/// IPMI Serial over LAN (one session at a time), so that is all it claims.
+/// `serial_console`: the machine has a console and IPMI SOL is enabled; this BMC serves it
+/// only as IPMI Serial over LAN (one session at a time), so that is all it claims.
 pub fn manager(ids: &Ids, serial_console: bool) -> Value {
     let uri = ids.manager_uri();
     json!({

@@ -12,6 +12,8 @@ pub const PASSWORD: &str = "s3cret-Pass";
 pub struct Bmc {
     child: Child,
     pub port: u16,
+    /// The Redfish (HTTPS) port.
+    pub redfish: u16,
     pub log: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -43,11 +45,12 @@ impl Bmc {
         for _ in 0..5 {
             let port = pick();
             let log = dir.path().join("bmc.log");
+            let redfish = free_tcp_port();
             let child = Command::new(env!("CARGO_BIN_EXE_kubevirt-bmc"))
                 .args(["simulate", "--ipmi-listen"])
                 .arg(format!("127.0.0.1:{port}"))
                 .arg("--redfish-listen")
-                .arg(format!("127.0.0.1:{}", free_tcp_port()))
+                .arg(format!("127.0.0.1:{redfish}"))
                 .args([
                     "--power-transition-ms",
                     "0",
@@ -65,6 +68,7 @@ impl Bmc {
             let mut bmc = Bmc {
                 child,
                 port,
+                redfish,
                 log,
                 _dir: tempfile::tempdir().unwrap(),
             };

@@ -102,6 +102,12 @@ impl Server {
         self.sol.as_ref().is_some_and(|a| a.link.busy())
     }
 
+    /// The SOL configuration as Set SOL Configuration Parameters left it, for front ends
+    /// that report it elsewhere (Redfish `SerialConsole`).
+    pub fn sol_config(&self) -> &sol::SolConfig {
+        &self.sol_config
+    }
+
     /// Is SOL active (its session still alive)?
     pub fn sol_active(&mut self) -> bool {
         self.sol_alive()

@@ -9,7 +9,7 @@ use super::boot::BootLayout;
 use super::types::VirtualMachine;
 use super::{KubevirtMachine, annotations, boot_ops, power, view};
 use crate::machine::{
-    BootOverride, BootOverrideEnabled, BootTarget, Disk, DiskKind, Inventory, Machine,
+    BootOverride, BootOverrideEnabled, BootTarget, Console, Disk, DiskKind, Inventory, Machine,
     MachineError, MachineEvent, MediaInsert, MediaState, NetworkInterface, PowerAction, PowerState,
     Record, Result, validate_image_url,
 };
@@ -203,6 +203,16 @@ impl Machine for KubevirtMachine {
 
     fn events(&self) -> broadcast::Receiver<MachineEvent> {
         self.inner.events.subscribe()
+    }
+
+    fn has_console(&self) -> bool {
+        true
+    }
+
+    /// Bridges to the VMI's serial console subresource; connecting, waiting for a VMI and
+    /// refusals are reported on the console itself, so the attachment never fails here.
+    async fn console(&self) -> Result<Console> {
+        Ok(super::console_bridge::attach(self.inner.clone()))
     }
 }
 

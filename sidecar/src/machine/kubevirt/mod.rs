@@ -9,6 +9,8 @@ pub mod annotations;
 pub mod api;
 pub mod boot;
 pub mod cache;
+pub mod console;
+mod console_bridge;
 pub mod errors;
 mod machine_impl;
 pub mod power;
