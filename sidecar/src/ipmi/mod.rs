@@ -78,6 +78,7 @@ impl IpmiServer {
         addr: SocketAddr,
         machine: Arc<dyn Machine>,
         credentials: &Credentials,
+        max_sessions: usize,
     ) -> std::io::Result<IpmiServer> {
         let socket = UdpSocket::bind(addr).await?;
         let guid = match machine.inventory().await {
@@ -100,6 +101,7 @@ impl IpmiServer {
             }
         };
         config.console = console.is_some();
+        config.max_sessions = max_sessions;
         // SOL rides on the session's own port; Activate Payload reports it.
         config.sol = SolConfig::new(socket.local_addr()?.port());
         Ok(IpmiServer {

@@ -151,6 +151,7 @@ async fn a_machine_in_transition_answers_busy_and_changes_nothing() {
         "127.0.0.1:0".parse().unwrap(),
         machine.clone(),
         &credentials,
+        32,
     )
     .await
     .unwrap();
