@@ -15,6 +15,7 @@ use super::stats::{Latencies, Row};
 
 pub const GET_DEVICE_ID: (u8, u8) = (netfn::APP, 0x01);
 pub const GET_ACPI_POWER_STATE: (u8, u8) = (netfn::APP, 0x07);
+pub const SET_SESSION_PRIVILEGE: (u8, u8) = (netfn::APP, 0x3B);
 pub const CLOSE_SESSION: (u8, u8) = (netfn::APP, 0x3C);
 pub const GET_CHASSIS_STATUS: (u8, u8) = (netfn::CHASSIS, 0x01);
 pub const GET_SYSTEM_BOOT_OPTIONS: (u8, u8) = (netfn::CHASSIS, 0x09);
@@ -186,6 +187,20 @@ impl Session {
             }
         }
         Err(BenchError::IpmiTimeout { attempts })
+    }
+
+    /// Set Session Privilege Level to ADMINISTRATOR, as ipmitool does after every login: a
+    /// session starts at USER, and boot options need OPERATOR.
+    pub async fn raise_to_administrator(&mut self) -> Result<(), BenchError> {
+        let response = self.call(SET_SESSION_PRIVILEGE, &[4]).await?;
+        if response.cc == 0 {
+            Ok(())
+        } else {
+            Err(BenchError::Ipmi(format!(
+                "Set Session Privilege Level answered {:#04x}",
+                response.cc
+            )))
+        }
     }
 
     /// Close Session for this session; the BMC must answer completion code 0.

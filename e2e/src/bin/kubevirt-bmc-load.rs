@@ -147,6 +147,9 @@ async fn ipmi_client(bmc: SocketAddr, index: u64, patience: Patience, end: Insta
             }
         };
     tally.login_restarts = u64::from(restarts);
+    if let Err(e) = session.raise_to_administrator().await {
+        tally.error(format!("IPMI Set Session Privilege Level: {}", e.kind()));
+    }
     let mut n = index as usize;
     while Instant::now() < end {
         let (command, data, name) = IPMI_MIX[n % IPMI_MIX.len()];
