@@ -1,4 +1,7 @@
 //! Support for end-to-end tests: locating the built binaries and the installed clients.
+//! Also the shared code of the bench and load commands (`bench`, run by `src/bin/`).
+
+pub mod bench;
 
 pub mod launcher;
 

@@ -11,6 +11,8 @@ use crate::machine::Machine;
 pub struct BmcConfig {
     pub ipmi_listen: SocketAddr,
     pub redfish_listen: SocketAddr,
+    /// Size of the IPMI session table.
+    pub ipmi_max_sessions: usize,
     pub credentials: Credentials,
     pub tls: Arc<rustls::ServerConfig>,
 }
@@ -65,13 +67,17 @@ pub async fn run(
 ) -> Result<(), BmcError> {
     // Both listeners are bound before either serves, so a taken port fails the start
     // instead of leaving a half-working BMC.
-    let ipmi =
-        crate::ipmi::IpmiServer::bind(config.ipmi_listen, machine.clone(), &config.credentials)
-            .await
-            .map_err(|source| BmcError::Bind {
-                addr: config.ipmi_listen,
-                source,
-            })?;
+    let ipmi = crate::ipmi::IpmiServer::bind(
+        config.ipmi_listen,
+        machine.clone(),
+        &config.credentials,
+        config.ipmi_max_sessions,
+    )
+    .await
+    .map_err(|source| BmcError::Bind {
+        addr: config.ipmi_listen,
+        source,
+    })?;
     let mut redfish = crate::redfish::start(
         machine.clone(),
         ipmi.serial_console(),

@@ -79,6 +79,22 @@ pub struct SimulateArgs {
     /// How long power on, graceful shutdown, reset and cycle take, in milliseconds.
     #[arg(long, env = "KUBEVIRT_BMC_POWER_TRANSITION_MS", default_value_t = 300)]
     pub power_transition_ms: u64,
+    #[command(flatten)]
+    pub ipmi: IpmiLimits,
+}
+
+/// IPMI flags shared by `simulate` and `serve`.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct IpmiLimits {
+    /// Concurrent IPMI sessions, 1 to 1024. Session handles are 8 bits: Get Session Info
+    /// reports handle 0 for sessions past the 255th and addresses only the first 255.
+    #[arg(
+        long,
+        env = "KUBEVIRT_BMC_IPMI_MAX_SESSIONS",
+        default_value_t = 32,
+        value_parser = clap::value_parser!(u16).range(1..=1024)
+    )]
+    pub ipmi_max_sessions: u16,
 }
 
 pub use crate::serve::ServeArgs;
@@ -160,6 +176,7 @@ impl SimulateArgs {
         let config = BmcConfig {
             ipmi_listen: self.ipmi_listen,
             redfish_listen: self.redfish_listen,
+            ipmi_max_sessions: self.ipmi.ipmi_max_sessions.into(),
             credentials,
             tls,
         };
@@ -182,4 +199,60 @@ fn print_how_to_reach(args: &SimulateArgs, credentials: &Credentials) {
         "  curl -k -u {user}:'<password>' https://{redfish}/redfish/v1/Systems/{}",
         args.name
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::{Args, Command};
+
+    fn max_sessions(extra: &[&str]) -> Result<u16, clap::Error> {
+        let args = Args::try_parse_from([&["kubevirt-bmc", "simulate"], extra].concat())?;
+        match args.command {
+            Command::Simulate(s) => Ok(s.ipmi.ipmi_max_sessions),
+            Command::Serve(_) => unreachable!("simulate parsed"),
+        }
+    }
+
+    #[test]
+    fn ipmi_max_sessions_defaults_to_32_and_accepts_1_to_1024() {
+        assert_eq!(max_sessions(&[]).unwrap(), 32);
+        assert_eq!(max_sessions(&["--ipmi-max-sessions", "1"]).unwrap(), 1);
+        assert_eq!(
+            max_sessions(&["--ipmi-max-sessions", "1024"]).unwrap(),
+            1024
+        );
+        for bad in ["0", "1025", "-1", "many"] {
+            let flag = format!("--ipmi-max-sessions={bad}");
+            let error = max_sessions(&[&flag]).unwrap_err();
+            assert_eq!(
+                error.kind(),
+                clap::error::ErrorKind::ValueValidation,
+                "{bad}"
+            );
+            assert!(error.to_string().contains("--ipmi-max-sessions"), "{error}");
+        }
+        let error = max_sessions(&["--ipmi-max-sessions", "2000"]).unwrap_err();
+        assert!(error.to_string().contains("1..=1024"), "{error}");
+    }
+
+    #[test]
+    fn serve_takes_ipmi_max_sessions_too() {
+        let args = Args::try_parse_from([
+            "kubevirt-bmc",
+            "serve",
+            "--namespace",
+            "ns",
+            "--vm-name",
+            "vm",
+            "--ipmi-max-sessions",
+            "64",
+        ])
+        .unwrap();
+        let Command::Serve(serve) = args.command else {
+            panic!("serve parsed")
+        };
+        assert_eq!(serve.ipmi.ipmi_max_sessions, 64);
+    }
 }

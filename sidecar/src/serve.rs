@@ -57,6 +57,8 @@ pub struct ServeArgs {
     /// PEM private key for `--tls-cert`.
     #[arg(long, env = "KUBEVIRT_BMC_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub ipmi: crate::cli::IpmiLimits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -158,6 +160,7 @@ impl ServeArgs {
         let config = BmcConfig {
             ipmi_listen,
             redfish_listen,
+            ipmi_max_sessions: self.ipmi.ipmi_max_sessions.into(),
             credentials,
             tls,
         };

@@ -72,6 +72,14 @@ impl Client {
         matches!(self.stage, Stage::Active { .. })
     }
 
+    /// The BMC's ID of the active session: what Close Session names.
+    pub fn bmc_session_id(&self) -> Option<u32> {
+        match &self.stage {
+            Stage::Active { bmc_id, .. } => Some(*bmc_id),
+            _ => None,
+        }
+    }
+
     pub fn open_session_request(&self) -> Vec<u8> {
         let request = OpenSessionRequest {
             tag: 0,

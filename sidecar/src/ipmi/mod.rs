@@ -80,8 +80,10 @@ impl IpmiServer {
         addr: SocketAddr,
         machine: Arc<dyn Machine>,
         credentials: &Credentials,
+        max_sessions: usize,
     ) -> std::io::Result<IpmiServer> {
         let socket = UdpSocket::bind(addr).await?;
+        size_receive_buffer(&socket, max_sessions);
         let guid = match machine.inventory().await {
             Ok(inventory) => ipmi_guid(&inventory.uuid),
             Err(error) => {
@@ -99,6 +101,7 @@ impl IpmiServer {
         if !config.console {
             tracing::info!("no serial console: SOL activation will be refused");
         }
+        config.max_sessions = max_sessions;
         // SOL rides on the session's own port; Activate Payload reports it.
         config.sol = SolConfig::new(socket.local_addr()?.port());
         let serial_console = SerialConsole::new(config.console, config.sol.enabled);
@@ -186,6 +189,32 @@ impl IpmiServer {
                 Outcome::Drop(reason) => tracing::debug!(%peer, %reason, "IPMI datagram dropped"),
             }
         }
+    }
+}
+
+/// Receive-buffer bytes asked per session: every session may have a request and a
+/// retransmission queued while the loop is busy, and the kernel charges a small datagram
+/// about 1-2 KiB of buffer (it doubles the size asked, for that overhead).
+const RECEIVE_BUFFER_PER_SESSION: usize = 2048;
+
+/// Makes the socket's receive buffer hold a burst from every session the table admits.
+/// The system default (~208 KiB) holds about 200 queued datagrams, so a full table of 1024
+/// sessions polling at once loses datagrams while the loop is busy (the load command
+/// counted them). Best effort: the kernel caps it at net.core.rmem_max.
+fn size_receive_buffer(socket: &UdpSocket, max_sessions: usize) {
+    let socket = socket2::SockRef::from(socket);
+    let wanted = max_sessions.saturating_mul(RECEIVE_BUFFER_PER_SESSION);
+    match socket.recv_buffer_size() {
+        // The kernel reports twice what was asked: compare like with like.
+        Ok(current) if current / 2 >= wanted => {}
+        _ => {
+            if let Err(error) = socket.set_recv_buffer_size(wanted) {
+                tracing::warn!(%error, wanted, "cannot size the IPMI receive buffer");
+            }
+        }
+    }
+    if let Ok(size) = socket.recv_buffer_size() {
+        tracing::debug!(bytes = size, "IPMI receive buffer");
     }
 }
 

@@ -151,6 +151,7 @@ async fn a_machine_in_transition_answers_busy_and_changes_nothing() {
         "127.0.0.1:0".parse().unwrap(),
         machine.clone(),
         &credentials,
+        32,
     )
     .await
     .unwrap();
@@ -164,4 +165,25 @@ async fn a_machine_in_transition_answers_busy_and_changes_nothing() {
     // Reads report the state the transition settles in.
     let status = IpmiRequest::new(netfn::CHASSIS, 0x01, 3, &[]);
     assert_eq!(super::execute(ctx, &status).await.data[0] & 1, 1);
+}
+
+#[tokio::test]
+async fn the_receive_buffer_holds_a_burst_from_every_session() {
+    let rmem_max: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let default = socket2::SockRef::from(&socket).recv_buffer_size().unwrap();
+    super::size_receive_buffer(&socket, 1024);
+    let sized = socket2::SockRef::from(&socket).recv_buffer_size().unwrap();
+    // The kernel doubles what it is asked and caps the request at rmem_max.
+    let expected = (1024 * super::RECEIVE_BUFFER_PER_SESSION).min(rmem_max) * 2;
+    assert!(sized >= expected, "{sized} < {expected}");
+    assert!(sized >= default, "never shrunk below the default");
+
+    let small = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    super::size_receive_buffer(&small, 32);
+    let unchanged = socket2::SockRef::from(&small).recv_buffer_size().unwrap();
+    assert_eq!(unchanged, default, "32 sessions fit the default buffer");
 }

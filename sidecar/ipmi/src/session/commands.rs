@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use super::table::State;
+use super::table::{State, handle_of, six_bit_count, slot_of};
 use super::{Event, Outcome, Random, Reply, Server};
 use crate::crypto::SUPPORTED_SUITES;
 use crate::message::{IpmiRequest, IpmiResponse, cc, netfn};
@@ -166,13 +166,12 @@ impl Server {
         let own = self.table.get(slot).map(|s| s.id);
         let target = if id == 0 {
             match data.get(4) {
-                Some(&handle) if handle >= 1 => {
-                    let t = handle as usize - 1;
+                Some(&handle) if handle >= 1 => slot_of(handle).and_then(|t| {
                     self.table
                         .get(t)
                         .filter(|s| s.is_active())
                         .map(|s| (t, s.id))
-                }
+                }),
                 _ => return (request.response(0x88, &[]), None),
             }
         } else {
@@ -208,9 +207,10 @@ impl Server {
             .collect();
         let target = match index {
             0 => Some(slot),
-            0xFE => match data.get(1) {
-                Some(&h) if h >= 1 => Some(h as usize - 1),
-                _ => return request.response(cc::REQUEST_LENGTH_INVALID, &[]),
+            // Handles reach the first 255 slots only (see `table::HANDLED_SLOTS`).
+            0xFE => match data.get(1).and_then(|&h| slot_of(h)) {
+                Some(t) => Some(t),
+                None => return request.response(cc::REQUEST_LENGTH_INVALID, &[]),
             },
             0xFF => match data.get(1..5) {
                 Some(b) => self
@@ -222,8 +222,8 @@ impl Server {
         };
         let mut out = vec![
             0,
-            self.table.capacity() as u8 & 0x3F,
-            active.len() as u8 & 0x3F,
+            six_bit_count(self.table.capacity()),
+            six_bit_count(active.len()),
         ];
         let Some(session) = target
             .and_then(|t| self.table.get(t))
@@ -231,7 +231,8 @@ impl Server {
         else {
             return request.response(cc::OK, &out);
         };
-        out[0] = target.expect("checked") as u8 + 1;
+        // A session past the 255th slot is real but has no handle to report: 0.
+        out[0] = handle_of(target.expect("checked"));
         let (privilege, protocol) = match &session.state {
             State::Active20 { link, .. } => (link.privilege, 1u8),
             State::Active15 { link, .. } => (link.privilege, 0u8),

@@ -127,7 +127,34 @@ impl Session {
     }
 }
 
-/// A fixed number of slots; a slot's index + 1 is the session handle IPMI reports.
+/// Slots that have a session handle: handles are 8 bits and 0 means "no session", so a
+/// table of more than 255 slots (the load command runs 1024) leaves the rest without one.
+pub const HANDLED_SLOTS: usize = 255;
+
+/// Get Session Info reports the table's size and use in 6-bit fields.
+const SIX_BITS: usize = 0x3F;
+
+/// The session handle of a slot: its index + 1, or 0 past [`HANDLED_SLOTS`].
+pub fn handle_of(slot: usize) -> u8 {
+    if slot < HANDLED_SLOTS {
+        slot as u8 + 1
+    } else {
+        0
+    }
+}
+
+/// The slot a session handle names; handle 0 names none.
+pub fn slot_of(handle: u8) -> Option<usize> {
+    (handle != 0).then(|| handle as usize - 1)
+}
+
+/// A count as Get Session Info's 6-bit fields can carry it: saturated at 63 rather than
+/// wrapped (a table of 64 must not read as a table of 0).
+pub fn six_bit_count(n: usize) -> u8 {
+    n.min(SIX_BITS) as u8
+}
+
+/// A fixed number of slots; a slot's handle is [`handle_of`] its index.
 #[derive(Debug)]
 pub struct Table {
     slots: Vec<Option<Session>>,
@@ -307,6 +334,29 @@ mod tests {
         assert_eq!(f.delay(ip, t + FAILURE_MEMORY), Duration::ZERO);
         f.clear(ip);
         assert_eq!(f.delay(ip, t), Duration::ZERO);
+    }
+
+    #[test]
+    fn handles_cover_the_first_255_slots_only() {
+        assert_eq!(handle_of(0), 1);
+        assert_eq!(handle_of(254), 255);
+        assert_eq!(handle_of(255), 0, "no 8-bit handle left");
+        assert_eq!(handle_of(1023), 0);
+        assert_eq!(slot_of(0), None);
+        assert_eq!(slot_of(1), Some(0));
+        assert_eq!(slot_of(255), Some(254));
+        for slot in 0..HANDLED_SLOTS {
+            assert_eq!(slot_of(handle_of(slot)), Some(slot));
+        }
+    }
+
+    #[test]
+    fn six_bit_counts_saturate_instead_of_wrapping() {
+        assert_eq!(six_bit_count(0), 0);
+        assert_eq!(six_bit_count(32), 32);
+        assert_eq!(six_bit_count(63), 63);
+        assert_eq!(six_bit_count(64), 63, "64 & 0x3F would read 0");
+        assert_eq!(six_bit_count(1024), 63);
     }
 
     #[test]

@@ -444,3 +444,86 @@ fn a_configured_kg_keys_the_session_and_is_required() {
         Some(ClientError::Protocol("RAKP 4 does not verify"))
     );
 }
+
+/// A pair whose randomness does not repeat within thousands of sessions (the counter RNG
+/// above cycles after 256 bytes, too soon for hundreds of distinct session IDs).
+fn big_pair(max_sessions: usize) -> Pair {
+    let mut pair = Pair::with_config(ServerConfig {
+        max_sessions,
+        ..ServerConfig::new(b"admin", b"password", GUID)
+    });
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    pair.rng = Box::new(move |buf: &mut [u8]| {
+        for b in buf {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            *b = state as u8;
+        }
+    });
+    pair
+}
+
+const GET_SESSION_INFO: u8 = 0x3D;
+
+#[test]
+fn session_info_reports_possible_sessions_in_six_bits_saturated() {
+    for (capacity, reported) in [(1, 1), (32, 32), (63, 63), (64, 63), (1024, 63)] {
+        let mut pair = big_pair(capacity);
+        let mut client = pair.login(17, b"password").unwrap();
+        let rsp = pair.call(&mut client, netfn::APP, GET_SESSION_INFO, &[0]);
+        assert_eq!(rsp.cc, cc::OK);
+        assert_eq!(rsp.data[0], 1, "own handle");
+        assert_eq!(
+            rsp.data[1], reported,
+            "possible sessions for capacity {capacity}"
+        );
+        assert_eq!(rsp.data[2], 1, "active sessions");
+    }
+}
+
+#[test]
+fn sessions_past_the_255th_slot_work_and_report_handle_zero() {
+    let mut pair = big_pair(300);
+    let mut clients: Vec<Client> = (0..257)
+        .map(|_| pair.login(3, b"password").unwrap())
+        .collect();
+    assert_eq!(pair.server.active_sessions(), 257);
+
+    // The 255th session (slot 254) has the last handle; the 256th and 257th have none.
+    let rsp = pair.call(&mut clients[254], netfn::APP, GET_SESSION_INFO, &[0]);
+    assert_eq!(rsp.data[0], 255);
+    let mut last = clients.pop().unwrap();
+    let rsp = pair.call(&mut last, netfn::APP, GET_SESSION_INFO, &[0]);
+    assert_eq!(rsp.cc, cc::OK);
+    assert_eq!(rsp.data[0], 0, "no 8-bit handle for slot 256");
+    assert_eq!(rsp.data[1], 63, "300 possible sessions, saturated");
+    assert_eq!(rsp.data[2], 63, "257 active sessions, saturated");
+    assert_eq!(
+        rsp.data[4],
+        Privilege::User.code(),
+        "the session itself is described"
+    );
+    // Such a session still carries commands...
+    let rsp = pair.call(&mut last, netfn::CHASSIS, 0x01, &[]);
+    assert_eq!(rsp.data, vec![0xAB]);
+
+    // ...and handle 255 addresses slot 254, never a slot beyond.
+    let rsp = pair.call(&mut last, netfn::APP, GET_SESSION_INFO, &[0xFE, 255]);
+    assert_eq!(rsp.data[0], 255);
+    assert_eq!(rsp.data.len(), 18, "slot 254 holds an active session");
+    let rsp = pair.call(&mut last, netfn::APP, GET_SESSION_INFO, &[0xFE, 0]);
+    assert_eq!(
+        rsp.cc,
+        cc::REQUEST_LENGTH_INVALID,
+        "handle 0 names no session"
+    );
+
+    // Close Session by ID reaches a session without a handle.
+    let id = pair.server.table.get(256).unwrap().id;
+    let rsp = pair.call(&mut clients[0], netfn::APP, 0x3B, &[4]);
+    assert_eq!(rsp.cc, cc::OK, "ADMINISTRATOR may close other sessions");
+    let rsp = pair.call(&mut clients[0], netfn::APP, 0x3C, &id.to_le_bytes());
+    assert_eq!(rsp.cc, cc::OK);
+    assert_eq!(pair.server.active_sessions(), 256);
+}
