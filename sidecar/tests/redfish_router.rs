@@ -474,3 +474,48 @@ async fn the_manager_reports_ipmi_sol_as_its_serial_console() {
         serde_json::json!(["IPMI"])
     );
 }
+
+/// Found by the Redfish fuzz target: a path segment that is not UTF-8 once percent-decoded
+/// was answered by axum's Path rejection in plain text, not as a Redfish error document.
+#[tokio::test]
+async fn undecodable_path_segments_get_a_redfish_error_and_change_nothing() {
+    let h = Harness::new(0).await;
+    let before = h.boot().await;
+    for (method, uri, body) in [
+        ("GET", "/redfish/v1/Systems/%FF", None),
+        (
+            "PATCH",
+            "/redfish/v1/Systems/%FF",
+            Some(r#"{"Boot": {"BootSourceOverrideTarget": "Pxe"}}"#),
+        ),
+        (
+            "PATCH",
+            "/redfish/v1/Managers/%C3%28/VirtualMedia/Cd",
+            Some("{}"),
+        ),
+    ] {
+        let reply = h.call(method, uri, body).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{method} {uri}");
+        assert!(
+            reply.headers[header::CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .starts_with("application/json"),
+            "{method} {uri}"
+        );
+        assert_eq!(
+            message_id(&reply),
+            "Base.1.4.0.GeneralError",
+            "{method} {uri}"
+        );
+        assert!(
+            reply.body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("UTF-8"),
+            "{:?}",
+            reply.body
+        );
+    }
+    assert_eq!(h.boot().await, before);
+}

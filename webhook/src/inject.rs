@@ -121,6 +121,14 @@ pub fn decide_launcher(pod: &LauncherPod, config: &InjectionConfig) -> Decision 
             names::VM_NAME_LABEL
         ));
     };
+    // Every operation of the patch adds under /spec: on a Pod without one the API server would
+    // fail the whole patch with a 500 ("doc is missing path") that tells its creator nothing.
+    if pod.spec.is_none() {
+        return Decision::Deny(format!(
+            "{} is \"true\" but the Pod has no spec, so there is nothing to add the BMC sidecar to",
+            names::ENABLED
+        ));
+    }
     for taken in [names::TOKEN_VOLUME, names::CREDENTIALS_VOLUME] {
         if spec.volumes.iter().flatten().any(|v| v.name == taken) {
             return Decision::Deny(format!(

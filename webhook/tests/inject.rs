@@ -434,3 +434,49 @@ fn the_light_pod_view_decides_like_the_full_pod() {
         );
     }
 }
+
+/// Found by the admission fuzz target: an opted-in Pod with no spec (absent or null) got a
+/// patch adding under /spec, which the API server cannot apply (500 "doc is missing path").
+#[test]
+fn an_opted_in_pod_without_a_spec_is_denied_not_given_a_patch_that_cannot_apply() {
+    use kubevirt_bmc_webhook::admission;
+    for spec in [None, Some(Value::Null)] {
+        let mut pod = json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "generateName": "virt-launcher-vm1-",
+                "labels": {"kubevirt.io": "virt-launcher"},
+                "annotations": {"bmc.kubevirt.io/enabled": "true", "kubevirt.io/domain": "vm1"},
+            },
+        });
+        if let Some(spec) = spec {
+            pod["spec"] = spec;
+        }
+        let review = json!({
+            "kind": "AdmissionReview",
+            "apiVersion": "admission.k8s.io/v1",
+            "request": {
+                "uid": "7c0c5e0e-0000-4000-8000-000000000001",
+                "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "operation": "CREATE",
+                "userInfo": {},
+                "object": pod,
+            },
+        });
+        let (review, outcome) = admission::mutate_pods(
+            &serde_json::to_vec(&review).unwrap(),
+            &InjectionConfig::test(),
+        );
+        let response = review.response.unwrap();
+        assert_eq!(outcome, "denied", "{pod}");
+        assert!(!response.allowed);
+        assert!(response.patch.is_none());
+        assert!(
+            response.result.message.contains("no spec"),
+            "{}",
+            response.result.message
+        );
+    }
+}

@@ -114,6 +114,12 @@ pub async fn conventions(request: Request, next: Next) -> Response {
         error.text = format!("{method} is not allowed on {path}; the Allow header lists what is");
         error.allow = None;
         response = error.into_response();
+    } else if (response.status().is_client_error() || response.status().is_server_error())
+        && !is_json(response.headers())
+    {
+        // axum's own rejections (a path segment that is not UTF-8 once percent-decoded) are
+        // plain text; a Redfish client reads only the error document.
+        response = redfish_error_from(response).await;
     }
 
     let headers = response.headers_mut();
@@ -176,6 +182,27 @@ pub async fn conventions(request: Request, next: Next) -> Response {
         return Response::from_parts(parts, Body::empty());
     }
     Response::from_parts(parts, Body::from(bytes))
+}
+
+/// The same status with a Redfish error body carrying the plain-text reason.
+async fn redfish_error_from(response: Response) -> Response {
+    let status = response.status();
+    let (_, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 1024)
+        .await
+        .map(|bytes| String::from_utf8_lossy(&bytes).trim().to_owned())
+        .unwrap_or_default();
+    let text = if text.is_empty() {
+        status.canonical_reason().unwrap_or("Error").to_owned()
+    } else {
+        text
+    };
+    ApiError::new(
+        status,
+        text,
+        vec![super::errors::message("GeneralError", &[])],
+    )
+    .into_response()
 }
 
 /// Requests refused before routing: an OData version we do not speak, `$` queries we do
