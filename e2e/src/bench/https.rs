@@ -94,6 +94,34 @@ impl Connection {
     }
 }
 
+/// One authenticated GET on a connection of its own, which must succeed: a server has
+/// served (TLS set up, handlers warm) before its idle memory is read.
+pub async fn warm_up(
+    addr: SocketAddr,
+    tls: Arc<rustls::ClientConfig>,
+    path: &str,
+    user: &str,
+    password: &str,
+) -> Result<(), BenchError> {
+    let mut connection = Connection::connect(addr, tls).await?;
+    let auth = basic_auth(user, password);
+    let response = connection
+        .send(
+            http::Method::GET,
+            path,
+            &[("authorization", &auth)],
+            Bytes::new(),
+        )
+        .await?;
+    if !response.status.is_success() {
+        return Err(BenchError::Http(format!(
+            "warm-up GET {path} on {addr}: {}",
+            response.status
+        )));
+    }
+    Ok(())
+}
+
 /// `Authorization: Basic ...` for a user and password.
 pub fn basic_auth(user: &str, password: &str) -> String {
     use base64::Engine;

@@ -148,22 +148,7 @@ fn start(bin_dir: &Path, venv: &Path, pki: &Pki, dir: &Path) -> anyhow::Result<S
 /// One request through our HTTPS client, so both Redfish servers have served before the
 /// idle RSS is read.
 async fn warm_redfish(addr: SocketAddr, path: &str, pki: &Pki) -> anyhow::Result<()> {
-    let mut connection = Connection::connect(addr, pki.client.clone()).await?;
-    let auth = https::basic_auth("admin", PASSWORD);
-    let response = connection
-        .send(
-            http::Method::GET,
-            path,
-            &[("authorization", &auth)],
-            Bytes::new(),
-        )
-        .await?;
-    anyhow::ensure!(
-        response.status.is_success(),
-        "GET {path} on {addr}: {}",
-        response.status
-    );
-    Ok(())
+    Ok(https::warm_up(addr, pki.client.clone(), path, "admin", PASSWORD).await?)
 }
 
 /// A Redfish session token from our BMC (sushy-emulator has no SessionService).

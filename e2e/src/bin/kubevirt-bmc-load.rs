@@ -294,18 +294,7 @@ async fn main() -> anyhow::Result<()> {
     let ipmi_addr = SocketAddr::from(([127, 0, 0, 1], ipmi_port));
     let redfish_addr = SocketAddr::from(([127, 0, 0, 1], redfish_port));
     ipmi::wait_ready(ipmi_addr, 17, PASSWORD).await?;
-    let mut warm = Connection::connect(redfish_addr, pki.client.clone()).await?;
-    let auth = https::basic_auth("admin", PASSWORD);
-    let r = warm
-        .send(
-            http::Method::GET,
-            SYSTEM,
-            &[("authorization", &auth)],
-            Bytes::new(),
-        )
-        .await?;
-    anyhow::ensure!(r.status.is_success(), "warm-up GET: {}", r.status);
-    drop(warm);
+    https::warm_up(redfish_addr, pki.client.clone(), SYSTEM, "admin", PASSWORD).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_before = bmc.rss_kib().unwrap_or(0);
     let drops_before = procs::udp_socket_drops(ipmi_port).unwrap_or(0);
