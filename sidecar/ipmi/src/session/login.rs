@@ -38,6 +38,28 @@ fn sessionless_v20(payload_type: u8, payload: &[u8]) -> Vec<u8> {
     v20::encode(payload_type, 0, 0, payload, None, [0; 16])
 }
 
+/// RAKP 2 and RAKP 4 have one shape: the console's tag, a status, the console's session ID
+/// and the message's data, sent outside any session after the login-failure delay.
+fn rakp_answer(
+    payload_type: u8,
+    tag: u8,
+    delay: Duration,
+) -> impl Fn(u8, u32, Vec<u8>, Option<Event>) -> Outcome {
+    move |status, console_id, data, event| {
+        let message = RakpReply {
+            tag,
+            status,
+            session_id: console_id,
+            data,
+        };
+        reply(
+            sessionless_v20(payload_type, &message.encode()),
+            delay,
+            event,
+        )
+    }
+}
+
 impl Server {
     fn new_session_id(&self, rng: &mut dyn Random) -> u32 {
         loop {
@@ -133,19 +155,7 @@ impl Server {
             Err(e) => return Outcome::Drop(e.into()),
         };
         let delay = self.failures.delay(peer.ip(), now);
-        let answer = |status: u8, console_id: u32, data: Vec<u8>, event: Option<Event>| {
-            let message = RakpReply {
-                tag: rakp1.tag,
-                status,
-                session_id: console_id,
-                data,
-            };
-            reply(
-                sessionless_v20(v20::payload::RAKP2, &message.encode()),
-                delay,
-                event,
-            )
-        };
+        let answer = rakp_answer(v20::payload::RAKP2, rakp1.tag, delay);
         let slot = self.table.find(rakp1.bmc_session_id).filter(|&slot| {
             let s = self.table.get(slot).expect("found");
             s.peer == peer && matches!(s.state, State::Opened { .. })
@@ -207,19 +217,7 @@ impl Server {
             Err(e) => return Outcome::Drop(e.into()),
         };
         let delay = self.failures.delay(peer.ip(), now);
-        let answer = |status: u8, console_id: u32, data: Vec<u8>, event: Option<Event>| {
-            let message = RakpReply {
-                tag: rakp3.tag,
-                status,
-                session_id: console_id,
-                data,
-            };
-            reply(
-                sessionless_v20(v20::payload::RAKP4, &message.encode()),
-                delay,
-                event,
-            )
-        };
+        let answer = rakp_answer(v20::payload::RAKP4, rakp3.tag, delay);
         let slot = self.table.find(rakp3.session_id).filter(|&slot| {
             let s = self.table.get(slot).expect("found");
             s.peer == peer && matches!(s.state, State::Rakp2Sent { .. })
