@@ -157,6 +157,36 @@ impl IpmiResponse {
     }
 }
 
+/// Splits an IPMI message into its two-byte header and the checksummed body (without the
+/// trailing checksum), checking both checksums and that the body holds at least
+/// `min_body` bytes. Requests and responses share this framing.
+fn checked_frame<'a>(
+    bytes: &'a [u8],
+    what: &'static str,
+    min_body: usize,
+) -> Result<(&'a [u8], &'a [u8])> {
+    let mut r = Reader::new(bytes);
+    let head = r.bytes(2, what)?;
+    let header_checksum = r.u8(what)?;
+    if checksum(head) != header_checksum {
+        return Err(CodecError::Integrity {
+            what: "IPMI header checksum",
+        });
+    }
+    let Some((&data_checksum, covered)) = r.rest().split_last() else {
+        return Err(CodecError::Truncated { what });
+    };
+    if covered.len() < min_body {
+        return Err(CodecError::Truncated { what });
+    }
+    if checksum(covered) != data_checksum {
+        return Err(CodecError::Integrity {
+            what: "IPMI data checksum",
+        });
+    }
+    Ok((head, covered))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,34 +217,4 @@ mod tests {
             assert!(IpmiRequest::decode(&wire[..n]).is_err());
         }
     }
-}
-
-/// Splits an IPMI message into its two-byte header and the checksummed body (without the
-/// trailing checksum), checking both checksums and that the body holds at least
-/// `min_body` bytes. Requests and responses share this framing.
-fn checked_frame<'a>(
-    bytes: &'a [u8],
-    what: &'static str,
-    min_body: usize,
-) -> Result<(&'a [u8], &'a [u8])> {
-    let mut r = Reader::new(bytes);
-    let head = r.bytes(2, what)?;
-    let header_checksum = r.u8(what)?;
-    if checksum(head) != header_checksum {
-        return Err(CodecError::Integrity {
-            what: "IPMI header checksum",
-        });
-    }
-    let Some((&data_checksum, covered)) = r.rest().split_last() else {
-        return Err(CodecError::Truncated { what });
-    };
-    if covered.len() < min_body {
-        return Err(CodecError::Truncated { what });
-    }
-    if checksum(covered) != data_checksum {
-        return Err(CodecError::Integrity {
-            what: "IPMI data checksum",
-        });
-    }
-    Ok((head, covered))
 }
