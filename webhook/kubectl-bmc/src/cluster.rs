@@ -19,7 +19,7 @@ pub enum ClusterError {
     )]
     VmNotFound { namespace: String, name: String },
     #[error(
-        "you may not read Secret {namespace}/{name}, which holds VM {vm}'s BMC credentials: the API server said {message:?}. Ask a cluster admin for `get` on it, e.g. `kubectl create role {vm}-bmc-reader -n {namespace} --verb=get --resource=secrets --resource-name={name}` and `kubectl create rolebinding {vm}-bmc-reader -n {namespace} --role={vm}-bmc-reader --user=YOU`"
+        "you may not read Secret {namespace}/{name}, which holds VM {vm}'s BMC credentials (the API server said: {message}). Ask a cluster admin for `get` on it, e.g. `kubectl create role {vm}-bmc-reader -n {namespace} --verb=get --resource=secrets --resource-name={name}` and `kubectl create rolebinding {vm}-bmc-reader -n {namespace} --role={vm}-bmc-reader --user=YOU`"
     )]
     SecretForbidden {
         namespace: String,

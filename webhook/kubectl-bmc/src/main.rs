@@ -192,6 +192,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     let object = cluster.get_vm(&namespace, name).await?;
                     let vm = Vm::new(&object);
                     vm.require_opted_in()?;
+                    let status = vm.status();
+                    if let Some(s) = status.as_ref().filter(|s| !s.ready) {
+                        eprintln!("warning: {name}'s BMC is not ready yet: {}", s.reason);
+                    }
                     let (nic, choice) = vm.boot_nic(interface.as_deref())?;
                     let mac = nic.mac.clone().unwrap_or_default();
                     if vm.interfaces().len() > 1 {
@@ -200,10 +204,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                             nic.name,
                             choice.describe()
                         );
-                    }
-                    let status = vm.status();
-                    if let Some(s) = status.as_ref().filter(|s| !s.ready) {
-                        eprintln!("warning: {name}'s BMC is not ready yet: {}", s.reason);
                     }
                     let (username, password) = cluster.credentials(&namespace, name).await?;
                     let address = bmc_host.clone().unwrap_or_else(|| {
