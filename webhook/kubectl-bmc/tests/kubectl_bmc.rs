@@ -1,13 +1,15 @@
 //! The real `kubectl-bmc` binary against the fake API server, with a kubeconfig and nothing
 //! else, as a user runs it.
 //!
-//! The cluster holds what the controller and the sidecar leave behind for opted-in VMs, built
-//! with the contract's types: the VM's `bmc.kubevirt.io/status` (readiness and the reason
-//! texts of the controller's `plan.rs`), `power-state` and `boot-override`, the
-//! `<vm>-bmc-credentials` Secret and the `<vm>-bmc` Service as the controller's `children.rs`
-//! shapes them. The VMs start from the captured `vm-vm1.json` (kube-apiserver 1.36, KubeVirt
-//! 1.9). The controller itself does not run here: `e2e/tests/whole_flow.rs` proves it writes
-//! these; this test proves the plugin reads them, and what the API server lets it read.
+//! The cluster holds what the controller and the sidecar leave behind for opted-in VMs: the
+//! VM annotations, Secret and Service come from the controller's own decision functions
+//! (`kubevirt_bmc_webhook::controller::plan::plan`, `children::service`,
+//! `children::credentials_secret`) applied the way its run loop applies them (merge patch of
+//! the VM), for a VM whose launcher Pod is injected and ready, one that runs without its
+//! sidecar, and so on; `power-state` and `boot-override` are written with the contract's types,
+//! as the sidecar writes them. The VMs start from the captured `vm-vm1.json` (kube-apiserver
+//! 1.36, KubeVirt 1.9). The controller's watch loop itself does not run here
+//! (`e2e/tests/whole_flow.rs` runs it).
 //!
 //! The generated host definitions are checked against the vendored real schemas
 //! (`testdata/schemas`, see `schema/mod.rs`).
@@ -18,10 +20,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use base64::Engine;
-use kubevirt_bmc_contract::annotations::{self, PowerState, Status};
+use kubevirt_bmc_contract::annotations::{self, PowerState, ServiceType};
 use kubevirt_bmc_contract::boot::{BootMode, BootOverride, BootOverrideEnabled, BootTarget};
 use kubevirt_bmc_contract::names;
 use kubevirt_bmc_e2e::fake_apiserver::{FakeApiServer, Gvr};
+use kubevirt_bmc_webhook::controller::children::{self, VmRef};
+use kubevirt_bmc_webhook::controller::plan::{Fresh, Launcher, Observed, Plan, SecretAction, plan};
 use serde_json::{Value, json};
 
 const NS: &str = "vms";
@@ -112,6 +116,14 @@ fn vm(
             }
         })
         .collect();
+    let mut interfaces = interfaces;
+    for nic in interfaces.as_array_mut().unwrap() {
+        // As in the capture: masquerade with a ports list, or every port (the BMC's too) goes
+        // to the guest and the controller reports the BMC unreachable.
+        if nic.get("masquerade").is_some() && nic.get("ports").is_none() {
+            nic["ports"] = json!([{"name": "ssh", "port": 22, "protocol": "TCP"}]);
+        }
+    }
     spec["domain"]["devices"]["interfaces"] = interfaces;
     spec["networks"] = json!(networks);
     if let Some(loader) = bootloader {
@@ -121,55 +133,70 @@ fn vm(
     vm
 }
 
-fn status(vm: &str, namespace: &str, address: Option<&str>, ready: bool, reason: &str) -> String {
-    Status {
-        address: address.map(str::to_owned),
-        service: format!("{}.{namespace}.svc", names::service(vm)),
-        ready,
-        reason: reason.to_owned(),
+/// What the controller leaves behind for `vm`: its decision applied until it has nothing more
+/// to write (the run loop's merge patches), with `launcher` as the VM's Pod is seen. Returns
+/// the VM and the Secret and Service it creates (`node_ports` as kube-apiserver allocates them
+/// for a NodePort Service, pkg/registry/core/service/portallocator).
+fn controller_writes(
+    mut vm: Value,
+    launcher: Option<Launcher>,
+    password: &str,
+    node_ports: Option<(u16, u16)>,
+) -> (Value, Value, Value) {
+    let vm_ref = VmRef {
+        name: vm["metadata"]["name"].as_str().unwrap().to_owned(),
+        namespace: vm["metadata"]["namespace"].as_str().unwrap().to_owned(),
+        uid: vm["metadata"]["uid"].as_str().unwrap().to_owned(),
+    };
+    let fresh = Fresh {
+        password: password.to_owned(),
+        session_key: "session-key".to_owned(),
+    };
+    let mut observed = Observed::default();
+    let mut service_type = ServiceType::ClusterIp;
+    // First pass: the opt-in (the controller prepares the VM); then the launcher Pod as it is now.
+    let passes = [None, launcher];
+    for seen in passes {
+        observed.launcher = seen;
+        let Plan::OptedIn {
+            secret,
+            vm_patch,
+            service_type: wanted,
+            ..
+        } = plan(&vm, &vm_ref, &observed, &fresh)
+        else {
+            panic!("{} is opted in", vm_ref.name);
+        };
+        service_type = wanted;
+        if let SecretAction::Create(data) = secret {
+            observed.credentials = Some(data);
+        }
+        if let Some(patch) = vm_patch {
+            json_patch::merge(&mut vm, &patch);
+        }
     }
-    .to_annotation()
+    let secret = children::credentials_secret(&vm_ref, observed.credentials.unwrap());
+    let mut service = serde_json::to_value(children::service(&vm_ref, service_type)).unwrap();
+    if let Some((ipmi, redfish)) = node_ports {
+        service["spec"]["ports"][0]["nodePort"] = json!(ipmi);
+        service["spec"]["ports"][1]["nodePort"] = json!(redfish);
+    }
+    (vm, serde_json::to_value(secret).unwrap(), service)
 }
 
-/// The controller's Secret (children.rs `credentials_secret`).
-fn secret(namespace: &str, vm: &str, password: &str) -> Value {
-    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-    json!({
-        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-        "metadata": {"name": names::credentials_secret(vm), "namespace": namespace},
-        "data": {
-            names::SECRET_USERNAME: b64("admin"),
-            names::SECRET_PASSWORD: b64(password),
-            "session-key": b64("k"),
-        },
-    })
-}
-
-/// The controller's Service (children.rs `service`), NodePort with node ports when asked.
-fn service(namespace: &str, vm: &str, node_ports: Option<(u16, u16)>) -> Value {
-    let mut ipmi = json!({"name": names::IPMI_PORT_NAME, "port": names::IPMI_PORT, "protocol": "UDP", "targetPort": names::IPMI_PORT_NAME});
-    let mut redfish = json!({"name": names::REDFISH_PORT_NAME, "port": names::REDFISH_PORT, "protocol": "TCP", "targetPort": names::REDFISH_PORT_NAME});
-    if let Some((i, r)) = node_ports {
-        ipmi["nodePort"] = json!(i);
-        redfish["nodePort"] = json!(r);
-    }
-    json!({
-        "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": names::service(vm), "namespace": namespace},
-        "spec": {
-            "type": if node_ports.is_some() { "NodePort" } else { "ClusterIP" },
-            "clusterIP": "10.96.0.10",
-            "publishNotReadyAddresses": true,
-            "ports": [ipmi, redfish],
-        },
+fn pod(ip: &str, injected: bool, bmc_ready: bool) -> Option<Launcher> {
+    Some(Launcher {
+        ip: Some(ip.to_owned()),
+        injected,
+        bmc_ready,
     })
 }
 
 /// vm1: ready, powered off (paused), a PXE override pending, two NICs (the second, with the
 /// lowest bootOrder, on a provisioning network), UEFI without secure boot.
-/// vm2: ready, on, one NIC, BIOS, NodePort Service.
-/// vm3: opted in, not ready (running since before the opt-in), its NIC has no pinned MAC.
-/// vm4: not opted in. lab/vm5: ready, in another namespace.
+/// vm2: ready, on, one NIC, BIOS, a NodePort Service.
+/// vm3: opted in, not ready (its Pod started before the opt-in, without the sidecar), its NIC
+/// has no pinned MAC. vm4: not opted in. lab/vm5: ready, in another namespace.
 async fn cluster() -> Cluster {
     let fake = FakeApiServer::start().await.unwrap();
     fake.grant_all(ADMIN, "alice");
@@ -181,110 +208,95 @@ async fn cluster() -> Cluster {
         enabled: BootOverrideEnabled::Once,
         mode: BootMode::Uefi,
     };
-    let vms = [
-        vm(
-            NS,
-            "vm1",
-            json!([
-                {"name": "default", "masquerade": {}, "macAddress": "02:00:00:00:01:01"},
-                {"name": "prov", "bridge": {}, "macAddress": "52:54:00:00:01:02", "bootOrder": 1},
-            ]),
-            Some(json!({"efi": {"secureBoot": false}})),
-            "Paused",
-            &[
-                on(annotations::ENABLED),
-                (
-                    annotations::STATUS,
-                    status("vm1", NS, Some("10.244.1.17"), true, "ready"),
-                ),
-                (annotations::POWER, PowerState::Off.as_str().to_owned()),
-                (annotations::BOOT_OVERRIDE, pxe_once.to_annotation()),
-            ],
-        ),
-        vm(
-            NS,
-            "vm2",
-            json!([{"name": "default", "masquerade": {}, "macAddress": "02:00:00:00:02:01"}]),
+    let opted_in = [
+        (
+            vm(
+                NS,
+                "vm1",
+                json!([
+                    {"name": "default", "masquerade": {}, "macAddress": "02:00:00:00:01:01"},
+                    {"name": "prov", "bridge": {}, "macAddress": "52:54:00:00:01:02", "bootOrder": 1},
+                ]),
+                Some(json!({"efi": {"secureBoot": false}})),
+                "Paused",
+                &[
+                    on(annotations::ENABLED),
+                    (annotations::POWER, PowerState::Off.as_str().to_owned()),
+                    (annotations::BOOT_OVERRIDE, pxe_once.to_annotation()),
+                ],
+            ),
+            pod("10.244.1.17", true, true),
+            "pw-one",
             None,
-            "Running",
-            &[
-                on(annotations::ENABLED),
-                (
-                    annotations::STATUS,
-                    status("vm2", NS, Some("10.244.1.18"), true, "ready"),
-                ),
-                (annotations::POWER, PowerState::On.as_str().to_owned()),
-            ],
         ),
-        vm(
-            NS,
-            "vm3",
-            json!([{"name": "default", "masquerade": {}}]),
-            Some(json!({"efi": {}})),
-            "Running",
-            &[
-                on(annotations::ENABLED),
-                (
-                    annotations::STATUS,
-                    status(
-                        "vm3",
-                        NS,
-                        Some("10.244.1.19"),
-                        false,
-                        "the VM is running without its BMC sidecar; restart it (virtctl restart vm3) to get one",
-                    ),
-                ),
-            ],
+        (
+            vm(
+                NS,
+                "vm2",
+                json!([{"name": "default", "masquerade": {}, "macAddress": "02:00:00:00:02:01"}]),
+                None,
+                "Running",
+                &[
+                    on(annotations::ENABLED),
+                    (annotations::SERVICE_TYPE, "NodePort".to_owned()),
+                    (annotations::POWER, PowerState::On.as_str().to_owned()),
+                ],
+            ),
+            pod("10.244.1.18", true, true),
+            "pw-two",
+            Some((31623, 30443)),
         ),
-        vm(
-            NS,
-            "vm4",
-            json!([{"name": "default", "masquerade": {}, "macAddress": "02:00:00:00:04:01"}]),
+        (
+            vm(
+                NS,
+                "vm3",
+                json!([{"name": "default", "masquerade": {}}]),
+                Some(json!({"efi": {}})),
+                "Running",
+                &[on(annotations::ENABLED)],
+            ),
+            pod("10.244.1.19", false, false),
+            "pw-three",
             None,
-            "Running",
-            &[],
         ),
-        vm(
-            "lab",
-            "vm5",
-            json!([{"name": "default", "masquerade": {}, "macAddress": "02:00:00:00:05:01"}]),
+        (
+            vm(
+                "lab",
+                "vm5",
+                json!([{"name": "default", "masquerade": {}, "macAddress": "02:00:00:00:05:01"}]),
+                None,
+                "Running",
+                &[on(annotations::ENABLED)],
+            ),
+            pod("10.244.2.5", true, true),
+            "pw-five",
             None,
-            "Running",
-            &[
-                on(annotations::ENABLED),
-                (
-                    annotations::STATUS,
-                    status("vm5", "lab", Some("10.244.2.5"), true, "ready"),
-                ),
-            ],
         ),
     ];
-    for v in vms {
-        let ns = v["metadata"]["namespace"].as_str().unwrap().to_owned();
-        let name = v["metadata"]["name"].as_str().unwrap().to_owned();
-        fake.put(Gvr::vm(), &ns, &name, v);
-    }
     let secrets = Gvr::new("", "v1", "secrets");
     let services = Gvr::new("", "v1", "services");
-    for (ns, name, password, node_ports) in [
-        (NS, "vm1", "pw-one", None),
-        (NS, "vm2", "pw-two", Some((31623, 30443))),
-        (NS, "vm3", "pw-three", None),
-        ("lab", "vm5", "pw-five", None),
-    ] {
+    for (user_vm, launcher, password, node_ports) in opted_in {
+        let (vm, secret, service) = controller_writes(user_vm, launcher, password, node_ports);
+        let ns = vm["metadata"]["namespace"].as_str().unwrap().to_owned();
+        let name = vm["metadata"]["name"].as_str().unwrap().to_owned();
+        fake.put(Gvr::vm(), &ns, &name, vm);
         fake.put(
             secrets.clone(),
-            ns,
-            &names::credentials_secret(name),
-            secret(ns, name, password),
+            &ns,
+            &names::credentials_secret(&name),
+            secret,
         );
-        fake.put(
-            services.clone(),
-            ns,
-            &names::service(name),
-            service(ns, name, node_ports),
-        );
+        fake.put(services.clone(), &ns, &names::service(&name), service);
     }
+    let vm4 = vm(
+        NS,
+        "vm4",
+        json!([{"name": "default", "masquerade": {}, "macAddress": "02:00:00:00:04:01"}]),
+        None,
+        "Running",
+        &[],
+    );
+    fake.put(Gvr::vm(), NS, "vm4", vm4);
     Cluster {
         fake,
         dir: tempfile::tempdir().unwrap(),
@@ -331,7 +343,7 @@ async fn list_shows_every_opted_in_vm_with_readiness_and_the_reason_when_not_rea
             "On",
             "10.244.1.19",
             "vm3-bmc.vms.svc",
-            "the VM is running without its BMC sidecar; restart it (virtctl restart vm3) to get one"
+            "the VM's Pod has no BMC sidecar; restart the VM (virtctl restart vm3) to get one"
         ]
     );
 
@@ -683,7 +695,7 @@ async fn hosts_refuses_with_what_to_fix_and_writes_nothing() {
         "VM vms/vm3: interface \"default\" has no pinned MAC address",
         "set spec.template.spec.domain.devices.interfaces[0].macAddress",
         "VM vms/vm4 is not opted in to a BMC: run `kubectl bmc enable vm4 -n vms`",
-        "warning: vm3's BMC is not ready yet: the VM is running without its BMC sidecar",
+        "warning: vm3's BMC is not ready yet: the VM's Pod has no BMC sidecar; restart the VM (virtctl restart vm3)",
     ] {
         assert!(out.stderr.contains(part), "{part}\n{}", out.stderr);
     }
