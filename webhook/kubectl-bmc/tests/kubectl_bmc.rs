@@ -776,3 +776,23 @@ fn the_schema_checkers_refuse_what_the_real_servers_refuse() {
         "bad bootMode, unknown field, empty name, no password: {errors:#?}"
     );
 }
+
+/// `kubectl bmc hosts --help` says which MAC it takes when a VM has several.
+#[test]
+fn hosts_help_says_which_mac_it_takes() {
+    let out = Command::new(env!("CARGO_BIN_EXE_kubectl-bmc"))
+        .args(["hosts", "--help"])
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        help.contains(kubevirt_bmc_kubectl::vm::NIC_CHOICE),
+        "{help}"
+    );
+    assert!(
+        help.contains("[possible values: metal3, openshift, rufio]"),
+        "{help}"
+    );
+}
