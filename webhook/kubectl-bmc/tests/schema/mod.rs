@@ -11,8 +11,9 @@
 //!   name and a namespace that are DNS labels/subdomains. `format` and CEL rules are not
 //!   checked (none of the vendored schemas puts one on a field we write).
 //! * Go struct definitions (openshift/installer `pkg/types/baremetal/platform.go`), the way the
-//!   installer reads install-config.yaml: `sigs.k8s.io/yaml` with unknown fields refused
-//!   (installer `pkg/asset/installconfig` unmarshals strictly), field names from `json:` tags,
+//!   installer reads install-config.yaml: unknown fields refused (installer
+//!   `pkg/asset/installconfig`: `yaml.UnmarshalStrict(file.Data, config,
+//!   yaml.DisallowUnknownFields)`), field names from `json:` tags,
 //!   `validate:"required"` fields present and not empty, and a named string type's values from
 //!   its `const` block.
 
