@@ -198,6 +198,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     }
                     let (nic, choice) = vm.boot_nic(interface.as_deref())?;
                     let mac = nic.mac.clone().unwrap_or_default();
+                    if protocol == Protocol::Ipmi
+                        && let Some(why) = nic.pxe_warning()
+                    {
+                        eprintln!("warning: {name}: {why}");
+                    }
                     if vm.interfaces().len() > 1 {
                         eprintln!(
                             "{name}: boot MAC {mac} of interface {:?} ({})",

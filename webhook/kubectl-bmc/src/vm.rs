@@ -157,6 +157,7 @@ impl<'a> Vm<'a> {
                 name: i["name"].as_str().unwrap_or_default().to_owned(),
                 mac: i["macAddress"].as_str().map(str::to_owned),
                 boot_order: i["bootOrder"].as_u64(),
+                masquerade: i.get("masquerade").is_some(),
             })
             .collect()
     }
@@ -226,6 +227,21 @@ pub struct Nic {
     pub name: String,
     pub mac: Option<String>,
     pub boot_order: Option<u64>,
+    /// Bound with `masquerade` (NAT behind the Pod's IP): the guest gets its address from
+    /// KubeVirt's own DHCP in the Pod, so a provisioning network's DHCP/PXE never reaches it.
+    pub masquerade: bool,
+}
+
+impl Nic {
+    /// Why an installer that boots this NIC over PXE (IPMI deployments) would fail, if it would.
+    pub fn pxe_warning(&self) -> Option<String> {
+        self.masquerade.then(|| {
+            format!(
+                "interface {:?} uses masquerade (NAT on the pod network): PXE from a provisioning network cannot reach it; IPMI deployments boot over PXE, so give the VM a bridge NIC on that network (Multus) or use --protocol redfish (virtual media)",
+                self.name
+            )
+        })
+    }
 }
 
 /// Why a NIC was taken.
@@ -453,6 +469,21 @@ mod tests {
             let object = vm(json!({}), json!([]), firmware.clone());
             assert_eq!(Vm::new(&object).boot_mode(), mode, "{firmware}");
         }
+    }
+
+    #[test]
+    fn only_a_masquerade_nic_gets_the_pxe_warning() {
+        let object = vm(
+            json!({}),
+            json!([
+                {"name": "default", "masquerade": {}, "macAddress": "02:00:00:00:00:01"},
+                nic("prov", Some("02:00:00:00:00:02"), None),
+            ]),
+            json!({}),
+        );
+        let nics = Vm::new(&object).interfaces();
+        assert!(nics[0].pxe_warning().unwrap().contains("masquerade"));
+        assert_eq!(nics[1].pxe_warning(), None);
     }
 
     #[test]

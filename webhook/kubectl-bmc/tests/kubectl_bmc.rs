@@ -600,6 +600,13 @@ async fn metal3_hosts_are_valid_baremetalhosts_with_their_secrets() {
         )
         .await;
     assert_eq!(ipmi.code, 0, "{}", ipmi.stderr);
+    // vm2 boots from its masquerade NIC: fine for virtual media, not for PXE.
+    assert!(
+        ipmi.stderr
+            .contains("warning: vm2: interface \"default\" uses masquerade"),
+        "{}",
+        ipmi.stderr
+    );
     let docs = yaml_docs(&ipmi.stdout);
     let host = docs.iter().find(|d| d["kind"] == "BareMetalHost").unwrap();
     assert_eq!(
