@@ -8,4 +8,5 @@ pub mod launcher;
 pub mod fake_apiserver;
 pub mod images;
 pub mod kubelet;
+pub mod pod_dns;
 pub mod sushy;
