@@ -28,7 +28,7 @@ fn free_port() -> u16 {
 
 #[tokio::test]
 async fn binary_serves_admission_configured_by_env() {
-    kubevirt_bmc::tls::install_crypto_provider();
+    kubevirt_bmc_runtime::tls::install_crypto_provider();
     let ca = Ca::new();
     let (cert, key, _) = ca.serving("binary");
     let dir = SecretDir::new(&cert, &key);

@@ -41,7 +41,7 @@ pub async fn fake() -> FakeApiServer {
 }
 
 pub fn client(fake: &FakeApiServer, token: &str) -> kube::Client {
-    kubevirt_bmc::tls::install_crypto_provider();
+    kubevirt_bmc_runtime::tls::install_crypto_provider();
     let mut config = kube::Config::new(fake.url().parse().unwrap());
     config.default_namespace = NS.to_owned();
     config.auth_info.token = Some(token.to_owned().into());

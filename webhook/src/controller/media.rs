@@ -4,11 +4,10 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::children::VmRef;
-use crate::annotations;
+use crate::annotations::{self, MediaPhase, MediaStatus};
 use crate::names;
 
 /// Requested size of the import; CDI needs one and an ISO's size is unknown beforehand.
@@ -29,16 +28,6 @@ pub struct MediaPlan {
     /// Merge-patch fragment of the VM's `spec` (whole disks/volumes arrays).
     pub vm_spec: Option<Value>,
     pub status_annotation: Option<(String, Value)>,
-}
-
-/// `bmc.kubevirt.io/media-status`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MediaStatus {
-    pub phase: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub progress: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
 }
 
 pub fn data_volume(vm: &VmRef, url: &str) -> Value {
@@ -63,17 +52,17 @@ fn status_of(dv: &Value) -> MediaStatus {
         .and_then(|c| c["message"].as_str().map(str::to_owned));
     match phase {
         "Succeeded" => MediaStatus {
-            phase: "Ready".to_owned(),
+            phase: MediaPhase::Ready,
             progress: Some("100.0%".to_owned()),
             reason: None,
         },
         "Failed" => MediaStatus {
-            phase: "Failed".to_owned(),
+            phase: MediaPhase::Failed,
             progress: None,
             reason: Some(failure.unwrap_or_else(|| "import failed".to_owned())),
         },
         _ => MediaStatus {
-            phase: "Importing".to_owned(),
+            phase: MediaPhase::Importing,
             progress: dv["status"]["progress"].as_str().map(str::to_owned),
             reason: failure,
         },
@@ -119,7 +108,7 @@ pub fn plan(
         .ok()
         .flatten()
         .filter(|m| m.inserted);
-    let current_status = annotations.get(names::MEDIA_STATUS);
+    let current_status = annotations.get(annotations::MEDIA_STATUS);
     let Some(media) = desired else {
         return MediaPlan {
             data_volume: if dv.is_some() {
@@ -129,14 +118,14 @@ pub fn plan(
             },
             vm_spec: detach(vm),
             status_annotation: current_status
-                .map(|_| (names::MEDIA_STATUS.to_owned(), Value::Null)),
+                .map(|_| (annotations::MEDIA_STATUS.to_owned(), Value::Null)),
         };
     };
     let (data_volume, status) = match dv {
         Some(dv) if dv["spec"]["source"]["http"]["url"].as_str() != Some(media.image.as_str()) => (
             DvAction::Delete,
             MediaStatus {
-                phase: "Importing".to_owned(),
+                phase: MediaPhase::Importing,
                 progress: None,
                 reason: Some("replacing the previous image".to_owned()),
             },
@@ -145,7 +134,7 @@ pub fn plan(
         None => (
             DvAction::Apply(data_volume(vm_ref, &media.image)),
             MediaStatus {
-                phase: "Importing".to_owned(),
+                phase: MediaPhase::Importing,
                 progress: None,
                 reason: None,
             },
@@ -154,18 +143,18 @@ pub fn plan(
     // Attached only once imported: a VM template naming a DataVolume that is still
     // importing, or failed, may not start, and without a launcher Pod there is no BMC left
     // to eject the medium through.
-    let imported = status.phase == "Ready" && data_volume == DvAction::None;
+    let imported = status.phase == MediaPhase::Ready && data_volume == DvAction::None;
     let vm_spec = if imported {
         attach(vm, vm_ref)
     } else {
         detach(vm)
     };
-    let text = serde_json::to_string(&status).expect("serialises");
+    let text = status.to_annotation();
     MediaPlan {
         data_volume,
         vm_spec,
         status_annotation: (current_status != Some(&text))
-            .then(|| (names::MEDIA_STATUS.to_owned(), json!(text))),
+            .then(|| (annotations::MEDIA_STATUS.to_owned(), json!(text))),
     }
 }
 
