@@ -10,3 +10,4 @@ pub mod images;
 pub mod kubelet;
 pub mod pod_dns;
 pub mod sushy;
+pub mod testkit;
