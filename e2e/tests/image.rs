@@ -17,6 +17,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use kubevirt_bmc_e2e::pod_dns::{self, ClusterDns};
+use kubevirt_bmc_e2e::testkit::{free_tcp_port, free_udp_port};
 
 const BINARIES: [&str; 2] = ["kubevirt-bmc", "kubevirt-bmc-webhook"];
 /// The target `cargo static-bins` names explicitly (see .cargo/config.toml).
@@ -407,16 +408,7 @@ impl SimulatedBmc {
     /// Starts on free ports, retrying when another process took one first.
     fn start(root: &EmptyRoot, log: PathBuf) -> SimulatedBmc {
         for _ in 0..5 {
-            let ipmi_port = std::net::UdpSocket::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            let redfish_port = TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
+            let (ipmi_port, redfish_port) = (free_udp_port(), free_tcp_port());
             let child = root
                 .command()
                 .arg("simulate")
@@ -768,11 +760,7 @@ fn the_webhook_in_an_empty_root_serves_admission_with_its_mounted_certificate() 
 
     let mut started = None;
     for _ in 0..5 {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_tcp_port();
         // The Deployment's environment; the controller needs an API server and is left out.
         let mut child = root
             .command()
