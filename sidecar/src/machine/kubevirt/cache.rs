@@ -32,6 +32,10 @@ pub struct Snapshot {
     /// The last watch failure, cleared by the next success.
     pub vm_error: Option<MachineError>,
     pub vmi_error: Option<MachineError>,
+    /// UID of the last VMI seen `Succeeded` without a deletion asked for: its guest powered
+    /// itself off. Kept after the VMI is gone, because the watch may deliver its replacement
+    /// before a reconcile sees the finished one.
+    pub guest_ended: Option<String>,
 }
 
 impl Snapshot {
@@ -91,6 +95,12 @@ impl Slot for VirtualMachine {
 
 impl Slot for VirtualMachineInstance {
     fn put(snapshot: &mut Snapshot, object: Option<Arc<Self>>) {
+        if let Some(vmi) = &object
+            && vmi.phase() == "Succeeded"
+            && !vmi.is_terminating()
+        {
+            snapshot.guest_ended = vmi.uid().map(str::to_owned);
+        }
         snapshot.vmi = object;
     }
     fn get(snapshot: &Snapshot) -> Option<&Arc<Self>> {

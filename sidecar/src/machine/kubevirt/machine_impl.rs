@@ -11,7 +11,7 @@ use super::{KubevirtMachine, annotations, boot_ops, power, view};
 use crate::machine::{
     BootOverride, BootOverrideEnabled, BootTarget, Console, Disk, DiskKind, Inventory, Machine,
     MachineError, MachineEvent, MediaInsert, MediaState, NetworkInterface, PowerAction, PowerState,
-    Record, Result, validate_image_url,
+    Record, RestorePolicy, Result, validate_image_url,
 };
 
 /// NMI is missing: KubeVirt has no subresource for it.
@@ -58,6 +58,30 @@ impl Machine for KubevirtMachine {
         let plan = power::decide(&observed, &desired, action)?;
         tracing::info!(?action, ?plan, "power request");
         self.inner.execute(&plan, &snapshot).await
+    }
+
+    async fn restore_policy(&self) -> Result<RestorePolicy> {
+        let snapshot = self.inner.ready().await?;
+        let vm = self.inner.vm(&snapshot)?;
+        Ok(annotations::restore_policy(&vm))
+    }
+
+    /// Kept on the VM, so every later sidecar applies it to the VMI it comes with.
+    async fn set_restore_policy(&self, policy: RestorePolicy) -> Result<()> {
+        let _guard = self.inner.op_lock.lock().await;
+        let snapshot = self.inner.ready().await?;
+        let vm = self.inner.vm(&snapshot)?;
+        if vm.annotation(annotations::POWER_RESTORE_POLICY) == Some(policy.as_str()) {
+            return Ok(());
+        }
+        let changes = BTreeMap::from([(
+            annotations::POWER_RESTORE_POLICY,
+            Some(policy.as_str().to_owned()),
+        )]);
+        let vm = self.inner.api.patch_annotations(&changes).await?;
+        self.inner.cache.offer_vm(vm);
+        tracing::info!(policy = policy.as_str(), "power restore policy set");
+        Ok(())
     }
 
     async fn boot_override(&self) -> Result<BootOverride> {

@@ -158,13 +158,18 @@ fn view(snapshot: &Snapshot) -> Result<(Observed, Desired)> {
         MachineError::Unavailable("the VirtualMachine does not exist (or is not visible)".into())
     })?;
     Ok((
-        observe(vm, snapshot.vmi.as_deref()),
+        observe(vm, snapshot.vmi.as_deref(), snapshot.guest_ended.clone()),
         annotations::desired(vm),
     ))
 }
 
-fn observe(vm: &VirtualMachine, vmi: Option<&VirtualMachineInstance>) -> Observed {
+fn observe(
+    vm: &VirtualMachine,
+    vmi: Option<&VirtualMachineInstance>,
+    guest_ended: Option<String>,
+) -> Observed {
     Observed {
+        guest_ended,
         run_strategy_always: vm.spec.run_strategy.as_deref() == Some("Always")
             || (vm.spec.run_strategy.is_none() && vm.spec.running == Some(true)),
         vm_generation: vm.generation(),
@@ -254,6 +259,9 @@ impl Inner {
         }
         if let Some(uid) = &plan.set_booted_vmi {
             facts.insert(annotations::BOOTED_VMI, Some(uid.clone()));
+        }
+        if let Some(settled) = &plan.set_settled_vmi {
+            facts.insert(annotations::POWER_SETTLED_VMI, settled.clone());
         }
         if !intent.is_empty() {
             let vm = self.api.patch_annotations(&intent).await?;
