@@ -126,6 +126,15 @@ pub fn subresource(
                     store.put(&vmi_key, vmi);
                     Ok(())
                 }
+                // pkg/virt-api/rest/lifecycle.go, UnpauseVMIRequestHandler: refused while
+                // the VM's status.snapshotInProgress is set (const vmSnapshotInprogress).
+                "unpause"
+                    if store
+                        .get(&vm_key)
+                        .is_some_and(|vm| !vm["status"]["snapshotInProgress"].is_null()) =>
+                {
+                    Err(conflict("VM snapshot is in progress"))
+                }
                 "unpause" if !paused => Err(conflict("VMI is not paused")),
                 "unpause" => {
                     set_paused(&mut vmi, false);
@@ -189,14 +198,30 @@ fn delete_gracefully(store: &mut Store, key: &Key) {
     }
 }
 
-/// The guest powered itself off: the VMI ends Succeeded (virt-handler), then the controller
-/// removes it.
+/// The guest powered itself off: the VMI ends Succeeded with no deletionTimestamp
+/// (pkg/virt-handler/vm.go, `calculateVmPhaseForStatusReason`: domain Shutoff for reason
+/// Shutdown is Succeeded), then the VM controller replaces it (`reconcile` below).
 pub fn guest_shutdown(store: &mut Store, namespace: &str, name: &str) -> bool {
     let key = Key::new(Gvr::vmi(), namespace, name);
     let Some(mut vmi) = store.get(&key).cloned() else {
         return false;
     };
     vmi["status"]["phase"] = json!("Succeeded");
+    store.put(&key, vmi);
+    true
+}
+
+/// The VMI is lost without its guest or anyone's API call ending it: virt-controller marks it
+/// Failed when its node stops answering (pkg/virt-controller/watch/node.go, the VMIs of an
+/// unresponsive node) or its launcher Pod vanishes (pkg/virt-controller/watch/vmi.go,
+/// `updateStatus`: "someone other than the controller deleted the pod unexpectedly"); the VM
+/// controller then replaces it.
+pub fn lose_vmi(store: &mut Store, namespace: &str, name: &str) -> bool {
+    let key = Key::new(Gvr::vmi(), namespace, name);
+    let Some(mut vmi) = store.get(&key).cloned() else {
+        return false;
+    };
+    vmi["status"]["phase"] = json!("Failed");
     store.put(&key, vmi);
     true
 }

@@ -57,7 +57,7 @@ impl Machine for KubevirtMachine {
         let (observed, desired) = view(&snapshot)?;
         let plan = power::decide(&observed, &desired, action)?;
         tracing::info!(?action, ?plan, "power request");
-        self.inner.execute(&plan, &snapshot).await
+        self.inner.execute(&plan, &snapshot).await.map(|_| ())
     }
 
     async fn restore_policy(&self) -> Result<RestorePolicy> {
