@@ -259,6 +259,14 @@ impl FakeApiServer {
         done
     }
 
+    /// The guest reboots itself (see `kubevirt::guest_reboot`).
+    pub fn guest_reboot(&self, namespace: &str, name: &str) -> bool {
+        let mut store = self.shared.store();
+        let done = kubevirt::guest_reboot(&mut store, namespace, name);
+        self.shared.settle(&mut store);
+        done
+    }
+
     /// The VMI is lost (node failure, launcher Pod gone): it ends Failed; `Always` replaces it.
     pub fn lose_vmi(&self, namespace: &str, name: &str) -> bool {
         let mut store = self.shared.store();

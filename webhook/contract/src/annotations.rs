@@ -18,6 +18,7 @@
 //! | `restart-of` | VM | UID of the VMI whose end the BMC accounted for (its own restart or shutdown, the guest's own power-off) | sidecar |
 //! | `power-restore-policy` | VM | [`RestorePolicy`]: what an unplanned loss of the VMI comes back as | sidecar |
 //! | `power-settled-vmi` | VM | UID of a VMI the BMC decided to leave off after an accounted end | sidecar |
+//! | `reboot-policy-unsupported` | VM | why the cluster refused `rebootPolicy: Terminate` (a guest's own reboot then boots a one-time device again) | sidecar |
 //! | `event-subscriptions` | VM | Redfish subscriptions document | sidecar |
 //! | `session-settings` | VM | Redfish SessionService settings and logouts | sidecar |
 
@@ -61,6 +62,10 @@ pub const POWER_SETTLED_VMI: &str = "bmc.kubevirt.io/power-settled-vmi";
 pub const BOOT_OVERRIDE: &str = "bmc.kubevirt.io/boot-override";
 /// The sidecar's bookkeeping of an active override (its own JSON; nobody else reads it).
 pub const BOOT_STATE: &str = "bmc.kubevirt.io/boot-override-state";
+/// Set when the cluster refused or dropped `rebootPolicy: Terminate` (KubeVirt before 1.8, or
+/// its feature gate off): why, so the owner sees that a one-time override also applies to the
+/// guest's own reboots.
+pub const REBOOT_POLICY_UNSUPPORTED: &str = "bmc.kubevirt.io/reboot-policy-unsupported";
 pub const EVENT_SUBSCRIPTIONS: &str = "bmc.kubevirt.io/event-subscriptions";
 pub const SESSION_SETTINGS: &str = "bmc.kubevirt.io/session-settings";
 

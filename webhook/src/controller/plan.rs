@@ -255,11 +255,12 @@ fn opted_in(
     let mut annotation_changes: Vec<(String, Value)> = Vec::new();
     let spec = &vm["spec"];
     let first_time = !annotations.contains_key(annotations::ORIGINAL);
-    if prepare && first_time {
-        if let Some((why, message)) = refusal(vm, &vm_ref.name) {
-            prepare = false;
-            reasons.push((true, why, message));
-        }
+    if prepare
+        && first_time
+        && let Some((why, message)) = refusal(vm, &vm_ref.name)
+    {
+        prepare = false;
+        reasons.push((true, why, message));
     }
     if prepare {
         if first_time {

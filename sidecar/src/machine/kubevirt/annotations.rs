@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 
 pub use kubevirt_bmc_contract::annotations::{
     BOOT_OVERRIDE, BOOT_STATE, BOOTED_VMI, EVENT_SUBSCRIPTIONS, MEDIA, MEDIA_STATUS, POWER,
-    POWER_RESTORE_POLICY, POWER_SETTLED_VMI, RESTART_OF, SESSION_SETTINGS,
+    POWER_RESTORE_POLICY, POWER_SETTLED_VMI, REBOOT_POLICY_UNSUPPORTED, RESTART_OF,
+    SESSION_SETTINGS,
 };
 use kubevirt_bmc_contract::annotations::{
     Media, MediaPhase, MediaStatus as ImportStatus, PowerState, RestorePolicy,
@@ -32,6 +33,17 @@ pub struct BootState {
     /// The persistent order to restore once a one-time override is used up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub saved: Option<SavedOrder>,
+    /// Set when the override put `rebootPolicy: Terminate` into the template: the user's own
+    /// value, put back with the persistent order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reboot_policy: Option<SavedRebootPolicy>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedRebootPolicy {
+    /// `None`: the template had no rebootPolicy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original: Option<String>,
 }
 
 pub fn desired(vm: &VirtualMachine) -> Desired {

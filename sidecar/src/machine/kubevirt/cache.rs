@@ -35,7 +35,16 @@ pub struct Snapshot {
     /// UID of the last VMI seen `Succeeded` without a deletion asked for: its guest powered
     /// itself off. Kept after the VMI is gone, because the watch may deliver its replacement
     /// before a reconcile sees the finished one.
-    pub guest_ended: Option<String>,
+    pub guest_ended: Option<GuestEnded>,
+}
+
+/// A VMI whose guest ended it: powered off, or rebooted under `rebootPolicy: Terminate`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestEnded {
+    pub uid: String,
+    /// Its spec had `rebootPolicy: Terminate`: KubeVirt ends such a VMI on the guest's reboot
+    /// as it does on its shutdown (both Succeeded), so its end is taken for a reboot.
+    pub reboot_terminates: bool,
 }
 
 impl Snapshot {
@@ -99,7 +108,11 @@ impl Slot for VirtualMachineInstance {
             && vmi.phase() == "Succeeded"
             && !vmi.is_terminating()
         {
-            snapshot.guest_ended = vmi.uid().map(str::to_owned);
+            snapshot.guest_ended = vmi.uid().map(|uid| GuestEnded {
+                uid: uid.to_owned(),
+                reboot_terminates: vmi.spec.domain.rest.get("rebootPolicy")
+                    == Some(&serde_json::json!("Terminate")),
+            });
         }
         snapshot.vmi = object;
     }

@@ -104,23 +104,53 @@ impl Machine for KubevirtMachine {
             .vmi
             .as_ref()
             .and_then(|v| v.uid().map(str::to_owned));
+        // Unless the cluster said no before, a one-time override also sets rebootPolicy.
+        let mut terminate = vm
+            .annotation(annotations::REBOOT_POLICY_UNSUPPORTED)
+            .is_none();
         for _ in 0..SET_BOOT_ATTEMPTS {
             if boot_override_of(&vm) == boot && vm.annotation(annotations::BOOT_OVERRIDE).is_some()
             {
                 return Ok(());
             }
-            let patch = boot_ops::set(&vm, &boot, running_vmi.as_deref())?;
-            match self.inner.api.json_patch(patch).await? {
-                Ok(updated) => {
+            let patch = boot_ops::set(&vm, &boot, running_vmi.as_deref(), terminate)?;
+            match self.inner.api.json_patch(patch).await {
+                Ok(Ok(updated)) => {
+                    let wanted = terminate
+                        && annotations::boot_state(&updated)
+                            .is_some_and(|s| s.reboot_policy.is_some());
+                    let kept = updated.spec.template.spec.domain.rest.get("rebootPolicy")
+                        == Some(&serde_json::json!(boot_ops::TERMINATE));
                     self.inner.cache.offer_vm(updated);
+                    if wanted && !kept {
+                        // An API server whose VM schema has no rebootPolicy prunes it silently.
+                        self.reboot_policy_unsupported(
+                            "the VirtualMachine schema dropped spec.template.spec.domain.rebootPolicy \
+                             (KubeVirt older than 1.8)",
+                        )
+                        .await?;
+                    }
                     return Ok(());
                 }
                 // Someone changed the VM since it was read: decide again on the latest.
-                Err(()) => {
+                Ok(Err(())) => {
                     let fresh = self.inner.api.get_vm().await?;
                     self.inner.cache.offer_vm(fresh.clone());
                     vm = fresh.into();
                 }
+                // KubeVirt's admission refuses the field when its feature gate is off: the
+                // override still works for the boot the BMC makes, and the VM says why a
+                // guest's own reboot will use it again.
+                Err(MachineError::Invalid(message))
+                    if terminate && message.contains("rebootPolicy") =>
+                {
+                    self.reboot_policy_unsupported(&message).await?;
+                    terminate = false;
+                    let fresh = self.inner.api.get_vm().await?;
+                    self.inner.cache.offer_vm(fresh.clone());
+                    vm = fresh.into();
+                }
+                Err(error) => return Err(error),
             }
         }
         Err(MachineError::Busy(
@@ -239,6 +269,19 @@ impl Machine for KubevirtMachine {
 }
 
 impl KubevirtMachine {
+    async fn reboot_policy_unsupported(&self, why: &str) -> Result<()> {
+        tracing::warn!(
+            why,
+            "rebootPolicy Terminate unavailable: a guest's own reboot boots a one-time \
+             override device again"
+        );
+        let changes =
+            BTreeMap::from([(annotations::REBOOT_POLICY_UNSUPPORTED, Some(why.to_owned()))]);
+        let vm = self.inner.api.patch_annotations(&changes).await?;
+        self.inner.cache.offer_vm(vm);
+        Ok(())
+    }
+
     /// `<credentials-dir>/session-key`, re-read each time so a rotated Secret is followed.
     async fn session_key(&self) -> Result<Option<String>> {
         if let Some(dir) = &self.inner.config.credentials_dir {

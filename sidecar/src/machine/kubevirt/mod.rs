@@ -158,7 +158,14 @@ fn view(snapshot: &Snapshot) -> Result<(Observed, Desired)> {
         MachineError::Unavailable("the VirtualMachine does not exist (or is not visible)".into())
     })?;
     Ok((
-        observe(vm, snapshot.vmi.as_deref(), snapshot.guest_ended.clone()),
+        observe(
+            vm,
+            snapshot.vmi.as_deref(),
+            snapshot.guest_ended.as_ref().map(|g| power::GuestEnded {
+                uid: g.uid.clone(),
+                rebooted: g.reboot_terminates,
+            }),
+        ),
         annotations::desired(vm),
     ))
 }
@@ -166,7 +173,7 @@ fn view(snapshot: &Snapshot) -> Result<(Observed, Desired)> {
 fn observe(
     vm: &VirtualMachine,
     vmi: Option<&VirtualMachineInstance>,
-    guest_ended: Option<String>,
+    guest_ended: Option<power::GuestEnded>,
 ) -> Observed {
     Observed {
         guest_ended,

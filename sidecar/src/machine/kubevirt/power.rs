@@ -18,7 +18,15 @@ pub struct Observed {
     /// virt-handler (`pkg/virt-handler/vm.go`, `calculateVmPhaseForStatusReason`) reports a
     /// domain shut off for reason Shutdown as Succeeded; a deleted VMI (`virtctl restart`,
     /// stop, eviction) carries a deletionTimestamp first, and a crash or a lost node ends Failed.
-    pub guest_ended: Option<String>,
+    pub guest_ended: Option<GuestEnded>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestEnded {
+    pub uid: String,
+    /// The VMI had `rebootPolicy: Terminate` (set while a one-time boot override is pending):
+    /// KubeVirt ends it on the guest's own reboot, and that end is a reboot, not a power-off.
+    pub rebooted: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -384,12 +392,17 @@ pub fn reconcile(observed: &Observed, desired: &Desired) -> Plan {
     // The guest powered the latest VMI off itself: off, as a server whose OS shut down. The
     // sidecar that sees it records it before it goes (and a twin or successor that still
     // sees the finished VMI does the same).
+    // Under rebootPolicy Terminate the guest's reboot ends the VMI the same way: the machine
+    // stays as it was and the next VMI, from the restored template, boots the persistent
+    // device.
     if let Some(ended) = &observed.guest_ended
-        && desired.last() == Some(ended.as_str())
-        && desired.restart_of.as_deref() != Some(ended.as_str())
+        && desired.last() == Some(ended.uid.as_str())
+        && desired.restart_of.as_deref() != Some(ended.uid.as_str())
     {
-        plan.set_power = (desired.power != Some(false)).then_some(false);
-        plan.set_restart_of = Some(Some(ended.clone()));
+        if !ended.rebooted {
+            plan.set_power = (desired.power != Some(false)).then_some(false);
+        }
+        plan.set_restart_of = Some(Some(ended.uid.clone()));
         return plan;
     }
     let Some(vmi) = observed.vmi.as_ref() else {

@@ -412,7 +412,10 @@ fn an_accounted_end_follows_the_desired_power_whatever_the_policy() {
 fn a_guest_that_powers_itself_off_is_recorded_off_and_never_a_loss() {
     let mut ended = running();
     ended.vmi.as_mut().unwrap().phase = Phase::Finished;
-    ended.guest_ended = Some(UID.into());
+    ended.guest_ended = Some(GuestEnded {
+        uid: UID.into(),
+        rebooted: false,
+    });
     let plan = reconcile(&ended, &ran(true));
     assert_eq!(plan.set_power, Some(false));
     assert_eq!(plan.set_restart_of, Some(Some(UID.into())));
@@ -427,7 +430,7 @@ fn a_guest_that_powers_itself_off_is_recorded_off_and_never_a_loss() {
     // Its successor is an accounted end: off, even with always-on.
     let mut next = paused();
     next.vmi.as_mut().unwrap().uid = "vmi-2".into();
-    next.guest_ended = Some(UID.into());
+    next.guest_ended = ended.guest_ended.clone();
     let always_on = Desired {
         restore_policy: RestorePolicy::AlwaysOn,
         ..recorded.clone()
@@ -492,4 +495,26 @@ fn every_action_from_every_state_is_decided_without_panicking() {
             }
         }
     }
+}
+
+#[test]
+fn a_guest_reboot_under_reboot_policy_terminate_keeps_the_machine_on() {
+    let mut ended = running();
+    ended.vmi.as_mut().unwrap().phase = Phase::Finished;
+    ended.guest_ended = Some(GuestEnded {
+        uid: UID.into(),
+        rebooted: true,
+    });
+    let plan = reconcile(&ended, &ran(true));
+    assert_eq!(plan.set_power, None, "still on");
+    assert_eq!(plan.set_restart_of, Some(Some(UID.into())));
+    // The successor is booted.
+    let mut next = paused();
+    next.vmi.as_mut().unwrap().uid = "vmi-2".into();
+    next.guest_ended = ended.guest_ended.clone();
+    let applied = Desired {
+        restart_of: Some(UID.into()),
+        ..ran(true)
+    };
+    assert_eq!(reconcile(&next, &applied).calls, vec![Call::Unpause]);
 }
