@@ -261,8 +261,15 @@ async fn answer(ctx: &Context, app: AppRequest) {
 /// Reads the machine, decides, runs the action; the response tells the client the truth.
 async fn execute(ctx: &Context, request: &IpmiRequest) -> IpmiResponse {
     let m = &ctx.machine;
-    let read = async { tokio::try_join!(m.power_state(), m.boot_override(), m.inventory()) };
-    let (power, boot, inventory) = match read.await {
+    let read = async {
+        tokio::try_join!(
+            m.power_state(),
+            m.boot_override(),
+            m.inventory(),
+            m.restore_policy()
+        )
+    };
+    let (power, boot, inventory, restore_policy) = match read.await {
         Ok(r) => r,
         Err(error) => {
             tracing::warn!(%error, "machine state unreadable");
@@ -278,6 +285,7 @@ async fn execute(ctx: &Context, request: &IpmiRequest) -> IpmiResponse {
     let snap = Snapshot {
         power,
         boot,
+        restore_policy,
         inventory: &inventory,
         supported_actions: m.supported_actions(),
         supported_targets: m.supported_boot_targets(),
@@ -289,6 +297,7 @@ async fn execute(ctx: &Context, request: &IpmiRequest) -> IpmiResponse {
         let result = match action {
             Action::Power(a) => m.power(a).await,
             Action::SetBoot(b) => m.set_boot_override(b).await,
+            Action::SetRestorePolicy(p) => m.set_restore_policy(p).await,
         };
         if let Err(error) = result {
             tracing::info!(?action, %error, "IPMI command refused by the machine");

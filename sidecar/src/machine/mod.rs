@@ -69,6 +69,9 @@ impl PowerAction {
     ];
 }
 
+/// What the machine comes back as after losing power it was not asked to lose (IPMI Set Power
+/// Restore Policy, Redfish `PowerRestorePolicy`); kept on the VM in the contract's form.
+pub use kubevirt_bmc_contract::annotations::RestorePolicy;
 /// Boot override values are the contract's: the sidecar keeps them on the VM in its form.
 pub use kubevirt_bmc_contract::boot::{BootMode, BootOverride, BootOverrideEnabled, BootTarget};
 
@@ -203,6 +206,11 @@ pub trait Machine: Send + Sync + 'static {
     fn supported_actions(&self) -> &[PowerAction];
 
     async fn power(&self, action: PowerAction) -> Result<()>;
+
+    /// The power restore policy, exactly as last set (`Previous` until then).
+    async fn restore_policy(&self) -> Result<RestorePolicy>;
+
+    async fn set_restore_policy(&self, policy: RestorePolicy) -> Result<()>;
 
     async fn boot_override(&self) -> Result<BootOverride>;
 

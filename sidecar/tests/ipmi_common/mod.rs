@@ -27,6 +27,16 @@ impl Bmc {
 
     /// As [`Bmc::start`], with the UDP port from `pick` (some clients refuse high ports).
     pub fn start_picking(pick: impl Fn() -> u16) -> Bmc {
+        Self::start_with(pick, 0)
+    }
+
+    /// As [`Bmc::start`], with power on, restarts and soft off taking `transition_ms`.
+    #[allow(dead_code)]
+    pub fn start_slow(transition_ms: u64) -> Bmc {
+        Self::start_with(free_udp_port, transition_ms)
+    }
+
+    fn start_with(pick: impl Fn() -> u16, transition_ms: u64) -> Bmc {
         let dir = tempfile::tempdir().unwrap();
         for _ in 0..5 {
             let port = pick();
@@ -37,14 +47,9 @@ impl Bmc {
                 .arg(format!("127.0.0.1:{port}"))
                 .arg("--redfish-listen")
                 .arg(format!("127.0.0.1:{redfish}"))
-                .args([
-                    "--power-transition-ms",
-                    "0",
-                    "--uuid",
-                    UUID,
-                    "--name",
-                    "vm1",
-                ])
+                .arg("--power-transition-ms")
+                .arg(transition_ms.to_string())
+                .args(["--uuid", UUID, "--name", "vm1"])
                 .args(["--password", PASSWORD])
                 .env("RUST_LOG", "info,kubevirt_bmc=debug")
                 .stdout(Stdio::null())

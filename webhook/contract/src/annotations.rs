@@ -15,7 +15,10 @@
 //! | `boot-override` | VM | [`BootOverride`] text, e.g. `Pxe/Once/UEFI` | sidecar |
 //! | `boot-override-state` | VM | JSON: generation, VMI then running, order to restore | sidecar |
 //! | `booted-vmi` | VM | UID of the VMI the BMC last booted or found running | sidecar |
-//! | `restart-of` | VM | UID of the VMI the BMC restarted for a fresh boot | sidecar |
+//! | `restart-of` | VM | UID of the VMI whose end the BMC accounted for (its own restart or shutdown, the guest's own power-off) | sidecar |
+//! | `power-restore-policy` | VM | [`RestorePolicy`]: what an unplanned loss of the VMI comes back as | sidecar |
+//! | `power-settled-vmi` | VM | UID of a VMI the BMC decided to leave off after an accounted end | sidecar |
+//! | `reboot-policy-unsupported` | VM | why the cluster refused `rebootPolicy: Terminate` (a guest's own reboot then boots a one-time device again) | sidecar |
 //! | `event-subscriptions` | VM | Redfish subscriptions document | sidecar |
 //! | `session-settings` | VM | Redfish SessionService settings and logouts | sidecar |
 
@@ -48,11 +51,21 @@ pub const MEDIA_STATUS: &str = "bmc.kubevirt.io/media-status";
 pub const POWER: &str = "bmc.kubevirt.io/power-state";
 /// UID of the VMI the BMC last booted or found running (it has run).
 pub const BOOTED_VMI: &str = "bmc.kubevirt.io/booted-vmi";
-/// UID of the VMI the BMC restarted for a fresh boot: boot its successor.
+/// UID of the VMI whose end the BMC accounted for: it restarted or shut it down itself, or saw
+/// the guest power itself off. Its successor follows the desired power; any other successor
+/// comes after a loss, and the restore policy decides.
 pub const RESTART_OF: &str = "bmc.kubevirt.io/restart-of";
+/// The power restore policy ([`RestorePolicy`]), as IPMI and Redfish clients set it.
+pub const POWER_RESTORE_POLICY: &str = "bmc.kubevirt.io/power-restore-policy";
+/// UID of a VMI the BMC left off after an accounted end, so that decision is made once.
+pub const POWER_SETTLED_VMI: &str = "bmc.kubevirt.io/power-settled-vmi";
 pub const BOOT_OVERRIDE: &str = "bmc.kubevirt.io/boot-override";
 /// The sidecar's bookkeeping of an active override (its own JSON; nobody else reads it).
 pub const BOOT_STATE: &str = "bmc.kubevirt.io/boot-override-state";
+/// Set when the cluster refused or dropped `rebootPolicy: Terminate` (KubeVirt before 1.8, or
+/// its feature gate off): why, so the owner sees that a one-time override also applies to the
+/// guest's own reboots.
+pub const REBOOT_POLICY_UNSUPPORTED: &str = "bmc.kubevirt.io/reboot-policy-unsupported";
 pub const EVENT_SUBSCRIPTIONS: &str = "bmc.kubevirt.io/event-subscriptions";
 pub const SESSION_SETTINGS: &str = "bmc.kubevirt.io/session-settings";
 
@@ -177,6 +190,48 @@ impl PowerState {
 
     pub fn is_on(self) -> bool {
         self == PowerState::On
+    }
+}
+
+/// What a VM comes back as after an unplanned loss of its VMI (node failure, eviction, crash,
+/// `virtctl restart`), as a server's BMC does after an AC power loss. `bmc.kubevirt.io/power-restore-policy`;
+/// absent means `previous`, the default of most servers and the only one a plain `runStrategy:
+/// Always` VM matches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RestorePolicy {
+    /// The power state a client last asked for.
+    #[default]
+    Previous,
+    AlwaysOn,
+    AlwaysOff,
+}
+
+impl RestorePolicy {
+    pub const ALL: [RestorePolicy; 3] = [
+        RestorePolicy::AlwaysOff,
+        RestorePolicy::Previous,
+        RestorePolicy::AlwaysOn,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestorePolicy::Previous => "previous",
+            RestorePolicy::AlwaysOn => "always-on",
+            RestorePolicy::AlwaysOff => "always-off",
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<RestorePolicy, AnnotationError> {
+        RestorePolicy::ALL
+            .into_iter()
+            .find(|p| p.as_str() == text)
+            .ok_or_else(|| {
+                invalid(
+                    POWER_RESTORE_POLICY,
+                    text,
+                    "one of previous, always-on, always-off",
+                )
+            })
     }
 }
 
@@ -334,6 +389,16 @@ mod tests {
 
     fn one(key: &str, value: &str) -> BTreeMap<String, String> {
         BTreeMap::from([(key.to_owned(), value.to_owned())])
+    }
+
+    #[test]
+    fn restore_policies_read_back_exactly_and_others_are_named() {
+        for policy in RestorePolicy::ALL {
+            assert_eq!(RestorePolicy::parse(policy.as_str()), Ok(policy));
+        }
+        assert_eq!(RestorePolicy::default(), RestorePolicy::Previous);
+        let err = RestorePolicy::parse("last-state").unwrap_err();
+        assert!(err.to_string().contains("power-restore-policy"), "{err}");
     }
 
     #[test]
