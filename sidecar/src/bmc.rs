@@ -15,6 +15,7 @@ pub struct BmcConfig {
     pub ipmi_max_sessions: usize,
     pub credentials: Credentials,
     pub tls: Arc<rustls::ServerConfig>,
+    pub redfish: crate::redfish::Options,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +85,7 @@ pub async fn run(
         config.credentials.clone(),
         config.tls.clone(),
         config.redfish_listen,
+        config.redfish.clone(),
     )
     .await?;
     let ipmi = ipmi.run();

@@ -61,6 +61,8 @@ pub struct ServeArgs {
     pub tls_key: Option<PathBuf>,
     #[command(flatten)]
     pub ipmi: crate::cli::IpmiLimits,
+    #[command(flatten)]
+    pub redfish: crate::cli::RedfishLimits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -165,6 +167,7 @@ impl ServeArgs {
             ipmi_max_sessions: self.ipmi.ipmi_max_sessions.into(),
             credentials,
             tls,
+            redfish: self.redfish.options(),
         };
         bmc::run(machine, config, until_stopped()).await?;
         if let Ok(Err(error)) = health.await {

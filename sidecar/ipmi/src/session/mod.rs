@@ -28,8 +28,9 @@ use crate::{rmcp, v15, v20};
 
 pub use commands::LAN_CHANNEL;
 pub use payload::{ConsoleInput, SolSend};
-pub use table::Window;
-use table::{Failures, State, Table};
+// Failures is also Redfish's failed-login throttle: one rule for both front ends.
+pub use table::{Failures, Window};
+use table::{State, Table};
 
 /// A source of random bytes (session IDs, RAKP nonces, IVs, challenges).
 pub trait Random {
