@@ -90,8 +90,9 @@ pub struct SimulateArgs {
 /// Redfish and egress flags shared by `simulate` and `serve`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RedfishLimits {
-    /// Ranges event destinations and media images may reach although built in refused
-    /// (loopback, link-local, ...), comma-separated CIDRs. `--egress-deny` wins over it.
+    /// Ranges event destinations and media images may reach although refused by default
+    /// (loopback, link-local, ...), comma-separated CIDRs. Against `--egress-deny` the more
+    /// specific range wins, deny on a tie.
     #[arg(long, env = kubevirt_bmc_contract::egress::ALLOW_ENV, value_delimiter = ',', value_parser = parse_cidr)]
     pub egress_allow: Vec<Cidr>,
     /// Ranges event destinations and media images may never reach (in a cluster: its

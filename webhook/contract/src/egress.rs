@@ -4,12 +4,14 @@
 //! sidecar POST to the kube-apiserver or a cloud metadata service (169.254.169.254), or make
 //! CDI import from them.
 //!
-//! The rules, in order, for one address:
-//! 1. in a range of `deny` (the installation's: its service and pod ranges) -> refused;
-//! 2. in a range of `allow` (the installation's) -> allowed;
-//! 3. in a built-in range (loopback, link-local incl. 169.254.169.254 and fe80::/10,
-//!    unspecified, multicast, broadcast, and their IPv4-mapped IPv6 forms) -> refused;
-//! 4. anything else -> allowed.
+//! The rules for one address:
+//! 1. in ranges the installation lists (`deny`: its service and pod ranges; `allow`: what it
+//!    opens up, e.g. the Service of its Ironic image server inside a denied range): the most
+//!    specific range (longest prefix) decides, `deny` on a tie;
+//! 2. otherwise in a built-in range (loopback, link-local incl. 169.254.169.254 and
+//!    fe80::/10, unspecified, multicast, broadcast; IPv4-mapped IPv6 judged as IPv4) ->
+//!    refused;
+//! 3. anything else -> allowed.
 //!
 //! Every address a name resolves to is checked when the request is made, not only when the
 //! URL is accepted, so a name that later resolves elsewhere (DNS rebinding) gains nothing.
@@ -153,14 +155,22 @@ impl EgressPolicy {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
             v4 => v4,
         };
-        if self.deny.iter().any(|range| range.contains(addr)) {
-            return Err(EgressError::Refused {
-                addr,
-                why: "a range the installation denies",
-            });
-        }
-        if self.allow.iter().any(|range| range.contains(addr)) {
-            return Ok(());
+        let longest = |list: &[Cidr]| {
+            list.iter()
+                .filter(|range| range.contains(addr))
+                .map(|range| range.prefix)
+                .max()
+        };
+        match (longest(&self.deny), longest(&self.allow)) {
+            (Some(deny), Some(allow)) if allow > deny => return Ok(()),
+            (Some(_), _) => {
+                return Err(EgressError::Refused {
+                    addr,
+                    why: "a range the installation denies",
+                });
+            }
+            (None, Some(_)) => return Ok(()),
+            (None, None) => {}
         }
         match BUILT_IN.iter().find(|(range, _)| range.contains(addr)) {
             Some((_, why)) => Err(EgressError::Refused { addr, why }),
@@ -323,7 +333,7 @@ mod tests {
     #[test]
     fn the_installation_denies_and_allows_more() {
         let policy = EgressPolicy::new(
-            parse_list("127.0.0.0/8, 10.244.5.0/24").unwrap(),
+            parse_list("127.0.0.0/8, 10.96.7.20/32, 10.244.0.0/16").unwrap(),
             parse_list("10.96.0.0/12,10.244.0.0/16,fd00::/8").unwrap(),
         );
         assert!(policy.check(ip("127.0.0.1")).is_ok());
@@ -331,13 +341,14 @@ mod tests {
         assert!(policy.check(ip("10.111.1.1")).is_err());
         assert!(policy.check(ip("10.112.0.1")).is_ok(), "outside the /12");
         assert!(
-            policy.check(ip("10.244.5.1")).is_err(),
-            "deny wins over allow"
+            policy.check(ip("10.96.7.20")).is_ok(),
+            "a more specific allow opens one Service"
         );
+        assert!(policy.check(ip("10.244.5.1")).is_err(), "deny wins a tie");
         assert!(policy.check(ip("fd00::5")).is_err());
         assert!(policy.check(ip("169.254.169.254")).is_err());
         let (allow, deny) = policy.to_env();
-        assert_eq!(allow, "127.0.0.0/8,10.244.5.0/24");
+        assert_eq!(allow, "127.0.0.0/8,10.96.7.20/32,10.244.0.0/16");
         assert_eq!(
             EgressPolicy::new(parse_list(&allow).unwrap(), parse_list(&deny).unwrap()),
             policy
