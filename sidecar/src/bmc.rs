@@ -13,6 +13,8 @@ pub struct BmcConfig {
     pub redfish_listen: SocketAddr,
     /// Size of the IPMI session table.
     pub ipmi_max_sessions: usize,
+    /// Which IPMI logins are accepted.
+    pub ipmi_auth: kubevirt_bmc_contract::annotations::IpmiAuth,
     pub credentials: Credentials,
     pub tls: Arc<rustls::ServerConfig>,
     pub redfish: crate::redfish::Options,
@@ -25,6 +27,8 @@ pub enum BmcError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("refusing to start: {0}")]
+    Password(String),
     #[error("{server} server stopped: {reason}")]
     Stopped {
         server: &'static str,
@@ -66,6 +70,14 @@ pub async fn run(
     config: BmcConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), BmcError> {
+    // IPMI would silently cut a long password (clients then fail to log in with the one
+    // they were given) and an empty one is no protection: say so instead of serving.
+    if let Some(problem) = config
+        .ipmi_auth
+        .password_problem(config.credentials.password.as_bytes())
+    {
+        return Err(BmcError::Password(problem));
+    }
     // Both listeners are bound before either serves, so a taken port fails the start
     // instead of leaving a half-working BMC.
     let ipmi = crate::ipmi::IpmiServer::bind(
@@ -73,6 +85,7 @@ pub async fn run(
         machine.clone(),
         &config.credentials,
         config.ipmi_max_sessions,
+        config.ipmi_auth == kubevirt_bmc_contract::annotations::IpmiAuth::Compatible,
     )
     .await
     .map_err(|source| BmcError::Bind {

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use crate::bmc::{self, BmcConfig};
 use crate::credentials::Credentials;
 use crate::machine::simulated::{SimulatedConfig, SimulatedMachine};
+use kubevirt_bmc_contract::annotations::IpmiAuth;
 use kubevirt_bmc_contract::egress::{Cidr, EgressPolicy};
 use kubevirt_bmc_runtime::exit::shutdown_signal;
 use kubevirt_bmc_runtime::telemetry::LogArgs;
@@ -147,6 +148,20 @@ pub struct IpmiLimits {
         value_parser = clap::value_parser!(u16).range(1..=1024)
     )]
     pub ipmi_max_sessions: u16,
+    /// Which IPMI logins are accepted: `strict` (RMCP+ with cipher suites 3 and 17 only) or
+    /// `compatible` (also IPMI v1.5 MD5/straight password and suites 1 and 2). `serve` takes
+    /// the VM's `bmc.kubevirt.io/ipmi-auth` annotation over this when it has one.
+    #[arg(
+        long,
+        env = "KUBEVIRT_BMC_IPMI_AUTH",
+        default_value = "strict",
+        value_parser = parse_ipmi_auth
+    )]
+    pub ipmi_auth: IpmiAuth,
+}
+
+fn parse_ipmi_auth(text: &str) -> Result<IpmiAuth, String> {
+    IpmiAuth::parse(text).map_err(|_| "allowed values are strict and compatible".to_owned())
 }
 
 pub use crate::serve::ServeArgs;
@@ -198,6 +213,7 @@ impl SimulateArgs {
             ipmi_listen: self.ipmi_listen,
             redfish_listen: self.redfish_listen,
             ipmi_max_sessions: self.ipmi.ipmi_max_sessions.into(),
+            ipmi_auth: self.ipmi.ipmi_auth,
             credentials,
             tls,
             redfish: self.redfish.options(),

@@ -81,6 +81,7 @@ impl IpmiServer {
         machine: Arc<dyn Machine>,
         credentials: &Credentials,
         max_sessions: usize,
+        legacy: bool,
     ) -> std::io::Result<IpmiServer> {
         let socket = UdpSocket::bind(addr).await?;
         size_receive_buffer(&socket, max_sessions);
@@ -102,6 +103,16 @@ impl IpmiServer {
             tracing::info!("no serial console: SOL activation will be refused");
         }
         config.max_sessions = max_sessions;
+        config.legacy = legacy;
+        tracing::info!(
+            legacy,
+            "IPMI logins: RMCP+ cipher suites 3 and 17{}",
+            if legacy {
+                ", IPMI v1.5 and suites 1 and 2"
+            } else {
+                " only"
+            }
+        );
         // SOL rides on the session's own port; Activate Payload reports it.
         config.sol = SolConfig::new(socket.local_addr()?.port());
         let serial_console = SerialConsole::new(config.console, config.sol.enabled);

@@ -157,6 +157,9 @@ pub enum Record {
     /// Redfish session settings (timeout, sessions logged out early), a JSON document owned
     /// by the Redfish front end.
     SessionSettings,
+    /// Which IPMI logins the VM's owner allows (`strict` / `compatible`); the user's, read
+    /// once when the BMC starts, never written by it.
+    IpmiAuth,
 }
 
 /// Something a subscriber (Redfish events, SSE, metrics) may want to hear about.

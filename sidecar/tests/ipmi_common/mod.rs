@@ -39,8 +39,18 @@ impl Bmc {
         Self::start_picking(free_udp_port)
     }
 
+    /// With the default IPMI login policy (strict).
+    pub fn start_strict() -> Bmc {
+        Self::start_with(free_udp_port, "strict")
+    }
+
     /// As [`Bmc::start`], with the UDP port from `pick` (some clients refuse high ports).
     pub fn start_picking(pick: impl Fn() -> u16) -> Bmc {
+        Self::start_with(pick, "compatible")
+    }
+
+    /// With `--ipmi-auth auth`.
+    pub fn start_with(pick: impl Fn() -> u16, auth: &str) -> Bmc {
         let dir = tempfile::tempdir().unwrap();
         for _ in 0..5 {
             let port = pick();
@@ -60,6 +70,8 @@ impl Bmc {
                     "vm1",
                 ])
                 .args(["--password", PASSWORD])
+                // Most tests drive IPMI v1.5 and cipher suites 1 and 2 as well: compatible.
+                .args(["--ipmi-auth", auth])
                 .env("RUST_LOG", "info,kubevirt_bmc=debug")
                 .stdout(Stdio::null())
                 .stderr(std::fs::File::create(&log).unwrap())
