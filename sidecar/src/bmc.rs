@@ -13,7 +13,7 @@ pub struct BmcConfig {
     pub redfish_listen: SocketAddr,
     /// Size of the IPMI session table.
     pub ipmi_max_sessions: usize,
-    /// Which IPMI logins are accepted.
+    /// Which IPMI logins are accepted unless the machine says (the VM's annotation).
     pub ipmi_auth: kubevirt_bmc_contract::annotations::IpmiAuth,
     pub credentials: Credentials,
     pub tls: Arc<rustls::ServerConfig>,
@@ -70,14 +70,6 @@ pub async fn run(
     config: BmcConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), BmcError> {
-    // IPMI would silently cut a long password (clients then fail to log in with the one
-    // they were given) and an empty one is no protection: say so instead of serving.
-    if let Some(problem) = config
-        .ipmi_auth
-        .password_problem(config.credentials.password.as_bytes())
-    {
-        return Err(BmcError::Password(problem));
-    }
     // Both listeners are bound before either serves, so a taken port fails the start
     // instead of leaving a half-working BMC.
     let ipmi = crate::ipmi::IpmiServer::bind(
@@ -85,13 +77,21 @@ pub async fn run(
         machine.clone(),
         &config.credentials,
         config.ipmi_max_sessions,
-        config.ipmi_auth == kubevirt_bmc_contract::annotations::IpmiAuth::Compatible,
+        config.ipmi_auth,
     )
     .await
     .map_err(|source| BmcError::Bind {
         addr: config.ipmi_listen,
         source,
     })?;
+    // IPMI would silently cut a long password (clients then fail to log in with the one
+    // they were given) and an empty one is no protection: say so instead of serving.
+    if let Some(problem) = ipmi
+        .auth
+        .password_problem(config.credentials.password.as_bytes())
+    {
+        return Err(BmcError::Password(problem));
+    }
     let mut redfish = crate::redfish::start(
         machine.clone(),
         ipmi.serial_console(),

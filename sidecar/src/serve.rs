@@ -14,8 +14,6 @@ use crate::cli::CliError;
 use crate::credentials::Credentials;
 use crate::health::{self, HealthState};
 use crate::machine::kubevirt::{KubevirtConfig, KubevirtMachine};
-use crate::machine::{Machine, Record};
-use kubevirt_bmc_contract::annotations::IpmiAuth;
 use kubevirt_bmc_runtime::tls::Identity;
 
 #[derive(Debug, clap::Args)]
@@ -75,34 +73,6 @@ pub enum ServeError {
     Kube(String),
     #[error(transparent)]
     Health(#[from] health::HealthError),
-}
-
-/// The VM's `bmc.kubevirt.io/ipmi-auth` when it has a valid one, otherwise `default` (the
-/// flag). Read once: a change applies when the BMC next starts.
-async fn vm_ipmi_auth(machine: &dyn Machine, default: IpmiAuth) -> IpmiAuth {
-    let read = tokio::time::timeout(
-        std::time::Duration::from_secs(10),
-        machine.record(Record::IpmiAuth),
-    )
-    .await;
-    match read {
-        Ok(Ok(Some(value))) => IpmiAuth::parse(&value).unwrap_or_else(|error| {
-            tracing::warn!(%error, using = default.as_str(), "ignoring the VM's IPMI login policy");
-            default
-        }),
-        Ok(Ok(None)) => default,
-        Ok(Err(error)) => {
-            tracing::warn!(%error, using = default.as_str(), "cannot read the VM's IPMI login policy");
-            default
-        }
-        Err(_) => {
-            tracing::warn!(
-                using = default.as_str(),
-                "the VM's IPMI login policy could not be read in 10 s"
-            );
-            default
-        }
-    }
 }
 
 fn read_secret_file(dir: &Path, key: &str) -> Result<String, ServeError> {
@@ -191,12 +161,11 @@ impl ServeArgs {
             %redfish_listen,
             "serving the BMC of a KubeVirt VM"
         );
-        let ipmi_auth = vm_ipmi_auth(machine.as_ref(), self.ipmi.ipmi_auth).await;
         let config = BmcConfig {
             ipmi_listen,
             redfish_listen,
             ipmi_max_sessions: self.ipmi.ipmi_max_sessions.into(),
-            ipmi_auth,
+            ipmi_auth: self.ipmi.ipmi_auth,
             credentials,
             tls,
             redfish: self.redfish.options(),

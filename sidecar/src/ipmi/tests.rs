@@ -152,7 +152,7 @@ async fn a_machine_in_transition_answers_busy_and_changes_nothing() {
         machine.clone(),
         &credentials,
         32,
-        false,
+        kubevirt_bmc_contract::annotations::IpmiAuth::Strict,
     )
     .await
     .unwrap();
