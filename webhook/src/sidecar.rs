@@ -17,7 +17,7 @@ use crate::names;
 
 /// Where the sidecar binary lives in the image (see the Dockerfile).
 pub const SIDECAR_COMMAND: &str = "/usr/local/bin/kubevirt-bmc";
-/// Used when the Pod sets no `runAsUser`: distroless's `nonroot`.
+/// Used when the Pod sets no `runAsUser`: the image's `USER` (see the Dockerfile).
 const FALLBACK_UID: i64 = 65532;
 
 pub struct SidecarSpec<'a> {
