@@ -232,6 +232,9 @@ async fn whole_flow_annotate_inject_serve_ipmi_sushy_media_faults_and_opt_out() 
         .arg(&kubeconfig)
         .arg("--sidecar-image")
         .arg("registry.example.org/kubevirt-bmc:e2e")
+        // The image server and every fake listen on loopback, which the BMC refuses by
+        // default; the installation's allow list reaches the sidecar through its env.
+        .args(["--egress-allow", "127.0.0.0/8"])
         .env_remove("KUBEVIRT_BMC_WEBHOOK_NO_CONTROLLER")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

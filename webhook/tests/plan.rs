@@ -729,3 +729,79 @@ fn opt_in_refuses_what_kubevirt_would_refuse_and_says_why() {
         );
     }
 }
+
+#[test]
+fn passwords_ipmi_would_cut_block_preparation_with_a_message_and_generated_ones_fit() {
+    let vm = fresh_vm(json!({
+        annotations::ENABLED: "true",
+        annotations::CREDENTIALS_SECRET: "my-creds",
+    }));
+    let user = |password: &[u8]| Observed {
+        user_credentials: Some(Some(BTreeMap::from([
+            ("username".into(), b"root".to_vec()),
+            ("password".into(), password.to_vec()),
+        ]))),
+        ..Default::default()
+    };
+    let (secret, prepare, patch, _, notes) = opted_in(plan(
+        &vm,
+        &vm_ref(),
+        &user(b"a-password-of-25-bytes!!!"),
+        &Fresh::test(),
+    ));
+    assert!(!prepare);
+    assert_eq!(secret, SecretAction::None);
+    assert!(patch.unwrap().get("spec").is_none());
+    let note = notes
+        .iter()
+        .find(|n| n.reason == "CredentialsUnfitForIpmi")
+        .unwrap();
+    assert!(
+        note.message.contains("25 bytes") && note.message.contains("my-creds"),
+        "{}",
+        note.message
+    );
+    assert!(!note.message.contains("a-password"), "{}", note.message);
+    let (_, prepare, _, _, notes) = opted_in(plan(&vm, &vm_ref(), &user(b""), &Fresh::test()));
+    assert!(!prepare);
+    assert!(notes.iter().any(|n| n.message.contains("empty")));
+
+    // 17 bytes fit IPMI v2.0, not v1.5.
+    let (_, prepare, _, _, _) = opted_in(plan(
+        &vm,
+        &vm_ref(),
+        &user(b"seventeen-bytes!!"),
+        &Fresh::test(),
+    ));
+    assert!(prepare);
+    let compatible = fresh_vm(json!({
+        annotations::ENABLED: "true",
+        annotations::CREDENTIALS_SECRET: "my-creds",
+        annotations::IPMI_AUTH: "compatible",
+    }));
+    let (_, prepare, _, _, notes) = opted_in(plan(
+        &compatible,
+        &vm_ref(),
+        &user(b"seventeen-bytes!!"),
+        &Fresh::test(),
+    ));
+    assert!(!prepare);
+    assert!(notes.iter().any(|n| n.message.contains("IPMI v1.5")));
+
+    // A generated password is cut to 16 for a compatible VM, before it is stored.
+    let generated = fresh_vm(json!({
+        annotations::ENABLED: "true",
+        annotations::IPMI_AUTH: "compatible",
+    }));
+    let (secret, prepare, _, _, _) = opted_in(plan(
+        &generated,
+        &vm_ref(),
+        &Observed::default(),
+        &Fresh::test(),
+    ));
+    assert!(prepare);
+    let SecretAction::Create(data) = secret else {
+        panic!("{secret:?}")
+    };
+    assert_eq!(data["password"].len(), 16);
+}

@@ -185,6 +185,7 @@ async fn hard_off_wins_over_a_power_on_under_way_and_soft_requests_wait() {
         machine.clone(),
         &credentials,
         32,
+        kubevirt_bmc_contract::annotations::IpmiAuth::Strict,
     )
     .await
     .unwrap();

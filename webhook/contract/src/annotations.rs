@@ -6,6 +6,7 @@
 //! | `enabled` | VM, VM template, launcher Pod; label on a namespace | `"true"` / `"false"` | user; controller (template) |
 //! | `credentials-secret` | VM | name of a Secret in the VM's namespace | user |
 //! | `service-type` | VM | `ClusterIP` / `NodePort` / `LoadBalancer` | user |
+//! | `ipmi-auth` | VM | [`IpmiAuth`]: `strict` (default) / `compatible` | user |
 //! | `injected` | launcher Pod | marker of the injection | webhook |
 //! | `status` | VM | JSON [`Status`]: address, readiness, reason | controller |
 //! | `original` | VM | JSON [`Original`]: the user's strategies before opt-in | controller |
@@ -39,6 +40,8 @@ pub const INJECTED: &str = "bmc.kubevirt.io/injected";
 pub const CREDENTIALS_SECRET: &str = "bmc.kubevirt.io/credentials-secret";
 /// `ClusterIP` (default), `NodePort` or `LoadBalancer` for the `<vm>-bmc` Service.
 pub const SERVICE_TYPE: &str = "bmc.kubevirt.io/service-type";
+/// Which IPMI logins the BMC accepts: [`IpmiAuth`]. Read by the sidecar when it starts.
+pub const IPMI_AUTH: &str = "bmc.kubevirt.io/ipmi-auth";
 /// Controller-written summary on the VM: address, readiness, reason.
 pub const STATUS: &str = "bmc.kubevirt.io/status";
 /// The user's `runStrategy` and `startStrategy` before opt-in, restored on opt-out.
@@ -130,6 +133,71 @@ pub fn service_type(
             "allowed values are \"ClusterIP\", \"NodePort\" and \"LoadBalancer\"",
         )),
     }
+}
+
+/// The IPMI logins a VM's BMC accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IpmiAuth {
+    /// RMCP+ (IPMI v2.0) with cipher suites 3 and 17 only: every message authenticated and
+    /// encrypted. The default.
+    #[default]
+    Strict,
+    /// Also IPMI v1.5 sessions (MD5 and straight-password authentication, no encryption)
+    /// and cipher suites 1 (no integrity, no confidentiality) and 2 (no confidentiality),
+    /// for old clients.
+    Compatible,
+}
+
+/// The longest password each IPMI login carries: v2.0 keys are 20 bytes, v1.5 ones 16.
+pub const IPMI_V20_PASSWORD_MAX: usize = 20;
+pub const IPMI_V15_PASSWORD_MAX: usize = 16;
+
+impl IpmiAuth {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IpmiAuth::Strict => "strict",
+            IpmiAuth::Compatible => "compatible",
+        }
+    }
+
+    pub fn parse(value: &str) -> Result<IpmiAuth, AnnotationError> {
+        match value {
+            "strict" => Ok(IpmiAuth::Strict),
+            "compatible" => Ok(IpmiAuth::Compatible),
+            other => Err(invalid(
+                IPMI_AUTH,
+                other,
+                "allowed values are \"strict\" (RMCP+ cipher suites 3 and 17 only, the default) and \"compatible\" (also IPMI v1.5 and cipher suites 1 and 2)",
+            )),
+        }
+    }
+
+    /// Why IPMI cannot use `password` as it is (IPMI would silently cut it, or it is
+    /// empty), or None. The text names no part of the password.
+    pub fn password_problem(self, password: &[u8]) -> Option<String> {
+        if password.is_empty() {
+            return Some("the BMC password is empty; IPMI needs one".to_owned());
+        }
+        if password.len() > IPMI_V20_PASSWORD_MAX {
+            return Some(format!(
+                "the BMC password is {} bytes; IPMI v2.0 carries at most {IPMI_V20_PASSWORD_MAX} and would silently use only the first {IPMI_V20_PASSWORD_MAX}: use a shorter one",
+                password.len()
+            ));
+        }
+        if self == IpmiAuth::Compatible && password.len() > IPMI_V15_PASSWORD_MAX {
+            return Some(format!(
+                "the BMC password is {} bytes; IPMI v1.5 (allowed by {IPMI_AUTH}=compatible) carries at most {IPMI_V15_PASSWORD_MAX} and would silently use only the first {IPMI_V15_PASSWORD_MAX}: use a shorter one or {IPMI_AUTH}=strict",
+                password.len()
+            ));
+        }
+        None
+    }
+}
+
+pub fn ipmi_auth(annotations: &BTreeMap<String, String>) -> Result<IpmiAuth, AnnotationError> {
+    annotations
+        .get(IPMI_AUTH)
+        .map_or(Ok(IpmiAuth::default()), |value| IpmiAuth::parse(value))
 }
 
 /// `bmc.kubevirt.io/credentials-secret`: the name of a Secret in the VM's namespace.
@@ -377,6 +445,9 @@ pub fn check_all(annotations: &BTreeMap<String, String>) -> Vec<AnnotationError>
     if let Err(e) = credentials_secret(annotations) {
         errors.push(e);
     }
+    if let Err(e) = ipmi_auth(annotations) {
+        errors.push(e);
+    }
     if let Err(e) = media(annotations) {
         errors.push(e);
     }
@@ -399,6 +470,35 @@ mod tests {
         assert_eq!(RestorePolicy::default(), RestorePolicy::Previous);
         let err = RestorePolicy::parse("last-state").unwrap_err();
         assert!(err.to_string().contains("power-restore-policy"), "{err}");
+    }
+
+    #[test]
+    fn ipmi_auth_is_strict_unless_asked_and_refuses_passwords_ipmi_would_cut() {
+        assert_eq!(ipmi_auth(&BTreeMap::new()).unwrap(), IpmiAuth::Strict);
+        assert_eq!(
+            ipmi_auth(&one(IPMI_AUTH, "compatible")).unwrap(),
+            IpmiAuth::Compatible
+        );
+        let error = ipmi_auth(&one(IPMI_AUTH, "legacy")).unwrap_err();
+        assert!(error.to_string().contains("\"strict\""), "{error}");
+        assert_eq!(check_all(&one(IPMI_AUTH, "Strict")).len(), 1);
+
+        let strict = IpmiAuth::Strict;
+        let compatible = IpmiAuth::Compatible;
+        assert_eq!(strict.password_problem(b"0123456789abcdef0123"), None);
+        assert_eq!(compatible.password_problem(b"0123456789abcdef"), None);
+        let long = strict.password_problem(b"0123456789abcdef01234").unwrap();
+        assert!(
+            long.contains("21 bytes") && long.contains("at most 20"),
+            "{long}"
+        );
+        assert!(!long.contains("0123"), "the password leaked: {long}");
+        let v15 = compatible.password_problem(b"0123456789abcdefg").unwrap();
+        assert!(
+            v15.contains("IPMI v1.5") && v15.contains("at most 16"),
+            "{v15}"
+        );
+        assert!(strict.password_problem(b"").unwrap().contains("empty"));
     }
 
     #[test]

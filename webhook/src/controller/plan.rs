@@ -167,6 +167,29 @@ pub fn plan(vm: &Value, vm_ref: &VmRef, observed: &Observed, fresh: &Fresh) -> P
     opted_in(vm, vm_ref, &annotations, observed, fresh)
 }
 
+/// A generated password IPMI carries whole: 20 characters, 16 when the VM allows IPMI v1.5.
+fn fresh_password(fresh: &Fresh, annotations: &BTreeMap<String, String>) -> Vec<u8> {
+    let mut password = fresh.password.as_bytes().to_vec();
+    if annotations::ipmi_auth(annotations) == Ok(annotations::IpmiAuth::Compatible) {
+        password.truncate(annotations::IPMI_V15_PASSWORD_MAX);
+    }
+    password
+}
+
+/// Why the BMC could not use the password for IPMI as it stands (the sidecar refuses to
+/// start with it too), with what to do; the message names no part of it.
+fn ipmi_password_problem(
+    annotations: &BTreeMap<String, String>,
+    desired: &BTreeMap<String, Vec<u8>>,
+) -> Option<String> {
+    let auth = annotations::ipmi_auth(annotations).unwrap_or_default();
+    let problem = auth.password_problem(desired.get(PASSWORD)?)?;
+    let secret = annotations
+        .get(annotations::CREDENTIALS_SECRET)
+        .map_or("the generated credentials Secret", String::as_str);
+    Some(format!("{problem} (password of {secret})"))
+}
+
 fn opted_in(
     vm: &Value,
     vm_ref: &VmRef,
@@ -193,7 +216,7 @@ fn opted_in(
                 .or_insert_with(|| DEFAULT_USERNAME.as_bytes().to_vec());
             desired
                 .entry(PASSWORD.to_owned())
-                .or_insert_with(|| fresh.password.as_bytes().to_vec());
+                .or_insert_with(|| fresh_password(fresh, annotations));
         }
         Some(Some(user)) => match (user.get(USERNAME), user.get(PASSWORD)) {
             (Some(u), Some(p)) => {
@@ -231,6 +254,10 @@ fn opted_in(
                 ),
             ));
         }
+    }
+    if let Some(problem) = ipmi_password_problem(annotations, &desired) {
+        prepare = false;
+        reasons.push((true, "CredentialsUnfitForIpmi", problem));
     }
     desired
         .entry(SESSION_KEY.to_owned())

@@ -217,7 +217,7 @@ impl Machine for KubevirtMachine {
     async fn record(&self, record: Record) -> Result<Option<String>> {
         match record {
             Record::SessionKey => self.session_key().await,
-            Record::EventSubscriptions | Record::SessionSettings => {
+            Record::EventSubscriptions | Record::SessionSettings | Record::IpmiAuth => {
                 let snapshot = self.inner.ready().await?;
                 Ok(self
                     .inner
@@ -244,6 +244,10 @@ impl Machine for KubevirtMachine {
                     .unwrap_or_else(|p| p.into_inner()) = value;
                 Ok(())
             }
+            Record::IpmiAuth => Err(MachineError::Invalid(
+                "the IPMI login policy is the VM owner's annotation; the BMC does not write it"
+                    .to_owned(),
+            )),
             Record::EventSubscriptions | Record::SessionSettings => {
                 let changes = BTreeMap::from([(record_annotation(record), value)]);
                 let vm = self.inner.api.patch_annotations(&changes).await?;
@@ -312,6 +316,7 @@ fn record_annotation(record: Record) -> &'static str {
     match record {
         Record::EventSubscriptions => annotations::EVENT_SUBSCRIPTIONS,
         Record::SessionSettings => annotations::SESSION_SETTINGS,
+        Record::IpmiAuth => annotations::IPMI_AUTH,
         Record::SessionKey => unreachable!("the session key lives in the credentials Secret"),
     }
 }
