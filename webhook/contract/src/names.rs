@@ -48,6 +48,17 @@ pub fn media_data_volume(vm: &str) -> String {
     format!("{vm}-bmc-media")
 }
 
+/// Keys of the credentials Secret: the controller writes them, the sidecar reads them as files
+/// under [`CREDENTIALS_MOUNT`], `kubectl bmc` hands them to installers.
+pub const SECRET_USERNAME: &str = "username";
+pub const SECRET_PASSWORD: &str = "password";
+
+/// The one Redfish System a VM's BMC serves: the sidecar names it after the VM
+/// (sidecar `machine::kubevirt` inventory name, `redfish::models::Ids::system_uri`).
+pub fn redfish_system_path(vm: &str) -> String {
+    format!("/redfish/v1/Systems/{vm}")
+}
+
 /// One RBAC rule of the per-VM Role, as (apiGroup, resources, verbs); every rule is limited to
 /// `resourceNames: [<vm>]`. Exactly what the sidecar calls (fixtures/README "RBAC with resourceNames").
 pub type Rule = (
