@@ -216,12 +216,12 @@ async fn etags_guard_patches() {
         .header(header::AUTHORIZATION, Harness::basic())
         .header(header::IF_MATCH, &etag)
         .body(Body::from(
-            r#"{"Boot": {"BootSourceOverrideTarget": "UefiHttp", "BootSourceOverrideEnabled": "Continuous", "BootSourceOverrideMode": "Legacy"}}"#,
+            r#"{"Boot": {"BootSourceOverrideTarget": "BiosSetup", "BootSourceOverrideEnabled": "Continuous", "BootSourceOverrideMode": "Legacy"}}"#,
         ))
         .unwrap();
     let reply = h.send(fresh).await;
     assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
-    assert_eq!(reply.body["Boot"]["BootSourceOverrideTarget"], "UefiHttp");
+    assert_eq!(reply.body["Boot"]["BootSourceOverrideTarget"], "BiosSetup");
     assert_eq!(
         reply.body["Boot"]["BootSourceOverrideEnabled"],
         "Continuous"
@@ -274,10 +274,17 @@ async fn the_system_is_reachable_by_uuid_and_advertises_only_supported_values() 
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.body["@odata.id"], SYSTEM);
     let targets = &reply.body["Boot"]["BootSourceOverrideTarget@Redfish.AllowableValues"];
-    assert_eq!(
-        targets,
-        &json!(["None", "Pxe", "Hdd", "Cd", "BiosSetup", "UefiHttp"])
-    );
+    assert_eq!(targets, &json!(["None", "Pxe", "Hdd", "Cd", "BiosSetup"]));
+    // Not advertised, so refused: sushy always sends `HttpBootUri` with it, which the
+    // machine has no way to boot from (issue: Metal3 redfish-uefihttp).
+    let http = h
+        .call(
+            "PATCH",
+            SYSTEM,
+            Some(r#"{"Boot": {"BootSourceOverrideTarget": "UefiHttp", "HttpBootUri": null}}"#),
+        )
+        .await;
+    assert_eq!(http.status, StatusCode::BAD_REQUEST);
     let interfaces = h
         .call("GET", &format!("{SYSTEM}/EthernetInterfaces"), None)
         .await;
@@ -449,8 +456,19 @@ async fn odata_version_and_dollar_queries_are_checked() {
         h.send(request).await.status,
         StatusCode::PRECONDITION_FAILED
     );
-    let reply = h.call("GET", "/redfish/v1/Systems?$expand=*", None).await;
-    assert_eq!(reply.status, StatusCode::NOT_IMPLEMENTED);
+    // Not implemented is permanent: 400, which sushy does not retry (it retries 5xx).
+    let reply = h.call("GET", "/redfish/v1/Systems?$filter=x", None).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert!(
+        reply.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("$filter")
+    );
+    let reply = h
+        .call("GET", "/redfish/v1/Systems?$expand=.($levels=9)", None)
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
     let metadata = h.call("GET", "/redfish/v1/$metadata", None).await;
     assert_eq!(metadata.status, StatusCode::OK);
     assert!(
@@ -459,6 +477,67 @@ async fn odata_version_and_dollar_queries_are_checked() {
             .unwrap()
             .starts_with("application/xml")
     );
+}
+
+/// What sushy sends for Ironic's sensor data and inspection (`?$expand=.($levels=1)`), and
+/// `*`: references inlined one level deep, `Links` only with `*`.
+#[tokio::test]
+async fn expand_inlines_references_as_sushy_asks() {
+    let h = Harness::new(0).await;
+    let vm = &h.context.ids.system;
+    let storage = h
+        .call(
+            "GET",
+            &format!("/redfish/v1/Systems/{vm}/SimpleStorage?$expand=.($levels=1)"),
+            None,
+        )
+        .await;
+    assert_eq!(storage.status, StatusCode::OK);
+    let member = &storage.body["Members"][0];
+    assert_eq!(member["Id"], "1", "member inlined: {member}");
+    assert!(
+        member["Devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["CapacityBytes"].is_u64())
+    );
+    // Percent-encoded as requests sends it.
+    let encoded = h
+        .call(
+            "GET",
+            &format!("/redfish/v1/Chassis/{vm}?%24expand=.%28%24levels%3D1%29"),
+            None,
+        )
+        .await;
+    assert_eq!(encoded.status, StatusCode::OK);
+    assert_eq!(
+        encoded.body["Links"]["ComputerSystems"][0]
+            .as_object()
+            .unwrap()
+            .len(),
+        1,
+        "Links stay references with ."
+    );
+    let all = h
+        .call("GET", &format!("/redfish/v1/Chassis/{vm}?$expand=*"), None)
+        .await;
+    assert_eq!(all.body["Links"]["ComputerSystems"][0]["Id"], vm.as_str());
+    // The same resource without $expand is unchanged.
+    let plain = h
+        .call(
+            "GET",
+            &format!("/redfish/v1/Systems/{vm}/SimpleStorage"),
+            None,
+        )
+        .await;
+    assert_eq!(plain.body["Members"][0].as_object().unwrap().len(), 1);
+    // Expansion shows nothing an unauthenticated client could not read.
+    let request = Request::builder()
+        .uri(format!("/redfish/v1/Systems/{vm}/SimpleStorage?$expand=."))
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(h.send(request).await.status, StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]

@@ -2,14 +2,18 @@
 //! machine only through the [`Machine`] interface.
 //!
 //! `routes` below is the whole URL space; `models`/`services` build the JSON, `system`,
-//! `media`, `handlers`, `events` and `tasks` hold the handlers, `auth` and `http` the
-//! cross-cutting rules (authentication, ETags, OData headers, Redfish error bodies).
+//! `media`, `handlers`, `events` and `tasks` hold the handlers, `auth`, `http` and `expand`
+//! the cross-cutting rules (authentication, ETags, OData headers, Redfish error bodies,
+//! `$expand`).
 
 pub mod auth;
+mod chassis;
 pub mod errors;
 pub mod events;
+pub mod expand;
 mod handlers;
 pub mod http;
+pub mod indicators;
 mod media;
 pub mod models;
 pub mod services;
@@ -141,8 +145,13 @@ pub fn routes(context: Arc<Context>) -> Router {
             &format!("{system}/SecureBoot"),
             get(system::secure_boot).patch(system::patch_secure_boot),
         )
-        .route("/redfish/v1/Chassis", get(system::chassis_list))
-        .route("/redfish/v1/Chassis/{id}", get(system::chassis))
+        .route("/redfish/v1/Chassis", get(chassis::list))
+        .route(
+            "/redfish/v1/Chassis/{id}",
+            get(chassis::get).patch(chassis::patch),
+        )
+        .route("/redfish/v1/Chassis/{id}/Thermal", get(chassis::thermal))
+        .route("/redfish/v1/Chassis/{id}/Power", get(chassis::power))
         .route("/redfish/v1/Managers", get(media::managers))
         .route("/redfish/v1/Managers/{id}", get(media::manager))
         .route(
@@ -217,6 +226,10 @@ pub fn routes(context: Arc<Context>) -> Router {
     router = media_routes(router, "/redfish/v1/Managers/{id}");
     router
         .fallback(http::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            context.clone(),
+            expand::layer,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             context.clone(),
             auth::require,

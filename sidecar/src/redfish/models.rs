@@ -331,6 +331,9 @@ pub fn chassis(ids: &Ids, inventory: &Inventory, power: PowerState) -> Value {
         "Name": inventory.name,
         "ChassisType": "Component",
         "Manufacturer": "KubeVirt",
+        // Ironic names a Chassis indicator by the Chassis UUID; without one it cannot list
+        // the indicators at all (`redfish/management.py` `get_supported_indicators`).
+        "UUID": inventory.uuid,
         "PowerState": power_state_name(power),
         "Status": status_enabled(),
         "Links": {

@@ -42,7 +42,13 @@ pub fn service_root(ids: &Ids) -> Value {
         "Product": "kubevirt-bmc",
         "Vendor": "KubeVirt",
         "ProtocolFeaturesSupported": {
-            "ExpandQuery": {"ExpandAll": false, "Levels": false, "Links": false, "NoLinks": false},
+            "ExpandQuery": {
+                "ExpandAll": true,
+                "Levels": true,
+                "MaxLevels": super::expand::MAX_LEVELS,
+                "Links": true,
+                "NoLinks": true,
+            },
             "FilterQuery": false,
             "SelectQuery": false,
             "OnlyMemberQuery": false,
@@ -89,6 +95,8 @@ const SCHEMAS: &[(&str, &str)] = &[
     ("ComputerSystem_v1.xml", "ComputerSystem.v1_20_0"),
     ("ChassisCollection_v1.xml", "ChassisCollection"),
     ("Chassis_v1.xml", "Chassis.v1_14_0"),
+    ("Thermal_v1.xml", "Thermal.v1_7_0"),
+    ("Power_v1.xml", "Power.v1_7_1"),
     ("ManagerCollection_v1.xml", "ManagerCollection"),
     ("Manager_v1.xml", "Manager.v1_10_0"),
     ("VirtualMediaCollection_v1.xml", "VirtualMediaCollection"),

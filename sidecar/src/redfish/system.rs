@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 use super::Context;
 use super::errors::{ApiError, ApiResult};
 use super::http::{JsonBody, check_if_match, resource};
+use super::indicators::{self, Indicators};
 use super::models::{self, collection};
 use super::tasks;
 use crate::machine::{BootOverride, PowerAction, PowerState};
@@ -34,14 +35,19 @@ impl Context {
         let inventory = machine.inventory().await?;
         let power = machine.power_state().await?;
         let boot = machine.boot_override().await?;
-        Ok(models::system(
+        let leds = Indicators::load(machine.as_ref()).await?;
+        let mut value = models::system(
             &self.ids,
             &inventory,
             power,
             &boot,
             machine.supported_actions(),
             machine.supported_boot_targets(),
-        ))
+        );
+        if let Some(map) = value.as_object_mut() {
+            indicators::properties(leds.system, map);
+        }
+        Ok(value)
     }
 }
 
@@ -62,8 +68,8 @@ pub async fn system(
     Ok(resource(context.system_json().await?))
 }
 
-/// Applies a PATCH of the System: only `Boot` is writable, and the whole request is refused
-/// (nothing changed) when any part of it is wrong.
+/// Applies a PATCH of the System: `Boot` and the indicator LED are writable, and the whole
+/// request is refused (nothing changed) when any part of it is wrong.
 pub async fn patch_system(
     State(context): State<Arc<Context>>,
     Path(id): Path<String>,
@@ -71,15 +77,22 @@ pub async fn patch_system(
     body: JsonBody,
 ) -> ApiResult<Response> {
     context.require_system(&id, &format!("/redfish/v1/Systems/{id}"))?;
-    let body = body.required()?;
+    let mut body = body.required()?;
     let current = context.system_json().await?;
     check_if_match(&headers, &current)?;
     let machine = &context.machine;
+    let mut leds = Indicators::load(machine.as_ref()).await?;
+    let led = indicators::from_patch(&mut body, leds.system)?;
     let old = machine.boot_override().await?;
     let boot = boot_from_patch(&body, &current, old, machine.supported_boot_targets())?;
     if boot != old {
         machine.set_boot_override(boot).await?;
         tracing::info!(?boot, "Redfish: boot override set");
+    }
+    if let Some(led) = led.filter(|led| *led != leds.system) {
+        leds.system = led;
+        leds.store(machine.as_ref()).await?;
+        tracing::info!(?led, "Redfish: system indicator set");
     }
     Ok(resource(context.system_json().await?))
 }
@@ -343,8 +356,12 @@ pub async fn secure_boot(
     )))
 }
 
-/// Secure boot follows the VM's firmware settings; asking for what already holds is
-/// accepted, asking for a change is refused plainly.
+/// `SecureBootEnable` is the firmware setting: written to the machine (on the VM in KubeVirt,
+/// `firmware.bootloader.efi.secureBoot`), applied by the next boot, read back at once.
+/// Ironic sets it, reads it back, and reboots only when it did not take
+/// (`ironic/drivers/modules/redfish/management.py` `set_secure_boot_state`,
+/// `_wait_for_secure_boot`); sushy sends `{"SecureBootEnable": bool}`
+/// (`sushy/resources/system/secure_boot.py` `set_enabled`).
 pub async fn patch_secure_boot(
     State(context): State<Arc<Context>>,
     Path(id): Path<String>,
@@ -356,15 +373,15 @@ pub async fn patch_secure_boot(
     let inventory = context.machine.inventory().await?;
     let current = models::secure_boot(&context.ids, inventory.secure_boot);
     check_if_match(&headers, &current)?;
+    let mut wanted = None;
     for (name, value) in &body {
         match name.as_str() {
             "SecureBootEnable" => {
-                let wanted = value
-                    .as_bool()
-                    .ok_or_else(|| ApiError::property_type(value, name))?;
-                if wanted != inventory.secure_boot {
-                    return Err(ApiError::property_not_writable(name));
-                }
+                wanted = Some(
+                    value
+                        .as_bool()
+                        .ok_or_else(|| ApiError::property_type(value, name))?,
+                );
             }
             other if current.get(other).is_some() => {
                 return Err(ApiError::property_not_writable(other));
@@ -372,28 +389,18 @@ pub async fn patch_secure_boot(
             other => return Err(ApiError::property_unknown(other)),
         }
     }
-    Ok(resource(current))
-}
-
-pub async fn chassis_list(State(context): State<Arc<Context>>) -> Response {
-    resource(collection(
-        "ChassisCollection",
-        "Chassis",
-        "/redfish/v1/Chassis",
-        &[context.ids.chassis_uri()],
-    ))
-}
-
-pub async fn chassis(
-    State(context): State<Arc<Context>>,
-    Path(id): Path<String>,
-) -> ApiResult<Response> {
-    if id != context.ids.system {
-        return Err(ApiError::not_found(&format!("/redfish/v1/Chassis/{id}")));
+    if let Some(enabled) = wanted.filter(|w| *w != inventory.secure_boot) {
+        context.machine.set_secure_boot(enabled).await?;
+        tracing::info!(
+            enabled,
+            "Redfish: Secure Boot set, applied at the next boot"
+        );
     }
     let inventory = context.machine.inventory().await?;
-    let power = context.machine.power_state().await?;
-    Ok(resource(models::chassis(&context.ids, &inventory, power)))
+    Ok(resource(models::secure_boot(
+        &context.ids,
+        inventory.secure_boot,
+    )))
 }
 
 #[cfg(test)]

@@ -110,6 +110,36 @@ impl Machine for KubevirtMachine {
         SUPPORTED_BOOT_TARGETS
     }
 
+    async fn set_secure_boot(&self, enabled: bool) -> Result<()> {
+        let _guard = self.inner.op_lock.lock().await;
+        let snapshot = self.inner.ready().await?;
+        let mut vm = self.inner.vm(&snapshot)?;
+        for _ in 0..SET_BOOT_ATTEMPTS {
+            if inventory(&vm, None).secure_boot == enabled {
+                return Ok(());
+            }
+            match self
+                .inner
+                .api
+                .json_patch(boot_ops::secure_boot(&vm, enabled)?)
+                .await?
+            {
+                Ok(updated) => {
+                    self.inner.cache.offer_vm(updated);
+                    return Ok(());
+                }
+                Err(()) => {
+                    let fresh = self.inner.api.get_vm().await?;
+                    self.inner.cache.offer_vm(fresh.clone());
+                    vm = fresh.into();
+                }
+            }
+        }
+        Err(MachineError::Busy(
+            "the VM kept changing while Secure Boot was written; retry".into(),
+        ))
+    }
+
     async fn media(&self) -> Result<MediaState> {
         let snapshot = self.inner.ready().await?;
         let vm = self.inner.vm(&snapshot)?;
@@ -165,7 +195,7 @@ impl Machine for KubevirtMachine {
     async fn record(&self, record: Record) -> Result<Option<String>> {
         match record {
             Record::SessionKey => self.session_key().await,
-            Record::EventSubscriptions | Record::SessionSettings => {
+            Record::EventSubscriptions | Record::SessionSettings | Record::Indicators => {
                 let snapshot = self.inner.ready().await?;
                 Ok(self
                     .inner
@@ -192,7 +222,7 @@ impl Machine for KubevirtMachine {
                     .unwrap_or_else(|p| p.into_inner()) = value;
                 Ok(())
             }
-            Record::EventSubscriptions | Record::SessionSettings => {
+            Record::EventSubscriptions | Record::SessionSettings | Record::Indicators => {
                 let changes = BTreeMap::from([(record_annotation(record), value)]);
                 let vm = self.inner.api.patch_annotations(&changes).await?;
                 self.inner.cache.offer_vm(vm);
@@ -243,10 +273,15 @@ impl KubevirtMachine {
 }
 
 /// The VM annotation a front end's record is kept in.
+/// The indicator LEDs the Redfish front end keeps (`Record::Indicators`). Here until the
+/// annotation keys move into the contract crate.
+pub const INDICATORS: &str = "bmc.kubevirt.io/indicators";
+
 fn record_annotation(record: Record) -> &'static str {
     match record {
         Record::EventSubscriptions => annotations::EVENT_SUBSCRIPTIONS,
         Record::SessionSettings => annotations::SESSION_SETTINGS,
+        Record::Indicators => INDICATORS,
         Record::SessionKey => unreachable!("the session key lives in the credentials Secret"),
     }
 }
