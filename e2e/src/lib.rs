@@ -7,5 +7,6 @@ pub mod launcher;
 
 pub mod fake_apiserver;
 pub mod images;
+pub mod ironic;
 pub mod kubelet;
 pub mod sushy;

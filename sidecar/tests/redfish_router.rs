@@ -598,3 +598,105 @@ async fn undecodable_path_segments_get_a_redfish_error_and_change_nothing() {
     }
     assert_eq!(h.boot().await, before);
 }
+
+/// What Ironic writes besides power and boot: Secure Boot (the firmware setting, read back
+/// at once), the indicator LEDs (kept by the machine), and what it reads: the Chassis
+/// sensors and the Manager's clock.
+#[tokio::test]
+async fn secure_boot_indicators_sensors_and_clock_as_ironic_uses_them() {
+    let h = Harness::new(0).await;
+    let vm = h.context.ids.system.clone();
+    let secure = format!("{SYSTEM}/SecureBoot");
+    let on = h
+        .call("PATCH", &secure, Some(r#"{"SecureBootEnable": true}"#))
+        .await;
+    assert_eq!(on.status, StatusCode::OK, "{:?}", on.body);
+    assert_eq!(on.body["SecureBootEnable"], true);
+    assert!(h.machine.inventory().await.unwrap().secure_boot);
+    let bad = h
+        .call("PATCH", &secure, Some(r#"{"SecureBootEnable": "yes"}"#))
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(
+        h.machine.inventory().await.unwrap().secure_boot,
+        "unchanged"
+    );
+
+    let lit = h
+        .call("PATCH", SYSTEM, Some(r#"{"IndicatorLED": "Blinking"}"#))
+        .await;
+    assert_eq!(lit.status, StatusCode::OK, "{:?}", lit.body);
+    assert_eq!(lit.body["IndicatorLED"], "Blinking");
+    assert_eq!(lit.body["LocationIndicatorActive"], true);
+    let chassis = format!("/redfish/v1/Chassis/{vm}");
+    let c = h
+        .call(
+            "PATCH",
+            &chassis,
+            Some(r#"{"LocationIndicatorActive": true}"#),
+        )
+        .await;
+    assert_eq!(c.status, StatusCode::OK, "{:?}", c.body);
+    assert_eq!(c.body["IndicatorLED"], "Lit");
+    let refused = h
+        .call(
+            "PATCH",
+            &chassis,
+            Some(r#"{"IndicatorLED": "Lit", "ChassisType": "Rack"}"#),
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    let kept = h.machine.record(Record::Indicators).await.unwrap().unwrap();
+    let kept: Value = serde_json::from_str(&kept).unwrap();
+    assert_eq!(kept, json!({"system": "Blinking", "chassis": "Lit"}));
+    assert_eq!(
+        h.call("GET", SYSTEM, None).await.body["IndicatorLED"],
+        "Blinking"
+    );
+
+    let thermal = h.call("GET", &format!("{chassis}/Thermal"), None).await;
+    assert_eq!(thermal.status, StatusCode::OK);
+    assert!(
+        thermal.body["Temperatures"][0]["ReadingCelsius"].is_null(),
+        "off: no reading"
+    );
+    h.machine
+        .power(kubevirt_bmc::machine::PowerAction::On)
+        .await
+        .unwrap();
+    let thermal = h.call("GET", &format!("{chassis}/Thermal"), None).await;
+    assert_eq!(thermal.body["Temperatures"][0]["ReadingCelsius"], 40);
+
+    let manager = h.call("GET", "/redfish/v1/Managers/BMC", None).await;
+    let clock = manager.body["DateTime"].as_str().unwrap().to_owned();
+    let parsed = kubevirt_bmc::redfish::http::parse_rfc3339(&clock).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!((parsed - now).abs() <= 2, "{clock}");
+    let same = h
+        .call(
+            "PATCH",
+            "/redfish/v1/Managers/BMC",
+            Some(&format!(
+                r#"{{"DateTime": "{clock}", "DateTimeLocalOffset": "+00:00"}}"#
+            )),
+        )
+        .await;
+    assert_eq!(same.status, StatusCode::OK, "{:?}", same.body);
+    let wrong = h
+        .call(
+            "PATCH",
+            "/redfish/v1/Managers/BMC",
+            Some(r#"{"DateTime": "2001-01-01T00:00:00+00:00"}"#),
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::BAD_REQUEST);
+    assert!(
+        wrong.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("node's")
+    );
+}

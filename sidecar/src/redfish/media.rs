@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use super::Context;
 use super::errors::{ApiError, ApiResult};
-use super::http::{JsonBody, check_if_match, resource};
+use super::http::{JsonBody, check_if_match, now_unix, parse_rfc3339, resource, rfc3339};
 use super::models::{self, MANAGER_ID, MEDIA_ID, collection};
 use crate::machine::MediaInsert;
 
@@ -175,10 +175,83 @@ pub async fn manager(
     if id != MANAGER_ID {
         return Err(ApiError::not_found(&format!("/redfish/v1/Managers/{id}")));
     }
-    Ok(resource(models::manager(
-        &context.ids,
-        context.serial_console.service_enabled(),
-    )))
+    Ok(resource(manager_json(&context)))
+}
+
+/// Now with microseconds: Ironic compares to the second and keeps the fraction when the BMC
+/// gives one, so a whole-second clock would look up to a second late.
+fn now_precise() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let whole = rfc3339(now.as_secs());
+    let (date_time, offset) = whole.split_at(whole.len() - "+00:00".len());
+    format!("{date_time}.{:06}{offset}", now.subsec_micros())
+}
+
+/// The Manager with its clock: the BMC's clock is the Kubernetes node's (kept by NTP), in
+/// UTC, which Ironic's `verify_bmc_clock` step compares with its own
+/// (`ironic/drivers/modules/redfish/management.py`; sushy `Manager.datetime`).
+fn manager_json(context: &Context) -> Value {
+    let mut value = models::manager(&context.ids, context.serial_console.service_enabled());
+    value["DateTime"] = Value::from(now_precise());
+    value["DateTimeLocalOffset"] = Value::from("+00:00");
+    value
+}
+
+/// How far a `DateTime` PATCH may be from the clock and still be accepted as already true.
+const CLOCK_TOLERANCE_SECONDS: u64 = 2;
+
+/// `DateTime`/`DateTimeLocalOffset` can be "set" only to what the clock already says: the
+/// sidecar cannot set the node's clock, and claiming it did would make Ironic believe a
+/// clock it fixed. Ironic sends the PATCH only when the clocks differ by more than a second
+/// (sushy `Manager.set_datetime`), so a right clock never gets one.
+pub async fn patch_manager(
+    State(context): State<Arc<Context>>,
+    Path(id): Path<String>,
+    body: JsonBody,
+) -> ApiResult<Response> {
+    if id != MANAGER_ID {
+        return Err(ApiError::not_found(&format!("/redfish/v1/Managers/{id}")));
+    }
+    let body = body.required()?;
+    let now = now_unix();
+    // No If-Match check: the Manager's representation changes every second (its clock),
+    // so an ETag could never still hold, and the clock is the only thing written here.
+    let current = manager_json(&context);
+    for (name, value) in &body {
+        match name.as_str() {
+            "DateTime" => {
+                let text = value
+                    .as_str()
+                    .ok_or_else(|| ApiError::property_type(value, name))?;
+                let wanted = parse_rfc3339(text).ok_or_else(|| {
+                    ApiError::bad_request("PropertyValueFormatError", &[text, name])
+                })?;
+                if wanted.abs_diff(now as i64) > CLOCK_TOLERANCE_SECONDS {
+                    let mut error = ApiError::property_not_writable(name);
+                    error.text = format!(
+                        "DateTime cannot be set: the BMC's clock is the Kubernetes node's \
+                         clock (now {}), kept by the node's time service",
+                        rfc3339(now)
+                    );
+                    return Err(error);
+                }
+            }
+            "DateTimeLocalOffset" => {
+                if value.as_str() != Some("+00:00") && value.as_str() != Some("Z") {
+                    let mut error = ApiError::property_not_writable(name);
+                    error.text = "DateTimeLocalOffset is always +00:00 (UTC)".to_owned();
+                    return Err(error);
+                }
+            }
+            other if current.get(other).is_some() => {
+                return Err(ApiError::property_not_writable(other));
+            }
+            other => return Err(ApiError::property_unknown(other)),
+        }
+    }
+    Ok(resource(manager_json(&context)))
 }
 
 /// The body is still parsed, so malformed JSON gets its own clear error first.

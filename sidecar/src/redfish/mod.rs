@@ -141,6 +141,7 @@ pub fn routes(context: Arc<Context>) -> Router {
             get(system::controller),
         )
         .route(&format!("{system}/Storage/1/Volumes"), get(system::volumes))
+        .route(&format!("{system}/Bios"), get(system::bios))
         .route(
             &format!("{system}/SecureBoot"),
             get(system::secure_boot).patch(system::patch_secure_boot),
@@ -153,7 +154,10 @@ pub fn routes(context: Arc<Context>) -> Router {
         .route("/redfish/v1/Chassis/{id}/Thermal", get(chassis::thermal))
         .route("/redfish/v1/Chassis/{id}/Power", get(chassis::power))
         .route("/redfish/v1/Managers", get(media::managers))
-        .route("/redfish/v1/Managers/{id}", get(media::manager))
+        .route(
+            "/redfish/v1/Managers/{id}",
+            get(media::manager).patch(media::patch_manager),
+        )
         .route(
             "/redfish/v1/Managers/{id}/Actions/Manager.Reset",
             post(media::manager_reset),

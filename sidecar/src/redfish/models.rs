@@ -179,6 +179,7 @@ pub fn system(
         "Storage": odata_id(&format!("{uri}/Storage")),
         "SimpleStorage": odata_id(&format!("{uri}/SimpleStorage")),
         "SecureBoot": odata_id(&format!("{uri}/SecureBoot")),
+        "Bios": odata_id(&format!("{uri}/Bios")),
         "VirtualMedia": odata_id(&format!("{uri}/VirtualMedia")),
         "Links": {
             "ManagedBy": [odata_id(&ids.manager_uri())],
@@ -308,6 +309,20 @@ pub fn simple_storage(ids: &Ids, inventory: &Inventory) -> Value {
         "Name": "Virtual disk controller",
         "Devices": devices,
         "Status": status_enabled(),
+    })
+}
+
+pub fn bios(ids: &Ids, mode: BootMode, secure_boot: bool) -> Value {
+    json!({
+        "@odata.type": "#Bios.v1_1_0.Bios",
+        "@odata.id": format!("{}/Bios", ids.system_uri()),
+        "Id": "Bios",
+        "Name": "BIOS Configuration",
+        "Description": "The VM's firmware settings; they change through Boot and SecureBoot",
+        "Attributes": {
+            "BootMode": match mode { BootMode::Uefi => "Uefi", BootMode::Legacy => "Bios" },
+            "SecureBoot": if secure_boot { "Enabled" } else { "Disabled" },
+        },
     })
 }
 

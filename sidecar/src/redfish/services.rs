@@ -122,6 +122,7 @@ const SCHEMAS: &[(&str, &str)] = &[
     ("SimpleStorageCollection_v1.xml", "SimpleStorageCollection"),
     ("SimpleStorage_v1.xml", "SimpleStorage.v1_3_0"),
     ("SecureBoot_v1.xml", "SecureBoot.v1_1_0"),
+    ("Bios_v1.xml", "Bios.v1_1_0"),
     ("SessionService_v1.xml", "SessionService.v1_1_8"),
     ("SessionCollection_v1.xml", "SessionCollection"),
     ("Session_v1.xml", "Session.v1_7_0"),

@@ -344,6 +344,25 @@ pub async fn volumes(
     )))
 }
 
+/// The firmware settings a VM has, read-only: boot mode and Secure Boot, the two that Metal3's
+/// HostFirmwareSettings and Ironic's BIOS cache read (`ironic/drivers/modules/redfish/bios.py`
+/// `cache_bios_settings`, sushy `Bios.attributes`). They change through the Boot override and
+/// `SecureBoot`; no `@Redfish.Settings` is offered yet, so a settings change through the Bios
+/// resource is refused (405) rather than pretended.
+pub async fn bios(
+    State(context): State<Arc<Context>>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    context.require_system(&id, &format!("/redfish/v1/Systems/{id}/Bios"))?;
+    let inventory = context.machine.inventory().await?;
+    let boot = context.machine.boot_override().await?;
+    Ok(resource(models::bios(
+        &context.ids,
+        boot.mode,
+        inventory.secure_boot,
+    )))
+}
+
 pub async fn secure_boot(
     State(context): State<Arc<Context>>,
     Path(id): Path<String>,

@@ -326,13 +326,15 @@ fn inventory(vm: &VirtualMachine, vmi: Option<&super::types::VirtualMachineInsta
                 .to_ascii_lowercase(),
         })
         .collect();
+    let sizes = vmi.map(volume_sizes).unwrap_or_default();
     let disks = domain
         .devices
         .disks
         .iter()
         .map(|d| Disk {
             name: d.name.clone(),
-            capacity_bytes: None,
+            // A disk's name is the name of its volume in KubeVirt.
+            capacity_bytes: sizes.get(d.name.as_str()).copied(),
             kind: if d.is_cdrom() {
                 DiskKind::Cdrom
             } else {
@@ -360,6 +362,56 @@ fn inventory(vm: &VirtualMachine, vmi: Option<&super::types::VirtualMachineInsta
         disks,
         secure_boot,
     }
+}
+
+/// Volume name -> size in bytes, from the VMI's `status.volumeStatus`: `size` where
+/// virt-handler reports it, else the PVC's `capacity.storage` (kubevirt/kubevirt
+/// `staging/src/kubevirt.io/api/core/v1/types.go` `VolumeStatus`, `PersistentVolumeClaimInfo`).
+/// Ironic's Redfish-only inspection needs disk sizes (`local_gb`, Metal3's `fast` mode).
+fn volume_sizes(vmi: &super::types::VirtualMachineInstance) -> BTreeMap<String, u64> {
+    let Some(statuses) = vmi
+        .status
+        .rest
+        .get("volumeStatus")
+        .and_then(|v| v.as_array())
+    else {
+        return BTreeMap::new();
+    };
+    statuses
+        .iter()
+        .filter_map(|status| {
+            let name = status.get("name")?.as_str()?.to_owned();
+            let size = status.get("size").and_then(|s| s.as_u64()).or_else(|| {
+                status
+                    .pointer("/persistentVolumeClaimInfo/capacity/storage")
+                    .and_then(|q| q.as_str())
+                    .and_then(parse_bytes)
+            })?;
+            (size > 0).then_some((name, size))
+        })
+        .collect()
+}
+
+/// A Kubernetes quantity in bytes (binary and decimal suffixes).
+fn parse_bytes(quantity: &str) -> Option<u64> {
+    let split = quantity
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(quantity.len());
+    let (number, suffix) = quantity.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let factor: f64 = match suffix {
+        "" => 1.0,
+        "Ki" => 1024.0,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        _ => return None,
+    };
+    Some((number * factor).round() as u64)
 }
 
 /// A Kubernetes quantity in MiB (binary and decimal suffixes; plain bytes).
@@ -414,5 +466,39 @@ mod tests {
         assert_eq!(inv.interfaces[0].mac, "52:54:00:6e:3a:1d");
         assert_eq!(inv.disks.len(), 2);
         assert!(!inv.secure_boot);
+        // volumeStatus of the captured VMI: cloudinitdisk has a size, the containerDisk none.
+        let cloudinit = inv
+            .disks
+            .iter()
+            .find(|d| d.name == "cloudinitdisk")
+            .unwrap();
+        assert_eq!(cloudinit.capacity_bytes, Some(1_048_576));
+        let container = inv
+            .disks
+            .iter()
+            .find(|d| d.name == "containerdisk")
+            .unwrap();
+        assert_eq!(container.capacity_bytes, None);
+        assert!(
+            inventory(&vm, None)
+                .disks
+                .iter()
+                .all(|d| d.capacity_bytes.is_none())
+        );
+    }
+
+    #[test]
+    fn pvc_capacity_when_no_size_is_reported() {
+        let vmi: super::super::types::VirtualMachineInstance = serde_json::from_value(
+            serde_json::json!({"status": {"volumeStatus": [
+                {"name": "rootdisk", "persistentVolumeClaimInfo": {"capacity": {"storage": "20Gi"}}},
+                {"name": "odd", "persistentVolumeClaimInfo": {"capacity": {"storage": "lots"}}}
+            ]}}),
+        )
+        .unwrap();
+        let sizes = volume_sizes(&vmi);
+        assert_eq!(sizes.get("rootdisk"), Some(&(20u64 << 30)));
+        assert!(!sizes.contains_key("odd"));
+        assert_eq!(parse_bytes("1G"), Some(1_000_000_000));
     }
 }
