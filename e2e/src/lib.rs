@@ -10,3 +10,4 @@ pub mod images;
 pub mod ironic;
 pub mod kubelet;
 pub mod sushy;
+pub mod testkit;
