@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use kubevirt_bmc_e2e::images::ImageServer;
 use kubevirt_bmc_e2e::ironic::{self, Ironic};
 use kubevirt_bmc_e2e::sushy::venv;
+use kubevirt_bmc_e2e::testkit::{free_tcp_port, free_udp_port};
 use serde_json::{Value, json};
 
 const USER: &str = "admin";
@@ -65,22 +66,6 @@ fn workspace_binary(name: &str) -> PathBuf {
         path.display()
     );
     path
-}
-
-fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// One `kubevirt-bmc simulate` per node, so no two Ironic nodes share a machine.
@@ -175,7 +160,8 @@ impl Summary {
     fn print(&self) {
         let mut kinds: Vec<&str> = self.rows.iter().map(|r| r.0.as_str()).collect();
         kinds.dedup();
-        println!("\nIronic {} against kubevirt-bmc simulate:", "39.0.0");
+        // The version e2e/requirements.txt pins.
+        println!("\nIronic 39.0.0 against kubevirt-bmc simulate:");
         println!("| hardware type | checks | passed | failed |");
         println!("| --- | --- | --- | --- |");
         for kind in kinds {

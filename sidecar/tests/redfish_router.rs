@@ -685,18 +685,32 @@ async fn secure_boot_indicators_sensors_and_clock_as_ironic_uses_them() {
         )
         .await;
     assert_eq!(same.status, StatusCode::OK, "{:?}", same.body);
-    let wrong = h
+    // Set like a physical BMC's clock: it runs on from the value given.
+    let set = h
         .call(
             "PATCH",
             "/redfish/v1/Managers/BMC",
-            Some(r#"{"DateTime": "2001-01-01T00:00:00+00:00"}"#),
+            Some(r#"{"DateTime": "2001-01-01T00:00:00.250000+00:00"}"#),
         )
         .await;
-    assert_eq!(wrong.status, StatusCode::BAD_REQUEST);
-    assert!(
-        wrong.body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("node's")
-    );
+    assert_eq!(set.status, StatusCode::OK, "{:?}", set.body);
+    let clock = set.body["DateTime"].as_str().unwrap();
+    let read = kubevirt_bmc::redfish::http::parse_rfc3339(clock).unwrap();
+    assert!((978_307_200..978_307_205).contains(&read), "{clock}");
+    let garbage = h
+        .call(
+            "PATCH",
+            "/redfish/v1/Managers/BMC",
+            Some(r#"{"DateTime": "soon"}"#),
+        )
+        .await;
+    assert_eq!(garbage.status, StatusCode::BAD_REQUEST);
+    let utc = h
+        .call(
+            "PATCH",
+            "/redfish/v1/Managers/BMC",
+            Some(r#"{"DateTimeLocalOffset": "+02:00"}"#),
+        )
+        .await;
+    assert_eq!(utc.status, StatusCode::BAD_REQUEST);
 }

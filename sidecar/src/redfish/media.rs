@@ -2,6 +2,7 @@
 //! sushy-tools serves it.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
@@ -10,7 +11,7 @@ use serde_json::{Map, Value};
 
 use super::Context;
 use super::errors::{ApiError, ApiResult};
-use super::http::{JsonBody, check_if_match, now_unix, parse_rfc3339, resource, rfc3339};
+use super::http::{JsonBody, check_if_match, parse_rfc3339, resource, rfc3339};
 use super::models::{self, MANAGER_ID, MEDIA_ID, collection};
 use crate::machine::MediaInsert;
 
@@ -178,34 +179,36 @@ pub async fn manager(
     Ok(resource(manager_json(&context)))
 }
 
-/// Now with microseconds: Ironic compares to the second and keeps the fraction when the BMC
-/// gives one, so a whole-second clock would look up to a second late.
-fn now_precise() -> String {
-    let now = std::time::SystemTime::now()
+/// Microseconds since the epoch on the node's clock.
+fn node_clock_micros() -> i64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let whole = rfc3339(now.as_secs());
-    let (date_time, offset) = whole.split_at(whole.len() - "+00:00".len());
-    format!("{date_time}.{:06}{offset}", now.subsec_micros())
+        .map_or(0, |d| d.as_micros() as i64)
 }
 
-/// The Manager with its clock: the BMC's clock is the Kubernetes node's (kept by NTP), in
-/// UTC, which Ironic's `verify_bmc_clock` step compares with its own
-/// (`ironic/drivers/modules/redfish/management.py`; sushy `Manager.datetime`).
+/// RFC 3339 with microseconds: Ironic compares to the second and keeps the fraction when the
+/// BMC gives one, so a whole-second clock would look up to a second late.
+pub fn format_micros(micros: i64) -> String {
+    let seconds = micros.div_euclid(1_000_000);
+    let whole = rfc3339(seconds.max(0) as u64);
+    let (date_time, offset) = whole.split_at(whole.len() - "+00:00".len());
+    format!("{date_time}.{:06}{offset}", micros.rem_euclid(1_000_000))
+}
+
+/// The Manager with its clock (UTC): the node's clock plus whatever offset a client set,
+/// which Ironic's `verify_bmc_clock` step compares with its own and sets when they differ
+/// (`ironic/drivers/modules/redfish/management.py`; sushy `Manager.datetime`,
+/// `set_datetime`).
 fn manager_json(context: &Context) -> Value {
     let mut value = models::manager(&context.ids, context.serial_console.service_enabled());
-    value["DateTime"] = Value::from(now_precise());
+    let offset = context.clock_offset_micros.load(Ordering::Relaxed);
+    value["DateTime"] = Value::from(format_micros(node_clock_micros() + offset));
     value["DateTimeLocalOffset"] = Value::from("+00:00");
     value
 }
 
-/// How far a `DateTime` PATCH may be from the clock and still be accepted as already true.
-const CLOCK_TOLERANCE_SECONDS: u64 = 2;
-
-/// `DateTime`/`DateTimeLocalOffset` can be "set" only to what the clock already says: the
-/// sidecar cannot set the node's clock, and claiming it did would make Ironic believe a
-/// clock it fixed. Ironic sends the PATCH only when the clocks differ by more than a second
-/// (sushy `Manager.set_datetime`), so a right clock never gets one.
+/// `DateTime` sets the BMC's clock (it runs on from the value given); `DateTimeLocalOffset`
+/// is always UTC. Bad values change nothing.
 pub async fn patch_manager(
     State(context): State<Arc<Context>>,
     Path(id): Path<String>,
@@ -215,28 +218,19 @@ pub async fn patch_manager(
         return Err(ApiError::not_found(&format!("/redfish/v1/Managers/{id}")));
     }
     let body = body.required()?;
-    let now = now_unix();
-    // No If-Match check: the Manager's representation changes every second (its clock),
-    // so an ETag could never still hold, and the clock is the only thing written here.
+    // No If-Match check: the Manager's representation changes every microsecond (its
+    // clock), so an ETag could never still hold; the clock is all that is written here.
     let current = manager_json(&context);
+    let mut wanted = None;
     for (name, value) in &body {
         match name.as_str() {
             "DateTime" => {
                 let text = value
                     .as_str()
                     .ok_or_else(|| ApiError::property_type(value, name))?;
-                let wanted = parse_rfc3339(text).ok_or_else(|| {
+                wanted = Some(parse_rfc3339_micros(text).ok_or_else(|| {
                     ApiError::bad_request("PropertyValueFormatError", &[text, name])
-                })?;
-                if wanted.abs_diff(now as i64) > CLOCK_TOLERANCE_SECONDS {
-                    let mut error = ApiError::property_not_writable(name);
-                    error.text = format!(
-                        "DateTime cannot be set: the BMC's clock is the Kubernetes node's \
-                         clock (now {}), kept by the node's time service",
-                        rfc3339(now)
-                    );
-                    return Err(error);
-                }
+                })?);
             }
             "DateTimeLocalOffset" => {
                 if value.as_str() != Some("+00:00") && value.as_str() != Some("Z") {
@@ -251,7 +245,30 @@ pub async fn patch_manager(
             other => return Err(ApiError::property_unknown(other)),
         }
     }
+    if let Some(micros) = wanted {
+        let offset = micros - node_clock_micros();
+        context.clock_offset_micros.store(offset, Ordering::Relaxed);
+        tracing::info!(offset_micros = offset, "Redfish: BMC clock set");
+    }
     Ok(resource(manager_json(&context)))
+}
+
+/// [`parse_rfc3339`] with the fraction kept, in microseconds.
+fn parse_rfc3339_micros(text: &str) -> Option<i64> {
+    let seconds = parse_rfc3339(text)?;
+    let fraction = text
+        .split_once('T')
+        .and_then(|(_, time)| time.split_once('.'))
+        .map(|(_, rest)| {
+            rest.chars()
+                .take_while(char::is_ascii_digit)
+                .chain(std::iter::repeat('0'))
+                .take(6)
+                .collect::<String>()
+        })
+        .and_then(|digits| digits.parse::<i64>().ok())
+        .unwrap_or(0);
+    Some(seconds * 1_000_000 + fraction)
 }
 
 /// The body is still parsed, so malformed JSON gets its own clear error first.

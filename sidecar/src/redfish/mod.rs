@@ -45,6 +45,10 @@ pub struct Context {
     pub sessions: auth::Sessions,
     pub events: Arc<events::Events>,
     pub tasks: tasks::Tasks,
+    /// The Manager's clock, as an offset in microseconds from the node's clock: a client may
+    /// set the BMC's clock as it can a physical one's (Ironic's `verify_bmc_clock`). Kept in
+    /// memory: a restarted BMC reads the node's clock again, which is the right time.
+    pub clock_offset_micros: std::sync::atomic::AtomicI64,
 }
 
 impl Context {
@@ -72,6 +76,7 @@ impl Context {
             sessions,
             events,
             tasks: tasks::Tasks::default(),
+            clock_offset_micros: std::sync::atomic::AtomicI64::new(0),
         }))
     }
 }

@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 
 pub use kubevirt_bmc_contract::annotations::{
-    BOOT_OVERRIDE, BOOT_STATE, BOOTED_VMI, EVENT_SUBSCRIPTIONS, MEDIA, MEDIA_STATUS, POWER,
-    RESTART_OF, SESSION_SETTINGS,
+    BOOT_OVERRIDE, BOOT_STATE, BOOTED_VMI, EVENT_SUBSCRIPTIONS, INDICATORS, MEDIA, MEDIA_STATUS,
+    POWER, RESTART_OF, SESSION_SETTINGS,
 };
 use kubevirt_bmc_contract::annotations::{
     Media, MediaPhase, MediaStatus as ImportStatus, PowerState,

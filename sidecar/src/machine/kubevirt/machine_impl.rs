@@ -271,15 +271,11 @@ impl KubevirtMachine {
 }
 
 /// The VM annotation a front end's record is kept in.
-/// The indicator LEDs the Redfish front end keeps (`Record::Indicators`). Here until the
-/// annotation keys move into the contract crate.
-pub const INDICATORS: &str = "bmc.kubevirt.io/indicators";
-
 fn record_annotation(record: Record) -> &'static str {
     match record {
         Record::EventSubscriptions => annotations::EVENT_SUBSCRIPTIONS,
         Record::SessionSettings => annotations::SESSION_SETTINGS,
-        Record::Indicators => INDICATORS,
+        Record::Indicators => annotations::INDICATORS,
         Record::SessionKey => unreachable!("the session key lives in the credentials Secret"),
     }
 }
