@@ -21,11 +21,13 @@ if ((${#missing[@]})); then
 fi
 
 requirements="$top/e2e/requirements.txt"
+# Every transitive dependency pinned too, so an upstream release cannot break CI.
+constraints="$top/e2e/constraints.txt"
 stamp="$venv/.requirements.sha256"
-want=$(sha256sum "$requirements" | cut -d' ' -f1)
+want=$(cat "$requirements" "$constraints" | sha256sum | cut -d' ' -f1)
 if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup: creating Python venv at $venv" >&2
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check -r "$requirements"
+  "$venv/bin/pip" install -q --disable-pip-version-check -r "$requirements" -c "$constraints"
   echo "$want" >"$stamp"
 fi

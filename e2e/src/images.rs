@@ -30,7 +30,10 @@ impl ImageServer {
                     let answer = if path.ends_with(".iso") {
                         let body = vec![0u8; 64 << 10];
                         let mut head = format!(
-                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            // Last-Modified: Ironic's image cache checks it before it
+                            // reuses a copy (`ironic/drivers/modules/image_cache.py`).
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\
+                             Last-Modified: Tue, 01 Dec 2026 00:00:00 GMT\r\nConnection: close\r\n\r\n",
                             body.len()
                         )
                         .into_bytes();

@@ -7,6 +7,7 @@ pub mod launcher;
 
 pub mod fake_apiserver;
 pub mod images;
+pub mod ironic;
 pub mod kubelet;
 pub mod pod_dns;
 pub mod sushy;

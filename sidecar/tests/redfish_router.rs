@@ -271,12 +271,12 @@ async fn etags_guard_patches() {
         .header(header::AUTHORIZATION, Harness::basic())
         .header(header::IF_MATCH, &etag)
         .body(Body::from(
-            r#"{"Boot": {"BootSourceOverrideTarget": "UefiHttp", "BootSourceOverrideEnabled": "Continuous", "BootSourceOverrideMode": "Legacy"}}"#,
+            r#"{"Boot": {"BootSourceOverrideTarget": "BiosSetup", "BootSourceOverrideEnabled": "Continuous", "BootSourceOverrideMode": "Legacy"}}"#,
         ))
         .unwrap();
     let reply = h.send(fresh).await;
     assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
-    assert_eq!(reply.body["Boot"]["BootSourceOverrideTarget"], "UefiHttp");
+    assert_eq!(reply.body["Boot"]["BootSourceOverrideTarget"], "BiosSetup");
     assert_eq!(
         reply.body["Boot"]["BootSourceOverrideEnabled"],
         "Continuous"
@@ -329,10 +329,17 @@ async fn the_system_is_reachable_by_uuid_and_advertises_only_supported_values() 
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.body["@odata.id"], SYSTEM);
     let targets = &reply.body["Boot"]["BootSourceOverrideTarget@Redfish.AllowableValues"];
-    assert_eq!(
-        targets,
-        &json!(["None", "Pxe", "Hdd", "Cd", "BiosSetup", "UefiHttp"])
-    );
+    assert_eq!(targets, &json!(["None", "Pxe", "Hdd", "Cd", "BiosSetup"]));
+    // Not advertised, so refused: sushy always sends `HttpBootUri` with it, which the
+    // machine has no way to boot from (issue: Metal3 redfish-uefihttp).
+    let http = h
+        .call(
+            "PATCH",
+            SYSTEM,
+            Some(r#"{"Boot": {"BootSourceOverrideTarget": "UefiHttp", "HttpBootUri": null}}"#),
+        )
+        .await;
+    assert_eq!(http.status, StatusCode::BAD_REQUEST);
     let interfaces = h
         .call("GET", &format!("{SYSTEM}/EthernetInterfaces"), None)
         .await;
@@ -504,8 +511,19 @@ async fn odata_version_and_dollar_queries_are_checked() {
         h.send(request).await.status,
         StatusCode::PRECONDITION_FAILED
     );
-    let reply = h.call("GET", "/redfish/v1/Systems?$expand=*", None).await;
-    assert_eq!(reply.status, StatusCode::NOT_IMPLEMENTED);
+    // Not implemented is permanent: 400, which sushy does not retry (it retries 5xx).
+    let reply = h.call("GET", "/redfish/v1/Systems?$filter=x", None).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert!(
+        reply.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("$filter")
+    );
+    let reply = h
+        .call("GET", "/redfish/v1/Systems?$expand=.($levels=9)", None)
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
     let metadata = h.call("GET", "/redfish/v1/$metadata", None).await;
     assert_eq!(metadata.status, StatusCode::OK);
     assert!(
@@ -514,6 +532,67 @@ async fn odata_version_and_dollar_queries_are_checked() {
             .unwrap()
             .starts_with("application/xml")
     );
+}
+
+/// What sushy sends for Ironic's sensor data and inspection (`?$expand=.($levels=1)`), and
+/// `*`: references inlined one level deep, `Links` only with `*`.
+#[tokio::test]
+async fn expand_inlines_references_as_sushy_asks() {
+    let h = Harness::new(0).await;
+    let vm = &h.context.ids.system;
+    let storage = h
+        .call(
+            "GET",
+            &format!("/redfish/v1/Systems/{vm}/SimpleStorage?$expand=.($levels=1)"),
+            None,
+        )
+        .await;
+    assert_eq!(storage.status, StatusCode::OK);
+    let member = &storage.body["Members"][0];
+    assert_eq!(member["Id"], "1", "member inlined: {member}");
+    assert!(
+        member["Devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["CapacityBytes"].is_u64())
+    );
+    // Percent-encoded as requests sends it.
+    let encoded = h
+        .call(
+            "GET",
+            &format!("/redfish/v1/Chassis/{vm}?%24expand=.%28%24levels%3D1%29"),
+            None,
+        )
+        .await;
+    assert_eq!(encoded.status, StatusCode::OK);
+    assert_eq!(
+        encoded.body["Links"]["ComputerSystems"][0]
+            .as_object()
+            .unwrap()
+            .len(),
+        1,
+        "Links stay references with ."
+    );
+    let all = h
+        .call("GET", &format!("/redfish/v1/Chassis/{vm}?$expand=*"), None)
+        .await;
+    assert_eq!(all.body["Links"]["ComputerSystems"][0]["Id"], vm.as_str());
+    // The same resource without $expand is unchanged.
+    let plain = h
+        .call(
+            "GET",
+            &format!("/redfish/v1/Systems/{vm}/SimpleStorage"),
+            None,
+        )
+        .await;
+    assert_eq!(plain.body["Members"][0].as_object().unwrap().len(), 1);
+    // Expansion shows nothing an unauthenticated client could not read.
+    let request = Request::builder()
+        .uri(format!("/redfish/v1/Systems/{vm}/SimpleStorage?$expand=."))
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(h.send(request).await.status, StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]
@@ -573,4 +652,120 @@ async fn undecodable_path_segments_get_a_redfish_error_and_change_nothing() {
         );
     }
     assert_eq!(h.boot().await, before);
+}
+
+/// What Ironic writes besides power and boot: Secure Boot (the firmware setting, read back
+/// at once), the indicator LEDs (kept by the machine), and what it reads: the Chassis
+/// sensors and the Manager's clock.
+#[tokio::test]
+async fn secure_boot_indicators_sensors_and_clock_as_ironic_uses_them() {
+    let h = Harness::new(0).await;
+    let vm = h.context.ids.system.clone();
+    let secure = format!("{SYSTEM}/SecureBoot");
+    let on = h
+        .call("PATCH", &secure, Some(r#"{"SecureBootEnable": true}"#))
+        .await;
+    assert_eq!(on.status, StatusCode::OK, "{:?}", on.body);
+    assert_eq!(on.body["SecureBootEnable"], true);
+    assert!(h.machine.inventory().await.unwrap().secure_boot);
+    let bad = h
+        .call("PATCH", &secure, Some(r#"{"SecureBootEnable": "yes"}"#))
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(
+        h.machine.inventory().await.unwrap().secure_boot,
+        "unchanged"
+    );
+
+    let lit = h
+        .call("PATCH", SYSTEM, Some(r#"{"IndicatorLED": "Blinking"}"#))
+        .await;
+    assert_eq!(lit.status, StatusCode::OK, "{:?}", lit.body);
+    assert_eq!(lit.body["IndicatorLED"], "Blinking");
+    assert_eq!(lit.body["LocationIndicatorActive"], true);
+    let chassis = format!("/redfish/v1/Chassis/{vm}");
+    let c = h
+        .call(
+            "PATCH",
+            &chassis,
+            Some(r#"{"LocationIndicatorActive": true}"#),
+        )
+        .await;
+    assert_eq!(c.status, StatusCode::OK, "{:?}", c.body);
+    assert_eq!(c.body["IndicatorLED"], "Lit");
+    let refused = h
+        .call(
+            "PATCH",
+            &chassis,
+            Some(r#"{"IndicatorLED": "Lit", "ChassisType": "Rack"}"#),
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    let kept = h.machine.record(Record::Indicators).await.unwrap().unwrap();
+    let kept: Value = serde_json::from_str(&kept).unwrap();
+    assert_eq!(kept, json!({"system": "Blinking", "chassis": "Lit"}));
+    assert_eq!(
+        h.call("GET", SYSTEM, None).await.body["IndicatorLED"],
+        "Blinking"
+    );
+
+    let thermal = h.call("GET", &format!("{chassis}/Thermal"), None).await;
+    assert_eq!(thermal.status, StatusCode::OK);
+    assert!(
+        thermal.body["Temperatures"][0]["ReadingCelsius"].is_null(),
+        "off: no reading"
+    );
+    h.machine
+        .power(kubevirt_bmc::machine::PowerAction::On)
+        .await
+        .unwrap();
+    let thermal = h.call("GET", &format!("{chassis}/Thermal"), None).await;
+    assert_eq!(thermal.body["Temperatures"][0]["ReadingCelsius"], 40);
+
+    let manager = h.call("GET", "/redfish/v1/Managers/BMC", None).await;
+    let clock = manager.body["DateTime"].as_str().unwrap().to_owned();
+    let parsed = kubevirt_bmc::redfish::http::parse_rfc3339(&clock).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!((parsed - now).abs() <= 2, "{clock}");
+    let same = h
+        .call(
+            "PATCH",
+            "/redfish/v1/Managers/BMC",
+            Some(&format!(
+                r#"{{"DateTime": "{clock}", "DateTimeLocalOffset": "+00:00"}}"#
+            )),
+        )
+        .await;
+    assert_eq!(same.status, StatusCode::OK, "{:?}", same.body);
+    // Set like a physical BMC's clock: it runs on from the value given.
+    let set = h
+        .call(
+            "PATCH",
+            "/redfish/v1/Managers/BMC",
+            Some(r#"{"DateTime": "2001-01-01T00:00:00.250000+00:00"}"#),
+        )
+        .await;
+    assert_eq!(set.status, StatusCode::OK, "{:?}", set.body);
+    let clock = set.body["DateTime"].as_str().unwrap();
+    let read = kubevirt_bmc::redfish::http::parse_rfc3339(clock).unwrap();
+    assert!((978_307_200..978_307_205).contains(&read), "{clock}");
+    let garbage = h
+        .call(
+            "PATCH",
+            "/redfish/v1/Managers/BMC",
+            Some(r#"{"DateTime": "soon"}"#),
+        )
+        .await;
+    assert_eq!(garbage.status, StatusCode::BAD_REQUEST);
+    let utc = h
+        .call(
+            "PATCH",
+            "/redfish/v1/Managers/BMC",
+            Some(r#"{"DateTimeLocalOffset": "+02:00"}"#),
+        )
+        .await;
+    assert_eq!(utc.status, StatusCode::BAD_REQUEST);
 }

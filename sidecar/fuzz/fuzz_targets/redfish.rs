@@ -357,6 +357,7 @@ async fn snapshot(machine: &SimulatedMachine, context: &Context) -> Snapshot {
         Record::EventSubscriptions,
         Record::SessionKey,
         Record::SessionSettings,
+        Record::Indicators,
     ] {
         records.push(machine.record(record).await.unwrap());
     }
@@ -434,6 +435,7 @@ async fn reset(fixture: &Fixture, input: &Input) -> Arc<Context> {
         sessions: Sessions::load(dyn_machine).await.unwrap(),
         events: base.events.clone(),
         tasks: Tasks::default(),
+        clock_offset_micros: std::sync::atomic::AtomicI64::new(0),
     })
 }
 

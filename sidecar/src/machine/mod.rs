@@ -163,6 +163,10 @@ pub enum Record {
     /// Which IPMI logins the VM's owner allows (`strict` / `compatible`); the user's, read
     /// once when the BMC starts, never written by it.
     IpmiAuth,
+    /// The virtual indicator (identify) LEDs of the System and the Chassis, a JSON document
+    /// owned by the Redfish front end: a VM has no LED, but Ironic's indicator management
+    /// sets one and reads it back, as sushy-tools' emulator lets it.
+    Indicators,
 }
 
 /// Something a subscriber (Redfish events, SSE, metrics) may want to hear about.
@@ -229,6 +233,16 @@ pub trait Machine: Send + Sync + 'static {
     async fn eject_media(&self) -> Result<()>;
 
     async fn inventory(&self) -> Result<Inventory>;
+
+    /// Turns UEFI Secure Boot on or off: a firmware setting (what [`Inventory::secure_boot`]
+    /// reads back) that the next boot applies, as a BIOS setting would. Machines whose
+    /// firmware cannot change say so.
+    async fn set_secure_boot(&self, enabled: bool) -> Result<()> {
+        let _ = enabled;
+        Err(MachineError::NotSupported(
+            "this machine's Secure Boot setting cannot be changed".to_owned(),
+        ))
+    }
 
     async fn record(&self, record: Record) -> Result<Option<String>>;
 

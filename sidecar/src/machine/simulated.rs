@@ -82,6 +82,9 @@ struct Persisted {
     /// Absent in state files written before it existed: `Previous`, what they behaved as.
     #[serde(default)]
     restore_policy: RestorePolicy,
+    /// The firmware's Secure Boot setting (state files from before it read as off).
+    #[serde(default)]
+    secure_boot: bool,
 }
 
 impl Persisted {
@@ -101,6 +104,7 @@ impl Persisted {
             records: BTreeMap::new(),
             nmi_count: 0,
             restore_policy: RestorePolicy::Previous,
+            secure_boot: false,
         }
     }
 
@@ -361,7 +365,16 @@ impl SimulatedMachine {
 }
 
 const SUPPORTED_ACTIONS: &[PowerAction] = &PowerAction::ALL;
-const SUPPORTED_BOOT_TARGETS: &[BootTarget] = &BootTarget::ALL;
+/// Every target but UEFI HTTP boot: a KubeVirt VM cannot boot from a URL, and sushy always
+/// sends `Boot.HttpBootUri` with `UefiHttp` (`sushy/resources/system/system.py`
+/// `set_system_boot_options`), which a simulator that only pretended would accept falsely.
+const SUPPORTED_BOOT_TARGETS: &[BootTarget] = &[
+    BootTarget::None,
+    BootTarget::Pxe,
+    BootTarget::Hdd,
+    BootTarget::Cd,
+    BootTarget::BiosSetup,
+];
 
 #[async_trait]
 impl Machine for SimulatedMachine {
@@ -415,9 +428,13 @@ impl Machine for SimulatedMachine {
                     "power is {state}: {action:?} needs a running OS; retry when it settles"
                 )))
             }
-            (A::GracefulRestart | A::ForceRestart | A::Nmi, P::Off) => Err(
-                MachineError::NotAllowed(format!("{action:?} needs the machine on; it is off")),
-            ),
+            // A physical BMC accepts a diagnostic interrupt for a machine that is off and
+            // nothing happens (there is no CPU to interrupt); refusing it made Ironic's
+            // `inject_nmi` retry `ipmitool power diag` for a minute.
+            (A::Nmi, P::Off) => Ok(()),
+            (A::GracefulRestart | A::ForceRestart, P::Off) => Err(MachineError::NotAllowed(
+                format!("{action:?} needs the machine on; it is off"),
+            )),
         }
     }
 
@@ -497,8 +514,23 @@ impl Machine for SimulatedMachine {
                     kind: DiskKind::Cdrom,
                 },
             ],
-            secure_boot: false,
+            secure_boot: state.secure_boot,
         })
+    }
+
+    async fn set_secure_boot(&self, enabled: bool) -> Result<()> {
+        let mut inner = self.lock();
+        if enabled && inner.persisted.boot_override.mode == super::BootMode::Legacy {
+            return Err(MachineError::NotAllowed(
+                "Secure Boot needs UEFI boot mode; the machine boots in Legacy (BIOS) mode"
+                    .to_owned(),
+            ));
+        }
+        let mut next = inner.persisted.clone();
+        next.secure_boot = enabled;
+        self.save(&next)?;
+        inner.persisted = next;
+        Ok(())
     }
 
     async fn record(&self, record: Record) -> Result<Option<String>> {

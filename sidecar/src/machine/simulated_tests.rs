@@ -56,7 +56,8 @@ async fn every_power_action_from_every_state() {
         (P::Off, A::GracefulRestart, NotAllowed),
         (P::Off, A::ForceRestart, NotAllowed),
         (P::Off, A::PowerCycle, Settles(P::On)),
-        (P::Off, A::Nmi, NotAllowed),
+        // Accepted as a physical BMC does; nothing happens (see nmi_to_a_machine_that_is_off).
+        (P::Off, A::Nmi, Settles(P::Off)),
         (P::On, A::On, Settles(P::On)),
         (P::On, A::ForceOff, Settles(P::Off)),
         (P::On, A::GracefulShutdown, Settles(P::Off)),
@@ -162,6 +163,20 @@ async fn force_off_during_power_on_abandons_the_boot() {
         None,
         "the abandoned boot did not happen"
     );
+}
+
+#[tokio::test]
+async fn nmi_to_a_machine_that_is_off_is_accepted_and_changes_nothing() {
+    let machine = machine_in(PowerState::Off).await;
+    let mut events = machine.events();
+    assert_eq!(machine.power(PowerAction::Nmi).await, Ok(()));
+    assert_eq!(machine.nmi_count(), 0, "no CPU to interrupt");
+    assert_eq!(machine.power_state().await.unwrap(), PowerState::Off);
+    assert!(events.try_recv().is_err(), "no state change announced");
+    machine.power(PowerAction::On).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    machine.power(PowerAction::Nmi).await.unwrap();
+    assert_eq!(machine.nmi_count(), 1);
 }
 
 #[tokio::test]

@@ -206,7 +206,10 @@ async fn redfish_error_from(response: Response) -> Response {
 }
 
 /// Requests refused before routing: an OData version we do not speak, `$` queries we do
-/// not implement.
+/// not implement (`$expand` is served, `expand.rs`). A query we do not implement is a
+/// permanent condition, so it gets 400, never a 5xx: sushy retries a GET's 5xx ten times,
+/// 3 s apart (`sushy/main.py` `server_side_retries`, `sushy/connector.py` `_op`), which
+/// made Ironic's sensor collection take a minute when we answered 501.
 fn refuse_early(request: &Request) -> Option<ApiError> {
     if let Some(version) = request.headers().get("OData-Version")
         && version.as_bytes() != b"4.0"
@@ -219,17 +222,19 @@ fn refuse_early(request: &Request) -> Option<ApiError> {
     let unsupported = query
         .split('&')
         .map(|pair| pair.split('=').next().unwrap_or_default())
+        .filter(|name| *name != "$expand" && !name.eq_ignore_ascii_case("%24expand"))
         .find(|name| name.starts_with('$') || name.starts_with("%24"))?;
     let mut error = ApiError::bad_request("QueryNotSupported", &[]);
-    error.status = StatusCode::NOT_IMPLEMENTED;
     error.text = format!("The query parameter {unsupported} is not supported");
     Some(error)
 }
 
 /// The methods a route pattern serves, for the Allow header of GET and HEAD answers.
 pub fn allowed_methods(pattern: &str) -> &'static str {
-    const PATCHABLE: [&str; 6] = [
+    const PATCHABLE: [&str; 8] = [
         "/redfish/v1/Systems/{id}",
+        "/redfish/v1/Managers/{id}",
+        "/redfish/v1/Chassis/{id}",
         "/SecureBoot",
         "/VirtualMedia/{media}",
         "/redfish/v1/SessionService",
@@ -304,6 +309,46 @@ pub fn rfc3339(unix_seconds: u64) -> String {
     )
 }
 
+/// Seconds since the epoch of an RFC 3339 date-time (`Z` or `+hh:mm`, optional fraction).
+pub fn parse_rfc3339(text: &str) -> Option<i64> {
+    let (date, rest) = text.split_once('T')?;
+    let mut date = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (year, month, day) = (date.next()??, date.next()??, date.next()??);
+    let (time, offset) = match rest.strip_suffix('Z') {
+        Some(time) => (time, 0),
+        None => {
+            let at = rest.rfind(['+', '-'])?;
+            let (time, zone) = rest.split_at(at);
+            let sign = if zone.starts_with('-') { -1 } else { 1 };
+            let (hours, minutes) = zone[1..].split_once(':')?;
+            (
+                time,
+                sign * (hours.parse::<i64>().ok()? * 3600 + minutes.parse::<i64>().ok()? * 60),
+            )
+        }
+    };
+    let time = time.split('.').next()?;
+    let mut hms = time.splitn(3, ':').map(|p| p.parse::<i64>().ok());
+    let (hour, minute, second) = (hms.next()??, hms.next()??, hms.next()??);
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    // Howard Hinnant's days_from_civil.
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hour * 3600 + minute * 60 + second - offset)
+}
+
 pub fn now_unix() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -319,6 +364,31 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00+00:00");
         assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20+00:00");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00+00:00");
+    }
+
+    #[test]
+    fn rfc3339_round_trips_and_rejects_garbage() {
+        for t in [0u64, 951_782_400, 1_700_000_000, 1_796_000_000] {
+            assert_eq!(parse_rfc3339(&rfc3339(t)), Some(t as i64));
+        }
+        assert_eq!(parse_rfc3339("2023-11-14T22:13:20Z"), Some(1_700_000_000));
+        assert_eq!(
+            parse_rfc3339("2023-11-14T22:13:20.123456+00:00"),
+            Some(1_700_000_000)
+        );
+        assert_eq!(
+            parse_rfc3339("2023-11-15T00:13:20+02:00"),
+            Some(1_700_000_000)
+        );
+        for bad in [
+            "",
+            "yesterday",
+            "2023-13-01T00:00:00Z",
+            "2023-11-14 22:13:20",
+            "2023-11-14T22:13Z",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! sushy-tools serves it.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
@@ -10,7 +11,7 @@ use serde_json::{Map, Value};
 
 use super::Context;
 use super::errors::{ApiError, ApiResult};
-use super::http::{JsonBody, check_if_match, resource};
+use super::http::{JsonBody, check_if_match, parse_rfc3339, resource, rfc3339};
 use super::models::{self, MANAGER_ID, MEDIA_ID, collection};
 use crate::machine::MediaInsert;
 use kubevirt_bmc_contract::egress::redact;
@@ -191,10 +192,99 @@ pub async fn manager(
     if id != MANAGER_ID {
         return Err(ApiError::not_found(&format!("/redfish/v1/Managers/{id}")));
     }
-    Ok(resource(models::manager(
-        &context.ids,
-        context.serial_console.service_enabled(),
-    )))
+    Ok(resource(manager_json(&context)))
+}
+
+/// Microseconds since the epoch on the node's clock.
+fn node_clock_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+/// RFC 3339 with microseconds: Ironic compares to the second and keeps the fraction when the
+/// BMC gives one, so a whole-second clock would look up to a second late.
+pub fn format_micros(micros: i64) -> String {
+    let seconds = micros.div_euclid(1_000_000);
+    let whole = rfc3339(seconds.max(0) as u64);
+    let (date_time, offset) = whole.split_at(whole.len() - "+00:00".len());
+    format!("{date_time}.{:06}{offset}", micros.rem_euclid(1_000_000))
+}
+
+/// The Manager with its clock (UTC): the node's clock plus whatever offset a client set,
+/// which Ironic's `verify_bmc_clock` step compares with its own and sets when they differ
+/// (`ironic/drivers/modules/redfish/management.py`; sushy `Manager.datetime`,
+/// `set_datetime`).
+fn manager_json(context: &Context) -> Value {
+    let mut value = models::manager(&context.ids, context.serial_console.service_enabled());
+    let offset = context.clock_offset_micros.load(Ordering::Relaxed);
+    value["DateTime"] = Value::from(format_micros(node_clock_micros() + offset));
+    value["DateTimeLocalOffset"] = Value::from("+00:00");
+    value
+}
+
+/// `DateTime` sets the BMC's clock (it runs on from the value given); `DateTimeLocalOffset`
+/// is always UTC. Bad values change nothing.
+pub async fn patch_manager(
+    State(context): State<Arc<Context>>,
+    Path(id): Path<String>,
+    body: JsonBody,
+) -> ApiResult<Response> {
+    if id != MANAGER_ID {
+        return Err(ApiError::not_found(&format!("/redfish/v1/Managers/{id}")));
+    }
+    let body = body.required()?;
+    // No If-Match check: the Manager's representation changes every microsecond (its
+    // clock), so an ETag could never still hold; the clock is all that is written here.
+    let current = manager_json(&context);
+    let mut wanted = None;
+    for (name, value) in &body {
+        match name.as_str() {
+            "DateTime" => {
+                let text = value
+                    .as_str()
+                    .ok_or_else(|| ApiError::property_type(value, name))?;
+                wanted = Some(parse_rfc3339_micros(text).ok_or_else(|| {
+                    ApiError::bad_request("PropertyValueFormatError", &[text, name])
+                })?);
+            }
+            "DateTimeLocalOffset" => {
+                if value.as_str() != Some("+00:00") && value.as_str() != Some("Z") {
+                    let mut error = ApiError::property_not_writable(name);
+                    error.text = "DateTimeLocalOffset is always +00:00 (UTC)".to_owned();
+                    return Err(error);
+                }
+            }
+            other if current.get(other).is_some() => {
+                return Err(ApiError::property_not_writable(other));
+            }
+            other => return Err(ApiError::property_unknown(other)),
+        }
+    }
+    if let Some(micros) = wanted {
+        let offset = micros - node_clock_micros();
+        context.clock_offset_micros.store(offset, Ordering::Relaxed);
+        tracing::info!(offset_micros = offset, "Redfish: BMC clock set");
+    }
+    Ok(resource(manager_json(&context)))
+}
+
+/// [`parse_rfc3339`] with the fraction kept, in microseconds.
+fn parse_rfc3339_micros(text: &str) -> Option<i64> {
+    let seconds = parse_rfc3339(text)?;
+    let fraction = text
+        .split_once('T')
+        .and_then(|(_, time)| time.split_once('.'))
+        .map(|(_, rest)| {
+            rest.chars()
+                .take_while(char::is_ascii_digit)
+                .chain(std::iter::repeat('0'))
+                .take(6)
+                .collect::<String>()
+        })
+        .and_then(|digits| digits.parse::<i64>().ok())
+        .unwrap_or(0);
+    Some(seconds * 1_000_000 + fraction)
 }
 
 /// The body is still parsed, so malformed JSON gets its own clear error first.

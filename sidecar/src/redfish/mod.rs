@@ -2,16 +2,20 @@
 //! machine only through the [`Machine`] interface.
 //!
 //! `routes` below is the whole URL space; `models`/`services` build the JSON, `system`,
-//! `media`, `handlers`, `events` and `tasks` hold the handlers, `auth` and `http` the
-//! cross-cutting rules (authentication, ETags, OData headers, Redfish error bodies).
+//! `media`, `handlers`, `events` and `tasks` hold the handlers, `auth`, `http` and `expand`
+//! the cross-cutting rules (authentication, ETags, OData headers, Redfish error bodies,
+//! `$expand`).
 
 pub mod auth;
+mod chassis;
 pub mod connections;
 pub mod egress;
 pub mod errors;
 pub mod events;
+pub mod expand;
 mod handlers;
 pub mod http;
+pub mod indicators;
 mod media;
 pub mod models;
 pub mod services;
@@ -71,6 +75,10 @@ pub struct Context {
     pub egress: Arc<EgressPolicy>,
     /// Failed logins per client address (IPMI's rule: slowed down after three).
     pub logins: auth::LoginThrottle,
+    /// The Manager's clock, as an offset in microseconds from the node's clock: a client may
+    /// set the BMC's clock as it can a physical one's (Ironic's `verify_bmc_clock`). Kept in
+    /// memory: a restarted BMC reads the node's clock again, which is the right time.
+    pub clock_offset_micros: std::sync::atomic::AtomicI64,
 }
 
 impl Context {
@@ -114,6 +122,7 @@ impl Context {
             tasks: tasks::Tasks::default(),
             egress: options.egress.clone(),
             logins: auth::LoginThrottle::default(),
+            clock_offset_micros: std::sync::atomic::AtomicI64::new(0),
         }))
     }
 }
@@ -183,14 +192,23 @@ pub fn routes(context: Arc<Context>) -> Router {
             get(system::controller),
         )
         .route(&format!("{system}/Storage/1/Volumes"), get(system::volumes))
+        .route(&format!("{system}/Bios"), get(system::bios))
         .route(
             &format!("{system}/SecureBoot"),
             get(system::secure_boot).patch(system::patch_secure_boot),
         )
-        .route("/redfish/v1/Chassis", get(system::chassis_list))
-        .route("/redfish/v1/Chassis/{id}", get(system::chassis))
+        .route("/redfish/v1/Chassis", get(chassis::list))
+        .route(
+            "/redfish/v1/Chassis/{id}",
+            get(chassis::get).patch(chassis::patch),
+        )
+        .route("/redfish/v1/Chassis/{id}/Thermal", get(chassis::thermal))
+        .route("/redfish/v1/Chassis/{id}/Power", get(chassis::power))
         .route("/redfish/v1/Managers", get(media::managers))
-        .route("/redfish/v1/Managers/{id}", get(media::manager))
+        .route(
+            "/redfish/v1/Managers/{id}",
+            get(media::manager).patch(media::patch_manager),
+        )
         .route(
             "/redfish/v1/Managers/{id}/Actions/Manager.Reset",
             post(media::manager_reset),
@@ -263,6 +281,10 @@ pub fn routes(context: Arc<Context>) -> Router {
     router = media_routes(router, "/redfish/v1/Managers/{id}");
     router
         .fallback(http::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            context.clone(),
+            expand::layer,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             context.clone(),
             auth::require,

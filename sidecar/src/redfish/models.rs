@@ -194,6 +194,7 @@ pub fn system(
         "Storage": odata_id(&format!("{uri}/Storage")),
         "SimpleStorage": odata_id(&format!("{uri}/SimpleStorage")),
         "SecureBoot": odata_id(&format!("{uri}/SecureBoot")),
+        "Bios": odata_id(&format!("{uri}/Bios")),
         "VirtualMedia": odata_id(&format!("{uri}/VirtualMedia")),
         "Links": {
             "ManagedBy": [odata_id(&ids.manager_uri())],
@@ -326,6 +327,20 @@ pub fn simple_storage(ids: &Ids, inventory: &Inventory) -> Value {
     })
 }
 
+pub fn bios(ids: &Ids, mode: BootMode, secure_boot: bool) -> Value {
+    json!({
+        "@odata.type": "#Bios.v1_1_0.Bios",
+        "@odata.id": format!("{}/Bios", ids.system_uri()),
+        "Id": "Bios",
+        "Name": "BIOS Configuration",
+        "Description": "The VM's firmware settings; they change through Boot and SecureBoot",
+        "Attributes": {
+            "BootMode": match mode { BootMode::Uefi => "Uefi", BootMode::Legacy => "Bios" },
+            "SecureBoot": if secure_boot { "Enabled" } else { "Disabled" },
+        },
+    })
+}
+
 pub fn secure_boot(ids: &Ids, enabled: bool) -> Value {
     json!({
         "@odata.type": "#SecureBoot.v1_1_0.SecureBoot",
@@ -346,6 +361,9 @@ pub fn chassis(ids: &Ids, inventory: &Inventory, power: PowerState) -> Value {
         "Name": inventory.name,
         "ChassisType": "Component",
         "Manufacturer": "KubeVirt",
+        // Ironic names a Chassis indicator by the Chassis UUID; without one it cannot list
+        // the indicators at all (`redfish/management.py` `get_supported_indicators`).
+        "UUID": inventory.uuid,
         "PowerState": power_state_name(power),
         "Status": status_enabled(),
         "Links": {

@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 use super::Context;
 use super::errors::{ApiError, ApiResult};
 use super::http::{JsonBody, check_if_match, resource};
+use super::indicators::{self, Indicators};
 use super::models::{self, collection};
 use super::tasks;
 use crate::machine::{BootOverride, PowerAction, PowerState};
@@ -35,6 +36,7 @@ impl Context {
         let power = machine.power_state().await?;
         let boot = machine.boot_override().await?;
         let restore_policy = machine.restore_policy().await?;
+        let leds = Indicators::load(machine.as_ref()).await?;
         let mut system = models::system(
             &self.ids,
             &inventory,
@@ -44,6 +46,9 @@ impl Context {
             machine.supported_boot_targets(),
         );
         system["PowerRestorePolicy"] = models::restore_policy_name(restore_policy).into();
+        if let Some(map) = system.as_object_mut() {
+            indicators::properties(leds.system, map);
+        }
         Ok(system)
     }
 }
@@ -65,7 +70,8 @@ pub async fn system(
     Ok(resource(context.system_json().await?))
 }
 
-/// Applies a PATCH of the System: `Boot` and `PowerRestorePolicy` are writable, and the whole
+/// Applies a PATCH of the System: `Boot`, `PowerRestorePolicy` and the indicator LED are
+/// writable, and the whole
 /// request is refused (nothing changed) when any part of it is wrong.
 pub async fn patch_system(
     State(context): State<Arc<Context>>,
@@ -90,6 +96,8 @@ pub async fn patch_system(
                 })
         })
         .transpose()?;
+    let mut leds = Indicators::load(machine.as_ref()).await?;
+    let led = indicators::from_patch(&mut body, leds.system)?;
     let old = machine.boot_override().await?;
     let boot = boot_from_patch(&body, &current, old, machine.supported_boot_targets())?;
     if let Some(policy) = restore_policy
@@ -101,6 +109,11 @@ pub async fn patch_system(
     if boot != old {
         machine.set_boot_override(boot).await?;
         tracing::info!(?boot, "Redfish: boot override set");
+    }
+    if let Some(led) = led.filter(|led| *led != leds.system) {
+        leds.system = led;
+        leds.store(machine.as_ref()).await?;
+        tracing::info!(?led, "Redfish: system indicator set");
     }
     Ok(resource(context.system_json().await?))
 }
@@ -352,6 +365,25 @@ pub async fn volumes(
     )))
 }
 
+/// The firmware settings a VM has, read-only: boot mode and Secure Boot, the two that Metal3's
+/// HostFirmwareSettings and Ironic's BIOS cache read (`ironic/drivers/modules/redfish/bios.py`
+/// `cache_bios_settings`, sushy `Bios.attributes`). They change through the Boot override and
+/// `SecureBoot`; no `@Redfish.Settings` is offered yet, so a settings change through the Bios
+/// resource is refused (405) rather than pretended.
+pub async fn bios(
+    State(context): State<Arc<Context>>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    context.require_system(&id, &format!("/redfish/v1/Systems/{id}/Bios"))?;
+    let inventory = context.machine.inventory().await?;
+    let boot = context.machine.boot_override().await?;
+    Ok(resource(models::bios(
+        &context.ids,
+        boot.mode,
+        inventory.secure_boot,
+    )))
+}
+
 pub async fn secure_boot(
     State(context): State<Arc<Context>>,
     Path(id): Path<String>,
@@ -364,8 +396,12 @@ pub async fn secure_boot(
     )))
 }
 
-/// Secure boot follows the VM's firmware settings; asking for what already holds is
-/// accepted, asking for a change is refused plainly.
+/// `SecureBootEnable` is the firmware setting: written to the machine (on the VM in KubeVirt,
+/// `firmware.bootloader.efi.secureBoot`), applied by the next boot, read back at once.
+/// Ironic sets it, reads it back, and reboots only when it did not take
+/// (`ironic/drivers/modules/redfish/management.py` `set_secure_boot_state`,
+/// `_wait_for_secure_boot`); sushy sends `{"SecureBootEnable": bool}`
+/// (`sushy/resources/system/secure_boot.py` `set_enabled`).
 pub async fn patch_secure_boot(
     State(context): State<Arc<Context>>,
     Path(id): Path<String>,
@@ -377,15 +413,15 @@ pub async fn patch_secure_boot(
     let inventory = context.machine.inventory().await?;
     let current = models::secure_boot(&context.ids, inventory.secure_boot);
     check_if_match(&headers, &current)?;
+    let mut wanted = None;
     for (name, value) in &body {
         match name.as_str() {
             "SecureBootEnable" => {
-                let wanted = value
-                    .as_bool()
-                    .ok_or_else(|| ApiError::property_type(value, name))?;
-                if wanted != inventory.secure_boot {
-                    return Err(ApiError::property_not_writable(name));
-                }
+                wanted = Some(
+                    value
+                        .as_bool()
+                        .ok_or_else(|| ApiError::property_type(value, name))?,
+                );
             }
             other if current.get(other).is_some() => {
                 return Err(ApiError::property_not_writable(other));
@@ -393,28 +429,18 @@ pub async fn patch_secure_boot(
             other => return Err(ApiError::property_unknown(other)),
         }
     }
-    Ok(resource(current))
-}
-
-pub async fn chassis_list(State(context): State<Arc<Context>>) -> Response {
-    resource(collection(
-        "ChassisCollection",
-        "Chassis",
-        "/redfish/v1/Chassis",
-        &[context.ids.chassis_uri()],
-    ))
-}
-
-pub async fn chassis(
-    State(context): State<Arc<Context>>,
-    Path(id): Path<String>,
-) -> ApiResult<Response> {
-    if id != context.ids.system {
-        return Err(ApiError::not_found(&format!("/redfish/v1/Chassis/{id}")));
+    if let Some(enabled) = wanted.filter(|w| *w != inventory.secure_boot) {
+        context.machine.set_secure_boot(enabled).await?;
+        tracing::info!(
+            enabled,
+            "Redfish: Secure Boot set, applied at the next boot"
+        );
     }
     let inventory = context.machine.inventory().await?;
-    let power = context.machine.power_state().await?;
-    Ok(resource(models::chassis(&context.ids, &inventory, power)))
+    Ok(resource(models::secure_boot(
+        &context.ids,
+        inventory.secure_boot,
+    )))
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@
 //! | `reboot-policy-unsupported` | VM | why the cluster refused `rebootPolicy: Terminate` (a guest's own reboot then boots a one-time device again) | sidecar |
 //! | `event-subscriptions` | VM | Redfish subscriptions document | sidecar |
 //! | `session-settings` | VM | Redfish SessionService settings and logouts | sidecar |
+//! | `indicators` | VM | JSON: the Redfish indicator LEDs of System and Chassis | sidecar |
 
 use std::collections::BTreeMap;
 
@@ -71,6 +72,9 @@ pub const BOOT_STATE: &str = "bmc.kubevirt.io/boot-override-state";
 pub const REBOOT_POLICY_UNSUPPORTED: &str = "bmc.kubevirt.io/reboot-policy-unsupported";
 pub const EVENT_SUBSCRIPTIONS: &str = "bmc.kubevirt.io/event-subscriptions";
 pub const SESSION_SETTINGS: &str = "bmc.kubevirt.io/session-settings";
+/// The Redfish indicator LEDs, JSON `{"system","chassis"}` of `Lit`/`Blinking`/`Off`
+/// (the sidecar's own; nobody else reads it).
+pub const INDICATORS: &str = "bmc.kubevirt.io/indicators";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("annotation {annotation}={value:?} is not valid: {allowed}")]

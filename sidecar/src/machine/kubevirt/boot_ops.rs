@@ -192,10 +192,86 @@ pub fn consume(vm: &VirtualMachine, state: &BootState) -> json_patch::Patch {
     finish(ops)
 }
 
+/// The patch that sets the template's Secure Boot (`firmware.bootloader.efi.secureBoot`),
+/// applied by the next VMI as KubeVirt applies every template change. Turning it on also
+/// turns SMM on: KubeVirt refuses Secure Boot without it (kubevirt/kubevirt
+/// `pkg/virt-api/webhooks/validating-webhook/admitters/vmi-create-admitter.go`,
+/// "SecureBoot requires SMM, which is currently disabled"). Refused for a BIOS VM, and while
+/// a one-time boot override waits to be used (its restore would put the old setting back).
+pub fn secure_boot(vm: &VirtualMachine, enabled: bool) -> Result<json_patch::Patch, MachineError> {
+    let domain = &vm.spec.template.spec.domain;
+    let efi = domain
+        .firmware
+        .as_ref()
+        .and_then(|f| f.bootloader.as_ref())
+        .and_then(|b| b.efi.as_ref());
+    if efi.is_none() {
+        return Err(MachineError::NotAllowed(
+            "Secure Boot needs UEFI boot mode; the VM boots in Legacy (BIOS) mode".to_owned(),
+        ));
+    }
+    if annotations::boot_state(vm).is_some_and(|s| s.saved.is_some()) {
+        return Err(MachineError::NotAllowed(
+            "a one-time boot override is waiting for the next boot; change Secure Boot after it"
+                .to_owned(),
+        ));
+    }
+    let mut ops = Vec::new();
+    guard(vm, &mut ops);
+    if efi.is_some_and(|e| !e.is_object()) {
+        ops.push(
+            json!({"op": "add", "path": format!("{DOMAIN}/firmware/bootloader/efi"), "value": {}}),
+        );
+    }
+    ops.push(json!({
+        "op": "add",
+        "path": format!("{DOMAIN}/firmware/bootloader/efi/secureBoot"),
+        "value": enabled,
+    }));
+    if enabled {
+        match domain.rest.get("features") {
+            Some(features) if features.is_object() => ops.push(json!({
+                "op": "add", "path": format!("{DOMAIN}/features/smm"), "value": {"enabled": true}
+            })),
+            _ => ops.push(json!({
+                "op": "add", "path": format!("{DOMAIN}/features"), "value": {"smm": {"enabled": true}}
+            })),
+        }
+    }
+    Ok(finish(ops))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::machine::BootMode;
+
+    #[test]
+    fn secure_boot_on_needs_uefi_and_turns_smm_on() {
+        let bios = vm();
+        assert!(matches!(
+            secure_boot(&bios, true),
+            Err(MachineError::NotAllowed(_))
+        ));
+        let mut uefi = bios.clone();
+        uefi.spec.template.spec.domain.firmware = Some(
+            serde_json::from_value(json!({
+                "bootloader": {"efi": {"secureBoot": false}}
+            }))
+            .unwrap(),
+        );
+        let on = apply(&uefi, &secure_boot(&uefi, true).unwrap());
+        let domain = serde_json::to_value(&on.spec.template.spec.domain).unwrap();
+        assert_eq!(domain["firmware"]["bootloader"]["efi"]["secureBoot"], true);
+        assert_eq!(domain["features"]["smm"]["enabled"], true);
+        let off = apply(&on, &secure_boot(&on, false).unwrap());
+        let domain = serde_json::to_value(&off.spec.template.spec.domain).unwrap();
+        assert_eq!(domain["firmware"]["bootloader"]["efi"]["secureBoot"], false);
+        assert_eq!(
+            domain["features"]["smm"]["enabled"], true,
+            "SMM may stay on"
+        );
+    }
 
     fn vm() -> VirtualMachine {
         let path = format!(

@@ -162,6 +162,36 @@ impl Machine for KubevirtMachine {
         SUPPORTED_BOOT_TARGETS
     }
 
+    async fn set_secure_boot(&self, enabled: bool) -> Result<()> {
+        let _guard = self.inner.op_lock.lock().await;
+        let snapshot = self.inner.ready().await?;
+        let mut vm = self.inner.vm(&snapshot)?;
+        for _ in 0..SET_BOOT_ATTEMPTS {
+            if inventory(&vm, None).secure_boot == enabled {
+                return Ok(());
+            }
+            match self
+                .inner
+                .api
+                .json_patch(boot_ops::secure_boot(&vm, enabled)?)
+                .await?
+            {
+                Ok(updated) => {
+                    self.inner.cache.offer_vm(updated);
+                    return Ok(());
+                }
+                Err(()) => {
+                    let fresh = self.inner.api.get_vm().await?;
+                    self.inner.cache.offer_vm(fresh.clone());
+                    vm = fresh.into();
+                }
+            }
+        }
+        Err(MachineError::Busy(
+            "the VM kept changing while Secure Boot was written; retry".into(),
+        ))
+    }
+
     async fn media(&self) -> Result<MediaState> {
         let snapshot = self.inner.ready().await?;
         let vm = self.inner.vm(&snapshot)?;
@@ -217,7 +247,10 @@ impl Machine for KubevirtMachine {
     async fn record(&self, record: Record) -> Result<Option<String>> {
         match record {
             Record::SessionKey => self.session_key().await,
-            Record::EventSubscriptions | Record::SessionSettings | Record::IpmiAuth => {
+            Record::EventSubscriptions
+            | Record::SessionSettings
+            | Record::IpmiAuth
+            | Record::Indicators => {
                 let snapshot = self.inner.ready().await?;
                 Ok(self
                     .inner
@@ -248,7 +281,7 @@ impl Machine for KubevirtMachine {
                 "the IPMI login policy is the VM owner's annotation; the BMC does not write it"
                     .to_owned(),
             )),
-            Record::EventSubscriptions | Record::SessionSettings => {
+            Record::EventSubscriptions | Record::SessionSettings | Record::Indicators => {
                 let changes = BTreeMap::from([(record_annotation(record), value)]);
                 let vm = self.inner.api.patch_annotations(&changes).await?;
                 self.inner.cache.offer_vm(vm);
@@ -317,6 +350,7 @@ fn record_annotation(record: Record) -> &'static str {
         Record::EventSubscriptions => annotations::EVENT_SUBSCRIPTIONS,
         Record::SessionSettings => annotations::SESSION_SETTINGS,
         Record::IpmiAuth => annotations::IPMI_AUTH,
+        Record::Indicators => annotations::INDICATORS,
         Record::SessionKey => unreachable!("the session key lives in the credentials Secret"),
     }
 }
@@ -361,13 +395,15 @@ fn inventory(vm: &VirtualMachine, vmi: Option<&super::types::VirtualMachineInsta
                 .to_ascii_lowercase(),
         })
         .collect();
+    let sizes = vmi.map(volume_sizes).unwrap_or_default();
     let disks = domain
         .devices
         .disks
         .iter()
         .map(|d| Disk {
             name: d.name.clone(),
-            capacity_bytes: None,
+            // A disk's name is the name of its volume in KubeVirt.
+            capacity_bytes: sizes.get(d.name.as_str()).copied(),
             kind: if d.is_cdrom() {
                 DiskKind::Cdrom
             } else {
@@ -395,6 +431,56 @@ fn inventory(vm: &VirtualMachine, vmi: Option<&super::types::VirtualMachineInsta
         disks,
         secure_boot,
     }
+}
+
+/// Volume name -> size in bytes, from the VMI's `status.volumeStatus`: `size` where
+/// virt-handler reports it, else the PVC's `capacity.storage` (kubevirt/kubevirt
+/// `staging/src/kubevirt.io/api/core/v1/types.go` `VolumeStatus`, `PersistentVolumeClaimInfo`).
+/// Ironic's Redfish-only inspection needs disk sizes (`local_gb`, Metal3's `fast` mode).
+fn volume_sizes(vmi: &super::types::VirtualMachineInstance) -> BTreeMap<String, u64> {
+    let Some(statuses) = vmi
+        .status
+        .rest
+        .get("volumeStatus")
+        .and_then(|v| v.as_array())
+    else {
+        return BTreeMap::new();
+    };
+    statuses
+        .iter()
+        .filter_map(|status| {
+            let name = status.get("name")?.as_str()?.to_owned();
+            let size = status.get("size").and_then(|s| s.as_u64()).or_else(|| {
+                status
+                    .pointer("/persistentVolumeClaimInfo/capacity/storage")
+                    .and_then(|q| q.as_str())
+                    .and_then(parse_bytes)
+            })?;
+            (size > 0).then_some((name, size))
+        })
+        .collect()
+}
+
+/// A Kubernetes quantity in bytes (binary and decimal suffixes).
+fn parse_bytes(quantity: &str) -> Option<u64> {
+    let split = quantity
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(quantity.len());
+    let (number, suffix) = quantity.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let factor: f64 = match suffix {
+        "" => 1.0,
+        "Ki" => 1024.0,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        _ => return None,
+    };
+    Some((number * factor).round() as u64)
 }
 
 /// A Kubernetes quantity in MiB (binary and decimal suffixes; plain bytes).
@@ -449,5 +535,39 @@ mod tests {
         assert_eq!(inv.interfaces[0].mac, "52:54:00:6e:3a:1d");
         assert_eq!(inv.disks.len(), 2);
         assert!(!inv.secure_boot);
+        // volumeStatus of the captured VMI: cloudinitdisk has a size, the containerDisk none.
+        let cloudinit = inv
+            .disks
+            .iter()
+            .find(|d| d.name == "cloudinitdisk")
+            .unwrap();
+        assert_eq!(cloudinit.capacity_bytes, Some(1_048_576));
+        let container = inv
+            .disks
+            .iter()
+            .find(|d| d.name == "containerdisk")
+            .unwrap();
+        assert_eq!(container.capacity_bytes, None);
+        assert!(
+            inventory(&vm, None)
+                .disks
+                .iter()
+                .all(|d| d.capacity_bytes.is_none())
+        );
+    }
+
+    #[test]
+    fn pvc_capacity_when_no_size_is_reported() {
+        let vmi: super::super::types::VirtualMachineInstance = serde_json::from_value(
+            serde_json::json!({"status": {"volumeStatus": [
+                {"name": "rootdisk", "persistentVolumeClaimInfo": {"capacity": {"storage": "20Gi"}}},
+                {"name": "odd", "persistentVolumeClaimInfo": {"capacity": {"storage": "lots"}}}
+            ]}}),
+        )
+        .unwrap();
+        let sizes = volume_sizes(&vmi);
+        assert_eq!(sizes.get("rootdisk"), Some(&(20u64 << 30)));
+        assert!(!sizes.contains_key("odd"));
+        assert_eq!(parse_bytes("1G"), Some(1_000_000_000));
     }
 }
