@@ -6,10 +6,13 @@ use std::collections::BTreeMap;
 
 use common::fixture;
 use kubevirt_bmc_webhook::annotations;
+use kubevirt_bmc_webhook::annotations::Created;
 use kubevirt_bmc_webhook::annotations::{ServiceType, Status};
 use kubevirt_bmc_webhook::controller::children::{self, VmRef};
 use kubevirt_bmc_webhook::controller::media::DvAction;
-use kubevirt_bmc_webhook::controller::plan::{Fresh, Launcher, Observed, Plan, SecretAction, plan};
+use kubevirt_bmc_webhook::controller::plan::{
+    Fresh, Launcher, Observed, Plan, Policy, SecretsPlan, plan, secrets_to_create,
+};
 use serde_json::{Value, json};
 
 fn vm_ref() -> VmRef {
@@ -47,18 +50,10 @@ fn prepared_vm() -> Value {
     vm
 }
 
-fn existing_secret() -> BTreeMap<String, Vec<u8>> {
-    BTreeMap::from([
-        ("username".into(), b"admin".to_vec()),
-        ("password".into(), b"kept".to_vec()),
-        ("session-key".into(), b"kept-key".to_vec()),
-    ])
-}
-
 fn opted_in(
     p: Plan,
 ) -> (
-    SecretAction,
+    SecretsPlan,
     bool,
     Option<Value>,
     kubevirt_bmc_webhook::controller::media::MediaPlan,
@@ -66,13 +61,13 @@ fn opted_in(
 ) {
     match p {
         Plan::OptedIn {
-            secret,
+            secrets,
             prepare,
             vm_patch,
             media,
             notes,
             ..
-        } => (secret, prepare, vm_patch, media, notes),
+        } => (secrets, prepare, vm_patch, media, notes),
         other => panic!("expected OptedIn, got {other:?}"),
     }
 }
@@ -113,11 +108,14 @@ fn opt_in_creates_credentials_and_prepares_the_vm_recording_originals() {
     assert!(prepare);
     assert_eq!(
         secret,
-        SecretAction::Create(BTreeMap::from([
-            ("username".into(), b"admin".to_vec()),
-            ("password".into(), b"generated-password".to_vec()),
-            ("session-key".into(), b"generated-session-key".to_vec()),
-        ]))
+        SecretsPlan {
+            credentials: BTreeMap::from([
+                ("username".into(), b"admin".to_vec()),
+                ("password".into(), b"generated-password".to_vec()),
+                ("session-key".into(), b"generated-session-key".to_vec()),
+            ]),
+            created: Created::default(),
+        }
     );
     let patch = patch.unwrap();
     assert_eq!(patch["metadata"]["resourceVersion"], "100");
@@ -154,7 +152,6 @@ fn a_namespace_label_opts_every_vm_in() {
 fn a_prepared_vm_with_its_secret_and_ready_sidecar_reports_ready_and_changes_nothing_else() {
     let vm = prepared_vm();
     let observed = Observed {
-        credentials: Some(existing_secret()),
         launcher: Some(Launcher {
             ip: Some("10.244.0.17".into()),
             injected: true,
@@ -162,13 +159,7 @@ fn a_prepared_vm_with_its_secret_and_ready_sidecar_reports_ready_and_changes_not
         }),
         ..Default::default()
     };
-    let (secret, _, patch, media, notes) =
-        opted_in(plan(&vm, &vm_ref(), &observed, &Fresh::test()));
-    assert_eq!(
-        secret,
-        SecretAction::None,
-        "the password is never regenerated"
-    );
+    let (_, _, patch, media, notes) = opted_in(plan(&vm, &vm_ref(), &observed, &Fresh::test()));
     let patch = patch.unwrap();
     assert!(patch.get("spec").is_none(), "{patch}");
     let status = status_of(&patch);
@@ -196,10 +187,7 @@ fn a_prepared_vm_with_its_secret_and_ready_sidecar_reports_ready_and_changes_not
 fn a_vm_halted_by_hand_is_reported_not_fought() {
     let mut vm = prepared_vm();
     vm["spec"]["runStrategy"] = json!("Halted");
-    let observed = Observed {
-        credentials: Some(existing_secret()),
-        ..Default::default()
-    };
+    let observed = Observed::default();
     let (_, _, patch, _, notes) = opted_in(plan(&vm, &vm_ref(), &observed, &Fresh::test()));
     let patch = patch.unwrap();
     assert!(patch["spec"].get("runStrategy").is_none(), "{patch}");
@@ -328,62 +316,94 @@ fn a_bad_annotation_is_reported_and_nothing_else_changes() {
     }
 }
 
+/// A user-named Secret is never read: the controller generates no pair for it, copies its name
+/// into the template for the webhook to mount, and the sidecar checks the owner's consent.
 #[test]
-fn the_users_credentials_secret_is_used_and_a_missing_one_blocks_preparation() {
+fn the_users_credentials_secret_is_mounted_not_read() {
     let vm = fresh_vm(
         json!({annotations::ENABLED: "true", annotations::CREDENTIALS_SECRET: "my-creds"}),
     );
-    let observed = Observed {
-        user_credentials: Some(Some(BTreeMap::from([
-            ("username".into(), b"root".to_vec()),
-            ("password".into(), b"calvin".to_vec()),
-        ]))),
-        ..Default::default()
-    };
-    let (secret, prepare, _, _, _) = opted_in(plan(&vm, &vm_ref(), &observed, &Fresh::test()));
+    let (secret, prepare, patch, _, _) =
+        opted_in(plan(&vm, &vm_ref(), &Observed::default(), &Fresh::test()));
     assert!(prepare);
     assert_eq!(
-        secret,
-        SecretAction::Create(BTreeMap::from([
-            ("username".into(), b"root".to_vec()),
-            ("password".into(), b"calvin".to_vec()),
-            ("session-key".into(), b"generated-session-key".to_vec()),
-        ]))
+        secret.credentials,
+        BTreeMap::from([("session-key".into(), b"generated-session-key".to_vec())]),
+        "only our session key; username and password come from the user's Secret"
     );
-    // The user changes their password: copied over, session key kept.
-    let observed = Observed {
-        credentials: Some(BTreeMap::from([
-            ("username".into(), b"root".to_vec()),
-            ("password".into(), b"calvin".to_vec()),
-            ("session-key".into(), b"k".to_vec()),
-        ])),
-        user_credentials: Some(Some(BTreeMap::from([
-            ("username".into(), b"root".to_vec()),
-            ("password".into(), b"new".to_vec()),
-        ]))),
-        ..Default::default()
-    };
-    let (secret, _, _, _, _) = opted_in(plan(&vm, &vm_ref(), &observed, &Fresh::test()));
-    assert_eq!(
-        secret,
-        SecretAction::Update(BTreeMap::from([("password".into(), b"new".to_vec())]))
-    );
-
-    let observed = Observed {
-        user_credentials: Some(None),
-        ..Default::default()
-    };
-    let (secret, prepare, patch, _, notes) =
-        opted_in(plan(&vm, &vm_ref(), &observed, &Fresh::test()));
-    assert!(!prepare);
-    assert_eq!(secret, SecretAction::None);
     let patch = patch.unwrap();
-    assert!(
-        patch.get("spec").is_none(),
-        "VM not prepared without credentials: {patch}"
+    assert_eq!(
+        patch["spec"]["template"]["metadata"]["annotations"][annotations::CREDENTIALS_SECRET],
+        "my-creds"
     );
-    assert_eq!(notes[0].reason, "CredentialsSecretMissing");
-    assert!(notes[0].message.contains("\"my-creds\""));
+    // Dropped from the VM: dropped from the template.
+    let mut vm = prepared_vm();
+    vm["spec"]["template"]["metadata"]["annotations"][annotations::CREDENTIALS_SECRET] =
+        json!("my-creds");
+    let (_, _, patch, _, _) = opted_in(plan(&vm, &vm_ref(), &Observed::default(), &Fresh::test()));
+    assert_eq!(
+        patch.unwrap()["spec"]["template"]["metadata"]["annotations"]
+            [annotations::CREDENTIALS_SECRET],
+        Value::Null
+    );
+}
+
+/// Secrets are created once per ServiceAccount: recorded ones are not created again, and a
+/// record made under another account (recreated since) is void.
+#[test]
+fn secrets_are_created_once_per_service_account() {
+    let recorded = Created {
+        service_account: Some("sa-1".into()),
+        credentials: Some("c-1".into()),
+        token: None,
+    };
+    let (now, credentials, token) = secrets_to_create(&recorded, "sa-1");
+    assert_eq!((credentials, token), (false, true));
+    assert_eq!(now.credentials.as_deref(), Some("c-1"));
+    let (now, credentials, token) = secrets_to_create(&recorded, "sa-2");
+    assert_eq!((credentials, token), (true, true));
+    assert_eq!(now.service_account.as_deref(), Some("sa-2"));
+    assert_eq!(now.credentials, None);
+    // The record round-trips through the VM annotation.
+    let vm = fresh_vm(json!({
+        annotations::ENABLED: "true",
+        annotations::CREATED: recorded.to_annotation(),
+    }));
+    let (secret, _, _, _, _) = opted_in(plan(&vm, &vm_ref(), &Observed::default(), &Fresh::test()));
+    assert_eq!(secret.created, recorded);
+}
+
+/// Issue 12 §2: NodePort and LoadBalancer expose IPMI beyond the cluster, only when the
+/// installation allows it. Failed before: the annotation alone decided.
+#[test]
+fn external_service_types_need_the_installation_to_allow_them() {
+    let vm =
+        fresh_vm(json!({annotations::ENABLED: "true", annotations::SERVICE_TYPE: "LoadBalancer"}));
+    let service_type = |p: Plan| match p {
+        Plan::OptedIn {
+            service_type,
+            notes,
+            ..
+        } => (service_type, notes),
+        other => panic!("{other:?}"),
+    };
+    let (t, notes) = service_type(plan(&vm, &vm_ref(), &Observed::default(), &Fresh::test()));
+    assert_eq!(t, ServiceType::ClusterIp);
+    assert!(notes.iter().any(|n| n.reason == "ExternalServiceNotAllowed"
+        && n.message.contains("--allow-external-services")));
+    let observed = Observed {
+        policy: Policy {
+            external_services: true,
+        },
+        ..Default::default()
+    };
+    let (t, notes) = service_type(plan(&vm, &vm_ref(), &observed, &Fresh::test()));
+    assert_eq!(t, ServiceType::LoadBalancer);
+    assert!(
+        !notes
+            .iter()
+            .any(|n| n.reason == "ExternalServiceNotAllowed")
+    );
 }
 
 #[test]
@@ -394,7 +414,6 @@ fn unreachable_networking_is_reported() {
         .unwrap()
         .remove("ports");
     let observed = Observed {
-        credentials: Some(existing_secret()),
         ..Default::default()
     };
     let (_, _, patch, _, notes) = opted_in(plan(&vm, &vm_ref(), &observed, &Fresh::test()));
@@ -411,7 +430,6 @@ fn virtual_media_is_imported_then_attached_reported_and_ejected() {
     let mut vm = prepared_vm();
     vm["metadata"]["annotations"][annotations::MEDIA] = json!(media);
     let observed = Observed {
-        credentials: Some(existing_secret()),
         ..Default::default()
     };
     let (_, _, patch, m, _) = opted_in(plan(&vm, &vm_ref(), &observed, &Fresh::test()));
