@@ -110,7 +110,11 @@ pub(super) async fn create(shared: &Shared, route: &Route, body: &[u8]) -> Respo
         return already_exists(route, &name);
     }
     let stored = store.put(&key, object);
+    if route.gvr.group.is_empty() && route.gvr.resource == "secrets" {
+        super::tokens::sync_secret(shared, &mut store, &route.namespace, &name);
+    }
     shared.settle(&mut store);
+    // The creator sees what it created: the token controller fills the Secret in afterwards.
     json_response(201, &stored)
 }
 
@@ -219,6 +223,7 @@ pub(super) fn delete(shared: &Shared, route: &Route, name: &str) -> Response<Bod
     let mut store = shared.store();
     match store.delete(&key) {
         Some(object) => {
+            super::tokens::collect_dependents(&mut store, &route.namespace, &object);
             shared.settle(&mut store);
             json_response(200, &object)
         }
