@@ -551,7 +551,6 @@ fn the_import_is_sized_from_the_image_size_the_sidecar_recorded() {
         r#"{{"image":"https://example.org/rhel.iso","inserted":true,"writeProtected":true,"sizeBytes":{size}}}"#
     ));
     let observed = Observed {
-        credentials: Some(existing_secret()),
         ..Default::default()
     };
     let (_, _, _, m, _) = opted_in(plan(&vm, &vm_ref(), &observed, &Fresh::test()));
