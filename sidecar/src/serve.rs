@@ -245,10 +245,39 @@ impl ServeArgs {
         Ok(config)
     }
 
+    /// Writes (or, with `None`, clears) why the BMC does not serve on the VM, where the
+    /// controller shows it; possible only once the token is there. Best effort: the log and
+    /// `/readyz` say it too.
+    async fn report_on_vm(&self, problem: Option<&str>) {
+        use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+        let Ok(client) = self.kube_client().await else {
+            return;
+        };
+        let resource = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("kubevirt.io", "v1", "VirtualMachine"),
+            "virtualmachines",
+        );
+        let vms = Api::<DynamicObject>::namespaced_with(client, &self.namespace, &resource);
+        let patch = serde_json::json!({"metadata": {"annotations": {
+            kubevirt_bmc_contract::annotations::SIDECAR_PROBLEM: problem
+        }}});
+        if let Err(error) = vms
+            .patch(
+                &self.vm_name,
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+        {
+            tracing::warn!(%error, "cannot report on the VM why the BMC does not serve");
+        }
+    }
+
     /// Until the token and credentials are mounted (and a user's Secret agreed to), say why
     /// and look again; the kubelet fills optional Secret volumes in once the Secrets exist.
     async fn wait_for_mounts(&self, health: &HealthState) {
         let mut last: Option<MountProblem> = None;
+        let mut reported = false;
         loop {
             match check_mounts(
                 &self.vm_name,
@@ -260,6 +289,9 @@ impl ServeArgs {
             ) {
                 Ok(()) => {
                     *health.waiting.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                    if reported {
+                        self.report_on_vm(None).await;
+                    }
                     return;
                 }
                 Err(problem) => {
@@ -267,6 +299,12 @@ impl ServeArgs {
                         tracing::error!(vm = %self.vm_name, "BMC not serving: {problem}");
                         *health.waiting.lock().unwrap_or_else(|p| p.into_inner()) =
                             Some(problem.to_string());
+                        // Without a token there is no way to the API; the controller then
+                        // knows best (it creates the token Secret).
+                        if !matches!(problem, MountProblem::Token { .. }) {
+                            self.report_on_vm(Some(&problem.to_string())).await;
+                            reported = true;
+                        }
                         last = Some(problem);
                     }
                 }

@@ -211,6 +211,49 @@ async fn serve_without_credentials_says_which_secret_is_missing_then_serves_once
     let _ = serve.child.wait();
 }
 
+/// A user-named Secret whose owner did not list the VM in `kubevirt-bmc-vms`: the sidecar
+/// refuses to serve with it and says so on the VM (the controller cannot read that Secret),
+/// then serves, and clears its report, once the owner agrees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_secret_without_its_owners_consent_is_refused_and_reported_on_the_vm() {
+    let fake = fake().await;
+    let dir = setup_files(&fake);
+    let credentials = dir.path().join("credentials");
+    let mut serve = spawn_serve_with(
+        &dir.path().join("kubeconfig"),
+        &credentials,
+        Stdio::null(),
+        &[("KUBEVIRT_BMC_USER_CREDENTIALS", "team-bmc")],
+    );
+    eventually("the refusal is on the VM", || async {
+        annotation(&fake, "bmc.kubevirt.io/sidecar-problem").is_some_and(|p| {
+            p.contains("Secret team-bmc") && p.contains("has not agreed") && !p.contains("s3cret")
+        })
+    })
+    .await;
+    let health = serve.health;
+    let (code, body) = http_get(health, "/readyz").await.unwrap();
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", serve.redfish))
+            .await
+            .is_err(),
+        "Redfish must not answer with credentials nobody agreed to"
+    );
+    // The owner agrees: kubectl patch secret team-bmc -p '{"stringData":{"kubevirt-bmc-vms":"vm1"}}'
+    std::fs::write(credentials.join("consent-vms"), VM).unwrap();
+    eventually("serve becomes ready", || async {
+        http_get(health, "/readyz").await.map(|r| r.0) == Some(200)
+    })
+    .await;
+    eventually("the report is cleared", || async {
+        annotation(&fake, "bmc.kubevirt.io/sidecar-problem").is_none()
+    })
+    .await;
+    let _ = serve.child.kill();
+    let _ = serve.child.wait();
+}
+
 /// `curl -sk` over HTTPS: (status, body); `None` while nothing answers.
 fn curl(port: u16, path: &str) -> Option<(u16, String)> {
     let out = Command::new("curl")

@@ -622,3 +622,35 @@ fn children_are_scoped_to_the_vm() {
     let binding = children::role_binding(&vm_ref());
     assert_eq!(binding.subjects.unwrap()[0].name, "vm1-bmc");
 }
+
+/// The sidecar's own refusal (e.g. a user's Secret without its owner's consent) is reported on
+/// the VM by the controller until the sidecar is ready.
+#[test]
+fn the_sidecars_refusal_is_reported_until_it_is_ready() {
+    let mut vm = prepared_vm();
+    vm["metadata"]["annotations"][annotations::SIDECAR_PROBLEM] = json!(
+        "Secret team-bmc is named by bmc.kubevirt.io/credentials-secret but its owner has not agreed"
+    );
+    let launcher = |ready| Launcher {
+        ip: Some("10.0.0.9".into()),
+        injected: true,
+        bmc_ready: ready,
+    };
+    let observed = Observed {
+        launcher: Some(launcher(false)),
+        ..Default::default()
+    };
+    let (_, _, patch, _, notes) = opted_in(plan(&vm, &vm_ref(), &observed, &Fresh::test()));
+    assert!(status_of(&patch.unwrap()).reason.contains("has not agreed"));
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.reason == "BmcRefusesToServe" && n.warning)
+    );
+    let observed = Observed {
+        launcher: Some(launcher(true)),
+        ..Default::default()
+    };
+    let (_, _, patch, _, _) = opted_in(plan(&vm, &vm_ref(), &observed, &Fresh::test()));
+    assert_eq!(status_of(&patch.unwrap()).reason, "ready");
+}

@@ -9,6 +9,7 @@
 //! | `injected` | launcher Pod | marker of the injection | webhook |
 //! | `status` | VM | JSON [`Status`]: address, readiness, reason | controller |
 //! | `original` | VM | JSON [`Original`]: the user's strategies before opt-in | controller |
+//! | `sidecar-problem` | VM | why the sidecar refuses to serve (e.g. no consent) | sidecar |
 //! | `created` | VM | JSON [`Created`]: UIDs of the Secrets the controller created | controller |
 //! | `media-status` | VM | JSON [`MediaStatus`] | controller |
 //! | `media` | VM | JSON [`Media`] (absent: ejected) | sidecar |
@@ -41,6 +42,9 @@ pub const SERVICE_TYPE: &str = "bmc.kubevirt.io/service-type";
 pub const STATUS: &str = "bmc.kubevirt.io/status";
 /// The user's `runStrategy` and `startStrategy` before opt-in, restored on opt-out.
 pub const ORIGINAL: &str = "bmc.kubevirt.io/original";
+/// Why the sidecar does not serve although it has its token (credentials missing, or a user's
+/// Secret whose owner did not agree); the controller reports it until the sidecar is ready.
+pub const SIDECAR_PROBLEM: &str = "bmc.kubevirt.io/sidecar-problem";
 /// What the controller created but may not read back (Secrets): see [`Created`].
 pub const CREATED: &str = "bmc.kubevirt.io/created";
 /// Desired virtual media, written by the sidecar.

@@ -239,6 +239,13 @@ fn opted_in(
         ),
     };
 
+    // The sidecar's own report (it has its token but refuses to serve), until it is ready.
+    if let Some(problem) = annotations.get(annotations::SIDECAR_PROBLEM)
+        && !observed.launcher.as_ref().is_some_and(|l| l.bmc_ready)
+    {
+        reasons.push((true, "BmcRefusesToServe", problem.clone()));
+    }
+
     for u in network::check_vm(vm) {
         reasons.push((true, u.reason(), u.message()));
     }
@@ -441,7 +448,7 @@ pub fn restore_patch(vm: &Value, annotations: &BTreeMap<String, String>) -> Valu
     let mut p = json!({
         "metadata": {"annotations": {
             annotations::ORIGINAL: null, annotations::STATUS: null, annotations::MEDIA_STATUS: null,
-            annotations::CREATED: null
+            annotations::CREATED: null, annotations::SIDECAR_PROBLEM: null
         }},
         "spec": spec
     });
