@@ -79,6 +79,8 @@ pub struct ServeArgs {
     pub tls_key: Option<PathBuf>,
     #[command(flatten)]
     pub ipmi: crate::cli::IpmiLimits,
+    #[command(flatten)]
+    pub redfish: crate::cli::RedfishLimits,
 }
 
 /// Why the mounted files do not let the BMC start yet. Its volumes are optional (compute must
@@ -384,8 +386,10 @@ impl ServeArgs {
             ipmi_listen,
             redfish_listen,
             ipmi_max_sessions: self.ipmi.ipmi_max_sessions.into(),
+            ipmi_auth: self.ipmi.ipmi_auth,
             credentials,
             tls,
+            redfish: self.redfish.options(),
         };
         bmc::run(machine, config, until_stopped()).await?;
         if let Ok(Err(error)) = health.await {

@@ -22,6 +22,9 @@ pub struct InjectionConfig {
     /// Add `net.ipv4.ip_unprivileged_port_start=0` so the non-root sidecar binds 623 and 443;
     /// without it the sidecar listens on high ports and the Service maps the standard ones.
     pub low_port_sysctl: bool,
+    /// Where the sidecar may send requests on a Redfish user's behalf (event destinations,
+    /// media images) beyond its built-in rules; passed to it as environment.
+    pub egress: kubevirt_bmc_contract::egress::EgressPolicy,
 }
 
 impl InjectionConfig {
@@ -32,6 +35,7 @@ impl InjectionConfig {
             cpu: "50m".to_owned(),
             memory: "64Mi".to_owned(),
             low_port_sysctl: true,
+            egress: Default::default(),
         }
     }
 }

@@ -55,6 +55,18 @@ fn value_env(name: &str, value: &str) -> EnvVar {
     }
 }
 
+/// The installation's egress ranges, only when it set any (the sidecar's default is the
+/// built-in rules alone).
+fn egress_env(policy: &kubevirt_bmc_contract::egress::EgressPolicy) -> Vec<EnvVar> {
+    use kubevirt_bmc_contract::egress::{ALLOW_ENV, DENY_ENV};
+    let (allow, deny) = policy.to_env();
+    [(ALLOW_ENV, allow), (DENY_ENV, deny)]
+        .into_iter()
+        .filter(|(_, value)| !value.is_empty())
+        .map(|(name, value)| value_env(name, &value))
+        .collect()
+}
+
 fn port(name: &str, number: u16, protocol: &str) -> ContainerPort {
     ContainerPort {
         name: Some(name.to_owned()),
@@ -121,6 +133,7 @@ pub fn container(spec: &SidecarSpec<'_>) -> Container {
                 value_env("KUBEVIRT_BMC_TOKEN_DIR", names::TOKEN_MOUNT),
             ]
             .into_iter()
+            .chain(egress_env(&spec.config.egress))
             .chain(
                 spec.user_credentials
                     .map(|name| value_env("KUBEVIRT_BMC_USER_CREDENTIALS", name)),
