@@ -8,8 +8,8 @@
 //! after the grace period. Differences from a real kubelet, on purpose: a crashed container
 //! is restarted at once (no CrashLoopBackOff delay), every Pod gets the same loopback address
 //! and the same high ports (standing for the `<vm>-bmc` Service's stable address), so the
-//! next Pod's container starts only once the previous one has exited, and the projected token
-//! is replaced by a kubeconfig the test passes in the environment overrides.
+//! next Pod's container starts only once the previous one has exited, and Secret volumes are
+//! materialised once, at container start (the kubelet re-syncs them periodically).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -221,9 +221,17 @@ fn spawn(
         let host = launcher::host_path(&pod_root, &mount.mount_path);
         std::fs::create_dir_all(&host).map_err(|e| format!("{}: {e}", host.display()))?;
         if let Some(secret) = mount.volume["secret"]["secretName"].as_str() {
-            let object = fake
-                .get(Gvr::new("", "v1", "secrets"), &config.namespace, secret)
-                .ok_or_else(|| format!("Secret {secret} not found (the Pod would not start)"))?;
+            // An optional Secret that is missing leaves the directory empty and the container
+            // starts (kubernetes pkg/volume/secret/secret.go `SetUpAt`: `optional` and NotFound).
+            let object = match fake.get(Gvr::new("", "v1", "secrets"), &config.namespace, secret) {
+                Some(object) => object,
+                None if mount.volume["secret"]["optional"] == true => Value::Null,
+                None => {
+                    return Err(format!(
+                        "Secret {secret} not found (the Pod would not start)"
+                    ));
+                }
+            };
             for (key, value) in object["data"].as_object().into_iter().flatten() {
                 let bytes = base64::engine::general_purpose::STANDARD
                     .decode(value.as_str().unwrap_or_default())

@@ -66,7 +66,6 @@ use serde_json::{Value, json};
 const NS: &str = "vms";
 const VM: &str = "vm1";
 const ADMIN_TOKEN: &str = "controller-token";
-const SA_TOKEN: &str = "vm1-bmc-token";
 
 struct Kill(Child);
 impl Drop for Kill {
@@ -247,17 +246,27 @@ async fn whole_flow_annotate_inject_serve_ipmi_sushy_media_faults_and_opt_out() 
     let sa = gvr("", "v1", "serviceaccounts");
     assert!(fake.get(sa.clone(), NS, "vm1-bmc").is_none());
 
-    // An opted-in launcher Pod before its ServiceAccount exists: the webhook injects
-    // serviceAccountName vm1-bmc, and the API server refuses the Pod (fixture message).
+    // An opted-in launcher Pod before its ServiceAccount exists (a stale opt-in): admitted
+    // with the sidecar and the Pod's own account, never blocked (issue 12). Before, the webhook
+    // set serviceAccountName vm1-bmc and the API server refused the Pod with
+    // fixtures/status-403-pod-serviceaccount-missing.json.
     let mut early = fixture("pod-a-vm1-optin.json");
     early["metadata"] = json!({
         "generateName": "virt-launcher-vm1-",
         "labels": {"kubevirt.io": "virt-launcher", "vm.kubevirt.io/name": VM},
         "annotations": {"bmc.kubevirt.io/enabled": "true", "kubevirt.io/domain": VM},
     });
-    let refusal = fake.create_pod(NS, early).await.unwrap_err();
-    let expected = fixture("status-403-pod-serviceaccount-missing.json");
-    assert_eq!(refusal, expected["message"].as_str().unwrap());
+    let admitted = fake.create_pod(NS, early).await.unwrap();
+    assert_eq!(admitted["spec"]["serviceAccountName"], "default");
+    assert!(
+        admitted["spec"]["initContainers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "bmc")
+    );
+    let early_name = admitted["metadata"]["name"].as_str().unwrap().to_owned();
+    fake.remove(gvr("", "v1", "pods"), NS, &early_name);
 
     // kubectl annotate vm vm1 bmc.kubevirt.io/enabled=true
     fake.modify(Gvr::vm(), NS, VM, |vm| {
@@ -272,6 +281,7 @@ async fn whole_flow_annotate_inject_serve_ipmi_sushy_media_faults_and_opt_out() 
             "vm1-bmc",
         ),
         (gvr("", "v1", "secrets"), "vm1-bmc-credentials"),
+        (gvr("", "v1", "secrets"), "vm1-bmc-token"),
         (gvr("", "v1", "services"), "vm1-bmc"),
     ];
     wait_for_children(&fake, &children, true).await;
@@ -351,7 +361,8 @@ async fn whole_flow_annotate_inject_serve_ipmi_sushy_media_faults_and_opt_out() 
         .into_iter()
         .find(|p| p["metadata"]["labels"]["vm.kubevirt.io/name"] == VM)
         .unwrap();
-    assert_eq!(pod["spec"]["serviceAccountName"], "vm1-bmc");
+    // The Pod keeps KubeVirt's account (before issue 12: vm1-bmc).
+    assert_eq!(pod["spec"]["serviceAccountName"], "default");
     // A native sidecar: an init container that keeps running.
     let bmc = pod["spec"]["initContainers"]
         .as_array()
@@ -417,27 +428,24 @@ async fn whole_flow_annotate_inject_serve_ipmi_sushy_media_faults_and_opt_out() 
     };
     let (user, password) = (secret_text("username"), secret_text("password"));
     assert!(!user.is_empty() && !password.is_empty());
-    let role = fake
-        .get(
-            gvr("rbac.authorization.k8s.io", "v1", "roles"),
-            NS,
-            "vm1-bmc",
-        )
-        .unwrap();
-    let mut allowed: Vec<String> = role["rules"]
-        .as_array()
-        .unwrap()
+    // The token the sidecar uses is the one the (fake) token controller put into the token
+    // Secret the controller created; the kubelet mounts it into `bmc` only.
+    let token_mount = plan
+        .mounts
         .iter()
-        .flat_map(|r| r["resourceNames"].as_array().cloned().unwrap_or_default())
-        .filter_map(|n| n.as_str().map(str::to_owned))
-        .collect();
-    allowed.sort();
-    allowed.dedup();
-    let allowed: Vec<&str> = allowed.iter().map(String::as_str).collect();
-    fake.grant(SA_TOKEN, "system:serviceaccount:vms:vm1-bmc", &allowed);
+        .find(|m| m.mount_path == plan.env["KUBEVIRT_BMC_TOKEN_DIR"])
+        .expect("token directory is a mounted volume");
+    assert_eq!(token_mount.volume["secret"]["secretName"], "vm1-bmc-token");
+    let token_secret = fake
+        .get(gvr("", "v1", "secrets"), NS, "vm1-bmc-token")
+        .unwrap();
+    let sa_token = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(token_secret["data"]["token"].as_str().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
     let serve_dir = tempfile::tempdir().unwrap();
-    let sa_kubeconfig = serve_dir.path().join("kubeconfig");
-    std::fs::write(&sa_kubeconfig, fake.kubeconfig(SA_TOKEN, NS)).unwrap();
     // Free high ports on loopback instead of 623/443 on the Pod IP; every Pod gets the
     // same ones, standing for the vm1-bmc Service's stable address.
     let ipmi_port = free_udp_port();
@@ -457,7 +465,7 @@ async fn whole_flow_annotate_inject_serve_ipmi_sushy_media_faults_and_opt_out() 
                     "KUBEVIRT_BMC_HEALTH_LISTEN",
                     format!("127.0.0.1:{}", free_tcp_port()),
                 ),
-                ("KUBECONFIG", sa_kubeconfig.display().to_string()),
+                ("KUBEVIRT_BMC_API_SERVER", format!("http://{}", fake.addr())),
             ]
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v))
@@ -783,7 +791,7 @@ async fn whole_flow_annotate_inject_serve_ipmi_sushy_media_faults_and_opt_out() 
     let (code, body) = http_get(
         fake.addr(),
         "/apis/kubevirt.io/v1/namespaces/vms/virtualmachines/vm2",
-        SA_TOKEN,
+        &sa_token,
     )
     .await;
     assert_eq!(code, 403, "{body}");
@@ -793,7 +801,7 @@ async fn whole_flow_annotate_inject_serve_ipmi_sushy_media_faults_and_opt_out() 
     let (code, _) = http_get(
         fake.addr(),
         "/apis/kubevirt.io/v1/namespaces/vms/virtualmachines/vm1",
-        SA_TOKEN,
+        &sa_token,
     )
     .await;
     assert_eq!(code, 200);

@@ -21,6 +21,8 @@ pub struct HealthState {
     pub metrics: Box<dyn Fn() -> String + Send + Sync>,
     /// Once bound, the listener stays bound until shutdown: remember it.
     pub ready: AtomicBool,
+    /// What the BMC waits for before it can serve (a Secret not mounted yet, no consent).
+    pub waiting: std::sync::Mutex<Option<String>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +70,14 @@ fn local(addr: SocketAddr) -> SocketAddr {
 async fn readyz(State(state): State<Arc<HealthState>>) -> (StatusCode, String) {
     if state.ready.load(Ordering::Relaxed) {
         return (StatusCode::OK, "ready\n".into());
+    }
+    if let Some(why) = state
+        .waiting
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+    {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n"));
     }
     let target = local(state.redfish);
     let connect = tokio::net::TcpStream::connect(target);

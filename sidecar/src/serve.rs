@@ -50,9 +50,27 @@ pub struct ServeArgs {
         default_value = kubevirt_bmc_contract::names::CREDENTIALS_MOUNT
     )]
     pub credentials_dir: PathBuf,
-    /// A kubeconfig to use instead of the in-cluster service account.
+    /// A kubeconfig to use instead of the token directory (development only).
     #[arg(long, env = "KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
+    /// The mounted token Secret of the VM's `<vm>-bmc` ServiceAccount (`token`, `ca.crt`):
+    /// mounted into this container only, never the Pod's default token directory (which
+    /// belongs to the Pod's own account and reaches the guest). The token is re-read as it
+    /// changes.
+    #[arg(
+        long,
+        env = "KUBEVIRT_BMC_TOKEN_DIR",
+        default_value = kubevirt_bmc_contract::names::TOKEN_MOUNT
+    )]
+    pub token_dir: PathBuf,
+    /// The API server's URL; `https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT` when
+    /// absent, as every in-cluster client does.
+    #[arg(long, env = "KUBEVIRT_BMC_API_SERVER")]
+    pub api_server: Option<String>,
+    /// The user's Secret mounted as the credentials (webhook-set): its key `kubevirt-bmc-vms`
+    /// must list this VM, or the BMC refuses to serve with it.
+    #[arg(long, env = "KUBEVIRT_BMC_USER_CREDENTIALS")]
+    pub user_credentials: Option<String>,
     /// PEM certificate for Redfish; self-signed for the Pod IP when absent.
     #[arg(long, env = "KUBEVIRT_BMC_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -63,6 +81,85 @@ pub struct ServeArgs {
     pub ipmi: crate::cli::IpmiLimits,
     #[command(flatten)]
     pub redfish: crate::cli::RedfishLimits,
+}
+
+/// Why the mounted files do not let the BMC start yet. Its volumes are optional (compute must
+/// never wait for the BMC), so a Secret that does not exist shows up here as a missing file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MountProblem {
+    #[error(
+        "no token for ServiceAccount {account} in {dir}: Secret {secret} does not exist or is not filled in yet (the BMC controller creates it when the VM opts in with bmc.kubevirt.io/enabled=true; kube-controller-manager fills it in)"
+    )]
+    Token {
+        account: String,
+        secret: String,
+        dir: PathBuf,
+    },
+    #[error("no {key:?} in {dir}: Secret {secret} does not exist or lacks the key {key:?}")]
+    Credentials {
+        secret: String,
+        key: &'static str,
+        dir: PathBuf,
+    },
+    #[error(
+        "Secret {secret} is named by bmc.kubevirt.io/credentials-secret but its owner has not agreed to its use by VM {vm}: its key {key:?} must list {vm} (kubectl patch secret {secret} -p '{{\"stringData\":{{\"{key}\":\"{vm}\"}}}}'); refusing to serve with it"
+    )]
+    NoConsent {
+        secret: String,
+        vm: String,
+        key: &'static str,
+    },
+}
+
+fn non_empty(path: &Path) -> bool {
+    std::fs::read(path).is_ok_and(|b| !b.iter().all(u8::is_ascii_whitespace))
+}
+
+/// Whether the token (`None`: a kubeconfig is used instead) and credentials are all there,
+/// and a user's Secret agreed to (its consent file lists `vm`). Reads files only.
+pub fn check_mounts(
+    vm: &str,
+    token_dir: Option<&Path>,
+    credentials_dir: &Path,
+    user_credentials: Option<&str>,
+) -> Result<(), MountProblem> {
+    use kubevirt_bmc_contract::names;
+    if let Some(token_dir) = token_dir
+        && !non_empty(&token_dir.join("token"))
+    {
+        return Err(MountProblem::Token {
+            account: names::service_account(vm),
+            secret: names::token_secret(vm),
+            dir: token_dir.to_owned(),
+        });
+    }
+    let secret = user_credentials
+        .map(str::to_owned)
+        .unwrap_or_else(|| names::credentials_secret(vm));
+    for key in ["username", "password"] {
+        if !non_empty(&credentials_dir.join(key)) {
+            return Err(MountProblem::Credentials {
+                secret,
+                key,
+                dir: credentials_dir.to_owned(),
+            });
+        }
+    }
+    if user_credentials.is_some() {
+        let listed =
+            std::fs::read_to_string(credentials_dir.join(names::CONSENT_FILE)).unwrap_or_default();
+        if !listed
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .any(|name| name == vm)
+        {
+            return Err(MountProblem::NoConsent {
+                secret,
+                vm: vm.to_owned(),
+                key: names::CONSENT_KEY,
+            });
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -101,14 +198,161 @@ impl ServeArgs {
                     .await
                     .map_err(|e| ServeError::Kube(format!("{}: {e}", path.display())))?
             }
-            // Re-reads the projected token when it rotates.
-            None => kube::Config::incluster().map_err(|e| ServeError::Kube(e.to_string()))?,
+            None => self.token_config()?,
         };
         kube::Client::try_from(config).map_err(|e| ServeError::Kube(e.to_string()))
     }
 
+    /// The in-cluster configuration, but with our token directory instead of the Pod's.
+    fn token_config(&self) -> Result<kube::Config, ServeError> {
+        let url = match &self.api_server {
+            Some(url) => url.clone(),
+            None => {
+                let var = |name: &str| {
+                    std::env::var(name).map_err(|_| {
+                        ServeError::Kube(format!(
+                            "{name} is not set: not in a cluster, so give --api-server"
+                        ))
+                    })
+                };
+                let host = var("KUBERNETES_SERVICE_HOST")?;
+                let port = var("KUBERNETES_SERVICE_PORT")?;
+                if host.contains(':') {
+                    format!("https://[{host}]:{port}")
+                } else {
+                    format!("https://{host}:{port}")
+                }
+            }
+        };
+        let uri = url
+            .parse::<http::Uri>()
+            .map_err(|e| ServeError::Kube(format!("API server URL {url:?}: {e}")))?;
+        let mut config = kube::Config::new(uri);
+        config.default_namespace = self.namespace.clone();
+        let ca = self.token_dir.join("ca.crt");
+        if let Ok(pem) = std::fs::read(&ca) {
+            use rustls_pki_types::pem::PemObject;
+            let certs: Vec<Vec<u8>> = rustls_pki_types::CertificateDer::pem_slice_iter(&pem)
+                .filter_map(Result::ok)
+                .map(|c| c.to_vec())
+                .collect();
+            if !certs.is_empty() {
+                config.root_cert = Some(certs);
+                // Re-read periodically, like the in-cluster configuration does.
+                config.root_cert_file = Some(ca);
+            }
+        }
+        // kube re-reads a token file at least once a minute.
+        config.auth_info.token_file = Some(self.token_dir.join("token").display().to_string());
+        Ok(config)
+    }
+
+    /// Writes (or, with `None`, clears) why the BMC does not serve on the VM, where the
+    /// controller shows it; possible only once the token is there. Best effort: the log and
+    /// `/readyz` say it too.
+    async fn report_on_vm(&self, problem: Option<&str>) {
+        use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+        let Ok(client) = self.kube_client().await else {
+            return;
+        };
+        let resource = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("kubevirt.io", "v1", "VirtualMachine"),
+            "virtualmachines",
+        );
+        let vms = Api::<DynamicObject>::namespaced_with(client, &self.namespace, &resource);
+        let patch = serde_json::json!({"metadata": {"annotations": {
+            kubevirt_bmc_contract::annotations::SIDECAR_PROBLEM: problem
+        }}});
+        if let Err(error) = vms
+            .patch(
+                &self.vm_name,
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+        {
+            tracing::warn!(%error, "cannot report on the VM why the BMC does not serve");
+        }
+    }
+
+    /// Until the token and credentials are mounted (and a user's Secret agreed to), say why
+    /// and look again; the kubelet fills optional Secret volumes in once the Secrets exist.
+    async fn wait_for_mounts(&self, health: &HealthState) {
+        let mut last: Option<MountProblem> = None;
+        let mut reported = false;
+        loop {
+            match check_mounts(
+                &self.vm_name,
+                self.kubeconfig
+                    .is_none()
+                    .then_some(self.token_dir.as_path()),
+                &self.credentials_dir,
+                self.user_credentials.as_deref(),
+            ) {
+                Ok(()) => {
+                    *health.waiting.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                    if reported {
+                        self.report_on_vm(None).await;
+                    }
+                    return;
+                }
+                Err(problem) => {
+                    if last.as_ref() != Some(&problem) {
+                        tracing::error!(vm = %self.vm_name, "BMC not serving: {problem}");
+                        *health.waiting.lock().unwrap_or_else(|p| p.into_inner()) =
+                            Some(problem.to_string());
+                        // Without a token there is no way to the API; the controller then
+                        // knows best (it creates the token Secret).
+                        if !matches!(problem, MountProblem::Token { .. }) {
+                            self.report_on_vm(Some(&problem.to_string())).await;
+                            reported = true;
+                        }
+                        last = Some(problem);
+                    }
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        }
+    }
+
     pub async fn run(self) -> Result<(), CliError> {
         let dir = &self.credentials_dir;
+        let ipmi_listen = SocketAddr::new(self.pod_ip, self.ipmi_port);
+        let redfish_listen = SocketAddr::new(self.pod_ip, self.redfish_port);
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            stop.send_replace(true);
+        });
+        let until_stopped = move || {
+            let mut stopped = stopped.clone();
+            async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            }
+        };
+        // Up before anything else, so the probes see a live container that says what it waits
+        // for instead of one that crashes in a loop.
+        let machine_slot: Arc<std::sync::OnceLock<Arc<KubevirtMachine>>> = Arc::default();
+        let metrics_slot = machine_slot.clone();
+        let health_state = Arc::new(HealthState {
+            redfish: redfish_listen,
+            metrics: Box::new(move || {
+                metrics_slot
+                    .get()
+                    .map(|m| m.metrics_text())
+                    .unwrap_or_default()
+            }),
+            ready: AtomicBool::new(false),
+            waiting: Default::default(),
+        });
+        let health = health::bind(self.health_listen, health_state.clone(), until_stopped())
+            .await
+            .map_err(ServeError::from)?;
+        let health = tokio::spawn(health);
+        tokio::select! {
+            () = self.wait_for_mounts(&health_state) => {}
+            () = until_stopped() => return Ok(()),
+        }
         let credentials = Credentials::new(
             read_secret_file(dir, "username")?,
             read_secret_file(dir, "password")?,
@@ -129,30 +373,7 @@ impl ServeArgs {
             &names,
         )?;
         let tls = identity.server_config()?;
-        let ipmi_listen = SocketAddr::new(self.pod_ip, self.ipmi_port);
-        let redfish_listen = SocketAddr::new(self.pod_ip, self.redfish_port);
-
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        tokio::spawn(async move {
-            shutdown_signal().await;
-            stop.send_replace(true);
-        });
-        let until_stopped = move || {
-            let mut stopped = stopped.clone();
-            async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            }
-        };
-        let metrics_machine = machine.clone();
-        let health_state = Arc::new(HealthState {
-            redfish: redfish_listen,
-            metrics: Box::new(move || metrics_machine.metrics_text()),
-            ready: AtomicBool::new(false),
-        });
-        let health = health::bind(self.health_listen, health_state, until_stopped())
-            .await
-            .map_err(ServeError::from)?;
-        let health = tokio::spawn(health);
+        let _ = machine_slot.set(machine.clone());
         tracing::info!(
             vm = %self.vm_name,
             namespace = %self.namespace,
@@ -175,5 +396,71 @@ impl ServeArgs {
             tracing::warn!(%error, "health server ended with an error");
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod mount_tests {
+    use super::*;
+
+    fn write(dir: &Path, files: &[(&str, &str)]) {
+        for (name, text) in files {
+            std::fs::write(dir.join(name), text).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_missing_token_or_credential_is_named_with_its_secret() {
+        let token = tempfile::tempdir().unwrap();
+        let creds = tempfile::tempdir().unwrap();
+        let problem = check_mounts("vm1", Some(token.path()), creds.path(), None).unwrap_err();
+        assert!(
+            matches!(&problem, MountProblem::Token { secret, account, .. } if secret == "vm1-bmc-token" && account == "vm1-bmc"),
+            "{problem}"
+        );
+        write(token.path(), &[("token", "eyJ...")]);
+        let problem = check_mounts("vm1", Some(token.path()), creds.path(), None).unwrap_err();
+        assert!(
+            problem.to_string().contains("vm1-bmc-credentials"),
+            "{problem}"
+        );
+        write(creds.path(), &[("username", "admin"), ("password", "p")]);
+        assert_eq!(
+            check_mounts("vm1", Some(token.path()), creds.path(), None),
+            Ok(())
+        );
+        // A kubeconfig replaces the token directory.
+        assert_eq!(check_mounts("vm1", None, creds.path(), None), Ok(()));
+    }
+
+    #[test]
+    fn a_user_secret_serves_only_when_its_owner_listed_the_vm() {
+        let token = tempfile::tempdir().unwrap();
+        let creds = tempfile::tempdir().unwrap();
+        write(token.path(), &[("token", "t")]);
+        write(creds.path(), &[("username", "admin"), ("password", "p")]);
+        let problem =
+            check_mounts("vm1", Some(token.path()), creds.path(), Some("team-bmc")).unwrap_err();
+        assert_eq!(
+            problem,
+            MountProblem::NoConsent {
+                secret: "team-bmc".into(),
+                vm: "vm1".into(),
+                key: "kubevirt-bmc-vms"
+            }
+        );
+        assert!(
+            problem
+                .to_string()
+                .contains("kubectl patch secret team-bmc"),
+            "{problem}"
+        );
+        write(creds.path(), &[("consent-vms", "vm10, vm2")]);
+        assert!(check_mounts("vm1", Some(token.path()), creds.path(), Some("team-bmc")).is_err());
+        write(creds.path(), &[("consent-vms", "vm2,vm1")]);
+        assert_eq!(
+            check_mounts("vm1", Some(token.path()), creds.path(), Some("team-bmc")),
+            Ok(())
+        );
     }
 }

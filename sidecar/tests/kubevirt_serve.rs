@@ -1,6 +1,7 @@
 //! The real `kubevirt-bmc serve` process against the fake API server: it finishes a power-on
 //! that an earlier sidecar began, answers health probes and metrics, and stops on SIGTERM;
-//! started while the API is away, it answers 503 saying so instead of exiting.
+//! started while the API is away or before its Secrets are mounted, it answers 503 saying so
+//! instead of exiting.
 
 mod support;
 
@@ -155,22 +156,102 @@ async fn a_serve_process_killed_in_the_middle_of_finishing_is_finished_by_the_ne
     assert_eq!(vmi_uid(&fake), new, "no further restart");
 }
 
+/// Its volumes are optional (a Pod with a stale opt-in must start: compute never waits for the
+/// BMC), so missing credentials are a missing file: serve stays up, says which Secret and key on
+/// stderr and /readyz, and serves once the kubelet fills the volume in. Before issue 12 it
+/// exited, and the kubelet restarted it in a loop.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serve_without_credentials_says_which_file_is_missing() {
-    use std::io::Read;
+async fn serve_without_credentials_says_which_secret_is_missing_then_serves_once_it_appears() {
+    use std::io::{BufRead, BufReader};
     let fake = fake().await;
     let dir = setup_files(&fake);
-    let missing = dir.path().join("nowhere");
-    let mut serve = spawn_serve(&dir.path().join("kubeconfig"), &missing, Stdio::piped());
-    let mut stderr = serve.child.stderr.take().unwrap();
-    let status = serve.child.wait().unwrap();
-    let mut text = String::new();
-    stderr.read_to_string(&mut text).unwrap();
-    assert!(!status.success());
+    let late = dir.path().join("late");
+    let mut serve = spawn_serve(&dir.path().join("kubeconfig"), &late, Stdio::piped());
+    let stderr = serve.child.stderr.take().unwrap();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    let health = serve.health;
+    eventually("readyz says what is missing", || async {
+        http_get(health, "/readyz")
+            .await
+            .is_some_and(|(code, body)| {
+                code == 503
+                    && body.contains("no \"username\"")
+                    && body.contains("Secret vm1-bmc-credentials does not exist")
+            })
+    })
+    .await;
+    assert_eq!(http_get(health, "/healthz").await.map(|r| r.0), Some(200));
     assert!(
-        text.contains("cannot read the BMC credentials") && text.contains("nowhere/username"),
-        "{text}"
+        serve.child.try_wait().unwrap().is_none(),
+        "serve must keep running"
     );
+    eventually("the reason is logged", || async {
+        lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("BMC not serving") && l.contains("late"))
+    })
+    .await;
+    // The kubelet fills the volume in once the Secret exists.
+    std::fs::create_dir(&late).unwrap();
+    std::fs::write(late.join("username"), "admin\n").unwrap();
+    std::fs::write(late.join("password"), "s3cret\n").unwrap();
+    eventually("serve becomes ready", || async {
+        http_get(health, "/readyz").await.map(|r| r.0) == Some(200)
+    })
+    .await;
+    let _ = serve.child.kill();
+    let _ = serve.child.wait();
+}
+
+/// A user-named Secret whose owner did not list the VM in `kubevirt-bmc-vms`: the sidecar
+/// refuses to serve with it and says so on the VM (the controller cannot read that Secret),
+/// then serves, and clears its report, once the owner agrees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_secret_without_its_owners_consent_is_refused_and_reported_on_the_vm() {
+    let fake = fake().await;
+    let dir = setup_files(&fake);
+    let credentials = dir.path().join("credentials");
+    let mut serve = spawn_serve_with(
+        &dir.path().join("kubeconfig"),
+        &credentials,
+        Stdio::null(),
+        &[("KUBEVIRT_BMC_USER_CREDENTIALS", "team-bmc")],
+    );
+    eventually("the refusal is on the VM", || async {
+        annotation(&fake, "bmc.kubevirt.io/sidecar-problem").is_some_and(|p| {
+            p.contains("Secret team-bmc") && p.contains("has not agreed") && !p.contains("s3cret")
+        })
+    })
+    .await;
+    let health = serve.health;
+    let (code, body) = http_get(health, "/readyz").await.unwrap();
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", serve.redfish))
+            .await
+            .is_err(),
+        "Redfish must not answer with credentials nobody agreed to"
+    );
+    // The owner agrees: kubectl patch secret team-bmc -p '{"stringData":{"kubevirt-bmc-vms":"vm1"}}'
+    std::fs::write(credentials.join("consent-vms"), VM).unwrap();
+    eventually("serve becomes ready", || async {
+        http_get(health, "/readyz").await.map(|r| r.0) == Some(200)
+    })
+    .await;
+    eventually("the report is cleared", || async {
+        annotation(&fake, "bmc.kubevirt.io/sidecar-problem").is_none()
+    })
+    .await;
+    let _ = serve.child.kill();
+    let _ = serve.child.wait();
 }
 
 /// `curl -sk` over HTTPS: (status, body); `None` while nothing answers.

@@ -74,6 +74,16 @@ pub struct Args {
     /// Run the admission webhook only (no VM controller, no API access needed).
     #[arg(long, env = "KUBEVIRT_BMC_WEBHOOK_NO_CONTROLLER")]
     pub no_controller: bool,
+    /// Let `bmc.kubevirt.io/service-type` ask for `NodePort` or `LoadBalancer`, which expose a
+    /// VM's IPMI and Redfish beyond the cluster. Off by default: such VMs get a ClusterIP
+    /// Service and a warning.
+    #[arg(
+        long,
+        env = "KUBEVIRT_BMC_ALLOW_EXTERNAL_SERVICES",
+        default_value_t = false,
+        action = clap::ArgAction::Set
+    )]
+    pub allow_external_services: bool,
     #[command(flatten)]
     pub sidecar: SidecarArgs,
 }
@@ -114,13 +124,6 @@ pub struct SidecarArgs {
         action = clap::ArgAction::Set
     )]
     pub low_port_sysctl: bool,
-    /// Lifetime of the projected service-account token (the kubelet rotates it).
-    #[arg(
-        long = "sidecar-token-seconds",
-        env = "KUBEVIRT_BMC_SIDECAR_TOKEN_SECONDS",
-        default_value_t = 3607
-    )]
-    pub token_expiration_seconds: i64,
     /// Ranges the sidecars may send events to and import media from although refused by
     /// default (loopback, link-local, ...), comma-separated CIDRs; passed to every sidecar.
     #[arg(long = "egress-allow", env = kubevirt_bmc_contract::egress::ALLOW_ENV, value_delimiter = ',', value_parser = parse_cidr)]
@@ -157,7 +160,12 @@ impl Args {
             let client = kube_client(self.kubeconfig.as_deref()).await?;
             // Events name the reporting instance: the webhook Pod in a cluster.
             let instance = std::env::var("POD_NAME").unwrap_or_else(|_| "local".to_owned());
-            tokio::spawn(crate::controller::run::run(client, metrics, instance));
+            let policy = crate::controller::plan::Policy {
+                external_services: self.allow_external_services,
+            };
+            tokio::spawn(crate::controller::run::run(
+                client, metrics, instance, policy,
+            ));
         }
         let handle = axum_server::Handle::new();
         let shutdown = handle.clone();
@@ -201,7 +209,6 @@ impl SidecarArgs {
             cpu: self.cpu.clone(),
             memory: self.memory.clone(),
             low_port_sysctl: self.low_port_sysctl,
-            token_expiration_seconds: self.token_expiration_seconds,
             egress: EgressPolicy::new(self.egress_allow.clone(), self.egress_deny.clone()),
         }
     }

@@ -22,7 +22,6 @@ pub struct InjectionConfig {
     /// Add `net.ipv4.ip_unprivileged_port_start=0` so the non-root sidecar binds 623 and 443;
     /// without it the sidecar listens on high ports and the Service maps the standard ones.
     pub low_port_sysctl: bool,
-    pub token_expiration_seconds: i64,
     /// Where the sidecar may send requests on a Redfish user's behalf (event destinations,
     /// media images) beyond its built-in rules; passed to it as environment.
     pub egress: kubevirt_bmc_contract::egress::EgressPolicy,
@@ -36,7 +35,6 @@ impl InjectionConfig {
             cpu: "50m".to_owned(),
             memory: "64Mi".to_owned(),
             low_port_sysctl: true,
-            token_expiration_seconds: 3607,
             egress: Default::default(),
         }
     }
@@ -145,12 +143,24 @@ pub fn decide_launcher(pod: &LauncherPod, config: &InjectionConfig) -> Decision 
     let mut warnings = Vec::new();
     let mut ops = Vec::new();
     let security = spec.security_context.clone().unwrap_or_default();
+    // The VM template carries the user's Secret name down to its Pods (the controller copies
+    // it there). A bad name in a volume would make the API server refuse the whole Pod, so it
+    // is left out with a warning instead: compute never waits for the BMC.
+    let user_credentials = match annotations::credentials_secret(annotations) {
+        Ok(name) => name,
+        Err(e) => {
+            warnings.push(format!(
+                "{e}; the BMC sidecar mounts no user credentials and will report it"
+            ));
+            None
+        }
+    };
     let sidecar_spec = sidecar::SidecarSpec {
         config,
         high_ports: !config.low_port_sysctl,
-        run_as_user_needed: security.run_as_user.is_none(),
         group_readable_secret: security.fs_group.is_some(),
         vm: &vm,
+        user_credentials: user_credentials.as_deref(),
     };
     let container = serde_json::to_value(sidecar::container(&sidecar_spec))
         .expect("a Container always serialises");
@@ -167,17 +177,10 @@ pub fn decide_launcher(pod: &LauncherPod, config: &InjectionConfig) -> Decision 
         ops.push(add_to_array("/spec/volumes", volumes_exist, volume));
         volumes_exist = true;
     }
-
-    match spec.service_account_name.as_deref() {
-        None | Some("") | Some("default") => {
-            ops.push(add("/spec/serviceAccountName", json!(names::service_account(&vm))));
-        }
-        Some(other) => warnings.push(format!(
-            "Pod runs as service account {other:?} (the VM has a serviceAccount volume), so the BMC sidecar uses its token, not {sa:?}'s: bind it to the BMC's Role with `kubectl create rolebinding {sa}-{other} --role={role} --serviceaccount=<namespace>:{other}` or the BMC cannot drive the VM",
-            sa = names::service_account(&vm),
-            role = names::role(&vm),
-        )),
-    }
+    // The Pod's service account is KubeVirt's to choose and never ours to change: with a
+    // `serviceAccount` volume (or Istio) KubeVirt mounts that account's token and virt-launcher
+    // copies it into the guest (kubevirt pkg/virt-controller/services/rendervolumes.go,
+    // pkg/config/service-account.go), so the BMC's identity lives in the `bmc` container only.
 
     if config.low_port_sysctl {
         let sysctl = json!({"name": names::LOW_PORT_SYSCTL, "value": "0"});

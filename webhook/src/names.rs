@@ -32,9 +32,11 @@ pub const CONTROLLER_RULES: &[Rule] = &[
     ("", &["pods"], &["list", "watch"]),
     (
         "",
-        &["serviceaccounts", "secrets", "services"],
+        &["serviceaccounts", "services"],
         &["get", "list", "watch", "create", "patch", "delete"],
     ),
+    // Create only, never read: see manifests/base/rbac.yaml.
+    ("", &["secrets"], &["create"]),
     (
         "rbac.authorization.k8s.io",
         &["roles", "rolebindings"],

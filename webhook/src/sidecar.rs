@@ -4,10 +4,9 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapProjection, Container, ContainerPort, DownwardAPIProjection,
-    DownwardAPIVolumeFile, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath, ObjectFieldSelector,
-    Probe, ProjectedVolumeSource, ResourceRequirements, SeccompProfile, SecretVolumeSource,
-    SecurityContext, ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
+    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath,
+    ObjectFieldSelector, Probe, ProjectedVolumeSource, ResourceRequirements, SeccompProfile,
+    SecretProjection, SecretVolumeSource, SecurityContext, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -17,16 +16,21 @@ use crate::names;
 
 /// Where the sidecar binary lives in the image (see the Dockerfile).
 pub const SIDECAR_COMMAND: &str = "/usr/local/bin/kubevirt-bmc";
-/// Used when the Pod sets no `runAsUser`: the image's `USER` (see the Dockerfile).
-const FALLBACK_UID: i64 = 65532;
+/// The sidecar's own user and group, whatever the Pod's: distroless's `nonroot`. A root VMI
+/// (KubeVirt's `Root` feature gate) renders the Pod with `runAsUser: 0`
+/// (kubevirt pkg/virt-controller/services/template.go `computePodSecurityContext`), which
+/// `runAsNonRoot` alone would inherit and the kubelet refuse, so `compute` never started.
+pub const SIDECAR_UID: i64 = 65532;
 
 pub struct SidecarSpec<'a> {
     pub config: &'a InjectionConfig,
     pub high_ports: bool,
-    pub run_as_user_needed: bool,
-    /// The Pod has an `fsGroup`, so Secret files can be group-readable only.
+    /// The Pod has an `fsGroup` (every container gets it as a supplementary group), so Secret
+    /// files can be group-readable only.
     pub group_readable_secret: bool,
     pub vm: &'a str,
+    /// The user's Secret named by `bmc.kubevirt.io/credentials-secret`, already validated.
+    pub user_credentials: Option<&'a str>,
 }
 
 fn field_env(name: &str, path: &str) -> EnvVar {
@@ -126,9 +130,14 @@ pub fn container(spec: &SidecarSpec<'_>) -> Container {
                     &format!("0.0.0.0:{}", names::HEALTH_PORT),
                 ),
                 value_env("KUBEVIRT_BMC_CREDENTIALS_DIR", names::CREDENTIALS_MOUNT),
+                value_env("KUBEVIRT_BMC_TOKEN_DIR", names::TOKEN_MOUNT),
             ]
             .into_iter()
             .chain(egress_env(&spec.config.egress))
+            .chain(
+                spec.user_credentials
+                    .map(|name| value_env("KUBEVIRT_BMC_USER_CREDENTIALS", name)),
+            )
             .collect(),
         ),
         resources: Some(ResourceRequirements {
@@ -143,7 +152,8 @@ pub fn container(spec: &SidecarSpec<'_>) -> Container {
         security_context: Some(SecurityContext {
             read_only_root_filesystem: Some(true),
             run_as_non_root: Some(true),
-            run_as_user: spec.run_as_user_needed.then_some(FALLBACK_UID),
+            run_as_user: Some(SIDECAR_UID),
+            run_as_group: Some(SIDECAR_UID),
             allow_privilege_escalation: Some(false),
             capabilities: Some(Capabilities {
                 drop: Some(vec!["ALL".to_owned()]),
@@ -174,66 +184,79 @@ pub fn container(spec: &SidecarSpec<'_>) -> Container {
     }
 }
 
-/// The projected token (what `Config::incluster()` reads, re-read on rotation) and the
-/// credentials Secret; both mounted in `bmc` only.
+fn secret_items(name: &str, keys: &[(&str, &str)]) -> VolumeProjection {
+    VolumeProjection {
+        secret: Some(SecretProjection {
+            name: name.to_owned(),
+            items: Some(
+                keys.iter()
+                    .map(|(key, path)| KeyToPath {
+                        key: (*key).to_owned(),
+                        path: (*path).to_owned(),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            optional: Some(true),
+        }),
+        ..Default::default()
+    }
+}
+
+/// The token Secret of `<vm>-bmc` and the credentials, both mounted in `bmc` only and both
+/// optional: a Pod with a stale opt-in whose Secrets do not exist (yet, or any more) must still
+/// start, since compute never waits for the BMC; the sidecar then reports what is missing.
 pub fn volumes(spec: &SidecarSpec<'_>) -> Vec<Volume> {
+    // Files are root-owned: group-readable suffices when the Pod has an fsGroup; otherwise the
+    // non-root sidecar needs world-read (the volumes are in `bmc` only).
+    let mode = if spec.group_readable_secret {
+        0o440
+    } else {
+        0o444
+    };
     let token = Volume {
         name: names::TOKEN_VOLUME.to_owned(),
-        projected: Some(ProjectedVolumeSource {
-            default_mode: Some(0o444),
-            sources: Some(vec![
-                VolumeProjection {
-                    service_account_token: Some(ServiceAccountTokenProjection {
-                        path: "token".to_owned(),
-                        expiration_seconds: Some(spec.config.token_expiration_seconds),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                },
-                VolumeProjection {
-                    config_map: Some(ConfigMapProjection {
-                        name: "kube-root-ca.crt".to_owned(),
-                        items: Some(vec![KeyToPath {
-                            key: "ca.crt".to_owned(),
-                            path: "ca.crt".to_owned(),
-                            ..Default::default()
-                        }]),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                },
-                VolumeProjection {
-                    downward_api: Some(DownwardAPIProjection {
-                        items: Some(vec![DownwardAPIVolumeFile {
-                            path: "namespace".to_owned(),
-                            field_ref: Some(ObjectFieldSelector {
-                                api_version: Some("v1".to_owned()),
-                                field_path: "metadata.namespace".to_owned(),
-                            }),
-                            ..Default::default()
-                        }]),
-                    }),
-                    ..Default::default()
-                },
-            ]),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(names::token_secret(spec.vm)),
+            default_mode: Some(mode),
+            optional: Some(true),
             ..Default::default()
         }),
         ..Default::default()
     };
-    let credentials = Volume {
-        name: names::CREDENTIALS_VOLUME.to_owned(),
-        secret: Some(SecretVolumeSource {
-            secret_name: Some(names::credentials_secret(spec.vm)),
-            // Files are root-owned: group-readable suffices when the Pod has an fsGroup;
-            // otherwise the non-root sidecar needs world-read (the volume is in `bmc` only).
-            default_mode: Some(if spec.group_readable_secret {
-                0o440
-            } else {
-                0o444
+    let generated = names::credentials_secret(spec.vm);
+    let credentials = match spec.user_credentials {
+        None => Volume {
+            name: names::CREDENTIALS_VOLUME.to_owned(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(generated),
+                default_mode: Some(mode),
+                optional: Some(true),
+                ..Default::default()
             }),
             ..Default::default()
-        }),
-        ..Default::default()
+        },
+        // The kubelet mounts the user's pair and its consent key next to our session key: the
+        // controller never reads (or copies) a Secret it did not create.
+        Some(user) => Volume {
+            name: names::CREDENTIALS_VOLUME.to_owned(),
+            projected: Some(ProjectedVolumeSource {
+                default_mode: Some(mode),
+                sources: Some(vec![
+                    secret_items(
+                        user,
+                        &[
+                            ("username", "username"),
+                            ("password", "password"),
+                            (names::CONSENT_KEY, names::CONSENT_FILE),
+                        ],
+                    ),
+                    secret_items(&generated, &[("session-key", "session-key")]),
+                ]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
     };
     vec![token, credentials]
 }

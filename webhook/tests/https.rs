@@ -65,7 +65,8 @@ async fn opted_in_pod_is_patched_into_a_valid_pod_with_the_sidecar() {
     let bmc = spec.init_containers.unwrap().pop().unwrap();
     assert_eq!(bmc.name, "bmc");
     assert_eq!(bmc.restart_policy.as_deref(), Some("Always"));
-    assert_eq!(spec.service_account_name.as_deref(), Some("vm1-bmc"));
+    // The Pod keeps KubeVirt's account (was: vm1-bmc, issue 12's bug).
+    assert_eq!(spec.service_account_name.as_deref(), Some("default"));
 }
 
 #[tokio::test]

@@ -120,7 +120,10 @@ fn opted_in_pod_gets_the_sidecar_appended_with_the_contract_env() {
         sc.capabilities.as_ref().unwrap().drop.as_deref(),
         Some(&["ALL".to_owned()][..])
     );
-    assert_eq!(sc.run_as_user, None, "the Pod's runAsUser 107 applies");
+    // Its own user, whatever the Pod's (was: none, inheriting the Pod's; see the root-VMI test).
+    assert_eq!(sc.run_as_user, Some(65532));
+    assert_eq!(sc.run_as_group, Some(65532));
+    assert_eq!(sc.run_as_non_root, Some(true));
     let readiness = c
         .readiness_probe
         .as_ref()
@@ -137,7 +140,8 @@ fn opted_in_pod_gets_the_sidecar_appended_with_the_contract_env() {
         .as_ref()
         .unwrap();
     assert_eq!(liveness.path.as_deref(), Some("/healthz"));
-    assert_eq!(spec.service_account_name.as_deref(), Some("vm1-bmc"));
+    // The Pod keeps the account KubeVirt gave it (was: rewritten to vm1-bmc, the bug).
+    assert_eq!(spec.service_account_name.as_deref(), Some("default"));
     // The token is mounted in the sidecar only.
     for other in spec
         .containers
@@ -160,6 +164,7 @@ fn opted_in_pod_gets_the_sidecar_appended_with_the_contract_env() {
         creds.secret.as_ref().unwrap().secret_name.as_deref(),
         Some("vm1-bmc-credentials")
     );
+    assert_eq!(creds.secret.as_ref().unwrap().optional, Some(true));
     let sysctls = spec
         .security_context
         .as_ref()
@@ -194,16 +199,26 @@ fn patch_has_the_shape_the_api_server_accepted() {
             })
             .collect()
     };
-    let mut expected = paths(&accepted);
+    // The capture's serviceAccountName op was the bug (issue 12): the Pod's account is never
+    // ours to change. Every other op is on the same path, in the same order.
+    let mut expected: Vec<_> = paths(&accepted)
+        .into_iter()
+        .filter(|(_, path)| path != "/spec/serviceAccountName")
+        .collect();
     expected.push((
         "add".to_owned(),
         "/metadata/annotations/bmc.kubevirt.io~1injected".to_owned(),
     ));
     assert_eq!(paths(&ours), expected);
-    // Volumes, service account and sysctl are the accepted values verbatim.
-    for i in 1..5 {
-        assert_eq!(ours[i]["value"], accepted[i]["value"], "op {i}");
-    }
+    // The sysctl is the accepted value verbatim. The volumes moved on from the capture where it
+    // was the bug: the token is the `<vm>-bmc-token` Secret instead of the Pod account's
+    // projected token, and both volumes are optional.
+    assert_eq!(ours[3]["value"], accepted[4]["value"]);
+    assert_eq!(ours[1]["value"]["secret"]["secretName"], "vm1-bmc-token");
+    assert_eq!(
+        ours[2]["value"]["secret"]["secretName"],
+        accepted[2]["value"]["secret"]["secretName"]
+    );
     // The container differs only where the contract moved on from the capture: probes on the
     // plain-HTTP health port, the contract's env, the `serve` command.
     let (c, a) = (&ours[0]["value"], &accepted[0]["value"]);
@@ -213,12 +228,20 @@ fn patch_has_the_shape_the_api_server_accepted() {
         "imagePullPolicy",
         "restartPolicy",
         "resources",
-        "volumeMounts",
         "terminationMessagePolicy",
     ] {
         assert_eq!(c[key], a[key], "{key}");
     }
-    assert_eq!(c["securityContext"], a["securityContext"]);
+    assert_eq!(c["volumeMounts"][1], a["volumeMounts"][1]);
+    assert_eq!(
+        c["volumeMounts"][0]["mountPath"],
+        "/var/run/secrets/kubevirt-bmc/serviceaccount"
+    );
+    // The captured context plus the sidecar's own user and group (issue 12, section 3).
+    let mut context = a["securityContext"].clone();
+    context["runAsUser"] = json!(65532);
+    context["runAsGroup"] = json!(65532);
+    assert_eq!(c["securityContext"], context);
 }
 
 #[test]
@@ -231,11 +254,10 @@ fn patch_applies_to_every_opted_in_capture() {
         let pod = fixture_pod(name);
         let (patch, _) = patch_of(decide(&pod, &InjectionConfig::test()));
         let patched = apply(&pod, &patch);
-        let vm = &pod.metadata.annotations.as_ref().unwrap()["kubevirt.io/domain"];
         assert_eq!(
             patched.spec.as_ref().unwrap().service_account_name,
-            Some(format!("{vm}-bmc")),
-            "{name}"
+            pod.spec.as_ref().unwrap().service_account_name,
+            "{name}: the Pod's account is left alone"
         );
         assert_eq!(
             patched
@@ -301,13 +323,13 @@ fn missing_arrays_and_security_context_are_created_whole() {
     assert!(ops[0]["value"].is_array());
     assert_eq!(ops[1]["path"], "/spec/volumes");
     assert_eq!(ops[2]["path"], "/spec/volumes/-");
-    assert_eq!(ops[4]["path"], "/spec/securityContext");
+    assert_eq!(ops[3]["path"], "/spec/securityContext");
     let patched = apply(&pod, &patch);
     let c = bmc(&patched);
     assert_eq!(
         c.security_context.as_ref().unwrap().run_as_user,
         Some(65532),
-        "no Pod-level runAsUser: the sidecar names a non-root one"
+        "the sidecar names its own non-root user"
     );
     let creds = patched.spec.as_ref().unwrap().volumes.as_ref().unwrap()[1].clone();
     assert_eq!(creds.secret.unwrap().default_mode, Some(0o444));
@@ -321,7 +343,7 @@ fn existing_sysctls_get_ours_appended_or_a_warning() {
     });
     let (patch, _) = patch_of(decide(&pod, &InjectionConfig::test()));
     let ops = serde_json::to_value(&patch).unwrap();
-    assert_eq!(ops[4]["path"], "/spec/securityContext/sysctls/-");
+    assert_eq!(ops[3]["path"], "/spec/securityContext/sysctls/-");
     let patched = apply(&pod, &patch);
     let sysctls = patched
         .spec
@@ -368,19 +390,223 @@ fn without_the_sysctl_the_sidecar_uses_high_ports() {
     );
 }
 
+/// The opted-in captures plus the three renderings that hand the Pod's token to the guest or
+/// to a proxy (kubevirt pkg/virt-controller/services/rendervolumes.go: a `serviceAccount` volume
+/// sets the Pod's account and automounts its token; virt-launcher copies it into an ISO).
+fn identity_cases() -> Vec<(String, Pod)> {
+    let mut cases: Vec<(String, Pod)> = [
+        "pod-a-vm1-optin.json",
+        "pod-e-vm1-migration-target.json",
+        "pod-f-vm4-legacy-containerdisk.json",
+    ]
+    .iter()
+    .map(|n| ((*n).to_owned(), fixture_pod(n)))
+    .collect();
+    let base = fixture_pod("pod-a-vm1-optin.json");
+    cases.push((
+        "serviceAccount volume".into(),
+        with(base.clone(), |p| {
+            p["spec"]["serviceAccountName"] = json!("default");
+            p["spec"]["automountServiceAccountToken"] = json!(true);
+            p["spec"]["containers"][0]["volumeMounts"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"name": "default-token", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": true}));
+        }),
+    ));
+    cases.push((
+        "Istio injection".into(),
+        with(base.clone(), |p| {
+            p["metadata"]["annotations"]["sidecar.istio.io/inject"] = json!("true");
+            p["spec"]["automountServiceAccountToken"] = json!(true);
+        }),
+    ));
+    cases.push((
+        "automountServiceAccountToken: true with another account".into(),
+        with(base, |p| {
+            p["spec"]["serviceAccountName"] = json!("builder");
+            p["spec"]["automountServiceAccountToken"] = json!(true);
+        }),
+    ));
+    cases
+}
+
+/// Issue 12 §1: the patch never changes the Pod's account, its automount, or any volume or
+/// mount of another container, and the `<vm>-bmc` token reaches `bmc` only, away from the
+/// default token path. Failed before: every capture got `serviceAccountName: <vm>-bmc`.
 #[test]
-fn other_service_account_is_kept_with_an_explaining_warning() {
+fn the_pods_identity_is_never_changed_and_the_bmc_token_reaches_bmc_only() {
+    for (name, pod) in identity_cases() {
+        let (patch, _) = patch_of(decide(&pod, &InjectionConfig::test()));
+        let text = serde_json::to_string(&patch).unwrap();
+        assert!(!text.contains("serviceAccountName"), "{name}: {text}");
+        assert!(!text.contains("automountServiceAccountToken"), "{name}");
+        let patched = apply(&pod, &patch);
+        let (before, after) = (pod.spec.as_ref().unwrap(), patched.spec.as_ref().unwrap());
+        assert_eq!(
+            after.service_account_name, before.service_account_name,
+            "{name}"
+        );
+        assert_eq!(
+            after.automount_service_account_token, before.automount_service_account_token,
+            "{name}"
+        );
+        // Every volume of the Pod is kept verbatim, ours come after them.
+        let (vb, va) = (
+            before.volumes.clone().unwrap(),
+            after.volumes.clone().unwrap(),
+        );
+        assert_eq!(va[..vb.len()], vb[..], "{name}");
+        for c in before
+            .containers
+            .iter()
+            .chain(before.init_containers.iter().flatten())
+        {
+            let now = after
+                .containers
+                .iter()
+                .chain(after.init_containers.iter().flatten())
+                .find(|x| x.name == c.name)
+                .unwrap();
+            assert_eq!(now, c, "{name}: container {} changed", c.name);
+        }
+        let vm = &pod.metadata.annotations.as_ref().unwrap()["kubevirt.io/domain"];
+        let token_secret = format!("{vm}-bmc-token");
+        let token_volumes: Vec<_> = va
+            .iter()
+            .filter(|v| {
+                serde_json::to_string(v)
+                    .unwrap()
+                    .contains(&format!("\"{token_secret}\""))
+            })
+            .collect();
+        assert_eq!(token_volumes.len(), 1, "{name}");
+        let token = token_volumes[0];
+        assert_eq!(token.name, names::TOKEN_VOLUME);
+        assert_eq!(
+            token.secret.as_ref().unwrap().optional,
+            Some(true),
+            "{name}"
+        );
+        for c in after
+            .containers
+            .iter()
+            .chain(after.init_containers.iter().flatten())
+        {
+            let mounts: Vec<_> = c
+                .volume_mounts
+                .iter()
+                .flatten()
+                .filter(|m| m.name == token.name)
+                .collect();
+            if c.name == "bmc" {
+                assert_eq!(mounts.len(), 1, "{name}");
+                assert_ne!(
+                    mounts[0].mount_path, "/var/run/secrets/kubernetes.io/serviceaccount",
+                    "{name}: never the default token path"
+                );
+                assert_eq!(mounts[0].mount_path, names::TOKEN_MOUNT);
+                let env = c.env.as_ref().unwrap();
+                assert!(env.iter().any(|e| e.name == "KUBEVIRT_BMC_TOKEN_DIR"
+                    && e.value.as_deref() == Some(names::TOKEN_MOUNT)));
+            } else {
+                assert!(mounts.is_empty(), "{name}: {} gets the BMC token", c.name);
+            }
+        }
+    }
+}
+
+/// Issue 12 §3: KubeVirt renders a root VMI's Pod with `runAsUser: 0` and nothing else
+/// (kubevirt pkg/virt-controller/services/template.go `computePodSecurityContext`, `Root`
+/// feature gate); derived from the captured pod-a by replacing its non-root context with that.
+/// The sidecar's `runAsNonRoot` then needs its own user, or the kubelet refuses the container
+/// ("container's runAsUser breaks non-root policy") and, native sidecar, `compute` never starts.
+#[test]
+fn a_root_vmi_pod_gets_a_sidecar_with_its_own_non_root_user() {
     let pod = with(fixture_pod("pod-a-vm1-optin.json"), |p| {
-        p["spec"]["serviceAccountName"] = json!("builder");
+        p["spec"]["securityContext"] = json!({"runAsUser": 0});
+    });
+    let (patch, _) = patch_of(decide(&pod, &InjectionConfig::test()));
+    let patched = apply(&pod, &patch);
+    let pod_context = patched
+        .spec
+        .as_ref()
+        .unwrap()
+        .security_context
+        .clone()
+        .unwrap();
+    assert_eq!(
+        pod_context.run_as_user,
+        Some(0),
+        "the Pod's context is KubeVirt's"
+    );
+    let c = bmc(&patched);
+    let sc = c.security_context.as_ref().unwrap();
+    // The kubelet's check (kuberuntime_container_linux.go verifyRunAsNonRoot): the effective
+    // user is the container's runAsUser, else the Pod's; runAsNonRoot refuses 0.
+    let effective_uid = sc.run_as_user.or(pod_context.run_as_user);
+    assert_eq!(sc.run_as_non_root, Some(true));
+    assert_eq!(effective_uid, Some(65532));
+    assert_eq!(sc.run_as_group.or(pod_context.run_as_group), Some(65532));
+    // No fsGroup in a root Pod: the Secret files must be world-readable for uid 65532.
+    let volumes = patched.spec.as_ref().unwrap().volumes.clone().unwrap();
+    for v in volumes.iter().filter(|v| v.name.starts_with("bmc-")) {
+        assert_eq!(
+            v.secret.as_ref().unwrap().default_mode,
+            Some(0o444),
+            "{}",
+            v.name
+        );
+    }
+}
+
+/// A user-named Secret is mounted by the kubelet (projected with our session key), never read
+/// by the controller; the sidecar is told which one, to check its owner's consent.
+#[test]
+fn a_user_named_secret_is_projected_with_its_consent_key() {
+    let pod = with(fixture_pod("pod-a-vm1-optin.json"), |p| {
+        p["metadata"]["annotations"]["bmc.kubevirt.io/credentials-secret"] = json!("team-bmc");
     });
     let (patch, warnings) = patch_of(decide(&pod, &InjectionConfig::test()));
-    assert!(
-        !serde_json::to_string(&patch)
-            .unwrap()
-            .contains("serviceAccountName")
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let patched = apply(&pod, &patch);
+    let volumes = patched.spec.as_ref().unwrap().volumes.clone().unwrap();
+    let creds = volumes
+        .iter()
+        .find(|v| v.name == names::CREDENTIALS_VOLUME)
+        .unwrap();
+    let sources = creds.projected.as_ref().unwrap().sources.clone().unwrap();
+    let user = sources[0].secret.as_ref().unwrap();
+    assert_eq!(user.name, "team-bmc");
+    assert_eq!(user.optional, Some(true));
+    let keys: Vec<_> = user
+        .items
+        .iter()
+        .flatten()
+        .map(|i| (i.key.as_str(), i.path.as_str()))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            ("username", "username"),
+            ("password", "password"),
+            ("kubevirt-bmc-vms", "consent-vms")
+        ]
     );
-    assert_eq!(warnings.len(), 1);
-    assert!(warnings[0].contains("\"builder\"") && warnings[0].contains("--role=vm1-bmc"));
+    let ours = sources[1].secret.as_ref().unwrap();
+    assert_eq!(ours.name, "vm1-bmc-credentials");
+    let env = bmc(&patched).env.clone().unwrap();
+    assert!(env.iter().any(
+        |e| e.name == "KUBEVIRT_BMC_USER_CREDENTIALS" && e.value.as_deref() == Some("team-bmc")
+    ));
+
+    // A bad name would make the API server refuse the Pod: left out with a warning instead.
+    let pod = with(fixture_pod("pod-a-vm1-optin.json"), |p| {
+        p["metadata"]["annotations"]["bmc.kubevirt.io/credentials-secret"] = json!("Bad_Name");
+    });
+    let (patch, warnings) = patch_of(decide(&pod, &InjectionConfig::test()));
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(!serde_json::to_string(&patch).unwrap().contains("Bad_Name"));
 }
 
 #[test]

@@ -6,10 +6,13 @@ use std::collections::BTreeMap;
 
 use common::fixture;
 use kubevirt_bmc_webhook::annotations;
+use kubevirt_bmc_webhook::annotations::Created;
 use kubevirt_bmc_webhook::annotations::{ServiceType, Status};
 use kubevirt_bmc_webhook::controller::children::{self, VmRef};
 use kubevirt_bmc_webhook::controller::media::DvAction;
-use kubevirt_bmc_webhook::controller::plan::{Fresh, Launcher, Observed, Plan, SecretAction, plan};
+use kubevirt_bmc_webhook::controller::plan::{
+    Fresh, Launcher, Observed, Plan, Policy, SecretsPlan, plan, secrets_to_create,
+};
 use serde_json::{Value, json};
 
 fn vm_ref() -> VmRef {
@@ -47,18 +50,10 @@ fn prepared_vm() -> Value {
     vm
 }
 
-fn existing_secret() -> BTreeMap<String, Vec<u8>> {
-    BTreeMap::from([
-        ("username".into(), b"admin".to_vec()),
-        ("password".into(), b"kept".to_vec()),
-        ("session-key".into(), b"kept-key".to_vec()),
-    ])
-}
-
 fn opted_in(
     p: Plan,
 ) -> (
-    SecretAction,
+    SecretsPlan,
     bool,
     Option<Value>,
     kubevirt_bmc_webhook::controller::media::MediaPlan,
@@ -66,13 +61,13 @@ fn opted_in(
 ) {
     match p {
         Plan::OptedIn {
-            secret,
+            secrets,
             prepare,
             vm_patch,
             media,
             notes,
             ..
-        } => (secret, prepare, vm_patch, media, notes),
+        } => (secrets, prepare, vm_patch, media, notes),
         other => panic!("expected OptedIn, got {other:?}"),
     }
 }
@@ -113,11 +108,14 @@ fn opt_in_creates_credentials_and_prepares_the_vm_recording_originals() {
     assert!(prepare);
     assert_eq!(
         secret,
-        SecretAction::Create(BTreeMap::from([
-            ("username".into(), b"admin".to_vec()),
-            ("password".into(), b"generated-password".to_vec()),
-            ("session-key".into(), b"generated-session-key".to_vec()),
-        ]))
+        SecretsPlan {
+            credentials: BTreeMap::from([
+                ("username".into(), b"admin".to_vec()),
+                ("password".into(), b"generated-password".to_vec()),
+                ("session-key".into(), b"generated-session-key".to_vec()),
+            ]),
+            created: Created::default(),
+        }
     );
     let patch = patch.unwrap();
     assert_eq!(patch["metadata"]["resourceVersion"], "100");
@@ -154,7 +152,6 @@ fn a_namespace_label_opts_every_vm_in() {
 fn a_prepared_vm_with_its_secret_and_ready_sidecar_reports_ready_and_changes_nothing_else() {
     let vm = prepared_vm();
     let observed = Observed {
-        credentials: Some(existing_secret()),
         launcher: Some(Launcher {
             ip: Some("10.244.0.17".into()),
             injected: true,
@@ -162,13 +159,7 @@ fn a_prepared_vm_with_its_secret_and_ready_sidecar_reports_ready_and_changes_not
         }),
         ..Default::default()
     };
-    let (secret, _, patch, media, notes) =
-        opted_in(plan(&vm, &vm_ref(), &observed, &Fresh::test()));
-    assert_eq!(
-        secret,
-        SecretAction::None,
-        "the password is never regenerated"
-    );
+    let (_, _, patch, media, notes) = opted_in(plan(&vm, &vm_ref(), &observed, &Fresh::test()));
     let patch = patch.unwrap();
     assert!(patch.get("spec").is_none(), "{patch}");
     let status = status_of(&patch);
@@ -196,10 +187,7 @@ fn a_prepared_vm_with_its_secret_and_ready_sidecar_reports_ready_and_changes_not
 fn a_vm_halted_by_hand_is_reported_not_fought() {
     let mut vm = prepared_vm();
     vm["spec"]["runStrategy"] = json!("Halted");
-    let observed = Observed {
-        credentials: Some(existing_secret()),
-        ..Default::default()
-    };
+    let observed = Observed::default();
     let (_, _, patch, _, notes) = opted_in(plan(&vm, &vm_ref(), &observed, &Fresh::test()));
     let patch = patch.unwrap();
     assert!(patch["spec"].get("runStrategy").is_none(), "{patch}");
@@ -328,62 +316,94 @@ fn a_bad_annotation_is_reported_and_nothing_else_changes() {
     }
 }
 
+/// A user-named Secret is never read: the controller generates no pair for it, copies its name
+/// into the template for the webhook to mount, and the sidecar checks the owner's consent.
 #[test]
-fn the_users_credentials_secret_is_used_and_a_missing_one_blocks_preparation() {
+fn the_users_credentials_secret_is_mounted_not_read() {
     let vm = fresh_vm(
         json!({annotations::ENABLED: "true", annotations::CREDENTIALS_SECRET: "my-creds"}),
     );
-    let observed = Observed {
-        user_credentials: Some(Some(BTreeMap::from([
-            ("username".into(), b"root".to_vec()),
-            ("password".into(), b"calvin".to_vec()),
-        ]))),
-        ..Default::default()
-    };
-    let (secret, prepare, _, _, _) = opted_in(plan(&vm, &vm_ref(), &observed, &Fresh::test()));
+    let (secret, prepare, patch, _, _) =
+        opted_in(plan(&vm, &vm_ref(), &Observed::default(), &Fresh::test()));
     assert!(prepare);
     assert_eq!(
-        secret,
-        SecretAction::Create(BTreeMap::from([
-            ("username".into(), b"root".to_vec()),
-            ("password".into(), b"calvin".to_vec()),
-            ("session-key".into(), b"generated-session-key".to_vec()),
-        ]))
+        secret.credentials,
+        BTreeMap::from([("session-key".into(), b"generated-session-key".to_vec())]),
+        "only our session key; username and password come from the user's Secret"
     );
-    // The user changes their password: copied over, session key kept.
-    let observed = Observed {
-        credentials: Some(BTreeMap::from([
-            ("username".into(), b"root".to_vec()),
-            ("password".into(), b"calvin".to_vec()),
-            ("session-key".into(), b"k".to_vec()),
-        ])),
-        user_credentials: Some(Some(BTreeMap::from([
-            ("username".into(), b"root".to_vec()),
-            ("password".into(), b"new".to_vec()),
-        ]))),
-        ..Default::default()
-    };
-    let (secret, _, _, _, _) = opted_in(plan(&vm, &vm_ref(), &observed, &Fresh::test()));
-    assert_eq!(
-        secret,
-        SecretAction::Update(BTreeMap::from([("password".into(), b"new".to_vec())]))
-    );
-
-    let observed = Observed {
-        user_credentials: Some(None),
-        ..Default::default()
-    };
-    let (secret, prepare, patch, _, notes) =
-        opted_in(plan(&vm, &vm_ref(), &observed, &Fresh::test()));
-    assert!(!prepare);
-    assert_eq!(secret, SecretAction::None);
     let patch = patch.unwrap();
-    assert!(
-        patch.get("spec").is_none(),
-        "VM not prepared without credentials: {patch}"
+    assert_eq!(
+        patch["spec"]["template"]["metadata"]["annotations"][annotations::CREDENTIALS_SECRET],
+        "my-creds"
     );
-    assert_eq!(notes[0].reason, "CredentialsSecretMissing");
-    assert!(notes[0].message.contains("\"my-creds\""));
+    // Dropped from the VM: dropped from the template.
+    let mut vm = prepared_vm();
+    vm["spec"]["template"]["metadata"]["annotations"][annotations::CREDENTIALS_SECRET] =
+        json!("my-creds");
+    let (_, _, patch, _, _) = opted_in(plan(&vm, &vm_ref(), &Observed::default(), &Fresh::test()));
+    assert_eq!(
+        patch.unwrap()["spec"]["template"]["metadata"]["annotations"]
+            [annotations::CREDENTIALS_SECRET],
+        Value::Null
+    );
+}
+
+/// Secrets are created once per ServiceAccount: recorded ones are not created again, and a
+/// record made under another account (recreated since) is void.
+#[test]
+fn secrets_are_created_once_per_service_account() {
+    let recorded = Created {
+        service_account: Some("sa-1".into()),
+        credentials: Some("c-1".into()),
+        token: None,
+    };
+    let (now, credentials, token) = secrets_to_create(&recorded, "sa-1");
+    assert_eq!((credentials, token), (false, true));
+    assert_eq!(now.credentials.as_deref(), Some("c-1"));
+    let (now, credentials, token) = secrets_to_create(&recorded, "sa-2");
+    assert_eq!((credentials, token), (true, true));
+    assert_eq!(now.service_account.as_deref(), Some("sa-2"));
+    assert_eq!(now.credentials, None);
+    // The record round-trips through the VM annotation.
+    let vm = fresh_vm(json!({
+        annotations::ENABLED: "true",
+        annotations::CREATED: recorded.to_annotation(),
+    }));
+    let (secret, _, _, _, _) = opted_in(plan(&vm, &vm_ref(), &Observed::default(), &Fresh::test()));
+    assert_eq!(secret.created, recorded);
+}
+
+/// Issue 12 §2: NodePort and LoadBalancer expose IPMI beyond the cluster, only when the
+/// installation allows it. Failed before: the annotation alone decided.
+#[test]
+fn external_service_types_need_the_installation_to_allow_them() {
+    let vm =
+        fresh_vm(json!({annotations::ENABLED: "true", annotations::SERVICE_TYPE: "LoadBalancer"}));
+    let service_type = |p: Plan| match p {
+        Plan::OptedIn {
+            service_type,
+            notes,
+            ..
+        } => (service_type, notes),
+        other => panic!("{other:?}"),
+    };
+    let (t, notes) = service_type(plan(&vm, &vm_ref(), &Observed::default(), &Fresh::test()));
+    assert_eq!(t, ServiceType::ClusterIp);
+    assert!(notes.iter().any(|n| n.reason == "ExternalServiceNotAllowed"
+        && n.message.contains("--allow-external-services")));
+    let observed = Observed {
+        policy: Policy {
+            external_services: true,
+        },
+        ..Default::default()
+    };
+    let (t, notes) = service_type(plan(&vm, &vm_ref(), &observed, &Fresh::test()));
+    assert_eq!(t, ServiceType::LoadBalancer);
+    assert!(
+        !notes
+            .iter()
+            .any(|n| n.reason == "ExternalServiceNotAllowed")
+    );
 }
 
 #[test]
@@ -394,7 +414,6 @@ fn unreachable_networking_is_reported() {
         .unwrap()
         .remove("ports");
     let observed = Observed {
-        credentials: Some(existing_secret()),
         ..Default::default()
     };
     let (_, _, patch, _, notes) = opted_in(plan(&vm, &vm_ref(), &observed, &Fresh::test()));
@@ -411,7 +430,6 @@ fn virtual_media_is_imported_then_attached_reported_and_ejected() {
     let mut vm = prepared_vm();
     vm["metadata"]["annotations"][annotations::MEDIA] = json!(media);
     let observed = Observed {
-        credentials: Some(existing_secret()),
         ..Default::default()
     };
     let (_, _, patch, m, _) = opted_in(plan(&vm, &vm_ref(), &observed, &Fresh::test()));
@@ -533,7 +551,6 @@ fn the_import_is_sized_from_the_image_size_the_sidecar_recorded() {
         r#"{{"image":"https://example.org/rhel.iso","inserted":true,"writeProtected":true,"sizeBytes":{size}}}"#
     ));
     let observed = Observed {
-        credentials: Some(existing_secret()),
         ..Default::default()
     };
     let (_, _, _, m, _) = opted_in(plan(&vm, &vm_ref(), &observed, &Fresh::test()));
@@ -604,6 +621,38 @@ fn children_are_scoped_to_the_vm() {
     );
     let binding = children::role_binding(&vm_ref());
     assert_eq!(binding.subjects.unwrap()[0].name, "vm1-bmc");
+}
+
+/// The sidecar's own refusal (e.g. a user's Secret without its owner's consent) is reported on
+/// the VM by the controller until the sidecar is ready.
+#[test]
+fn the_sidecars_refusal_is_reported_until_it_is_ready() {
+    let mut vm = prepared_vm();
+    vm["metadata"]["annotations"][annotations::SIDECAR_PROBLEM] = json!(
+        "Secret team-bmc is named by bmc.kubevirt.io/credentials-secret but its owner has not agreed"
+    );
+    let launcher = |ready| Launcher {
+        ip: Some("10.0.0.9".into()),
+        injected: true,
+        bmc_ready: ready,
+    };
+    let observed = Observed {
+        launcher: Some(launcher(false)),
+        ..Default::default()
+    };
+    let (_, _, patch, _, notes) = opted_in(plan(&vm, &vm_ref(), &observed, &Fresh::test()));
+    assert!(status_of(&patch.unwrap()).reason.contains("has not agreed"));
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.reason == "BmcRefusesToServe" && n.warning)
+    );
+    let observed = Observed {
+        launcher: Some(launcher(true)),
+        ..Default::default()
+    };
+    let (_, _, patch, _, _) = opted_in(plan(&vm, &vm_ref(), &observed, &Fresh::test()));
+    assert_eq!(status_of(&patch.unwrap()).reason, "ready");
 }
 
 /// Opt-out keeps the power a BMC client last asked for: on stays running (whatever the saved
@@ -730,65 +779,11 @@ fn opt_in_refuses_what_kubevirt_would_refuse_and_says_why() {
     }
 }
 
+/// A generated password is cut to 16 bytes for a compatible VM, before it is stored. A user's
+/// password never reaches the controller (it reads no user Secret): the sidecar checks it from
+/// the mounted file and refuses one IPMI would cut, reporting on the VM.
 #[test]
-fn passwords_ipmi_would_cut_block_preparation_with_a_message_and_generated_ones_fit() {
-    let vm = fresh_vm(json!({
-        annotations::ENABLED: "true",
-        annotations::CREDENTIALS_SECRET: "my-creds",
-    }));
-    let user = |password: &[u8]| Observed {
-        user_credentials: Some(Some(BTreeMap::from([
-            ("username".into(), b"root".to_vec()),
-            ("password".into(), password.to_vec()),
-        ]))),
-        ..Default::default()
-    };
-    let (secret, prepare, patch, _, notes) = opted_in(plan(
-        &vm,
-        &vm_ref(),
-        &user(b"a-password-of-25-bytes!!!"),
-        &Fresh::test(),
-    ));
-    assert!(!prepare);
-    assert_eq!(secret, SecretAction::None);
-    assert!(patch.unwrap().get("spec").is_none());
-    let note = notes
-        .iter()
-        .find(|n| n.reason == "CredentialsUnfitForIpmi")
-        .unwrap();
-    assert!(
-        note.message.contains("25 bytes") && note.message.contains("my-creds"),
-        "{}",
-        note.message
-    );
-    assert!(!note.message.contains("a-password"), "{}", note.message);
-    let (_, prepare, _, _, notes) = opted_in(plan(&vm, &vm_ref(), &user(b""), &Fresh::test()));
-    assert!(!prepare);
-    assert!(notes.iter().any(|n| n.message.contains("empty")));
-
-    // 17 bytes fit IPMI v2.0, not v1.5.
-    let (_, prepare, _, _, _) = opted_in(plan(
-        &vm,
-        &vm_ref(),
-        &user(b"seventeen-bytes!!"),
-        &Fresh::test(),
-    ));
-    assert!(prepare);
-    let compatible = fresh_vm(json!({
-        annotations::ENABLED: "true",
-        annotations::CREDENTIALS_SECRET: "my-creds",
-        annotations::IPMI_AUTH: "compatible",
-    }));
-    let (_, prepare, _, _, notes) = opted_in(plan(
-        &compatible,
-        &vm_ref(),
-        &user(b"seventeen-bytes!!"),
-        &Fresh::test(),
-    ));
-    assert!(!prepare);
-    assert!(notes.iter().any(|n| n.message.contains("IPMI v1.5")));
-
-    // A generated password is cut to 16 for a compatible VM, before it is stored.
+fn generated_passwords_fit_ipmi_and_user_passwords_are_the_sidecars_to_check() {
     let generated = fresh_vm(json!({
         annotations::ENABLED: "true",
         annotations::IPMI_AUTH: "compatible",
@@ -800,8 +795,15 @@ fn passwords_ipmi_would_cut_block_preparation_with_a_message_and_generated_ones_
         &Fresh::test(),
     ));
     assert!(prepare);
-    let SecretAction::Create(data) = secret else {
-        panic!("{secret:?}")
-    };
-    assert_eq!(data["password"].len(), 16);
+    assert_eq!(secret.credentials["password"].len(), 16);
+    let user = fresh_vm(json!({
+        annotations::ENABLED: "true",
+        annotations::CREDENTIALS_SECRET: "my-creds",
+        annotations::IPMI_AUTH: "compatible",
+    }));
+    let (secret, prepare, _, _, notes) =
+        opted_in(plan(&user, &vm_ref(), &Observed::default(), &Fresh::test()));
+    assert!(prepare);
+    assert!(!secret.credentials.contains_key("password"));
+    assert!(!notes.iter().any(|n| n.reason == "CredentialsUnfitForIpmi"));
 }

@@ -397,7 +397,7 @@ async fn dispatch(
             if let Err(response) = authorize(grant, "delete", &route, Some(&name)) {
                 return response;
             }
-            write::delete(shared, &route, &name)
+            write::delete(shared, &route, &name, body)
         }
         (method, name) => {
             let verb = match *method {

@@ -14,6 +14,7 @@ pub mod cdi;
 mod http;
 pub mod kubevirt;
 pub mod store;
+mod tokens;
 mod write;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -218,6 +219,15 @@ impl FakeApiServer {
         let stored = store.put(&Key::new(gvr, namespace, name), object);
         self.shared.settle(&mut store);
         stored
+    }
+
+    /// Deletes an object (as another client would), what it owns going with it.
+    pub fn remove(&self, gvr: Gvr, namespace: &str, name: &str) -> Option<Value> {
+        let mut store = self.shared.store();
+        let removed = store.delete(&Key::new(gvr, namespace, name))?;
+        tokens::collect_dependents(&mut store, namespace, &removed);
+        self.shared.settle(&mut store);
+        Some(removed)
     }
 
     /// Objects of `gvr` in `namespace` ("" for every namespace).

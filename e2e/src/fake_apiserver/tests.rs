@@ -411,3 +411,106 @@ async fn create_apply_delete_and_label_selectors_behave_like_the_api_server() {
     let (code, _) = call(&fake, "POST", secrets, "application/json", body).await;
     assert_eq!(code, 403);
 }
+
+/// The token controller fills a token Secret for an existing account with a token limited to
+/// the names its Roles allow, deletes one whose account is missing, and the Secrets owned by
+/// an account go when it is deleted; a DELETE with another UID as precondition is refused.
+#[tokio::test]
+async fn token_secrets_are_filled_by_the_token_controller_and_go_with_their_account() {
+    use base64::Engine;
+    let fake = fake().await;
+    fake.grant_all("admin", "admin");
+    let post = |path: &'static str, body: Value| {
+        let fake = &fake;
+        async move {
+            call_as(
+                "admin",
+                fake,
+                "POST",
+                path,
+                "application/json",
+                &body.to_string(),
+            )
+            .await
+        }
+    };
+    let secrets = "/api/v1/namespaces/vms/secrets";
+    let token_secret = |name: &str| {
+        json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
+               "metadata": {"name": name, "annotations": {"kubernetes.io/service-account.name": "vm1-bmc"}}})
+    };
+    // No account: the token controller deletes the Secret.
+    let (code, _) = post(secrets, token_secret("early")).await;
+    assert_eq!(code, 201);
+    assert!(
+        fake.get(Gvr::new("", "v1", "secrets"), NS, "early")
+            .is_none()
+    );
+
+    let (_, sa) = post(
+        "/api/v1/namespaces/vms/serviceaccounts",
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "vm1-bmc"}}),
+    )
+    .await;
+    post(
+        "/apis/rbac.authorization.k8s.io/v1/namespaces/vms/roles",
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "vm1-bmc"},
+               "rules": [{"apiGroups": ["kubevirt.io"], "resources": ["virtualmachines"], "verbs": ["get"], "resourceNames": ["vm1"]}]}),
+    )
+    .await;
+    post(
+        "/apis/rbac.authorization.k8s.io/v1/namespaces/vms/rolebindings",
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "vm1-bmc"},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "vm1-bmc"},
+               "subjects": [{"kind": "ServiceAccount", "name": "vm1-bmc", "namespace": "vms"}]}),
+    )
+    .await;
+    let mut owned = token_secret("vm1-bmc-token");
+    owned["metadata"]["ownerReferences"] = json!([{"apiVersion": "v1", "kind": "ServiceAccount", "name": "vm1-bmc", "uid": sa["metadata"]["uid"]}]);
+    let (code, created) = post(secrets, owned).await;
+    assert_eq!(code, 201);
+    assert!(created.get("data").is_none(), "filled in after creation");
+    let stored = fake
+        .get(Gvr::new("", "v1", "secrets"), NS, "vm1-bmc-token")
+        .unwrap();
+    let token = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(stored["data"]["token"].as_str().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    let (code, _) = call_as(&token, &fake, "GET", VM1, "application/json", "").await;
+    assert_eq!(
+        code, 200,
+        "the token is the account's, limited to its Role's names"
+    );
+    let (code, _) = call_as(&token, &fake, "GET", VM2, "application/json", "").await;
+    assert_eq!(code, 403);
+
+    // DELETE with a UID precondition that does not match: refused, nothing deleted.
+    let sa_path = "/api/v1/namespaces/vms/serviceaccounts/vm1-bmc";
+    let (code, refused) = call_as(
+        "admin",
+        &fake,
+        "DELETE",
+        sa_path,
+        "application/json",
+        r#"{"preconditions":{"uid":"someone-else"}}"#,
+    )
+    .await;
+    assert_eq!(code, 409);
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("Precondition failed: UID in precondition: someone-else")
+    );
+    let body = json!({"preconditions": {"uid": sa["metadata"]["uid"]}}).to_string();
+    let (code, _) = call_as("admin", &fake, "DELETE", sa_path, "application/json", &body).await;
+    assert_eq!(code, 200);
+    assert!(
+        fake.get(Gvr::new("", "v1", "secrets"), NS, "vm1-bmc-token")
+            .is_none(),
+        "the account's Secrets go with it"
+    );
+}

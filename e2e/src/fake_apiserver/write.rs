@@ -110,7 +110,11 @@ pub(super) async fn create(shared: &Shared, route: &Route, body: &[u8]) -> Respo
         return already_exists(route, &name);
     }
     let stored = store.put(&key, object);
+    if route.gvr.group.is_empty() && route.gvr.resource == "secrets" {
+        super::tokens::sync_secret(shared, &mut store, &route.namespace, &name);
+    }
     shared.settle(&mut store);
+    // The creator sees what it created: the token controller fills the Secret in afterwards.
     json_response(201, &stored)
 }
 
@@ -214,11 +218,34 @@ pub(super) async fn create_pod(
     }
 }
 
-pub(super) fn delete(shared: &Shared, route: &Route, name: &str) -> Response<Body> {
+/// DELETE, honouring `preconditions.uid` of the DeleteOptions body: a mismatch is 409 and
+/// nothing is deleted (k8s.io/apiserver pkg/storage/interfaces.go `Preconditions.Check`, turned
+/// into a Conflict by pkg/registry/generic/registry/store.go `Delete`).
+pub(super) fn delete(shared: &Shared, route: &Route, name: &str, body: &[u8]) -> Response<Body> {
     let key = Key::new(route.gvr.clone(), &route.namespace, name);
     let mut store = shared.store();
+    let options: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    if let (Some(want), Some(current)) = (options["preconditions"]["uid"].as_str(), store.get(&key))
+        && current["metadata"]["uid"].as_str() != Some(want)
+    {
+        let have = current["metadata"]["uid"].as_str().unwrap_or_default();
+        let prefix = if route.gvr.group.is_empty() {
+            route.gvr.resource.clone()
+        } else {
+            format!("{}.{}", route.gvr.resource, route.gvr.group)
+        };
+        return status(
+            409,
+            "Conflict",
+            &format!(
+                "Operation cannot be fulfilled on {prefix} \"{name}\": Precondition failed: UID in precondition: {want}, UID in object meta: {have}"
+            ),
+            json!({"name": name, "group": route.gvr.group, "kind": route.gvr.resource}),
+        );
+    }
     match store.delete(&key) {
         Some(object) => {
+            super::tokens::collect_dependents(&mut store, &route.namespace, &object);
             shared.settle(&mut store);
             json_response(200, &object)
         }

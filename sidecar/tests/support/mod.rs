@@ -133,6 +133,16 @@ impl Drop for Serve {
 }
 
 pub fn spawn_serve(kubeconfig: &Path, credentials: &Path, stderr: Stdio) -> Serve {
+    spawn_serve_with(kubeconfig, credentials, stderr, &[])
+}
+
+/// `spawn_serve` with more environment (e.g. the webhook's `KUBEVIRT_BMC_USER_CREDENTIALS`).
+pub fn spawn_serve_with(
+    kubeconfig: &Path,
+    credentials: &Path,
+    stderr: Stdio,
+    env: &[(&str, &str)],
+) -> Serve {
     let health = free_tcp_port();
     let ipmi = free_udp_port();
     let redfish = free_tcp_port();
@@ -148,6 +158,7 @@ pub fn spawn_serve(kubeconfig: &Path, credentials: &Path, stderr: Stdio) -> Serv
         .env("KUBEVIRT_BMC_HEALTH_LISTEN", format!("127.0.0.1:{health}"))
         .env("KUBEVIRT_BMC_CREDENTIALS_DIR", credentials)
         .env("KUBECONFIG", kubeconfig)
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(stderr)
         .spawn()

@@ -10,6 +10,8 @@
 //! | `injected` | launcher Pod | marker of the injection | webhook |
 //! | `status` | VM | JSON [`Status`]: address, readiness, reason | controller |
 //! | `original` | VM | JSON [`Original`]: the user's strategies before opt-in | controller |
+//! | `sidecar-problem` | VM | why the sidecar refuses to serve (e.g. no consent) | sidecar |
+//! | `created` | VM | JSON [`Created`]: UIDs of the Secrets the controller created | controller |
 //! | `media-status` | VM | JSON [`MediaStatus`] | controller |
 //! | `media` | VM | JSON [`Media`] (absent: ejected) | sidecar |
 //! | `power-state` | VM | [`PowerState`]: the power a client last asked for | sidecar |
@@ -47,6 +49,11 @@ pub const IPMI_AUTH: &str = "bmc.kubevirt.io/ipmi-auth";
 pub const STATUS: &str = "bmc.kubevirt.io/status";
 /// The user's `runStrategy` and `startStrategy` before opt-in, restored on opt-out.
 pub const ORIGINAL: &str = "bmc.kubevirt.io/original";
+/// Why the sidecar does not serve although it has its token (credentials missing, or a user's
+/// Secret whose owner did not agree); the controller reports it until the sidecar is ready.
+pub const SIDECAR_PROBLEM: &str = "bmc.kubevirt.io/sidecar-problem";
+/// What the controller created but may not read back (Secrets): see [`Created`].
+pub const CREATED: &str = "bmc.kubevirt.io/created";
 /// Desired virtual media, written by the sidecar.
 pub const MEDIA: &str = "bmc.kubevirt.io/media";
 /// Import state of the virtual media, written by the controller.
@@ -429,6 +436,48 @@ impl Original {
     pub fn parse_or_default(raw: Option<&str>) -> Original {
         raw.and_then(|s| serde_json::from_str(s).ok())
             .unwrap_or_default()
+    }
+
+    pub fn to_annotation(&self) -> String {
+        serde_json::to_string(self).expect("plain struct serialises")
+    }
+}
+
+/// `bmc.kubevirt.io/created`: the Secrets the controller created, which it may neither read nor
+/// list. Each holds the UID the API server gave it at creation and the UID of the `<vm>-bmc`
+/// ServiceAccount that owns it (the Secrets go with that account). A Secret of our name that is
+/// not recorded here, under the account we have now, is someone else's (or one being garbage
+/// collected) and is never taken over.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Created {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+impl Created {
+    /// Unreadable reads as "nothing recorded": creating again then meets the existing Secret
+    /// (409) and reports it, never overwrites it.
+    pub fn parse_or_default(raw: Option<&str>) -> Created {
+        raw.and_then(|s| serde_json::from_str(s).ok())
+            .unwrap_or_default()
+    }
+
+    /// What still holds for `account`: a record made under another ServiceAccount UID is
+    /// void (that account's Secrets are garbage collected with it).
+    pub fn under(&self, account: &str) -> Created {
+        if self.service_account.as_deref() == Some(account) {
+            self.clone()
+        } else {
+            Created {
+                service_account: Some(account.to_owned()),
+                ..Created::default()
+            }
+        }
     }
 
     pub fn to_annotation(&self) -> String {

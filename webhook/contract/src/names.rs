@@ -23,10 +23,23 @@ pub const HEALTH_PORT: u16 = 8623;
 pub const IPMI_HIGH_PORT: u16 = 10623;
 pub const REDFISH_HIGH_PORT: u16 = 10443;
 pub const TOKEN_VOLUME: &str = "bmc-token";
-pub const TOKEN_MOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+/// Where the `bmc` container (and only it) gets the token Secret of `<vm>-bmc`: never the
+/// Pod's default token path, which KubeVirt copies into the guest and other containers get.
+pub const TOKEN_MOUNT: &str = "/var/run/secrets/kubevirt-bmc/serviceaccount";
 pub const CREDENTIALS_VOLUME: &str = "bmc-credentials";
 /// Where the sidecar reads `username`, `password` and `session-key` (its `--credentials-dir`).
 pub const CREDENTIALS_MOUNT: &str = "/etc/kubevirt-bmc/credentials";
+/// Key a user's credentials Secret must carry, listing (comma-separated) the VMs its owner lets
+/// use it. The sidecar checks it from the mounted file [`CONSENT_FILE`]: the controller never
+/// reads a user's Secret, so consent is proven by the one who can write the Secret.
+pub const CONSENT_KEY: &str = "kubevirt-bmc-vms";
+/// File name of [`CONSENT_KEY`] inside [`CREDENTIALS_MOUNT`].
+pub const CONSENT_FILE: &str = "consent-vms";
+/// Secret type and annotation of a token Secret (kubernetes pkg/apis/core/types.go
+/// `SecretTypeServiceAccountToken`, `ServiceAccountNameKey`, `ServiceAccountUIDKey`).
+pub const SERVICE_ACCOUNT_TOKEN_TYPE: &str = "kubernetes.io/service-account-token";
+pub const SERVICE_ACCOUNT_NAME_KEY: &str = "kubernetes.io/service-account.name";
+pub const SERVICE_ACCOUNT_UID_KEY: &str = "kubernetes.io/service-account.uid";
 pub const LOW_PORT_SYSCTL: &str = "net.ipv4.ip_unprivileged_port_start";
 /// CD-ROM disk and volume name on the VM for virtual media.
 pub const MEDIA_DISK: &str = "bmc-media";
@@ -43,6 +56,10 @@ pub fn service(vm: &str) -> String {
 }
 pub fn credentials_secret(vm: &str) -> String {
     format!("{vm}-bmc-credentials")
+}
+/// The token Secret of `<vm>-bmc`, filled by kube-controller-manager's token controller.
+pub fn token_secret(vm: &str) -> String {
+    format!("{vm}-bmc-token")
 }
 pub fn media_data_volume(vm: &str) -> String {
     format!("{vm}-bmc-media")

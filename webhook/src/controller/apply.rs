@@ -2,8 +2,6 @@
 //! server needs (a Pod naming a missing ServiceAccount is refused, so the identity comes first
 //! and the VM template opt-in last).
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::core::v1::{
     Namespace, ObjectReference, Pod, Secret, Service, ServiceAccount,
 };
@@ -16,7 +14,7 @@ use serde_json::{Value, json};
 
 use super::children::{self, VmRef};
 use super::media::DvAction;
-use super::plan::{Launcher, Note, Observed, Plan, SecretAction, ordered_children};
+use super::plan::{Launcher, Note, Observed, Plan, ordered_children, secrets_to_create};
 use crate::annotations;
 use crate::names;
 
@@ -61,15 +59,6 @@ pub fn data_volume_resource() -> ApiResource {
     )
 }
 
-fn secret_data(secret: Secret) -> BTreeMap<String, Vec<u8>> {
-    secret
-        .data
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| (k, v.0))
-        .collect()
-}
-
 async fn get_opt<K>(api: &Api<K>, name: &str, step: &'static str) -> Result<Option<K>, ApplyError>
 where
     K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
@@ -88,23 +77,7 @@ pub async fn observe(client: &Client, vm: &Value, vm_ref: &VmRef) -> Result<Obse
         .get(ns)
         .await
         .map_err(at("get-namespace"))?;
-    let secrets = Api::<Secret>::namespaced(client.clone(), ns);
-    let credentials = get_opt(
-        &secrets,
-        &names::credentials_secret(&vm_ref.name),
-        "get-secret",
-    )
-    .await?
-    .map(secret_data);
     let annotations = super::plan::vm_annotations(vm);
-    let user_credentials = match annotations.get(annotations::CREDENTIALS_SECRET) {
-        None => None,
-        Some(name) => Some(
-            get_opt(&secrets, name, "get-user-secret")
-                .await?
-                .map(secret_data),
-        ),
-    };
     let selector = format!(
         "{}={},{}={}",
         names::LAUNCHER_LABEL,
@@ -145,10 +118,9 @@ pub async fn observe(client: &Client, vm: &Value, vm_ref: &VmRef) -> Result<Obse
     };
     Ok(Observed {
         namespace_labels: namespace.metadata.labels.unwrap_or_default(),
-        credentials,
-        user_credentials,
         launcher,
         data_volume,
+        policy: Default::default(),
     })
 }
 
@@ -197,87 +169,130 @@ pub async fn execute(
         }
         Plan::OptedIn {
             service_type,
-            secret,
+            secrets,
             prepare: _,
             vm_patch,
             media,
             notes: plan_notes,
         } => {
             let (sa, role, binding, service) = ordered_children(vm_ref, *service_type);
-            let name = names::service_account(&vm_ref.name);
-            Api::<ServiceAccount>::namespaced(client.clone(), ns)
-                .patch(&name, &apply_params(), &Patch::Apply(&sa))
-                .await
-                .map_err(at("apply-serviceaccount"))?;
-            Api::<Role>::namespaced(client.clone(), ns)
-                .patch(
-                    &names::role(&vm_ref.name),
-                    &apply_params(),
-                    &Patch::Apply(&role),
+            let n = &vm_ref.name;
+            let outcome: Result<Option<Value>, Clash> = async {
+                let account = apply_ours(
+                    &Api::<ServiceAccount>::namespaced(client.clone(), ns),
+                    vm_ref,
+                    &names::service_account(n),
+                    &sa,
+                    "apply-serviceaccount",
                 )
-                .await
-                .map_err(at("apply-role"))?;
-            Api::<RoleBinding>::namespaced(client.clone(), ns)
-                .patch(
-                    &names::role(&vm_ref.name),
-                    &apply_params(),
-                    &Patch::Apply(&binding),
+                .await?;
+                apply_ours(
+                    &Api::<Role>::namespaced(client.clone(), ns),
+                    vm_ref,
+                    &names::role(n),
+                    &role,
+                    "apply-role",
                 )
-                .await
-                .map_err(at("apply-rolebinding"))?;
-            let secrets = Api::<Secret>::namespaced(client.clone(), ns);
-            match secret {
-                SecretAction::None => {}
-                // Create, never overwrite: a second replica racing us gets 409 and requeues,
-                // so the password is generated exactly once.
-                SecretAction::Create(data) => {
-                    secrets
-                        .create(
-                            &PostParams::default(),
-                            &children::credentials_secret(vm_ref, data.clone()),
-                        )
-                        .await
-                        .map_err(at("create-secret"))?;
+                .await?;
+                apply_ours(
+                    &Api::<RoleBinding>::namespaced(client.clone(), ns),
+                    vm_ref,
+                    &names::role(n),
+                    &binding,
+                    "apply-rolebinding",
+                )
+                .await?;
+                let account_uid = account.metadata.uid.clone().unwrap_or_default();
+                let (mut created, credentials, token) =
+                    secrets_to_create(&secrets.created, &account_uid);
+                let secret_api = Api::<Secret>::namespaced(client.clone(), ns);
+                // Create, never overwrite or read: a second replica racing us gets 409 and
+                // requeues, so the password is generated exactly once.
+                if credentials {
+                    let secret = children::credentials_secret(
+                        vm_ref,
+                        &account_uid,
+                        secrets.credentials.clone(),
+                    );
+                    created.credentials =
+                        Some(create_ours(&secret_api, &secret, "create-secret").await?);
                 }
-                SecretAction::Update(data) => {
-                    let encoded: BTreeMap<String, k8s_openapi::ByteString> = data
-                        .iter()
-                        .map(|(k, v)| (k.clone(), k8s_openapi::ByteString(v.clone())))
-                        .collect();
-                    secrets
-                        .patch(
-                            &names::credentials_secret(&vm_ref.name),
-                            &PatchParams::default(),
-                            &Patch::Merge(json!({"data": encoded})),
-                        )
-                        .await
-                        .map_err(at("update-secret"))?;
+                if token {
+                    let secret = children::token_secret(vm_ref, &account_uid);
+                    created.token =
+                        Some(create_ours(&secret_api, &secret, "create-token-secret").await?);
                 }
+                apply_ours(
+                    &Api::<Service>::namespaced(client.clone(), ns),
+                    vm_ref,
+                    &names::service(n),
+                    &service,
+                    "apply-service",
+                )
+                .await?;
+                let dvs = Api::<DynamicObject>::namespaced_with(
+                    client.clone(),
+                    ns,
+                    &data_volume_resource(),
+                );
+                let dv_name = names::media_data_volume(n);
+                match &media.data_volume {
+                    DvAction::None => {}
+                    DvAction::Apply(dv) => {
+                        apply_ours(&dvs, vm_ref, &dv_name, dv, "apply-datavolume").await?;
+                    }
+                    DvAction::Delete => {
+                        delete_ours(&dvs, vm_ref, &dv_name, "delete-datavolume").await?
+                    }
+                }
+                let record = (created != secrets.created).then(|| created.to_annotation());
+                Ok(match (vm_patch.clone(), record) {
+                    (p, None) => p,
+                    (Some(mut p), Some(record)) => {
+                        p["metadata"]["annotations"][annotations::CREATED] = json!(record);
+                        Some(p)
+                    }
+                    (None, Some(record)) => {
+                        Some(json!({"metadata": {"annotations": {annotations::CREATED: record}}}))
+                    }
+                })
             }
-            Api::<Service>::namespaced(client.clone(), ns)
-                .patch(
-                    &names::service(&vm_ref.name),
-                    &apply_params(),
-                    &Patch::Apply(&service),
-                )
-                .await
-                .map_err(at("apply-service"))?;
-            let dvs =
-                Api::<DynamicObject>::namespaced_with(client.clone(), ns, &data_volume_resource());
-            let dv_name = names::media_data_volume(&vm_ref.name);
-            match &media.data_volume {
-                DvAction::None => {}
-                DvAction::Apply(dv) => {
-                    dvs.patch(&dv_name, &apply_params(), &Patch::Apply(dv))
-                        .await
-                        .map_err(at("apply-datavolume"))?;
+            .await;
+            match outcome {
+                Ok(patch) => {
+                    if let Some(p) = patch {
+                        vms.patch(&vm_ref.name, &PatchParams::default(), &Patch::Merge(&p))
+                            .await
+                            .map_err(at("patch-vm"))?;
+                    }
                 }
-                DvAction::Delete => delete(&dvs, &dv_name, "delete-datavolume").await?,
-            }
-            if let Some(p) = vm_patch {
-                vms.patch(&vm_ref.name, &PatchParams::default(), &Patch::Merge(p))
+                Err(Clash::Api(e)) => return Err(e),
+                // Someone else's object holds one of our names: nothing of it is touched and
+                // the VM is not prepared further; the user learns why on the VM.
+                Err(Clash::Taken(message)) => {
+                    let status = annotations::Status {
+                        address: None,
+                        service: format!("{}.{}.svc", names::service(n), ns),
+                        ready: false,
+                        reason: message.clone(),
+                    };
+                    vms.patch(
+                        &vm_ref.name,
+                        &PatchParams::default(),
+                        &Patch::Merge(json!({"metadata": {"annotations": {
+                            annotations::STATUS: status.to_annotation()
+                        }}})),
+                    )
                     .await
                     .map_err(at("patch-vm"))?;
+                    notes.push(Note {
+                        warning: true,
+                        reason: "NameTaken",
+                        message,
+                    });
+                    publish(recorder, vm_ref, notes).await;
+                    return Ok(());
+                }
             }
             notes.extend(plan_notes.iter().cloned());
         }
@@ -293,43 +308,57 @@ pub async fn execute(
             .map_err(at("patch-vm"))?;
             let dvs =
                 Api::<DynamicObject>::namespaced_with(client.clone(), ns, &data_volume_resource());
-            delete(
-                &dvs,
-                &names::media_data_volume(&vm_ref.name),
-                "delete-datavolume",
-            )
-            .await?;
             let n = &vm_ref.name;
-            delete(
-                &Api::<Service>::namespaced(client.clone(), ns),
-                &names::service(n),
-                "delete-service",
-            )
-            .await?;
-            delete(
-                &Api::<Secret>::namespaced(client.clone(), ns),
-                &names::credentials_secret(n),
-                "delete-secret",
-            )
-            .await?;
-            delete(
-                &Api::<RoleBinding>::namespaced(client.clone(), ns),
-                &names::role(n),
-                "delete-rolebinding",
-            )
-            .await?;
-            delete(
-                &Api::<Role>::namespaced(client.clone(), ns),
-                &names::role(n),
-                "delete-role",
-            )
-            .await?;
-            delete(
-                &Api::<ServiceAccount>::namespaced(client.clone(), ns),
-                &names::service_account(n),
-                "delete-serviceaccount",
-            )
-            .await?;
+            // Only what carries this VM's UID goes; the Secrets follow the ServiceAccount
+            // (garbage collector, token controller).
+            let results = [
+                delete_ours(
+                    &dvs,
+                    vm_ref,
+                    &names::media_data_volume(n),
+                    "delete-datavolume",
+                )
+                .await,
+                delete_ours(
+                    &Api::<Service>::namespaced(client.clone(), ns),
+                    vm_ref,
+                    &names::service(n),
+                    "delete-service",
+                )
+                .await,
+                delete_ours(
+                    &Api::<RoleBinding>::namespaced(client.clone(), ns),
+                    vm_ref,
+                    &names::role(n),
+                    "delete-rolebinding",
+                )
+                .await,
+                delete_ours(
+                    &Api::<Role>::namespaced(client.clone(), ns),
+                    vm_ref,
+                    &names::role(n),
+                    "delete-role",
+                )
+                .await,
+                delete_ours(
+                    &Api::<ServiceAccount>::namespaced(client.clone(), ns),
+                    vm_ref,
+                    &names::service_account(n),
+                    "delete-serviceaccount",
+                )
+                .await,
+            ];
+            for result in results {
+                match result {
+                    Ok(()) => {}
+                    Err(Clash::Api(e)) => return Err(e),
+                    Err(Clash::Taken(message)) => notes.push(Note {
+                        warning: true,
+                        reason: "NameTaken",
+                        message,
+                    }),
+                }
+            }
             notes.push(Note {
                 warning: false,
                 reason: "BmcRemoved",
@@ -337,43 +366,157 @@ pub async fn execute(
             });
         }
     }
-    if let Some(recorder) = recorder {
-        let reference = ObjectReference {
-            api_version: Some("kubevirt.io/v1".to_owned()),
-            kind: Some("VirtualMachine".to_owned()),
-            name: Some(vm_ref.name.clone()),
-            namespace: Some(vm_ref.namespace.clone()),
-            uid: Some(vm_ref.uid.clone()),
-            ..Default::default()
-        };
-        for note in notes {
-            let event = Event {
-                type_: if note.warning {
-                    EventType::Warning
-                } else {
-                    EventType::Normal
-                },
-                reason: note.reason.to_owned(),
-                note: Some(note.message),
-                action: "Reconcile".to_owned(),
-                secondary: None,
-            };
-            // An Event that cannot be written must not fail the reconcile.
-            if let Err(e) = recorder.publish(&event, &reference).await {
-                tracing::warn!(vm = %vm_ref.name, error = %e, "cannot publish Event");
-            }
-        }
-    }
+    publish(recorder, vm_ref, notes).await;
     Ok(())
 }
 
-async fn delete<K>(api: &Api<K>, name: &str, step: &'static str) -> Result<(), ApplyError>
+async fn publish(recorder: Option<&Recorder>, vm_ref: &VmRef, notes: Vec<Note>) {
+    let Some(recorder) = recorder else {
+        return;
+    };
+    let reference = ObjectReference {
+        api_version: Some("kubevirt.io/v1".to_owned()),
+        kind: Some("VirtualMachine".to_owned()),
+        name: Some(vm_ref.name.clone()),
+        namespace: Some(vm_ref.namespace.clone()),
+        uid: Some(vm_ref.uid.clone()),
+        ..Default::default()
+    };
+    for note in notes {
+        let event = Event {
+            type_: if note.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: note.reason.to_owned(),
+            note: Some(note.message),
+            action: "Reconcile".to_owned(),
+            secondary: None,
+        };
+        // An Event that cannot be written must not fail the reconcile.
+        if let Err(e) = recorder.publish(&event, &reference).await {
+            tracing::warn!(vm = %vm_ref.name, error = %e, "cannot publish Event");
+        }
+    }
+}
+
+/// Why a write of the plan stopped.
+enum Clash {
+    Api(ApplyError),
+    /// The name is taken by an object that is not this VM's (message for the VM).
+    Taken(String),
+}
+
+impl From<ApplyError> for Clash {
+    fn from(e: ApplyError) -> Self {
+        Clash::Api(e)
+    }
+}
+
+fn taken(kind: &str, namespace: &str, name: &str, vm: &str) -> String {
+    format!(
+        "{kind} {namespace}/{name} exists but was not created by the BMC controller for VM {vm}, so it is left alone and the BMC is not set up; delete or rename that {kind} (if it is left over from an earlier opt-in, the garbage collector removes it shortly)"
+    )
+}
+
+fn kind_of<K: kube::Resource<DynamicType = ()>>() -> String {
+    K::kind(&()).into_owned()
+}
+
+/// Server-side apply, but only onto an object that is ours (or missing): a force apply onto
+/// someone else's object of our name would adopt it.
+async fn apply_ours<K, B>(
+    api: &Api<K>,
+    vm_ref: &VmRef,
+    name: &str,
+    object: &B,
+    step: &'static str,
+) -> Result<K, Clash>
 where
-    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    B: serde::Serialize + std::fmt::Debug,
 {
-    match api.delete(name, &DeleteParams::background()).await {
+    if let Some(current) = get_opt(api, name, step).await?
+        && !children::owned_by_vm(current.meta(), vm_ref)
+    {
+        return Err(Clash::Taken(taken(
+            &object_kind(object),
+            &vm_ref.namespace,
+            name,
+            &vm_ref.name,
+        )));
+    }
+    Ok(api
+        .patch(name, &apply_params(), &Patch::Apply(object))
+        .await
+        .map_err(at(step))?)
+}
+
+fn object_kind<K: serde::Serialize>(object: &K) -> String {
+    serde_json::to_value(object)
+        .ok()
+        .and_then(|v| v["kind"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| "object".to_owned())
+}
+
+/// Creates a Secret and returns the UID the API server gave it; 409 means the name is taken
+/// by a Secret we have no record of creating, which we cannot read and never take over.
+async fn create_ours(
+    api: &Api<Secret>,
+    secret: &Secret,
+    step: &'static str,
+) -> Result<String, Clash> {
+    match api.create(&PostParams::default(), secret).await {
+        Ok(created) => Ok(created.metadata.uid.unwrap_or_default()),
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            let name = secret.metadata.name.clone().unwrap_or_default();
+            let ns = secret.metadata.namespace.clone().unwrap_or_default();
+            let vm = secret
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(names::VM_NAME_LABEL))
+                .cloned()
+                .unwrap_or_default();
+            Err(Clash::Taken(taken(&kind_of::<Secret>(), &ns, &name, &vm)))
+        }
+        Err(e) => Err(Clash::Api(at(step)(e))),
+    }
+}
+
+/// Deletes an object only if it is ours, with its UID as a precondition: a look-alike created
+/// in between is not deleted either (409 from the API server).
+async fn delete_ours<K>(
+    api: &Api<K>,
+    vm_ref: &VmRef,
+    name: &str,
+    step: &'static str,
+) -> Result<(), Clash>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let Some(current) = get_opt(api, name, step).await? else {
+        return Ok(());
+    };
+    if !children::owned_by_vm(current.meta(), vm_ref) {
+        return Err(Clash::Taken(format!(
+            "{} {}/{name} was not created by the BMC controller for VM {}, so opt-out left it alone",
+            object_kind(&current),
+            vm_ref.namespace,
+            vm_ref.name
+        )));
+    }
+    let params = DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            uid: current.meta().uid.clone(),
+            resource_version: None,
+        }),
+        ..DeleteParams::background()
+    };
+    match api.delete(name, &params).await {
         Ok(_) => Ok(()),
         Err(e) if not_found(&e) => Ok(()),
-        Err(e) => Err(at(step)(e)),
+        Err(e) => Err(Clash::Api(at(step)(e))),
     }
 }

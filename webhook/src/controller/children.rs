@@ -52,7 +52,7 @@ impl VmRef {
 pub fn service_account(vm: &VmRef) -> ServiceAccount {
     ServiceAccount {
         metadata: vm.meta(names::service_account(&vm.name)),
-        // The sidecar gets a projected token; nothing else in the Pod needs one.
+        // Only the `bmc` container gets a token (the token Secret); no Pod runs as this account.
         automount_service_account_token: Some(false),
         ..Default::default()
     }
@@ -125,11 +125,63 @@ pub fn service(vm: &VmRef, service_type: ServiceType) -> Service {
     }
 }
 
-pub fn credentials_secret(vm: &VmRef, data: BTreeMap<String, Vec<u8>>) -> Secret {
+/// Owned by the `<vm>-bmc` ServiceAccount, not the VM: deleting the account at opt-out lets
+/// the garbage collector delete the Secret, so the controller needs no right to delete (or,
+/// through the deleted object it returns, read) Secrets.
+fn owned_by_account(vm: &VmRef, name: String, account_uid: &str) -> ObjectMeta {
+    let mut meta = vm.meta(name);
+    meta.owner_references = Some(vec![OwnerReference {
+        api_version: "v1".to_owned(),
+        kind: "ServiceAccount".to_owned(),
+        name: names::service_account(&vm.name),
+        uid: account_uid.to_owned(),
+        controller: Some(true),
+        block_owner_deletion: None,
+    }]);
+    meta
+}
+
+pub fn credentials_secret(
+    vm: &VmRef,
+    account_uid: &str,
+    data: BTreeMap<String, Vec<u8>>,
+) -> Secret {
     Secret {
-        metadata: vm.meta(names::credentials_secret(&vm.name)),
+        metadata: owned_by_account(vm, names::credentials_secret(&vm.name), account_uid),
         type_: Some("Opaque".to_owned()),
         data: Some(data.into_iter().map(|(k, v)| (k, ByteString(v))).collect()),
         ..Default::default()
     }
+}
+
+/// A token Secret for `<vm>-bmc`: kube-controller-manager's token controller fills in `token`,
+/// `ca.crt` and `namespace` (kubernetes pkg/controller/serviceaccount/tokens_controller.go
+/// `syncSecret` -> `generateTokenIfNeeded`) and deletes it when the account (of that UID) goes.
+/// Created by hand and not listed in the account's `secrets`, the legacy-token cleaner leaves it
+/// alone (legacy_serviceaccount_token_cleaner.go `evaluateSATokens`: `hasSecretReference`).
+pub fn token_secret(vm: &VmRef, account_uid: &str) -> Secret {
+    let mut metadata = owned_by_account(vm, names::token_secret(&vm.name), account_uid);
+    metadata.annotations = Some(BTreeMap::from([
+        (
+            names::SERVICE_ACCOUNT_NAME_KEY.to_owned(),
+            names::service_account(&vm.name),
+        ),
+        (
+            names::SERVICE_ACCOUNT_UID_KEY.to_owned(),
+            account_uid.to_owned(),
+        ),
+    ]));
+    Secret {
+        metadata,
+        type_: Some(names::SERVICE_ACCOUNT_TOKEN_TYPE.to_owned()),
+        ..Default::default()
+    }
+}
+
+/// Ours: carries the VM's UID as an owner reference (what `VmRef::meta` writes).
+pub fn owned_by_vm(meta: &ObjectMeta, vm: &VmRef) -> bool {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .any(|r| r.uid == vm.uid && r.kind == "VirtualMachine")
 }

@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 
 use super::children::{self, VmRef};
 use super::media::{self, MediaPlan};
-use crate::annotations::{self, AnnotationError, Original, Status};
+use crate::annotations::{self, AnnotationError, Created, Original, Status};
 use crate::names;
 use crate::network;
 
@@ -17,18 +17,22 @@ pub const PASSWORD: &str = "password";
 pub const SESSION_KEY: &str = "session-key";
 pub const DEFAULT_USERNAME: &str = "admin";
 
-/// What the controller read before deciding.
+/// What the installation allows, from the controller's flags.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// `NodePort` and `LoadBalancer` BMC Services (IPMI reachable beyond the cluster).
+    pub external_services: bool,
+}
+
+/// What the controller read before deciding. No Secret is among it: the controller may not
+/// read Secrets (see manifests/base/rbac.yaml); what it created is on the VM ([`Created`]).
 #[derive(Debug, Clone, Default)]
 pub struct Observed {
     pub namespace_labels: BTreeMap<String, String>,
-    /// Data of `<vm>-bmc-credentials` when it exists.
-    pub credentials: Option<BTreeMap<String, Vec<u8>>>,
-    /// The user's Secret named by `bmc.kubevirt.io/credentials-secret`: `None` when none is
-    /// named, `Some(None)` when it is named but missing.
-    pub user_credentials: Option<Option<BTreeMap<String, Vec<u8>>>>,
     pub launcher: Option<Launcher>,
     /// The media DataVolume when it exists (JSON, CDI has no Rust types).
     pub data_volume: Option<Value>,
+    pub policy: Policy,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,12 +59,25 @@ impl Fresh {
     }
 }
 
+/// The Secrets of one opted-in VM, created once and never read, updated or deleted by the
+/// controller: they are owned by the `<vm>-bmc` ServiceAccount and go with it.
 #[derive(Debug, Clone, PartialEq)]
-pub enum SecretAction {
-    None,
-    Create(BTreeMap<String, Vec<u8>>),
-    /// Merge these keys into the existing Secret.
-    Update(BTreeMap<String, Vec<u8>>),
+pub struct SecretsPlan {
+    /// Data of `<vm>-bmc-credentials` if it has to be created: generated `username` and
+    /// `password` (unless the user names a Secret, which the kubelet mounts instead) and the
+    /// Redfish `session-key`.
+    pub credentials: BTreeMap<String, Vec<u8>>,
+    /// What the VM says was created, under which ServiceAccount.
+    pub created: Created,
+}
+
+/// Which Secrets to create now that the ServiceAccount's UID is known: those not recorded as
+/// created under this very account (a recreated account took its Secrets with it).
+pub fn secrets_to_create(created: &Created, account_uid: &str) -> (Created, bool, bool) {
+    let current = created.under(account_uid);
+    let credentials = current.credentials.is_none();
+    let token = current.token.is_none();
+    (current, credentials, token)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,8 +95,9 @@ pub enum Plan {
     /// then the VM patch that writes the opt-in into the template.
     OptedIn {
         service_type: annotations::ServiceType,
-        secret: SecretAction,
-        /// When false the VM is not prepared (e.g. the user's Secret is missing).
+        secrets: SecretsPlan,
+        /// When false the VM is not prepared. The plan always prepares; the execution stops
+        /// before the VM when a child's name is taken by an object we did not create.
         prepare: bool,
         vm_patch: Option<Value>,
         media: MediaPlan,
@@ -205,74 +223,56 @@ fn opted_in(
         reasons.push((true, "InvalidAnnotation", e.to_string()));
     }
 
-    // Credentials: keep what exists, take the user's pair when named, generate the rest.
-    let mut prepare = true;
-    let existing = observed.credentials.clone();
-    let mut desired = existing.clone().unwrap_or_default();
-    match &observed.user_credentials {
-        None => {
-            desired
-                .entry(USERNAME.to_owned())
-                .or_insert_with(|| DEFAULT_USERNAME.as_bytes().to_vec());
-            desired
-                .entry(PASSWORD.to_owned())
-                .or_insert_with(|| fresh_password(fresh, annotations));
-        }
-        Some(Some(user)) => match (user.get(USERNAME), user.get(PASSWORD)) {
-            (Some(u), Some(p)) => {
-                desired.insert(USERNAME.to_owned(), u.clone());
-                desired.insert(PASSWORD.to_owned(), p.clone());
-            }
-            _ => {
-                prepare = false;
-                reasons.push((
-                    true,
-                    "CredentialsSecretIncomplete",
-                    format!(
-                        "Secret {:?} named by {} lacks the keys \"username\" and \"password\"",
-                        annotations
-                            .get(annotations::CREDENTIALS_SECRET)
-                            .cloned()
-                            .unwrap_or_default(),
-                        annotations::CREDENTIALS_SECRET
-                    ),
-                ));
-            }
-        },
-        Some(None) => {
-            prepare = false;
-            reasons.push((
-                true,
-                "CredentialsSecretMissing",
-                format!(
-                    "Secret {:?} named by {} does not exist",
-                    annotations
-                        .get(annotations::CREDENTIALS_SECRET)
-                        .cloned()
-                        .unwrap_or_default(),
-                    annotations::CREDENTIALS_SECRET
-                ),
-            ));
-        }
+    let mut service_type = service_type;
+    if matches!(
+        service_type,
+        annotations::ServiceType::NodePort | annotations::ServiceType::LoadBalancer
+    ) && !observed.policy.external_services
+    {
+        reasons.push((
+            true,
+            "ExternalServiceNotAllowed",
+            format!(
+                "{}={} would expose IPMI and Redfish beyond the cluster, which this installation does not allow (controller flag --allow-external-services); the BMC Service is ClusterIP",
+                annotations::SERVICE_TYPE,
+                service_type.as_str()
+            ),
+        ));
+        service_type = annotations::ServiceType::ClusterIp;
     }
-    if let Some(problem) = ipmi_password_problem(annotations, &desired) {
+
+    // Credentials: generated once into a Secret the controller creates and never reads back.
+    // A user-named Secret is mounted by the kubelet, never copied; its owner's consent is a key
+    // inside it, checked by the sidecar (the controller cannot see it).
+    let mut prepare = true;
+    let user_secret = annotations::credentials_secret(annotations).ok().flatten();
+    let mut credentials = BTreeMap::new();
+    if user_secret.is_none() {
+        credentials.insert(USERNAME.to_owned(), DEFAULT_USERNAME.as_bytes().to_vec());
+        credentials.insert(PASSWORD.to_owned(), fresh_password(fresh, annotations));
+    }
+    // A user's password never reaches the controller: the sidecar refuses one unfit for IPMI.
+    if let Some(problem) = ipmi_password_problem(annotations, &credentials) {
         prepare = false;
         reasons.push((true, "CredentialsUnfitForIpmi", problem));
     }
-    desired
-        .entry(SESSION_KEY.to_owned())
-        .or_insert_with(|| fresh.session_key.as_bytes().to_vec());
-    let secret = match existing {
-        None if prepare => SecretAction::Create(desired),
-        None => SecretAction::None,
-        Some(existing) if existing != desired && prepare => SecretAction::Update(
-            desired
-                .into_iter()
-                .filter(|(k, v)| existing.get(k) != Some(v))
-                .collect(),
+    credentials.insert(
+        SESSION_KEY.to_owned(),
+        fresh.session_key.as_bytes().to_vec(),
+    );
+    let secrets = SecretsPlan {
+        credentials,
+        created: Created::parse_or_default(
+            annotations.get(annotations::CREATED).map(String::as_str),
         ),
-        Some(_) => SecretAction::None,
     };
+
+    // The sidecar's own report (it has its token but refuses to serve), until it is ready.
+    if let Some(problem) = annotations.get(annotations::SIDECAR_PROBLEM)
+        && !observed.launcher.as_ref().is_some_and(|l| l.bmc_ready)
+    {
+        reasons.push((true, "BmcRefusesToServe", problem.clone()));
+    }
 
     for u in network::check_vm(vm) {
         reasons.push((true, u.reason(), u.message()));
@@ -348,6 +348,12 @@ fn opted_in(
             let s = patch.entry("spec").or_insert_with(|| json!({}));
             s["template"]["metadata"]["annotations"][annotations::ENABLED] = json!("true");
         }
+        // The webhook mounts the user's Secret from the Pod's annotation, inherited from here.
+        if template_annotation(vm, annotations::CREDENTIALS_SECRET) != user_secret.as_deref() {
+            let s = patch.entry("spec").or_insert_with(|| json!({}));
+            s["template"]["metadata"]["annotations"][annotations::CREDENTIALS_SECRET] =
+                json!(user_secret);
+        }
     }
     if observed.launcher.as_ref().is_some_and(|l| !l.injected) && (!first_time || !prepare) {
         reasons.push((
@@ -409,7 +415,7 @@ fn opted_in(
     });
     Plan::OptedIn {
         service_type,
-        secret,
+        secrets,
         prepare,
         vm_patch,
         media,
@@ -488,7 +494,9 @@ pub fn restore_patch(vm: &Value, annotations: &BTreeMap<String, String>) -> Valu
         Original::parse_or_default(annotations.get(annotations::ORIGINAL).map(String::as_str));
     let mut spec = json!({
         "template": {
-            "metadata": {"annotations": {annotations::ENABLED: null}},
+            "metadata": {"annotations": {
+                annotations::ENABLED: null, annotations::CREDENTIALS_SECRET: null
+            }},
             "spec": {"startStrategy": original.start_strategy}
         }
     });
@@ -526,7 +534,8 @@ pub fn restore_patch(vm: &Value, annotations: &BTreeMap<String, String>) -> Valu
     }
     let mut p = json!({
         "metadata": {"annotations": {
-            annotations::ORIGINAL: null, annotations::STATUS: null, annotations::MEDIA_STATUS: null
+            annotations::ORIGINAL: null, annotations::STATUS: null, annotations::MEDIA_STATUS: null,
+            annotations::CREATED: null, annotations::SIDECAR_PROBLEM: null
         }},
         "spec": spec
     });

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service, ServiceAccount};
 use kube::Client;
 use kube::api::Api;
 use kube::core::DynamicObject;
@@ -18,7 +18,7 @@ use rand::Rng;
 
 use super::apply::{self, ApplyError};
 use super::children::VmRef;
-use super::plan::{self, Fresh};
+use super::plan::{self, Fresh, Policy};
 use crate::metrics::Metrics;
 use crate::names;
 
@@ -31,6 +31,7 @@ pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
+    pub policy: Policy,
     failures: Mutex<HashMap<(String, String), u32>>,
 }
 
@@ -125,10 +126,12 @@ pub async fn reconcile_vm(
     vm: &DynamicObject,
     recorder: Option<&Recorder>,
     fresh: &Fresh,
+    policy: Policy,
 ) -> Result<plan::Plan, ReconcileError> {
     let vm_ref = vm_ref(vm)?;
     let value = serde_json::to_value(vm).map_err(|_| ReconcileError::Malformed("JSON form"))?;
-    let observed = apply::observe(client, &value, &vm_ref).await?;
+    let mut observed = apply::observe(client, &value, &vm_ref).await?;
+    observed.policy = policy;
     let plan = plan::plan(&value, &vm_ref, &observed, fresh);
     apply::execute(client, &vm_ref, &plan, recorder).await?;
     Ok(plan)
@@ -139,7 +142,7 @@ async fn reconcile(vm: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action, 
         password: random_secret(),
         session_key: random_secret(),
     };
-    let result = reconcile_vm(&ctx.client, &vm, Some(&ctx.recorder), &fresh).await;
+    let result = reconcile_vm(&ctx.client, &vm, Some(&ctx.recorder), &fresh, ctx.policy).await;
     let key = (
         vm.metadata.namespace.clone().unwrap_or_default(),
         vm.metadata.name.clone().unwrap_or_default(),
@@ -174,7 +177,7 @@ fn error_policy(vm: Arc<DynamicObject>, error: &ReconcileError, ctx: Arc<Context
     Action::requeue(delay)
 }
 
-pub async fn run(client: Client, metrics: Arc<Metrics>, instance: String) {
+pub async fn run(client: Client, metrics: Arc<Metrics>, instance: String, policy: Policy) {
     let ar = apply::vm_resource();
     let vms = Api::<DynamicObject>::all_with(client.clone(), &ar);
     let recorder = Recorder::new(
@@ -188,6 +191,7 @@ pub async fn run(client: Client, metrics: Arc<Metrics>, instance: String) {
         client: client.clone(),
         recorder,
         metrics,
+        policy,
         failures: Mutex::default(),
     });
     let managed =
@@ -201,7 +205,7 @@ pub async fn run(client: Client, metrics: Arc<Metrics>, instance: String) {
     let dv_resource = apply::data_volume_resource();
     controller
         .owns_with::<ServiceAccount>(Api::all(client.clone()), (), managed.clone())
-        .owns_with::<Secret>(Api::all(client.clone()), (), managed.clone())
+        // No watch on Secrets: the controller may not list or watch them (rbac.yaml).
         .owns_with::<Service>(Api::all(client.clone()), (), managed.clone())
         // The media import's progress and failure reach the VM only through a reconcile.
         // Without CDI installed this watch keeps failing (with backoff) and nothing else does.
