@@ -25,7 +25,7 @@ use kubevirt_bmc_contract::boot::{BootMode, BootOverride, BootOverrideEnabled, B
 use kubevirt_bmc_contract::names;
 use kubevirt_bmc_e2e::fake_apiserver::{FakeApiServer, Gvr};
 use kubevirt_bmc_webhook::controller::children::{self, VmRef};
-use kubevirt_bmc_webhook::controller::plan::{Fresh, Launcher, Observed, Plan, SecretAction, plan};
+use kubevirt_bmc_webhook::controller::plan::{Fresh, Launcher, Observed, Plan, plan};
 use serde_json::{Value, json};
 
 const NS: &str = "vms";
@@ -154,12 +154,14 @@ fn controller_writes(
     };
     let mut observed = Observed::default();
     let mut service_type = ServiceType::ClusterIp;
+    // What the controller generated at opt-in: it creates the Secret once and never reads it.
+    let mut credentials = None;
     // First pass: the opt-in (the controller prepares the VM); then the launcher Pod as it is now.
     let passes = [None, launcher];
     for seen in passes {
         observed.launcher = seen;
         let Plan::OptedIn {
-            secret,
+            secrets,
             vm_patch,
             service_type: wanted,
             ..
@@ -168,14 +170,19 @@ fn controller_writes(
             panic!("{} is opted in", vm_ref.name);
         };
         service_type = wanted;
-        if let SecretAction::Create(data) = secret {
-            observed.credentials = Some(data);
+        if credentials.is_none() && !secrets.credentials.is_empty() {
+            credentials = Some(secrets.credentials);
         }
         if let Some(patch) = vm_patch {
             json_patch::merge(&mut vm, &patch);
         }
     }
-    let secret = children::credentials_secret(&vm_ref, observed.credentials.unwrap());
+    let account_uid = format!("{}-bmc-account-uid", vm_ref.name);
+    let secret = children::credentials_secret(
+        &vm_ref,
+        &account_uid,
+        credentials.expect("opt-in generates the credentials"),
+    );
     let mut service = serde_json::to_value(children::service(&vm_ref, service_type)).unwrap();
     if let Some((ipmi, redfish)) = node_ports {
         service["spec"]["ports"][0]["nodePort"] = json!(ipmi);
