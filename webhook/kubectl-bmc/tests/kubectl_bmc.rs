@@ -152,7 +152,9 @@ fn controller_writes(
         password: password.to_owned(),
         session_key: "session-key".to_owned(),
     };
+    // vm2's NodePort Service: an installation that allows external BMC Services.
     let mut observed = Observed::default();
+    observed.policy.external_services = true;
     let mut service_type = ServiceType::ClusterIp;
     // What the controller generated at opt-in: it creates the Secret once and never reads it.
     let mut credentials = None;
