@@ -101,7 +101,7 @@ fn vm(annotations: Value) -> DynamicObject {
 
 const NS: &str = "/api/v1/namespaces/vms";
 const APPLY: &str = "?&force=true&fieldManager=kubevirt-bmc-controller";
-const PODS: &str = "/api/v1/namespaces/vms/pods?&labelSelector=kubevirt.io%3Dvirt-launcher%2Cvm.kubevirt.io%2Fname%3Dvm1";
+const PODS: &str = "/api/v1/namespaces/vms/pods?&labelSelector=kubevirt.io%3Dvirt-launcher%2Cbmc.kubevirt.io%2Fvm%3Dvm1";
 
 fn reads(secret_exists: bool) -> Vec<Call> {
     vec![
@@ -167,7 +167,7 @@ async fn opt_in_writes_identity_first_and_the_vm_template_last() {
             }),
         call("PATCH", &format!("/apis/rbac.authorization.k8s.io/v1/namespaces/vms/rolebindings/vm1-bmc{APPLY}"), 200, json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "vm1-bmc"}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "vm1-bmc"}}))
             .body(|b| assert_eq!(b["subjects"][0], json!({"kind": "ServiceAccount", "name": "vm1-bmc", "namespace": "vms"}))),
-        call("POST", &format!("{NS}/secrets?"), 201, json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "vm1-bmc-credentials"}}))
+        call("POST", &format!("{NS}/secrets?&fieldManager=kubevirt-bmc-controller"), 201, json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "vm1-bmc-credentials"}}))
             .body(|b| {
                 assert_eq!(b["metadata"]["name"], "vm1-bmc-credentials");
                 assert_eq!(b["data"]["username"], "YWRtaW4=");
@@ -179,7 +179,7 @@ async fn opt_in_writes_identity_first_and_the_vm_template_last() {
                 assert_eq!(b["spec"]["publishNotReadyAddresses"], true);
                 assert_eq!(b["spec"]["ports"][0]["port"], 623);
             }),
-        call("PATCH", "/apis/kubevirt.io/v1/namespaces/vms/virtualmachines/vm1?", 200, vm1.clone())
+        call("PATCH", "/apis/kubevirt.io/v1/namespaces/vms/virtualmachines/vm1?&fieldManager=kubevirt-bmc-controller", 200, vm1.clone())
             .body(|b| {
                 assert_eq!(b["metadata"]["resourceVersion"], "100");
                 assert_eq!(b["spec"]["runStrategy"], "Always");
@@ -253,7 +253,7 @@ async fn a_stale_vm_gives_a_conflict_that_requeues() {
         call("PATCH", &format!("/apis/rbac.authorization.k8s.io/v1/namespaces/vms/roles/vm1-bmc{APPLY}"), 200, json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "vm1-bmc"}})),
         call("PATCH", &format!("/apis/rbac.authorization.k8s.io/v1/namespaces/vms/rolebindings/vm1-bmc{APPLY}"), 200, json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "vm1-bmc"}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "vm1-bmc"}})),
         echo_ok("PATCH", &format!("{NS}/services/vm1-bmc{APPLY}"), "Service"),
-        call("PATCH", "/apis/kubevirt.io/v1/namespaces/vms/virtualmachines/vm1?", 409, status(409, "Conflict")),
+        call("PATCH", "/apis/kubevirt.io/v1/namespaces/vms/virtualmachines/vm1?&fieldManager=kubevirt-bmc-controller", 409, status(409, "Conflict")),
     ]);
     let verifier = tokio::spawn(verify(handle, calls));
     let err = reconcile_vm(
@@ -279,7 +279,7 @@ async fn opt_out_restores_the_vm_then_deletes_what_it_owned() {
     calls.push(
         call(
             "PATCH",
-            "/apis/kubevirt.io/v1/namespaces/vms/virtualmachines/vm1?",
+            "/apis/kubevirt.io/v1/namespaces/vms/virtualmachines/vm1?&fieldManager=kubevirt-bmc-controller",
             200,
             vm1,
         )
@@ -338,6 +338,10 @@ async fn desired_media_creates_the_datavolume_and_attaches_nothing_yet() {
         annotations::ORIGINAL: "{\"runStrategy\":\"Halted\"}",
         annotations::MEDIA: media,
     });
+    vm1["spec"]["template"]["metadata"]["labels"] = json!({
+        "bmc.kubevirt.io/enabled": "true",
+        "bmc.kubevirt.io/vm": "vm1",
+    });
     let vm: DynamicObject = serde_json::from_value(vm1.clone()).unwrap();
     let mut calls = reads(true);
     calls.push(call(
@@ -361,7 +365,7 @@ async fn desired_media_creates_the_datavolume_and_attaches_nothing_yet() {
             assert_eq!(b["spec"]["source"]["http"]["url"], "https://example.org/boot.iso");
             assert_eq!(b["metadata"]["ownerReferences"][0]["name"], "vm1");
         }),
-        call("PATCH", "/apis/kubevirt.io/v1/namespaces/vms/virtualmachines/vm1?", 200, vm1.clone()).body(|b| {
+        call("PATCH", "/apis/kubevirt.io/v1/namespaces/vms/virtualmachines/vm1?&fieldManager=kubevirt-bmc-controller", 200, vm1.clone()).body(|b| {
             assert!(b["spec"]["template"].is_null(), "no CD-ROM before the import: {b}");
             assert_eq!(b["metadata"]["annotations"][annotations::MEDIA_STATUS], "{\"phase\":\"Importing\"}");
             assert_eq!(b["metadata"]["resourceVersion"], "300");

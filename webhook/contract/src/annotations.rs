@@ -7,7 +7,7 @@
 //! | `credentials-secret` | VM | name of a Secret in the VM's namespace | user |
 //! | `service-type` | VM | `ClusterIP` / `NodePort` / `LoadBalancer` | user |
 //! | `injected` | launcher Pod | marker of the injection | webhook |
-//! | `status` | VM | JSON [`Status`]: address, readiness, reason | controller |
+//! | `status` | VM | JSON [`Status`]: address, readiness, reason, per-VM object names | controller |
 //! | `original` | VM | JSON [`Original`]: the user's strategies before opt-in | controller |
 //! | `media-status` | VM | JSON [`MediaStatus`] | controller |
 //! | `media` | VM | JSON [`Media`] (absent: ejected) | sidecar |
@@ -269,6 +269,10 @@ pub struct Status {
     pub ready: bool,
     #[serde(default)]
     pub reason: String,
+    /// The per-VM objects' names (derived by [`crate::names`], recorded so users and tools
+    /// find them without knowing the derivation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objects: Option<crate::names::ObjectNames>,
 }
 
 impl Status {

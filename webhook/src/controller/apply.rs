@@ -109,8 +109,8 @@ pub async fn observe(client: &Client, vm: &Value, vm_ref: &VmRef) -> Result<Obse
         "{}={},{}={}",
         names::LAUNCHER_LABEL,
         names::LAUNCHER_VALUE,
-        names::VM_NAME_LABEL,
-        vm_ref.name
+        names::VM_LABEL,
+        names::vm_label(&vm_ref.name)
     );
     let pods = Api::<Pod>::namespaced(client.clone(), ns)
         .list(&ListParams::default().labels(&selector))
@@ -175,6 +175,21 @@ fn apply_params() -> PatchParams {
     PatchParams::apply(names::FIELD_MANAGER).force()
 }
 
+/// Merge patches name us too: without it they show up in managedFields as `unknown`.
+fn patch_params() -> PatchParams {
+    PatchParams {
+        field_manager: Some(names::FIELD_MANAGER.to_owned()),
+        ..Default::default()
+    }
+}
+
+fn post_params() -> PostParams {
+    PostParams {
+        field_manager: Some(names::FIELD_MANAGER.to_owned()),
+        ..Default::default()
+    }
+}
+
 /// Writes the plan. Children first, the VM last.
 pub async fn execute(
     client: &Client,
@@ -189,7 +204,7 @@ pub async fn execute(
         Plan::Nothing => {}
         Plan::Invalid { vm_patch, note } => {
             if let Some(p) = vm_patch {
-                vms.patch(&vm_ref.name, &PatchParams::default(), &Patch::Merge(p))
+                vms.patch(&vm_ref.name, &patch_params(), &Patch::Merge(p))
                     .await
                     .map_err(at("patch-vm"))?;
             }
@@ -233,7 +248,7 @@ pub async fn execute(
                 SecretAction::Create(data) => {
                     secrets
                         .create(
-                            &PostParams::default(),
+                            &post_params(),
                             &children::credentials_secret(vm_ref, data.clone()),
                         )
                         .await
@@ -247,7 +262,7 @@ pub async fn execute(
                     secrets
                         .patch(
                             &names::credentials_secret(&vm_ref.name),
-                            &PatchParams::default(),
+                            &patch_params(),
                             &Patch::Merge(json!({"data": encoded})),
                         )
                         .await
@@ -275,7 +290,7 @@ pub async fn execute(
                 DvAction::Delete => delete(&dvs, &dv_name, "delete-datavolume").await?,
             }
             if let Some(p) = vm_patch {
-                vms.patch(&vm_ref.name, &PatchParams::default(), &Patch::Merge(p))
+                vms.patch(&vm_ref.name, &patch_params(), &Patch::Merge(p))
                     .await
                     .map_err(at("patch-vm"))?;
             }
@@ -284,13 +299,9 @@ pub async fn execute(
         Plan::OptOut { vm_patch } => {
             // Restore first: once the template no longer opts in, new Pods stop naming the
             // ServiceAccount we are about to delete.
-            vms.patch(
-                &vm_ref.name,
-                &PatchParams::default(),
-                &Patch::Merge(vm_patch),
-            )
-            .await
-            .map_err(at("patch-vm"))?;
+            vms.patch(&vm_ref.name, &patch_params(), &Patch::Merge(vm_patch))
+                .await
+                .map_err(at("patch-vm"))?;
             let dvs =
                 Api::<DynamicObject>::namespaced_with(client.clone(), ns, &data_volume_resource());
             delete(

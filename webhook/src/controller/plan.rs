@@ -141,6 +141,7 @@ pub fn plan(vm: &Value, vm_ref: &VmRef, observed: &Observed, fresh: &Fresh) -> P
                 service: String::new(),
                 ready: false,
                 reason: e.to_string(),
+                objects: None,
             };
             return Plan::Invalid {
                 vm_patch: status_patch(&annotations, &status)
@@ -154,7 +155,8 @@ pub fn plan(vm: &Value, vm_ref: &VmRef, observed: &Observed, fresh: &Fresh) -> P
         }
     };
     let prepared = annotations.contains_key(annotations::ORIGINAL)
-        || template_annotation(vm, annotations::ENABLED).is_some();
+        || template_annotation(vm, annotations::ENABLED).is_some()
+        || template_label(vm, names::OPT_IN_LABEL).is_some();
     if !wants {
         return if prepared {
             Plan::OptOut {
@@ -314,6 +316,18 @@ fn opted_in(
             let s = patch.entry("spec").or_insert_with(|| json!({}));
             s["template"]["metadata"]["annotations"][annotations::ENABLED] = json!("true");
         }
+        // Labels KubeVirt copies onto the launcher Pod: the webhook's objectSelector and the
+        // Service's selector.
+        let label = names::vm_label(&vm_ref.name);
+        for (key, value) in [
+            (names::OPT_IN_LABEL, names::OPT_IN_VALUE),
+            (names::VM_LABEL, label.as_str()),
+        ] {
+            if template_label(vm, key) != Some(value) {
+                let s = patch.entry("spec").or_insert_with(|| json!({}));
+                s["template"]["metadata"]["labels"][key] = json!(value);
+            }
+        }
     }
     if observed.launcher.as_ref().is_some_and(|l| !l.injected) && (!first_time || !prepare) {
         reasons.push((
@@ -349,6 +363,7 @@ fn opted_in(
         service: format!("{}.{}.svc", names::service(&vm_ref.name), vm_ref.namespace),
         ready,
         reason: reason.clone(),
+        objects: Some(names::ObjectNames::of(&vm_ref.name)),
     };
     if previous_reason(annotations).as_deref() != Some(reason.as_str()) {
         for (warning, why, message) in &reasons {
@@ -405,6 +420,10 @@ fn template_annotation<'a>(vm: &'a Value, key: &str) -> Option<&'a str> {
     vm["spec"]["template"]["metadata"]["annotations"][key].as_str()
 }
 
+fn template_label<'a>(vm: &'a Value, key: &str) -> Option<&'a str> {
+    vm["spec"]["template"]["metadata"]["labels"][key].as_str()
+}
+
 fn merge_annotations(vm: &Value, changes: impl IntoIterator<Item = (String, Value)>) -> Value {
     let mut p = json!({"metadata": {"annotations": {}}});
     for (k, v) in changes {
@@ -421,7 +440,10 @@ pub fn restore_patch(vm: &Value, annotations: &BTreeMap<String, String>) -> Valu
         Original::parse_or_default(annotations.get(annotations::ORIGINAL).map(String::as_str));
     let mut spec = json!({
         "template": {
-            "metadata": {"annotations": {annotations::ENABLED: null}},
+            "metadata": {
+                "annotations": {annotations::ENABLED: null},
+                "labels": {names::OPT_IN_LABEL: null, names::VM_LABEL: null}
+            },
             "spec": {"startStrategy": original.start_strategy}
         }
     });

@@ -18,6 +18,7 @@ use rand::Rng;
 
 use super::apply::{self, ApplyError};
 use super::children::VmRef;
+use super::lease::{ElectionConfig, Elector};
 use super::plan::{self, Fresh};
 use crate::metrics::Metrics;
 use crate::names;
@@ -159,7 +160,24 @@ async fn reconcile(vm: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action, 
     }
 }
 
+/// After a 409 the VM (or a child) changed under us: retry soon with what the watch now
+/// shows, without counting it as a failure (a conflict is another writer, not an error).
+const CONFLICT_RETRY_MIN: Duration = Duration::from_millis(200);
+const CONFLICT_RETRY_MAX: Duration = Duration::from_millis(1200);
+
+fn conflict_retry() -> Duration {
+    rand::rng().random_range(CONFLICT_RETRY_MIN..CONFLICT_RETRY_MAX)
+}
+
 fn error_policy(vm: Arc<DynamicObject>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
+    if let ReconcileError::Apply(e) = error
+        && e.is_conflict()
+    {
+        ctx.metrics.reconcile("conflict");
+        let delay = conflict_retry();
+        tracing::debug!(vm = ?vm.metadata.name, namespace = ?vm.metadata.namespace, %error, ?delay, "conflict; retrying");
+        return Action::requeue(delay);
+    }
     let key = (
         vm.metadata.namespace.clone().unwrap_or_default(),
         vm.metadata.name.clone().unwrap_or_default(),
@@ -174,7 +192,51 @@ fn error_policy(vm: Arc<DynamicObject>, error: &ReconcileError, ctx: Arc<Context
     Action::requeue(delay)
 }
 
-pub async fn run(client: Client, metrics: Arc<Metrics>, instance: String) {
+/// Runs the controller until SIGTERM; with `election`, only while this replica holds the
+/// leader Lease (it waits as a candidate otherwise, and releases the Lease on SIGTERM so the
+/// other replica takes over at once).
+pub async fn run(
+    client: Client,
+    metrics: Arc<Metrics>,
+    instance: String,
+    election: Option<ElectionConfig>,
+) {
+    let Some(config) = election else {
+        tokio::select! {
+            _ = run_controller(client, metrics, instance) => {}
+            _ = kubevirt_bmc_runtime::exit::shutdown_signal() => {}
+        }
+        return;
+    };
+    let mut elector = Elector::new(client.clone(), config);
+    let shutdown = kubevirt_bmc_runtime::exit::shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = elector.acquire() => {}
+            _ = &mut shutdown => return,
+        }
+        tracing::info!(identity = %elector.config().identity, "leader Lease acquired; reconciling");
+        metrics.leader(true);
+        let lost = tokio::select! {
+            _ = run_controller(client.clone(), metrics.clone(), instance.clone()) => false,
+            _ = elector.hold() => true,
+            _ = &mut shutdown => false,
+        };
+        metrics.leader(false);
+        if !lost {
+            if let Err(e) = elector.release().await {
+                tracing::warn!(error = %e, "cannot release the leader Lease");
+            }
+            return;
+        }
+        // The controller future is dropped here: no reconcile of ours starts after the renew
+        // deadline, which ends before any other replica may take the Lease.
+        tracing::warn!("leader Lease lost; reconciling stopped, standing by as a candidate");
+    }
+}
+
+async fn run_controller(client: Client, metrics: Arc<Metrics>, instance: String) {
     let ar = apply::vm_resource();
     let vms = Api::<DynamicObject>::all_with(client.clone(), &ar);
     let recorder = Recorder::new(
@@ -215,11 +277,13 @@ pub async fn run(client: Client, metrics: Arc<Metrics>, instance: String) {
             (),
             watcher::Config::default().labels("kubevirt.io=virt-launcher"),
             move |pod: Pod| {
+                // The VMI (= VM) name; KubeVirt's `vm.kubevirt.io/name` label is the hostname.
                 let vm = pod
                     .metadata
-                    .labels
-                    .as_ref()?
-                    .get(names::VM_NAME_LABEL)?
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(names::DOMAIN_ANNOTATION))
+                    .or_else(|| pod.metadata.labels.as_ref()?.get(names::VM_NAME_LABEL))?
                     .clone();
                 Some(
                     ObjectRef::new_with(&vm, ar_pods.clone())
@@ -241,7 +305,6 @@ pub async fn run(client: Client, metrics: Arc<Metrics>, instance: String) {
                     .collect::<Vec<_>>()
             },
         )
-        .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {
