@@ -393,6 +393,14 @@ async fn dispatch(
             }
             write::create(shared, &route, body).await
         }
+        // Updates only where a client of ours needs them (the controller's leader Lease);
+        // elsewhere the fake keeps refusing PUT as the BMC's Role does.
+        (&Method::PUT, Some(name)) if route.gvr.group == "coordination.k8s.io" => {
+            if let Err(response) = authorize(grant, "update", &route, Some(&name)) {
+                return response;
+            }
+            write::update(shared, &route, &name, body)
+        }
         (&Method::DELETE, Some(name)) => {
             if let Err(response) = authorize(grant, "delete", &route, Some(&name)) {
                 return response;
