@@ -83,11 +83,28 @@ where
 
 /// Everything `plan` needs beyond the VM itself.
 pub async fn observe(client: &Client, vm: &Value, vm_ref: &VmRef) -> Result<Observed, ApplyError> {
-    let ns = vm_ref.namespace.as_str();
     let namespace = Api::<Namespace>::all(client.clone())
-        .get(ns)
+        .get(&vm_ref.namespace)
         .await
         .map_err(at("get-namespace"))?;
+    observe_in(
+        client,
+        vm,
+        vm_ref,
+        namespace.metadata.labels.unwrap_or_default(),
+    )
+    .await
+}
+
+/// As [`observe`], with the namespace's labels already known (the controller's namespace
+/// cache), so no per-VM namespace GET.
+pub async fn observe_in(
+    client: &Client,
+    vm: &Value,
+    vm_ref: &VmRef,
+    namespace_labels: BTreeMap<String, String>,
+) -> Result<Observed, ApplyError> {
+    let ns = vm_ref.namespace.as_str();
     let secrets = Api::<Secret>::namespaced(client.clone(), ns);
     let credentials = get_opt(
         &secrets,
@@ -144,7 +161,7 @@ pub async fn observe(client: &Client, vm: &Value, vm_ref: &VmRef) -> Result<Obse
         None
     };
     Ok(Observed {
-        namespace_labels: namespace.metadata.labels.unwrap_or_default(),
+        namespace_labels,
         credentials,
         user_credentials,
         launcher,

@@ -131,6 +131,21 @@ fn previous_reason(current: &BTreeMap<String, String>) -> Option<String> {
         .map(|s| s.reason)
 }
 
+/// True when the VM neither opts in (its annotation, else its namespace's label) nor was
+/// prepared by us: nothing to read, nothing to write. Decided before any API read, so a VM
+/// that did not opt in costs nothing beyond the shared watches.
+pub fn untouched(vm: &Value, namespace_labels: &BTreeMap<String, String>) -> bool {
+    let annotations = vm_annotations(vm);
+    matches!(wants_bmc(&annotations, namespace_labels), Ok(false))
+        && !was_prepared(vm, &annotations)
+}
+
+fn was_prepared(vm: &Value, annotations: &BTreeMap<String, String>) -> bool {
+    annotations.contains_key(annotations::ORIGINAL)
+        || template_annotation(vm, annotations::ENABLED).is_some()
+        || template_label(vm, names::OPT_IN_LABEL).is_some()
+}
+
 pub fn plan(vm: &Value, vm_ref: &VmRef, observed: &Observed, fresh: &Fresh) -> Plan {
     let annotations = vm_annotations(vm);
     let wants = match wants_bmc(&annotations, &observed.namespace_labels) {
@@ -154,9 +169,7 @@ pub fn plan(vm: &Value, vm_ref: &VmRef, observed: &Observed, fresh: &Fresh) -> P
             };
         }
     };
-    let prepared = annotations.contains_key(annotations::ORIGINAL)
-        || template_annotation(vm, annotations::ENABLED).is_some()
-        || template_label(vm, names::OPT_IN_LABEL).is_some();
+    let prepared = was_prepared(vm, &annotations);
     if !wants {
         return if prepared {
             Plan::OptOut {

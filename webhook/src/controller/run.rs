@@ -10,10 +10,12 @@ use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service, ServiceAccount
 use kube::Client;
 use kube::api::Api;
 use kube::core::DynamicObject;
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::reflector;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use rand::Rng;
 
 use super::apply::{self, ApplyError};
@@ -32,6 +34,7 @@ pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
+    namespaces: Store<PartialObjectMeta<Namespace>>,
     failures: Mutex<HashMap<(String, String), u32>>,
 }
 
@@ -135,12 +138,39 @@ pub async fn reconcile_vm(
     Ok(plan)
 }
 
+/// The controller's reconcile: namespace labels from the cache, and no API call at all for a
+/// VM that neither opts in nor was prepared.
+async fn reconcile_cached(
+    ctx: &Context,
+    vm: &DynamicObject,
+    fresh: &Fresh,
+) -> Result<plan::Plan, ReconcileError> {
+    let vm_ref = vm_ref(vm)?;
+    let value = serde_json::to_value(vm).map_err(|_| ReconcileError::Malformed("JSON form"))?;
+    // Ready once the first namespace list is in; the reflector lives as long as the
+    // controller, so this only waits at start.
+    let _ = ctx.namespaces.wait_until_ready().await;
+    let cached = ctx
+        .namespaces
+        .get(&ObjectRef::new(&vm_ref.namespace))
+        .map(|ns| ns.metadata.labels.clone().unwrap_or_default());
+    let observed = match cached {
+        Some(labels) if plan::untouched(&value, &labels) => return Ok(plan::Plan::Nothing),
+        Some(labels) => apply::observe_in(&ctx.client, &value, &vm_ref, labels).await?,
+        // A namespace the cache has not seen yet: ask.
+        None => apply::observe(&ctx.client, &value, &vm_ref).await?,
+    };
+    let plan = plan::plan(&value, &vm_ref, &observed, fresh);
+    apply::execute(&ctx.client, &vm_ref, &plan, Some(&ctx.recorder)).await?;
+    Ok(plan)
+}
+
 async fn reconcile(vm: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     let fresh = Fresh {
         password: random_secret(),
         session_key: random_secret(),
     };
-    let result = reconcile_vm(&ctx.client, &vm, Some(&ctx.recorder), &fresh).await;
+    let result = reconcile_cached(&ctx, &vm, &fresh).await;
     let key = (
         vm.metadata.namespace.clone().unwrap_or_default(),
         vm.metadata.name.clone().unwrap_or_default(),
@@ -246,14 +276,29 @@ async fn run_controller(client: Client, metrics: Arc<Metrics>, instance: String)
             instance: Some(instance),
         },
     );
+    // Namespaces: only their labels matter (the namespace-wide opt-in), so a metadata-only
+    // watch, cached; reconciles read labels from here instead of a GET per VM.
+    let (namespaces, ns_writer) = reflector::store::<PartialObjectMeta<Namespace>>();
+    let ns_events = reflector(
+        ns_writer,
+        watcher(
+            Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+            watcher::Config::default(),
+        ),
+    )
+    .backoff(TriggerBackoff::default())
+    .touched_objects();
     let ctx = Arc::new(Context {
         client: client.clone(),
         recorder,
         metrics,
+        namespaces,
         failures: Mutex::default(),
     });
     let managed =
         watcher::Config::default().labels("app.kubernetes.io/managed-by=kubevirt-bmc-webhook");
+    // What we own only triggers reconciles (by ownerReference): metadata is all we need.
+    let owned = |cfg: &watcher::Config| cfg.clone();
     let controller = Controller::new_with(vms, watcher::Config::default(), ar.clone())
         .trigger_backoff(TriggerBackoff::default());
     let store = controller.store();
@@ -262,21 +307,57 @@ async fn run_controller(client: Client, metrics: Arc<Metrics>, instance: String)
     let ar_ns = ar.clone();
     let dv_resource = apply::data_volume_resource();
     controller
-        .owns_with::<ServiceAccount>(Api::all(client.clone()), (), managed.clone())
-        .owns_with::<Secret>(Api::all(client.clone()), (), managed.clone())
-        .owns_with::<Service>(Api::all(client.clone()), (), managed.clone())
+        .owns_stream(
+            watcher(
+                Api::<PartialObjectMeta<ServiceAccount>>::all(client.clone()),
+                owned(&managed),
+            )
+            .backoff(TriggerBackoff::default())
+            .touched_objects(),
+        )
+        .owns_stream(
+            watcher(
+                Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+                owned(&managed),
+            )
+            .backoff(TriggerBackoff::default())
+            .touched_objects(),
+        )
+        .owns_stream(
+            watcher(
+                Api::<PartialObjectMeta<Service>>::all(client.clone()),
+                owned(&managed),
+            )
+            .backoff(TriggerBackoff::default())
+            .touched_objects(),
+        )
         // The media import's progress and failure reach the VM only through a reconcile.
         // Without CDI installed this watch keeps failing (with backoff) and nothing else does.
-        .owns_with::<DynamicObject>(
-            Api::all_with(client.clone(), &dv_resource),
+        .owns_stream_with(
+            watcher(
+                Api::<PartialObjectMeta<DynamicObject>>::all_with(client.clone(), &dv_resource),
+                owned(&managed),
+            )
+            .backoff(TriggerBackoff::default())
+            .touched_objects(),
             dv_resource.clone(),
-            managed,
         )
-        .watches_with(
-            Api::<Pod>::all(client.clone()),
-            (),
-            watcher::Config::default().labels("kubevirt.io=virt-launcher"),
-            move |pod: Pod| {
+        // Only launcher Pods of VMs we prepared (our label, which KubeVirt copies from the VM
+        // template): the cluster's other launcher Pods cause no event and no reconcile.
+        .watches_stream(
+            watcher(
+                Api::<PartialObjectMeta<Pod>>::all(client.clone()),
+                watcher::Config::default().labels(&format!(
+                    "{}={},{}={}",
+                    names::LAUNCHER_LABEL,
+                    names::LAUNCHER_VALUE,
+                    names::OPT_IN_LABEL,
+                    names::OPT_IN_VALUE
+                )),
+            )
+            .backoff(TriggerBackoff::default())
+            .touched_objects(),
+            move |pod: PartialObjectMeta<Pod>| {
                 // The VMI (= VM) name; KubeVirt's `vm.kubevirt.io/name` label is the hostname.
                 let vm = pod
                     .metadata
@@ -291,20 +372,15 @@ async fn run_controller(client: Client, metrics: Arc<Metrics>, instance: String)
                 )
             },
         )
-        .watches_with(
-            Api::<Namespace>::all(client.clone()),
-            (),
-            watcher::Config::default(),
-            move |ns: Namespace| {
-                let name = ns.metadata.name.clone().unwrap_or_default();
-                ns_store
-                    .state()
-                    .into_iter()
-                    .filter(|vm| vm.metadata.namespace.as_deref() == Some(name.as_str()))
-                    .map(|vm| ObjectRef::from_obj_with(vm.as_ref(), ar_ns.clone()))
-                    .collect::<Vec<_>>()
-            },
-        )
+        .watches_stream(ns_events, move |ns: PartialObjectMeta<Namespace>| {
+            let name = ns.metadata.name.clone().unwrap_or_default();
+            ns_store
+                .state()
+                .into_iter()
+                .filter(|vm| vm.metadata.namespace.as_deref() == Some(name.as_str()))
+                .map(|vm| ObjectRef::from_obj_with(vm.as_ref(), ar_ns.clone()))
+                .collect::<Vec<_>>()
+        })
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {
