@@ -548,7 +548,7 @@ fn patch(
     if patched["metadata"]["resourceVersion"] != current["metadata"]["resourceVersion"] {
         return conflict(route, name);
     }
-    let stored = store.put(&key, patched);
+    let stored = store.update(&key, patched);
     shared.settle(&mut store);
     json_response(200, &stored)
 }

@@ -259,7 +259,7 @@ pub(super) fn apply(shared: &Shared, route: &Route, name: &str, body: &[u8]) -> 
             }
             let mut merged = current;
             json_patch::merge(&mut merged, &applied);
-            store.put(&key, merged)
+            store.update(&key, merged)
         }
         None => store.put(&key, applied),
     };
