@@ -44,7 +44,7 @@ fn media_the_sidecar_writes_is_imported_by_the_controller_and_its_status_read_ba
     };
     let mut annotations = BTreeMap::from([(
         contract::MEDIA.to_owned(),
-        sidecar::media_annotation(&insert),
+        sidecar::media_annotation(&insert, Some(700 << 20)),
     )]);
 
     let plan = controller_media::plan(&vm_with(&annotations), &vm_ref(), &annotations, None);
@@ -52,6 +52,10 @@ fn media_the_sidecar_writes_is_imported_by_the_controller_and_its_status_read_ba
         panic!("the controller must import what the sidecar asked for: {plan:?}");
     };
     assert_eq!(dv["spec"]["source"]["http"]["url"], insert.image.as_str());
+    assert_eq!(
+        dv["spec"]["storage"]["resources"]["requests"]["storage"], "700Mi",
+        "sized from the image size the sidecar recorded"
+    );
     let (key, status) = plan
         .status_annotation
         .expect("the controller reports the import");

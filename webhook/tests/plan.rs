@@ -512,6 +512,14 @@ fn virtual_media_is_imported_then_attached_reported_and_ejected() {
         dv["metadata"]["ownerReferences"][0]["kind"],
         "VirtualMachine"
     );
+    assert_eq!(
+        dv["metadata"]["annotations"]["cdi.kubevirt.io/storage.bind.immediate.requested"], "true",
+        "WaitForFirstConsumer storage must import a medium nothing consumes yet"
+    );
+    assert_eq!(
+        dv["spec"]["storage"]["resources"]["requests"]["storage"], "4Gi",
+        "no recorded image size: the default"
+    );
     assert!(m.vm_spec.is_none(), "nothing attached before the import");
     assert_eq!(
         patch.unwrap()["metadata"]["annotations"][annotations::MEDIA_STATUS],
@@ -598,6 +606,29 @@ fn virtual_media_is_imported_then_attached_reported_and_ejected() {
     assert_eq!(
         patch["metadata"]["annotations"][annotations::MEDIA_STATUS],
         Value::Null
+    );
+}
+
+#[test]
+fn the_import_is_sized_from_the_image_size_the_sidecar_recorded() {
+    let mut vm = prepared_vm();
+    // A RHEL DVD: bigger than the old fixed 4Gi.
+    let size: u64 = 13_012_828_161;
+    vm["metadata"]["annotations"][annotations::MEDIA] = json!(format!(
+        r#"{{"image":"https://example.org/rhel.iso","inserted":true,"writeProtected":true,"sizeBytes":{size}}}"#
+    ));
+    let observed = Observed {
+        credentials: Some(existing_secret()),
+        ..Default::default()
+    };
+    let (_, _, _, m, _) = opted_in(plan(&vm, &vm_ref(), &observed, &Fresh::test()));
+    let DvAction::Apply(dv) = &m.data_volume else {
+        panic!("{:?}", m.data_volume)
+    };
+    // One byte over 12410 MiB: rounded up to whole MiB; CDI adds its filesystem overhead.
+    assert_eq!(
+        dv["spec"]["storage"]["resources"]["requests"]["storage"],
+        "12411Mi"
     );
 }
 

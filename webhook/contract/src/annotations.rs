@@ -190,13 +190,17 @@ pub struct Media {
     pub inserted: bool,
     #[serde(default = "yes")]
     pub write_protected: bool,
+    /// The image's size as its server announced it (`Content-Length`), recorded by the
+    /// sidecar at insert time so the import can be sized to fit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_bytes: Option<u64>,
 }
 
 fn yes() -> bool {
     true
 }
 
-const MEDIA_ALLOWED: &str = "expected JSON {\"image\": \"http(s)://...\", \"inserted\": true|false, \"writeProtected\": true|false}";
+const MEDIA_ALLOWED: &str = "expected JSON {\"image\": \"http(s)://...\", \"inserted\": true|false, \"writeProtected\": true|false, \"sizeBytes\": N}";
 
 impl Media {
     pub fn parse(raw: &str) -> Result<Media, AnnotationError> {

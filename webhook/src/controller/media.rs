@@ -10,8 +10,15 @@ use super::children::VmRef;
 use crate::annotations::{self, MediaPhase, MediaStatus};
 use crate::names;
 
-/// Requested size of the import; CDI needs one and an ISO's size is unknown beforehand.
-pub const MEDIA_SIZE: &str = "4Gi";
+/// Requested size of an import whose image size was not recorded (a `media` annotation written
+/// by hand or by an older sidecar): CDI needs one.
+pub const MEDIA_SIZE_UNKNOWN: &str = "4Gi";
+/// CDI's `AnnImmediateBinding` (containerized-data-importer pkg/controller/common/util.go):
+/// bind and import at once even when the StorageClass is `WaitForFirstConsumer`. Without it
+/// such storage waits for a consumer, and the CD-ROM is attached (consumed) only once the
+/// import is done: neither would ever happen.
+pub const IMMEDIATE_BINDING: &str = "cdi.kubevirt.io/storage.bind.immediate.requested";
+const MIB: u64 = 1 << 20;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum DvAction {
@@ -30,14 +37,28 @@ pub struct MediaPlan {
     pub status_annotation: Option<(String, Value)>,
 }
 
-pub fn data_volume(vm: &VmRef, url: &str) -> Value {
+/// The storage to request for an image of `size_bytes`. With the `storage` API CDI itself adds
+/// the filesystem overhead and aligns (`InflateSizeWithOverhead`/`GetRequiredSpace`, CDI
+/// pkg/controller/common/util.go); an ISO imports as raw, so its virtual size is its size. We
+/// round up to whole MiB so the request reads well in `kubectl get pvc`.
+pub fn storage_request(size_bytes: Option<u64>) -> String {
+    match size_bytes {
+        Some(bytes) => format!("{}Mi", bytes.div_ceil(MIB).max(1)),
+        None => MEDIA_SIZE_UNKNOWN.to_owned(),
+    }
+}
+
+pub fn data_volume(vm: &VmRef, media: &annotations::Media) -> Value {
+    let mut metadata =
+        serde_json::to_value(vm.meta(names::media_data_volume(&vm.name))).expect("meta");
+    metadata["annotations"][IMMEDIATE_BINDING] = json!("true");
     json!({
         "apiVersion": "cdi.kubevirt.io/v1beta1",
         "kind": "DataVolume",
-        "metadata": serde_json::to_value(vm.meta(names::media_data_volume(&vm.name))).expect("meta"),
+        "metadata": metadata,
         "spec": {
-            "source": {"http": {"url": url}},
-            "storage": {"resources": {"requests": {"storage": MEDIA_SIZE}}}
+            "source": {"http": {"url": media.image}},
+            "storage": {"resources": {"requests": {"storage": storage_request(media.size_bytes)}}}
         }
     })
 }
@@ -132,7 +153,7 @@ pub fn plan(
         ),
         Some(dv) => (DvAction::None, status_of(dv)),
         None => (
-            DvAction::Apply(data_volume(vm_ref, &media.image)),
+            DvAction::Apply(data_volume(vm_ref, &media)),
             MediaStatus {
                 phase: MediaPhase::Importing,
                 progress: None,

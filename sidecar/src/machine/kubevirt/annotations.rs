@@ -58,11 +58,13 @@ pub fn boot_state(vm: &VirtualMachine) -> Option<BootState> {
     serde_json::from_str(vm.annotation(BOOT_STATE)?).ok()
 }
 
-pub fn media_annotation(media: &MediaInsert) -> String {
+/// `size_bytes`: what the image server announced, for the controller to size the import.
+pub fn media_annotation(media: &MediaInsert, size_bytes: Option<u64>) -> String {
     Media {
         image: media.image.clone(),
         inserted: media.inserted,
         write_protected: media.write_protected,
+        size_bytes,
     }
     .to_annotation()
 }

@@ -130,7 +130,7 @@ impl Machine for KubevirtMachine {
         }
         let changes = BTreeMap::from([(
             annotations::MEDIA,
-            Some(annotations::media_annotation(&media)),
+            Some(annotations::media_annotation(&media, None)),
         )]);
         let vm = self.inner.api.patch_annotations(&changes).await?;
         self.inner.cache.offer_vm(vm);
