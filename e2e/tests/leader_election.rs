@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use kubevirt_bmc_e2e::fake_apiserver::admission::MutatingWebhook;
 use kubevirt_bmc_e2e::fake_apiserver::{FakeApiServer, Gvr, RequestRecord};
+use kubevirt_bmc_e2e::testkit::free_tcp_port;
 use serde_json::{Value, json};
 
 const NS: &str = "vms";
@@ -44,14 +45,6 @@ fn workspace_binary(name: &str) -> PathBuf {
         path.display()
     );
     path
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn fixture(name: &str) -> Value {
@@ -110,7 +103,7 @@ fn start_replica(
 ) -> Replica {
     let kubeconfig = dir.join(format!("kubeconfig-{name}"));
     std::fs::write(&kubeconfig, fake.kubeconfig(token, "kubevirt-bmc")).unwrap();
-    let port = free_port();
+    let port = free_tcp_port();
     let manifest = std::fs::read_to_string(
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../manifests/base/webhooks.yaml"),
     )

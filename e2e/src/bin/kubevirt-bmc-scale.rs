@@ -45,7 +45,11 @@ struct Args {
     #[arg(long, env = "KUBEVIRT_BMC_SCALE_ADMISSION_RATE", default_value_t = 20)]
     admission_rate: u32,
     /// Give up on the cold reconcile after this many seconds.
-    #[arg(long, env = "KUBEVIRT_BMC_SCALE_COLD_LIMIT_SECONDS", default_value_t = 600)]
+    #[arg(
+        long,
+        env = "KUBEVIRT_BMC_SCALE_COLD_LIMIT_SECONDS",
+        default_value_t = 600
+    )]
     cold_limit_seconds: u64,
 }
 
@@ -148,17 +152,20 @@ fn populate(fake: &FakeApiServer, args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Opted-in VMs whose status reads ready. Reads only those VMs, one at a time: a list of all
+/// 10,000 would hold the fake's store lock long enough to slow the controller it measures.
 fn ready_count(fake: &FakeApiServer, args: &Args) -> usize {
-    fake.list(Gvr::vm(), "")
-        .iter()
-        .filter(|vm| {
-            vm["metadata"]["annotations"]["bmc.kubevirt.io/status"]
-                .as_str()
-                .and_then(|s| serde_json::from_str::<Value>(s).ok())
-                .is_some_and(|s| s["ready"] == true)
+    (0..args.opted_in)
+        .filter(|i| {
+            fake.vm(&namespace(args, *i), &vm_name(*i))
+                .is_some_and(|vm| {
+                    vm["metadata"]["annotations"]["bmc.kubevirt.io/status"]
+                        .as_str()
+                        .and_then(|s| serde_json::from_str::<Value>(s).ok())
+                        .is_some_and(|s| s["ready"] == true)
+                })
         })
         .count()
-        .min(args.opted_in)
 }
 
 #[tokio::main]
@@ -169,7 +176,10 @@ async fn main() -> anyhow::Result<()> {
     }
     let machine = procs::MachineInfo::now();
     let fake = Arc::new(FakeApiServer::start().await?);
-    fake.grant_all(TOKEN, "system:serviceaccount:kubevirt-bmc:kubevirt-bmc-webhook");
+    fake.grant_all(
+        TOKEN,
+        "system:serviceaccount:kubevirt-bmc:kubevirt-bmc-webhook",
+    );
     let started = Instant::now();
     populate(&fake, &args)?;
     eprintln!(
@@ -221,7 +231,11 @@ async fn main() -> anyhow::Result<()> {
     webhook.wait_tcp(port)?;
 
     // Admission throughout: a steady rate of opted-in launcher Pod reviews.
-    let samples = Arc::new(Mutex::new((Latencies::default(), Latencies::default(), 0u64)));
+    let samples = Arc::new(Mutex::new((
+        Latencies::default(),
+        Latencies::default(),
+        0u64,
+    )));
     let steady = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let pod = fixture("pod-a-vm1-optin.json")?;
@@ -262,13 +276,19 @@ async fn main() -> anyhow::Result<()> {
             break cold_start.elapsed();
         }
         if cold_start.elapsed() > limit {
-            bail!("cold reconcile: {ready} of {} ready after {limit:?}", args.opted_in);
+            bail!(
+                "cold reconcile: {ready} of {} ready after {limit:?}",
+                args.opted_in
+            );
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
     };
     let cold_requests = fake.requests();
     let rss_after_cold = webhook.rss_kib().unwrap_or(0);
-    eprintln!("cold reconcile done in {cold:.1?}; steady window {} s", args.steady_seconds);
+    eprintln!(
+        "cold reconcile done in {cold:.1?}; steady window {} s",
+        args.steady_seconds
+    );
 
     fake.clear_requests();
     steady.store(true, Ordering::Relaxed);
@@ -291,7 +311,12 @@ async fn main() -> anyhow::Result<()> {
     if let Ok(path) = std::env::var("KUBEVIRT_BMC_SCALE_DUMP") {
         let lines: Vec<String> = steady_requests
             .iter()
-            .map(|r| format!("{} {}?{} {} {:?}", r.method, r.path, r.query, r.status, r.user))
+            .map(|r| {
+                format!(
+                    "{} {}?{} {} {:?}",
+                    r.method, r.path, r.query, r.status, r.user
+                )
+            })
             .collect();
         std::fs::write(path, lines.join("\n"))?;
     }
