@@ -1,17 +1,18 @@
-# One image, both binaries, statically linked (musl), on distroless/static as non-root.
-# Build: docker build -t kubevirt-bmc:dev .
+# One image, both binaries, statically linked against glibc by `cargo static-bins` (see
+# .cargo/config.toml), on an empty base as non-root. The binaries need nothing but themselves
+# and the files a Pod mounts: glibc 2.34+ has its `files` and `dns` name services built in
+# (also when static) and defaults to "hosts: files dns", so /etc/hosts and /etc/resolv.conf
+# from the kubelet are enough. The CA bundle is for https event destinations.
+# e2e/tests/image.rs runs these binaries in an empty root and builds this runtime stage.
+# Build: docker build -t kubevirt-bmc:dev .   (or podman build)
 FROM docker.io/library/rust:1-bookworm AS build
-RUN apt-get update && apt-get install -y --no-install-recommends musl-tools \
-    && rm -rf /var/lib/apt/lists/* \
-    && rustup target add x86_64-unknown-linux-musl
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked --target x86_64-unknown-linux-musl \
-        -p kubevirt-bmc --bin kubevirt-bmc \
-        -p kubevirt-bmc-webhook --bin kubevirt-bmc-webhook
+RUN cargo static-bins
 
-FROM gcr.io/distroless/static-debian12:nonroot
-COPY --from=build /src/target/x86_64-unknown-linux-musl/release/kubevirt-bmc /usr/local/bin/kubevirt-bmc
-COPY --from=build /src/target/x86_64-unknown-linux-musl/release/kubevirt-bmc-webhook /usr/local/bin/kubevirt-bmc-webhook
+FROM scratch
+COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
+COPY --from=build /src/target/x86_64-unknown-linux-gnu/release/kubevirt-bmc /usr/local/bin/kubevirt-bmc
+COPY --from=build /src/target/x86_64-unknown-linux-gnu/release/kubevirt-bmc-webhook /usr/local/bin/kubevirt-bmc-webhook
 USER 65532:65532
 ENTRYPOINT ["/usr/local/bin/kubevirt-bmc-webhook"]

@@ -8,5 +8,6 @@ pub mod launcher;
 pub mod fake_apiserver;
 pub mod images;
 pub mod kubelet;
+pub mod pod_dns;
 pub mod sushy;
 pub mod testkit;

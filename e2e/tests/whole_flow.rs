@@ -31,7 +31,8 @@
 //! runs: reads from the cache, changes refused clearly (IPMI completion code, Redfish 503
 //! naming the unreachable API), a serve restarted meanwhile answers 503 "the BMC is
 //! starting" (it used to exit), all works again once the API is back → the vm1-bmc token
-//! gets 403 on vm2 → opt-out restores the VM and deletes every child.
+//! gets 403 on vm2 → opt-out keeps it running (the last power asked was On), restores its
+//! start strategy and deletes every child.
 //!
 //! What `sidecar/tests/kubevirt_faults.rs` already proves on the machine alone (and this
 //! test does not repeat): a broken watch resumes from its resourceVersion without relisting,
@@ -231,6 +232,9 @@ async fn whole_flow_annotate_inject_serve_ipmi_sushy_media_faults_and_opt_out() 
         .arg(&kubeconfig)
         .arg("--sidecar-image")
         .arg("registry.example.org/kubevirt-bmc:e2e")
+        // The image server and every fake listen on loopback, which the BMC refuses by
+        // default; the installation's allow list reaches the sidecar through its env.
+        .args(["--egress-allow", "127.0.0.0/8"])
         .env_remove("KUBEVIRT_BMC_WEBHOOK_NO_CONTROLLER")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -795,16 +799,23 @@ async fn whole_flow_annotate_inject_serve_ipmi_sushy_media_faults_and_opt_out() 
     .await;
     assert_eq!(code, 200);
 
-    // Opt-out: the VM gets its own settings back and every child goes. Right after the
-    // outage above: the controller's watches must be back (with kube-runtime's default
-    // trigger backoff they took minutes; see `TriggerBackoff`).
+    // Opt-out: the VM keeps the power a client last asked for (on: it stays running, so
+    // runStrategy Always instead of the Halted saved at opt-in), gets its other settings back
+    // and every child goes. Right after the outage above: the controller's watches must be
+    // back (with kube-runtime's default trigger backoff they took minutes; see
+    // `TriggerBackoff`).
+    assert_eq!(
+        annotation(&fake, "bmc.kubevirt.io/power-state").as_deref(),
+        Some("On"),
+        "the flow ends powered on"
+    );
     fake.modify(Gvr::vm(), NS, VM, |vm| {
         vm["metadata"]["annotations"]["bmc.kubevirt.io/enabled"] = json!("false");
     });
     wait_for_children(&fake, &children, false).await;
     wait_for("the VM restored", Duration::from_secs(30), || {
         let vm = fake.vm(NS, VM).unwrap();
-        vm["spec"]["runStrategy"] == "Halted"
+        vm["spec"]["runStrategy"] == "Always"
             && vm["metadata"]["annotations"]
                 .get("bmc.kubevirt.io/original")
                 .is_none()

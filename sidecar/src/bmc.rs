@@ -13,8 +13,11 @@ pub struct BmcConfig {
     pub redfish_listen: SocketAddr,
     /// Size of the IPMI session table.
     pub ipmi_max_sessions: usize,
+    /// Which IPMI logins are accepted unless the machine says (the VM's annotation).
+    pub ipmi_auth: kubevirt_bmc_contract::annotations::IpmiAuth,
     pub credentials: Credentials,
     pub tls: Arc<rustls::ServerConfig>,
+    pub redfish: crate::redfish::Options,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +27,8 @@ pub enum BmcError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("refusing to start: {0}")]
+    Password(String),
     #[error("{server} server stopped: {reason}")]
     Stopped {
         server: &'static str,
@@ -72,18 +77,28 @@ pub async fn run(
         machine.clone(),
         &config.credentials,
         config.ipmi_max_sessions,
+        config.ipmi_auth,
     )
     .await
     .map_err(|source| BmcError::Bind {
         addr: config.ipmi_listen,
         source,
     })?;
+    // IPMI would silently cut a long password (clients then fail to log in with the one
+    // they were given) and an empty one is no protection: say so instead of serving.
+    if let Some(problem) = ipmi
+        .auth
+        .password_problem(config.credentials.password.as_bytes())
+    {
+        return Err(BmcError::Password(problem));
+    }
     let mut redfish = crate::redfish::start(
         machine.clone(),
         ipmi.serial_console(),
         config.credentials.clone(),
         config.tls.clone(),
         config.redfish_listen,
+        config.redfish.clone(),
     )
     .await?;
     let ipmi = ipmi.run();

@@ -10,6 +10,8 @@ use clap::{Parser, Subcommand};
 use crate::bmc::{self, BmcConfig};
 use crate::credentials::Credentials;
 use crate::machine::simulated::{SimulatedConfig, SimulatedMachine};
+use kubevirt_bmc_contract::annotations::IpmiAuth;
+use kubevirt_bmc_contract::egress::{Cidr, EgressPolicy};
 use kubevirt_bmc_runtime::exit::shutdown_signal;
 use kubevirt_bmc_runtime::telemetry::LogArgs;
 use kubevirt_bmc_runtime::tls::{Identity, TlsError};
@@ -82,6 +84,56 @@ pub struct SimulateArgs {
     pub power_transition_ms: u64,
     #[command(flatten)]
     pub ipmi: IpmiLimits,
+    #[command(flatten)]
+    pub redfish: RedfishLimits,
+}
+
+/// Redfish and egress flags shared by `simulate` and `serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RedfishLimits {
+    /// Ranges event destinations and media images may reach although refused by default
+    /// (loopback, link-local, ...), comma-separated CIDRs. Against `--egress-deny` the more
+    /// specific range wins, deny on a tie.
+    #[arg(long, env = kubevirt_bmc_contract::egress::ALLOW_ENV, value_delimiter = ',', value_parser = parse_cidr)]
+    pub egress_allow: Vec<Cidr>,
+    /// Ranges event destinations and media images may never reach (in a cluster: its
+    /// service and pod ranges), comma-separated CIDRs.
+    #[arg(long, env = kubevirt_bmc_contract::egress::DENY_ENV, value_delimiter = ',', value_parser = parse_cidr)]
+    pub egress_deny: Vec<Cidr>,
+    /// Seconds a Redfish connection may stay without traffic while no request runs.
+    #[arg(
+        long,
+        env = "KUBEVIRT_BMC_REDFISH_IDLE_TIMEOUT",
+        default_value_t = 60,
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    pub redfish_idle_timeout: u64,
+    /// Redfish connections open at once; one more is closed when accepted.
+    #[arg(
+        long,
+        env = "KUBEVIRT_BMC_REDFISH_MAX_CONNECTIONS",
+        default_value_t = 256,
+        value_parser = clap::value_parser!(u16).range(1..=4096)
+    )]
+    pub redfish_max_connections: u16,
+}
+
+fn parse_cidr(text: &str) -> Result<Cidr, String> {
+    text.parse()
+        .map_err(|e: kubevirt_bmc_contract::egress::EgressError| e.to_string())
+}
+
+impl RedfishLimits {
+    pub fn options(&self) -> crate::redfish::Options {
+        crate::redfish::Options {
+            egress: Arc::new(EgressPolicy::new(
+                self.egress_allow.clone(),
+                self.egress_deny.clone(),
+            )),
+            idle_timeout: Duration::from_secs(self.redfish_idle_timeout),
+            max_connections: self.redfish_max_connections.into(),
+        }
+    }
 }
 
 /// IPMI flags shared by `simulate` and `serve`.
@@ -96,6 +148,20 @@ pub struct IpmiLimits {
         value_parser = clap::value_parser!(u16).range(1..=1024)
     )]
     pub ipmi_max_sessions: u16,
+    /// Which IPMI logins are accepted: `strict` (RMCP+ with cipher suites 3 and 17 only) or
+    /// `compatible` (also IPMI v1.5 MD5/straight password and suites 1 and 2). `serve` takes
+    /// the VM's `bmc.kubevirt.io/ipmi-auth` annotation over this when it has one.
+    #[arg(
+        long,
+        env = "KUBEVIRT_BMC_IPMI_AUTH",
+        default_value = "strict",
+        value_parser = parse_ipmi_auth
+    )]
+    pub ipmi_auth: IpmiAuth,
+}
+
+fn parse_ipmi_auth(text: &str) -> Result<IpmiAuth, String> {
+    IpmiAuth::parse(text).map_err(|_| "allowed values are strict and compatible".to_owned())
 }
 
 pub use crate::serve::ServeArgs;
@@ -147,8 +213,10 @@ impl SimulateArgs {
             ipmi_listen: self.ipmi_listen,
             redfish_listen: self.redfish_listen,
             ipmi_max_sessions: self.ipmi.ipmi_max_sessions.into(),
+            ipmi_auth: self.ipmi.ipmi_auth,
             credentials,
             tls,
+            redfish: self.redfish.options(),
         };
         bmc::run(machine, config, shutdown_signal()).await?;
         Ok(())
@@ -224,5 +292,29 @@ mod tests {
             panic!("serve parsed")
         };
         assert_eq!(serve.ipmi.ipmi_max_sessions, 64);
+        assert!(serve.redfish.egress_allow.is_empty());
+        assert_eq!(serve.redfish.redfish_idle_timeout, 60);
+    }
+
+    #[test]
+    fn egress_ranges_are_comma_separated_cidrs() {
+        let args = Args::try_parse_from([
+            "kubevirt-bmc",
+            "simulate",
+            "--egress-allow",
+            "127.0.0.0/8,::1",
+            "--egress-deny=10.96.0.0/12",
+        ])
+        .unwrap();
+        let Command::Simulate(simulate) = args.command else {
+            panic!("simulate parsed")
+        };
+        let policy = simulate.redfish.options().egress;
+        assert!(policy.check("127.0.0.1".parse().unwrap()).is_ok());
+        assert!(policy.check("10.96.0.1".parse().unwrap()).is_err());
+        let error =
+            Args::try_parse_from(["kubevirt-bmc", "simulate", "--egress-deny", "10.0.0.0/40"])
+                .unwrap_err();
+        assert!(error.to_string().contains("not a CIDR range"), "{error}");
     }
 }

@@ -61,6 +61,8 @@ pub struct ServeArgs {
     pub tls_key: Option<PathBuf>,
     #[command(flatten)]
     pub ipmi: crate::cli::IpmiLimits,
+    #[command(flatten)]
+    pub redfish: crate::cli::RedfishLimits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -163,8 +165,10 @@ impl ServeArgs {
             ipmi_listen,
             redfish_listen,
             ipmi_max_sessions: self.ipmi.ipmi_max_sessions.into(),
+            ipmi_auth: self.ipmi.ipmi_auth,
             credentials,
             tls,
+            redfish: self.redfish.options(),
         };
         bmc::run(machine, config, until_stopped()).await?;
         if let Ok(Err(error)) = health.await {

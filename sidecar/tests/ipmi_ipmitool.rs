@@ -141,3 +141,39 @@ fn bmclib_style_suite_17_then_3_gets_its_first_choice() {
     let second = log.find("Some(3)").expect("a suite 3 session");
     assert!(first < second);
 }
+
+/// `power on` then `power off` 270 ms later, on a machine whose boot takes 3 s: the off wins
+/// over the boot under way (it used to answer 0xC0 "Node busy"), and a reset during the next
+/// boot is accepted too.
+#[test]
+fn power_off_during_a_power_on_succeeds() {
+    let bmc = Bmc::start_slow(3000);
+    let t = |args: &str| bmc.ipmitool_ok("-I lanplus -C 3", args);
+    assert_contains(&t("power on"), "Chassis Power Control: Up/On");
+    std::thread::sleep(std::time::Duration::from_millis(270));
+    assert_contains(&t("power off"), "Chassis Power Control: Down/Off");
+    assert_contains(&t("power status"), "Chassis Power is off");
+    assert_contains(&t("power on"), "Chassis Power Control: Up/On");
+    assert_contains(&t("power reset"), "Chassis Power Control: Reset");
+    assert_contains(&t("power cycle"), "Chassis Power Control: Cycle");
+    assert_contains(&t("power on"), "Chassis Power Control: Up/On");
+}
+
+/// `chassis policy` sets the power restore policy; `chassis status` reads it back.
+#[test]
+fn chassis_policy_is_set_and_read_back() {
+    let bmc = Bmc::start();
+    let t = |args: &str| bmc.ipmitool_ok("-I lanplus -C 17", args);
+    assert_contains(&t("chassis status"), "Power Restore Policy : previous");
+    let list = t("chassis policy list");
+    for policy in ["always-on", "previous", "always-off"] {
+        assert_contains(&list, policy);
+    }
+    for policy in ["always-on", "always-off", "previous"] {
+        t(&format!("chassis policy {policy}"));
+        assert_contains(
+            &t("chassis status"),
+            &format!("Power Restore Policy : {policy}"),
+        );
+    }
+}

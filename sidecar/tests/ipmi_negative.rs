@@ -157,3 +157,77 @@ fn a_taken_ipmi_port_fails_at_start_with_a_clear_error() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_contains(&stderr, &format!("cannot listen on 127.0.0.1:{port}"));
 }
+
+/// The default login policy (`--ipmi-auth strict`, the VM annotation
+/// `bmc.kubevirt.io/ipmi-auth` absent): RMCP+ with cipher suites 3 and 17 only.
+#[test]
+fn strict_ipmi_refuses_v15_and_cipher_suites_1_and_2_and_serves_3_and_17() {
+    let bmc = Bmc::start_strict();
+    for suite in ["3", "17"] {
+        assert_contains(
+            &bmc.ipmitool_ok(&format!("-I lanplus -C {suite}"), "power status"),
+            "Chassis Power is off",
+        );
+    }
+    assert_contains(
+        &bmc.ipmitool_ok("-I lanplus", "channel getciphers ipmi"),
+        "17",
+    );
+    let listed = bmc.ipmitool_ok("-I lanplus", "channel getciphers ipmi");
+    let ids: Vec<&str> = listed
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(ids, ["17", "3"], "{listed}");
+    for interface in ["-I lanplus -C 1", "-I lanplus -C 2", "-I lan"] {
+        let out = bmc.ipmitool(interface, "power status");
+        assert!(
+            !out.status.success(),
+            "{interface} got in: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}
+
+#[test]
+fn passwords_ipmi_would_cut_or_empty_ones_are_refused_at_start() {
+    let run = |extra: &[&str]| {
+        let port = UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        std::process::Command::new(env!("CARGO_BIN_EXE_kubevirt-bmc"))
+            .args(["simulate", "--ipmi-listen", &format!("127.0.0.1:{port}")])
+            .args(["--redfish-listen", "127.0.0.1:0"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    for (extra, expected) in [
+        (
+            &["--password", "twenty-one-characters"][..],
+            "is 21 bytes; IPMI v2.0 carries at most 20",
+        ),
+        (
+            &[
+                "--password",
+                "seventeen-chars!!",
+                "--ipmi-auth",
+                "compatible",
+            ][..],
+            "is 17 bytes; IPMI v1.5",
+        ),
+        (&["--password", ""][..], "the BMC password is empty"),
+    ] {
+        let out = run(extra);
+        assert!(!out.status.success(), "{extra:?} started");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_contains(&stderr, expected);
+        assert!(
+            !stderr.contains(extra[1]) || extra[1].is_empty(),
+            "the password is in the message: {stderr}"
+        );
+    }
+}

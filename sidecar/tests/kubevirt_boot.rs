@@ -290,3 +290,79 @@ async fn a_template_changed_by_someone_else_meanwhile_is_not_overwritten() {
         "ours applied"
     );
 }
+
+/// The installer's loop: CD once, power on, the guest installs and reboots itself with the
+/// ISO still inserted. While the override is pending the template carries KubeVirt's
+/// `rebootPolicy: Terminate`, so that reboot ends the VMI; the next one comes from the
+/// restored template and boots the disk, the CD still attached, and power stays On.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cd_once_then_the_guests_own_reboot_boots_the_disk_and_power_stays_on() {
+    use kubevirt_bmc_e2e::fake_apiserver::{Gvr, kubevirt::first_boot_device};
+    let fake = fake().await;
+    fake.modify(Gvr::vm(), NS, VM, |vm| {
+        let spec = &mut vm["spec"]["template"]["spec"];
+        spec["domain"]["devices"]["disks"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"name": "installer", "cdrom": {"bus": "sata"}}));
+        spec["volumes"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({
+                "name": "installer", "containerDisk": {"image": "example/installer-iso"}
+            }));
+    });
+    let machine = machine(&fake).await;
+    let cd_once = BootOverride {
+        target: BootTarget::Cd,
+        enabled: BootOverrideEnabled::Once,
+        mode: BootMode::Legacy,
+    };
+    machine.set_boot_override(cd_once).await.unwrap();
+    assert_eq!(template(&fake)["rebootPolicy"], "Terminate");
+    machine.power(PowerAction::On).await.unwrap();
+    eventually("the CD boot runs", || async {
+        let vmi = vmi(&fake);
+        !paused(&vmi) && first_boot_device(&vmi).as_deref() == Some("installer")
+    })
+    .await;
+    power_is(&machine, PowerState::On).await;
+    eventually("template restored, rebootPolicy the user's again", || async {
+        template(&fake)["rebootPolicy"].is_null()
+            && first_boot_device(&serde_json::json!({"spec": fake.vm(NS, VM).unwrap()["spec"]["template"]["spec"]})).as_deref()
+                == Some("containerdisk")
+    })
+    .await;
+    let installing = vmi_uid(&fake);
+
+    assert!(fake.guest_reboot(NS, VM));
+    eventually("the next VMI boots the disk", || async {
+        let vmi = vmi(&fake);
+        vmi_uid(&fake) != installing
+            && !paused(&vmi)
+            && first_boot_device(&vmi).as_deref() == Some("containerdisk")
+    })
+    .await;
+    let vmi = vmi(&fake);
+    assert!(
+        vmi["spec"]["domain"]["devices"]["disks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["name"] == "installer"),
+        "the CD is still inserted"
+    );
+    assert!(vmi["spec"]["domain"]["rebootPolicy"].is_null());
+    power_is(&machine, PowerState::On).await;
+    assert_eq!(
+        annotation(&fake, "bmc.kubevirt.io/power-state").as_deref(),
+        Some("On")
+    );
+    override_is(&machine, disabled(BootMode::Legacy)).await;
+    // The next guest reboot is an ordinary one, in place.
+    let booted = vmi_uid(&fake);
+    assert!(fake.guest_reboot(NS, VM));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(vmi_uid(&fake), booted);
+    power_is(&machine, PowerState::On).await;
+}

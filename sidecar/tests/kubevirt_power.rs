@@ -221,3 +221,153 @@ async fn power_on_after_a_guest_shutdown_boots_the_replacement_vmi() {
         Some("On")
     );
 }
+
+/// A node failure (the VMI ends Failed) is a power loss, not a power-off: under the default
+/// restore policy `previous` the replacement VMI is booted and the machine stays on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_vmi_comes_back_on_under_the_default_policy_previous() {
+    let fake = fake().await;
+    let machine = machine(&fake).await;
+    assert_eq!(
+        machine.restore_policy().await.unwrap(),
+        kubevirt_bmc::machine::RestorePolicy::Previous
+    );
+    machine.power(PowerAction::On).await.unwrap();
+    power_is(&machine, PowerState::On).await;
+    let old = vmi_uid(&fake);
+    assert!(fake.lose_vmi(NS, VM));
+    eventually("the replacement VMI is booted", || async {
+        vmi_uid(&fake) != old && !paused(&vmi(&fake))
+    })
+    .await;
+    power_is(&machine, PowerState::On).await;
+    assert_eq!(
+        annotation(&fake, "bmc.kubevirt.io/power-state").as_deref(),
+        Some("On")
+    );
+    // A user's `virtctl restart` is a loss too: on it stays.
+    let old = vmi_uid(&fake);
+    fake.restart_by_user(NS, VM).unwrap();
+    eventually("booted again after virtctl restart", || async {
+        vmi_uid(&fake) != old && !paused(&vmi(&fake))
+    })
+    .await;
+    power_is(&machine, PowerState::On).await;
+}
+
+/// The sidecar dies with its VMI: a new one, started after the loss, reads the policy and the
+/// desired power from the VM and boots the replacement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_sidecar_after_a_loss_restores_power_from_the_vm() {
+    let fake = fake().await;
+    let first = machine(&fake).await;
+    first.power(PowerAction::On).await.unwrap();
+    power_is(&first, PowerState::On).await;
+    drop(first);
+    let old = vmi_uid(&fake);
+    assert!(fake.lose_vmi(NS, VM));
+    assert_ne!(vmi_uid(&fake), old);
+    assert!(paused(&vmi(&fake)), "replacement starts paused");
+    let second = machine(&fake).await;
+    eventually("the new sidecar boots it", || async {
+        !paused(&vmi(&fake))
+    })
+    .await;
+    power_is(&second, PowerState::On).await;
+}
+
+/// `always-off` keeps a lost machine off; `always-on` powers a lost one on even when it was
+/// off. The policy is written on the VM exactly as set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_policies_always_off_and_always_on_decide_after_a_loss() {
+    use kubevirt_bmc::machine::RestorePolicy;
+    let fake = fake().await;
+    let machine = machine(&fake).await;
+    machine
+        .set_restore_policy(RestorePolicy::AlwaysOff)
+        .await
+        .unwrap();
+    assert_eq!(
+        annotation(&fake, "bmc.kubevirt.io/power-restore-policy").as_deref(),
+        Some("always-off")
+    );
+    assert_eq!(
+        machine.restore_policy().await.unwrap(),
+        RestorePolicy::AlwaysOff
+    );
+    machine.power(PowerAction::On).await.unwrap();
+    power_is(&machine, PowerState::On).await;
+    assert!(fake.lose_vmi(NS, VM));
+    eventually("desired power becomes Off", || async {
+        annotation(&fake, "bmc.kubevirt.io/power-state").as_deref() == Some("Off")
+    })
+    .await;
+    power_is(&machine, PowerState::Off).await;
+    assert!(paused(&vmi(&fake)));
+
+    machine
+        .set_restore_policy(RestorePolicy::AlwaysOn)
+        .await
+        .unwrap();
+    assert!(fake.lose_vmi(NS, VM));
+    eventually("always-on boots the replacement", || async {
+        !paused(&vmi(&fake))
+    })
+    .await;
+    power_is(&machine, PowerState::On).await;
+    assert_eq!(
+        annotation(&fake, "bmc.kubevirt.io/power-state").as_deref(),
+        Some("On")
+    );
+    // But a guest's own power-off is no loss: off it stays, even under always-on.
+    assert!(fake.guest_shutdown(NS, VM));
+    eventually("desired power becomes Off", || async {
+        annotation(&fake, "bmc.kubevirt.io/power-state").as_deref() == Some("Off")
+    })
+    .await;
+    power_is(&machine, PowerState::Off).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(paused(&vmi(&fake)), "not turned on by always-on");
+}
+
+/// A hard off right after a power-on (the unpause may not have reached the cache yet) pauses
+/// the VMI: the off wins, no error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn force_off_right_after_power_on_wins() {
+    let fake = fake().await;
+    let machine = machine(&fake).await;
+    machine.power(PowerAction::On).await.unwrap();
+    machine.power(PowerAction::ForceOff).await.unwrap();
+    power_is(&machine, PowerState::Off).await;
+    assert!(paused(&vmi(&fake)));
+    machine.power(PowerAction::On).await.unwrap();
+    machine.power(PowerAction::ForceRestart).await.unwrap();
+    power_is(&machine, PowerState::On).await;
+}
+
+/// virt-api refuses to unpause during a VM snapshot (409 "VM snapshot is in progress"): the
+/// power-on is accepted, reads PoweringOn, and completes once the snapshot is done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn power_on_during_a_vm_snapshot_completes_when_the_snapshot_ends() {
+    let fake = fake().await;
+    let machine = machine(&fake).await;
+    fake.modify(kubevirt_bmc_e2e::fake_apiserver::Gvr::vm(), NS, VM, |vm| {
+        vm["status"]["snapshotInProgress"] = serde_json::json!("snap-1");
+    });
+    machine.power(PowerAction::On).await.unwrap();
+    assert_eq!(machine.power_state().await.unwrap(), PowerState::PoweringOn);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(paused(&vmi(&fake)), "KubeVirt refused the unpause");
+    assert_eq!(machine.power_state().await.unwrap(), PowerState::PoweringOn);
+    fake.modify(kubevirt_bmc_e2e::fake_apiserver::Gvr::vm(), NS, VM, |vm| {
+        vm["status"]
+            .as_object_mut()
+            .unwrap()
+            .remove("snapshotInProgress");
+    });
+    eventually("unpaused after the snapshot", || async {
+        !paused(&vmi(&fake))
+    })
+    .await;
+    power_is(&machine, PowerState::On).await;
+}

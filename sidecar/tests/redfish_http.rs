@@ -146,7 +146,19 @@ fn refused_requests_change_nothing() {
 #[test]
 fn expired_session_tokens_are_refused() {
     let bmc = Bmc::start();
-    let state = bmc.state();
+    // The listener accepts before the service has stored its key: wait for the key.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let state = loop {
+        let state = bmc.state();
+        if state["records"]["SessionKey"].is_string() {
+            break state;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no session key stored: {state}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
     let secret = state["records"]["SessionKey"].as_str().unwrap();
     let key = kubevirt_bmc::redfish::auth::signing_key(secret);
     let sign = |expires: u64| {

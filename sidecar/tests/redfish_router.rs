@@ -166,7 +166,7 @@ async fn unknown_reset_type_is_refused_and_power_unchanged() {
 }
 
 #[tokio::test]
-async fn slow_power_changes_answer_with_a_task_and_busy_with_retry_after() {
+async fn slow_power_changes_answer_with_a_task_hard_ones_win_and_only_soft_ones_wait() {
     let h = Harness::new(300).await;
     let reset = format!("{SYSTEM}/Actions/ComputerSystem.Reset");
     let reply = h.call("POST", &reset, Some(r#"{"ResetType": "On"}"#)).await;
@@ -174,11 +174,11 @@ async fn slow_power_changes_answer_with_a_task_and_busy_with_retry_after() {
     let monitor = reply.headers[header::LOCATION].to_str().unwrap().to_owned();
     assert_eq!(reply.body["TaskState"], "Running");
 
-    let busy = h
-        .call("POST", &reset, Some(r#"{"ResetType": "ForceOff"}"#))
+    // A hard reset during the boot wins: the boot starts again, as a task.
+    let again = h
+        .call("POST", &reset, Some(r#"{"ResetType": "ForceRestart"}"#))
         .await;
-    assert_eq!(busy.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert!(busy.headers.contains_key(header::RETRY_AFTER));
+    assert_eq!(again.status, StatusCode::ACCEPTED, "{:?}", again.body);
 
     let running = h.call("GET", &monitor, None).await;
     assert_eq!(running.status, StatusCode::ACCEPTED);
@@ -188,6 +188,61 @@ async fn slow_power_changes_answer_with_a_task_and_busy_with_retry_after() {
     let task = h.call("GET", "/redfish/v1/TaskService/Tasks/1", None).await;
     assert_eq!(task.body["TaskState"], "Completed");
     assert_eq!(h.machine.power_state().await.unwrap(), PowerState::On);
+
+    // During a graceful shutdown a soft restart waits (503, Retry-After); ForceOff wins.
+    let shutdown = h
+        .call("POST", &reset, Some(r#"{"ResetType": "GracefulShutdown"}"#))
+        .await;
+    assert_eq!(shutdown.status, StatusCode::ACCEPTED);
+    let busy = h
+        .call("POST", &reset, Some(r#"{"ResetType": "GracefulRestart"}"#))
+        .await;
+    assert_eq!(busy.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(busy.headers.contains_key(header::RETRY_AFTER));
+    let off = h
+        .call("POST", &reset, Some(r#"{"ResetType": "ForceOff"}"#))
+        .await;
+    assert_eq!(off.status, StatusCode::NO_CONTENT, "{:?}", off.body);
+    assert_eq!(h.machine.power_state().await.unwrap(), PowerState::Off);
+}
+
+#[tokio::test]
+async fn power_restore_policy_is_patched_and_read_back_exactly() {
+    let h = Harness::new(0).await;
+    let system = h.call("GET", SYSTEM, None).await;
+    assert_eq!(system.body["PowerRestorePolicy"], "LastState");
+    for name in ["AlwaysOff", "AlwaysOn", "LastState"] {
+        let body = format!(r#"{{"PowerRestorePolicy": "{name}"}}"#);
+        let reply = h.call("PATCH", SYSTEM, Some(&body)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+        assert_eq!(reply.body["PowerRestorePolicy"], name);
+        let read = h.call("GET", SYSTEM, None).await;
+        assert_eq!(read.body["PowerRestorePolicy"], name);
+    }
+    // Bad values change nothing, and neither does the rest of a refused request.
+    let before = h.boot().await;
+    for (body, expected) in [
+        (
+            r#"{"PowerRestorePolicy": "Sometimes"}"#,
+            "PropertyValueNotInList",
+        ),
+        (r#"{"PowerRestorePolicy": 1}"#, "PropertyValueTypeError"),
+        (
+            r#"{"PowerRestorePolicy": "AlwaysOn", "Boot": {"BootSourceOverrideTarget": "Floppy"}}"#,
+            "PropertyValueNotInList",
+        ),
+    ] {
+        let reply = h.call("PATCH", SYSTEM, Some(body)).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(
+            message_id(&reply).ends_with(expected),
+            "{body}: {}",
+            message_id(&reply)
+        );
+        let read = h.call("GET", SYSTEM, None).await;
+        assert_eq!(read.body["PowerRestorePolicy"], "LastState", "{body}");
+        assert_eq!(h.boot().await, before);
+    }
 }
 
 #[tokio::test]

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args as ClapArgs, Parser};
+use kubevirt_bmc_contract::egress::{Cidr, EgressPolicy};
 use kubevirt_bmc_runtime::telemetry::LogArgs;
 
 use crate::controller::lease::ElectionConfig;
@@ -205,6 +206,19 @@ pub struct SidecarArgs {
         default_value_t = 3607
     )]
     pub token_expiration_seconds: i64,
+    /// Ranges the sidecars may send events to and import media from although refused by
+    /// default (loopback, link-local, ...), comma-separated CIDRs; passed to every sidecar.
+    #[arg(long = "egress-allow", env = kubevirt_bmc_contract::egress::ALLOW_ENV, value_delimiter = ',', value_parser = parse_cidr)]
+    pub egress_allow: Vec<Cidr>,
+    /// Ranges the sidecars may never reach: the cluster's service and pod ranges
+    /// (comma-separated CIDRs); wins over `--egress-allow`. Passed to every sidecar.
+    #[arg(long = "egress-deny", env = kubevirt_bmc_contract::egress::DENY_ENV, value_delimiter = ',', value_parser = parse_cidr)]
+    pub egress_deny: Vec<Cidr>,
+}
+
+fn parse_cidr(text: &str) -> Result<Cidr, String> {
+    text.parse()
+        .map_err(|e: kubevirt_bmc_contract::egress::EgressError| e.to_string())
 }
 
 impl Args {
@@ -284,6 +298,7 @@ impl SidecarArgs {
             memory: self.memory.clone(),
             low_port_sysctl: self.low_port_sysctl,
             token_expiration_seconds: self.token_expiration_seconds,
+            egress: EgressPolicy::new(self.egress_allow.clone(), self.egress_deny.clone()),
         }
     }
 }

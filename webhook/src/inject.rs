@@ -23,6 +23,9 @@ pub struct InjectionConfig {
     /// without it the sidecar listens on high ports and the Service maps the standard ones.
     pub low_port_sysctl: bool,
     pub token_expiration_seconds: i64,
+    /// Where the sidecar may send requests on a Redfish user's behalf (event destinations,
+    /// media images) beyond its built-in rules; passed to it as environment.
+    pub egress: kubevirt_bmc_contract::egress::EgressPolicy,
 }
 
 impl InjectionConfig {
@@ -34,6 +37,7 @@ impl InjectionConfig {
             memory: "64Mi".to_owned(),
             low_port_sysctl: true,
             token_expiration_seconds: 3607,
+            egress: Default::default(),
         }
     }
 }

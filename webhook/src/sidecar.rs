@@ -17,7 +17,7 @@ use crate::names;
 
 /// Where the sidecar binary lives in the image (see the Dockerfile).
 pub const SIDECAR_COMMAND: &str = "/usr/local/bin/kubevirt-bmc";
-/// Used when the Pod sets no `runAsUser`: distroless's `nonroot`.
+/// Used when the Pod sets no `runAsUser`: the image's `USER` (see the Dockerfile).
 const FALLBACK_UID: i64 = 65532;
 
 pub struct SidecarSpec<'a> {
@@ -49,6 +49,18 @@ fn value_env(name: &str, value: &str) -> EnvVar {
         value: Some(value.to_owned()),
         ..Default::default()
     }
+}
+
+/// The installation's egress ranges, only when it set any (the sidecar's default is the
+/// built-in rules alone).
+fn egress_env(policy: &kubevirt_bmc_contract::egress::EgressPolicy) -> Vec<EnvVar> {
+    use kubevirt_bmc_contract::egress::{ALLOW_ENV, DENY_ENV};
+    let (allow, deny) = policy.to_env();
+    [(ALLOW_ENV, allow), (DENY_ENV, deny)]
+        .into_iter()
+        .filter(|(_, value)| !value.is_empty())
+        .map(|(name, value)| value_env(name, &value))
+        .collect()
 }
 
 fn port(name: &str, number: u16, protocol: &str) -> ContainerPort {
@@ -98,22 +110,27 @@ pub fn container(spec: &SidecarSpec<'_>) -> Container {
             port(names::REDFISH_PORT_NAME, redfish, "TCP"),
             port(names::HEALTH_PORT_NAME, names::HEALTH_PORT, "TCP"),
         ]),
-        env: Some(vec![
-            field_env("POD_NAME", "metadata.name"),
-            field_env("POD_NAMESPACE", "metadata.namespace"),
-            field_env(
-                "VM_NAME",
-                &format!("metadata.annotations['{}']", names::DOMAIN_ANNOTATION),
-            ),
-            field_env("POD_IP", "status.podIP"),
-            value_env("KUBEVIRT_BMC_IPMI_PORT", &ipmi.to_string()),
-            value_env("KUBEVIRT_BMC_REDFISH_PORT", &redfish.to_string()),
-            value_env(
-                "KUBEVIRT_BMC_HEALTH_LISTEN",
-                &format!("0.0.0.0:{}", names::HEALTH_PORT),
-            ),
-            value_env("KUBEVIRT_BMC_CREDENTIALS_DIR", names::CREDENTIALS_MOUNT),
-        ]),
+        env: Some(
+            vec![
+                field_env("POD_NAME", "metadata.name"),
+                field_env("POD_NAMESPACE", "metadata.namespace"),
+                field_env(
+                    "VM_NAME",
+                    &format!("metadata.annotations['{}']", names::DOMAIN_ANNOTATION),
+                ),
+                field_env("POD_IP", "status.podIP"),
+                value_env("KUBEVIRT_BMC_IPMI_PORT", &ipmi.to_string()),
+                value_env("KUBEVIRT_BMC_REDFISH_PORT", &redfish.to_string()),
+                value_env(
+                    "KUBEVIRT_BMC_HEALTH_LISTEN",
+                    &format!("0.0.0.0:{}", names::HEALTH_PORT),
+                ),
+                value_env("KUBEVIRT_BMC_CREDENTIALS_DIR", names::CREDENTIALS_MOUNT),
+            ]
+            .into_iter()
+            .chain(egress_env(&spec.config.egress))
+            .collect(),
+        ),
         resources: Some(ResourceRequirements {
             requests: Some(quantities.clone()),
             limits: Some(quantities),

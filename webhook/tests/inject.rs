@@ -481,3 +481,31 @@ fn an_opted_in_pod_without_a_spec_is_denied_not_given_a_patch_that_cannot_apply(
         );
     }
 }
+
+#[test]
+fn the_installations_egress_ranges_reach_the_sidecar_env_and_none_means_no_env() {
+    use kubevirt_bmc_contract::egress::{ALLOW_ENV, DENY_ENV, EgressPolicy, parse_list};
+    let pod = fixture_pod("pod-a-vm1-optin.json");
+    let env_of = |config: &InjectionConfig| {
+        let (patch, _) = patch_of(decide(&pod, config));
+        let patched = apply(&pod, &patch);
+        bmc(&patched)
+            .env
+            .iter()
+            .flatten()
+            .map(|e| (e.name.clone(), e.value.clone()))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let plain = env_of(&InjectionConfig::test());
+    assert!(!plain.contains_key(ALLOW_ENV) && !plain.contains_key(DENY_ENV));
+    let config = InjectionConfig {
+        egress: EgressPolicy::new(
+            parse_list("10.96.7.20/32").unwrap(),
+            parse_list("10.96.0.0/12,10.244.0.0/16").unwrap(),
+        ),
+        ..InjectionConfig::test()
+    };
+    let env = env_of(&config);
+    assert_eq!(env[ALLOW_ENV].as_deref(), Some("10.96.7.20/32"));
+    assert_eq!(env[DENY_ENV].as_deref(), Some("10.96.0.0/12,10.244.0.0/16"));
+}

@@ -690,3 +690,203 @@ fn children_are_scoped_to_the_vm() {
     let binding = children::role_binding(&vm_ref());
     assert_eq!(binding.subjects.unwrap()[0].name, "vm1-bmc");
 }
+
+/// Opt-out keeps the power a BMC client last asked for: on stays running (whatever the saved
+/// strategy was), off becomes Halted (no paused VMI left without a BMC); with no wish recorded
+/// the saved strategy comes back. startStrategy always comes back.
+#[test]
+fn opt_out_keeps_the_current_power_intent() {
+    let cases = [
+        // (saved at opt-in, power-state, expected runStrategy, expected running)
+        (
+            r#"{"runStrategy":"Halted"}"#,
+            Some("On"),
+            json!("Always"),
+            Value::Null,
+        ),
+        (
+            r#"{"runStrategy":"Always"}"#,
+            Some("Off"),
+            json!("Halted"),
+            Value::Null,
+        ),
+        (
+            r#"{"runStrategy":"Manual"}"#,
+            Some("On"),
+            json!("Manual"),
+            Value::Null,
+        ),
+        (
+            r#"{"runStrategy":"Manual"}"#,
+            Some("Off"),
+            json!("Halted"),
+            Value::Null,
+        ),
+        (
+            r#"{"runStrategy":"Halted"}"#,
+            None,
+            json!("Halted"),
+            Value::Null,
+        ),
+        (r#"{"running":false}"#, Some("On"), Value::Null, json!(true)),
+        (
+            r#"{"running":true}"#,
+            Some("Off"),
+            Value::Null,
+            json!(false),
+        ),
+    ];
+    for (original, power, run_strategy, running) in cases {
+        let mut vm = prepared_vm();
+        let mut meta = json!({
+            annotations::ENABLED: "false",
+            annotations::ORIGINAL: original,
+        });
+        if let Some(power) = power {
+            meta[annotations::POWER] = json!(power);
+        }
+        vm["metadata"]["annotations"] = meta;
+        match plan(&vm, &vm_ref(), &Observed::default(), &Fresh::test()) {
+            Plan::OptOut { vm_patch } => {
+                assert_eq!(
+                    vm_patch["spec"]["runStrategy"], run_strategy,
+                    "{original} {power:?}"
+                );
+                assert_eq!(vm_patch["spec"]["running"], running, "{original} {power:?}");
+                assert!(
+                    vm_patch["spec"]["template"]["spec"]
+                        .as_object()
+                        .unwrap()
+                        .contains_key("startStrategy"),
+                    "startStrategy restored"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+/// What KubeVirt would refuse is refused at opt-in, with its reason on the VM, and the VM is
+/// not patched: startStrategy Paused with a livenessProbe (vmi-create-admitter.go,
+/// validateStartStrategy), and a migration receiver (runStrategy WaitAsReceiver).
+#[test]
+fn opt_in_refuses_what_kubevirt_would_refuse_and_says_why() {
+    let mut probe = fresh_vm(json!({annotations::ENABLED: "true"}));
+    probe["spec"]["template"]["spec"]["livenessProbe"] =
+        json!({"httpGet": {"port": 1500}, "initialDelaySeconds": 120});
+    let mut receiver = fresh_vm(json!({annotations::ENABLED: "true"}));
+    receiver["spec"]["runStrategy"] = json!("WaitAsReceiver");
+    for (vm, reason, says) in [
+        (probe, "LivenessProbeBlocksPause", "livenessProbe"),
+        (receiver, "MigrationReceiver", "WaitAsReceiver"),
+    ] {
+        let (_, prepare, vm_patch, _, notes) =
+            opted_in(plan(&vm, &vm_ref(), &Observed::default(), &Fresh::test()));
+        assert!(!prepare, "{reason}");
+        let patch = vm_patch.expect("the status is written");
+        assert!(patch["spec"].is_null(), "{reason}: spec untouched: {patch}");
+        assert!(
+            patch["metadata"]["annotations"][annotations::ORIGINAL].is_null(),
+            "{reason}: not prepared"
+        );
+        let status = status_of(&patch);
+        assert!(!status.ready);
+        assert!(status.reason.contains(says), "{}", status.reason);
+        assert!(
+            notes.iter().any(|n| n.warning && n.reason == reason),
+            "{notes:?}"
+        );
+    }
+    // Manual, RerunOnFailure and Once are saved and replaced by Always (restored at opt-out).
+    for strategy in ["Manual", "RerunOnFailure", "Once"] {
+        let mut vm = fresh_vm(json!({annotations::ENABLED: "true"}));
+        vm["spec"]["runStrategy"] = json!(strategy);
+        let (_, prepare, vm_patch, _, _) =
+            opted_in(plan(&vm, &vm_ref(), &Observed::default(), &Fresh::test()));
+        assert!(prepare, "{strategy}");
+        let patch = vm_patch.unwrap();
+        assert_eq!(patch["spec"]["runStrategy"], "Always");
+        assert!(
+            patch["metadata"]["annotations"][annotations::ORIGINAL]
+                .as_str()
+                .unwrap()
+                .contains(strategy)
+        );
+    }
+}
+
+#[test]
+fn passwords_ipmi_would_cut_block_preparation_with_a_message_and_generated_ones_fit() {
+    let vm = fresh_vm(json!({
+        annotations::ENABLED: "true",
+        annotations::CREDENTIALS_SECRET: "my-creds",
+    }));
+    let user = |password: &[u8]| Observed {
+        user_credentials: Some(Some(BTreeMap::from([
+            ("username".into(), b"root".to_vec()),
+            ("password".into(), password.to_vec()),
+        ]))),
+        ..Default::default()
+    };
+    let (secret, prepare, patch, _, notes) = opted_in(plan(
+        &vm,
+        &vm_ref(),
+        &user(b"a-password-of-25-bytes!!!"),
+        &Fresh::test(),
+    ));
+    assert!(!prepare);
+    assert_eq!(secret, SecretAction::None);
+    assert!(patch.unwrap().get("spec").is_none());
+    let note = notes
+        .iter()
+        .find(|n| n.reason == "CredentialsUnfitForIpmi")
+        .unwrap();
+    assert!(
+        note.message.contains("25 bytes") && note.message.contains("my-creds"),
+        "{}",
+        note.message
+    );
+    assert!(!note.message.contains("a-password"), "{}", note.message);
+    let (_, prepare, _, _, notes) = opted_in(plan(&vm, &vm_ref(), &user(b""), &Fresh::test()));
+    assert!(!prepare);
+    assert!(notes.iter().any(|n| n.message.contains("empty")));
+
+    // 17 bytes fit IPMI v2.0, not v1.5.
+    let (_, prepare, _, _, _) = opted_in(plan(
+        &vm,
+        &vm_ref(),
+        &user(b"seventeen-bytes!!"),
+        &Fresh::test(),
+    ));
+    assert!(prepare);
+    let compatible = fresh_vm(json!({
+        annotations::ENABLED: "true",
+        annotations::CREDENTIALS_SECRET: "my-creds",
+        annotations::IPMI_AUTH: "compatible",
+    }));
+    let (_, prepare, _, _, notes) = opted_in(plan(
+        &compatible,
+        &vm_ref(),
+        &user(b"seventeen-bytes!!"),
+        &Fresh::test(),
+    ));
+    assert!(!prepare);
+    assert!(notes.iter().any(|n| n.message.contains("IPMI v1.5")));
+
+    // A generated password is cut to 16 for a compatible VM, before it is stored.
+    let generated = fresh_vm(json!({
+        annotations::ENABLED: "true",
+        annotations::IPMI_AUTH: "compatible",
+    }));
+    let (secret, prepare, _, _, _) = opted_in(plan(
+        &generated,
+        &vm_ref(),
+        &Observed::default(),
+        &Fresh::test(),
+    ));
+    assert!(prepare);
+    let SecretAction::Create(data) = secret else {
+        panic!("{secret:?}")
+    };
+    assert_eq!(data["password"].len(), 16);
+}

@@ -126,6 +126,15 @@ pub fn subresource(
                     store.put(&vmi_key, vmi);
                     Ok(())
                 }
+                // pkg/virt-api/rest/lifecycle.go, UnpauseVMIRequestHandler: refused while
+                // the VM's status.snapshotInProgress is set (const vmSnapshotInprogress).
+                "unpause"
+                    if store
+                        .get(&vm_key)
+                        .is_some_and(|vm| !vm["status"]["snapshotInProgress"].is_null()) =>
+                {
+                    Err(conflict("VM snapshot is in progress"))
+                }
                 "unpause" if !paused => Err(conflict("VMI is not paused")),
                 "unpause" => {
                     set_paused(&mut vmi, false);
@@ -189,14 +198,65 @@ fn delete_gracefully(store: &mut Store, key: &Key) {
     }
 }
 
-/// The guest powered itself off: the VMI ends Succeeded (virt-handler), then the controller
-/// removes it.
+/// The guest powered itself off: the VMI ends Succeeded with no deletionTimestamp
+/// (pkg/virt-handler/vm.go, `calculateVmPhaseForStatusReason`: domain Shutoff for reason
+/// Shutdown is Succeeded), then the VM controller replaces it (`reconcile` below).
 pub fn guest_shutdown(store: &mut Store, namespace: &str, name: &str) -> bool {
     let key = Key::new(Gvr::vmi(), namespace, name);
     let Some(mut vmi) = store.get(&key).cloned() else {
         return false;
     };
     vmi["status"]["phase"] = json!("Succeeded");
+    store.put(&key, vmi);
+    true
+}
+
+/// The guest reboots itself. With `spec.domain.rebootPolicy: Terminate` virt-launcher gave
+/// the domain `on_reboot=destroy` (pkg/virt-launcher/virtwrap/converter/compute/
+/// reboot_policy.go, `RebootPolicyDomainConfigurator`): the domain shuts off and the VMI
+/// ends Succeeded as on a shutdown (pkg/virt-handler/vm.go, `calculateVmPhaseForStatusReason`),
+/// then `Always` replaces it. Without it QEMU reboots in place: same VMI, same boot order
+/// (counted in `status.fakeBoots`).
+pub fn guest_reboot(store: &mut Store, namespace: &str, name: &str) -> bool {
+    let key = Key::new(Gvr::vmi(), namespace, name);
+    let Some(mut vmi) = store.get(&key).cloned() else {
+        return false;
+    };
+    if vmi["spec"]["domain"]["rebootPolicy"] == "Terminate" {
+        vmi["status"]["phase"] = json!("Succeeded");
+    } else {
+        let count = vmi["status"]["fakeBoots"].as_u64().unwrap_or(0) + 1;
+        vmi["status"]["fakeBoots"] = json!(count);
+    }
+    store.put(&key, vmi);
+    true
+}
+
+/// The device a VMI boots first: the lowest `bootOrder` among its disks and interfaces
+/// (libvirt's per-device boot order, which KubeVirt's converter writes from it); with none
+/// set, the first disk (the domain's default `<boot dev='hd'/>`).
+pub fn first_boot_device(vmi: &Value) -> Option<String> {
+    let devices = &vmi["spec"]["domain"]["devices"];
+    ["disks", "interfaces"]
+        .iter()
+        .flat_map(|kind| devices[*kind].as_array().cloned().unwrap_or_default())
+        .filter_map(|d| Some((d["bootOrder"].as_u64()?, d["name"].as_str()?.to_owned())))
+        .min()
+        .map(|(_, name)| name)
+        .or_else(|| devices["disks"][0]["name"].as_str().map(str::to_owned))
+}
+
+/// The VMI is lost without its guest or anyone's API call ending it: virt-controller marks it
+/// Failed when its node stops answering (pkg/virt-controller/watch/node.go, the VMIs of an
+/// unresponsive node) or its launcher Pod vanishes (pkg/virt-controller/watch/vmi.go,
+/// `updateStatus`: "someone other than the controller deleted the pod unexpectedly"); the VM
+/// controller then replaces it.
+pub fn lose_vmi(store: &mut Store, namespace: &str, name: &str) -> bool {
+    let key = Key::new(Gvr::vmi(), namespace, name);
+    let Some(mut vmi) = store.get(&key).cloned() else {
+        return false;
+    };
+    vmi["status"]["phase"] = json!("Failed");
     store.put(&key, vmi);
     true
 }

@@ -259,6 +259,31 @@ impl FakeApiServer {
         done
     }
 
+    /// The guest reboots itself (see `kubevirt::guest_reboot`).
+    pub fn guest_reboot(&self, namespace: &str, name: &str) -> bool {
+        let mut store = self.shared.store();
+        let done = kubevirt::guest_reboot(&mut store, namespace, name);
+        self.shared.settle(&mut store);
+        done
+    }
+
+    /// The VMI is lost (node failure, launcher Pod gone): it ends Failed; `Always` replaces it.
+    pub fn lose_vmi(&self, namespace: &str, name: &str) -> bool {
+        let mut store = self.shared.store();
+        let done = kubevirt::lose_vmi(&mut store, namespace, name);
+        self.shared.settle(&mut store);
+        done
+    }
+
+    /// `virtctl restart` by a user: virt-api's restart subresource, as the BMC would call it.
+    pub fn restart_by_user(&self, namespace: &str, name: &str) -> Result<(), kubevirt::Refusal> {
+        let mut store = self.shared.store();
+        let result =
+            kubevirt::subresource(&mut store, namespace, "virtualmachines", name, "restart");
+        self.shared.settle(&mut store);
+        result
+    }
+
     /// Holds virt-controller: VMIs that end are not replaced until released.
     pub fn hold_controller(&self, held: bool) {
         self.shared.controller_held.store(held, Ordering::SeqCst);

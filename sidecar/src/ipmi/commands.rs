@@ -6,13 +6,16 @@ use kubevirt_bmc_ipmi::IpmiRequest;
 use kubevirt_bmc_ipmi::message::{cc, netfn};
 
 use super::{boot, inventory};
-use crate::machine::{BootOverride, BootTarget, Inventory, MachineError, PowerAction, PowerState};
+use crate::machine::{
+    BootOverride, BootTarget, Inventory, MachineError, PowerAction, PowerState, RestorePolicy,
+};
 
 /// What a command needs to know about the machine, read just before deciding.
 #[derive(Debug, Clone)]
 pub struct Snapshot<'a> {
     pub power: PowerState,
     pub boot: BootOverride,
+    pub restore_policy: RestorePolicy,
     pub inventory: &'a Inventory,
     pub supported_actions: &'a [PowerAction],
     pub supported_targets: &'a [BootTarget],
@@ -58,6 +61,7 @@ pub struct Memo {
 pub enum Action {
     Power(PowerAction),
     SetBoot(BootOverride),
+    SetRestorePolicy(RestorePolicy),
 }
 
 /// A command's outcome: the response if `action` (when any) succeeds, and the memo to keep
@@ -144,6 +148,7 @@ pub fn decide(request: &IpmiRequest, snap: &Snapshot<'_>, memo: &Memo) -> Decisi
         (netfn::CHASSIS, 0x01) => chassis_status(snap, memo),
         (netfn::CHASSIS, 0x02) => chassis_control(data, snap, memo),
         (netfn::CHASSIS, 0x04) => identify(data, snap, memo),
+        (netfn::CHASSIS, 0x06) => set_restore_policy(data),
         (netfn::CHASSIS, 0x07) => Decision::ok(vec![memo.restart_cause, 0x01]),
         (netfn::CHASSIS, 0x08) => boot::set(data, snap, memo),
         (netfn::CHASSIS, 0x09) => boot::get(data, snap, memo),
@@ -248,8 +253,8 @@ fn user_name(data: &[u8], snap: &Snapshot<'_>) -> Decision {
 
 fn chassis_status(snap: &Snapshot<'_>, memo: &Memo) -> Decision {
     let on = snap.power.settled() == PowerState::On;
-    // Restore policy "previous": desired power survives a BMC restart.
-    let byte1 = u8::from(on) | 0x01 << 5;
+    // Bits 6:5, the power restore policy (IPMI 2.0 table 28-3).
+    let byte1 = u8::from(on) | policy_bits(snap.restore_policy) << 5;
     let identify = match memo.identify {
         Identify::Off => 0,
         Identify::Until(t) if t > snap.unix_time => 1,
@@ -258,6 +263,35 @@ fn chassis_status(snap: &Snapshot<'_>, memo: &Memo) -> Decision {
     };
     let byte3 = 0x40 | identify << 4;
     Decision::ok(vec![byte1, memo.last_power_event, byte3, 0x00])
+}
+
+/// The restore policy's code in Get Chassis Status and Set Power Restore Policy.
+fn policy_bits(policy: RestorePolicy) -> u8 {
+    match policy {
+        RestorePolicy::AlwaysOff => 0b00,
+        RestorePolicy::Previous => 0b01,
+        RestorePolicy::AlwaysOn => 0b10,
+    }
+}
+
+/// Set Power Restore Policy (IPMI 2.0 section 28.8): bits 2:0 of the one request byte pick
+/// the policy, 011 only asks which are supported. The answer is the supported set: all three.
+fn set_restore_policy(data: &[u8]) -> Decision {
+    const ALL_SUPPORTED: u8 = 0b111;
+    let [byte] = data else {
+        return Decision::error(cc::REQUEST_LENGTH_INVALID);
+    };
+    let policy = match byte & 0x07 {
+        0b000 => RestorePolicy::AlwaysOff,
+        0b001 => RestorePolicy::Previous,
+        0b010 => RestorePolicy::AlwaysOn,
+        0b011 => return Decision::ok(vec![ALL_SUPPORTED]),
+        _ => return Decision::error(cc::INVALID_DATA),
+    };
+    Decision {
+        action: Some(Action::SetRestorePolicy(policy)),
+        ..Decision::ok(vec![ALL_SUPPORTED])
+    }
 }
 
 fn chassis_control(data: &[u8], snap: &Snapshot<'_>, memo: &Memo) -> Decision {

@@ -289,9 +289,11 @@ mod tests {
     }
 
     fn snap(inventory: &Inventory) -> Snapshot<'_> {
+        use crate::machine::RestorePolicy;
         Snapshot {
             power: PowerState::On,
             boot: BootOverride::default(),
+            restore_policy: RestorePolicy::Previous,
             inventory,
             supported_actions: &[],
             supported_targets: &[],

@@ -10,6 +10,7 @@ mod sol;
 #[cfg(test)]
 mod tests;
 
+use kubevirt_bmc_contract::annotations::IpmiAuth;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
@@ -72,6 +73,24 @@ struct Context {
 /// A bound IPMI server, ready to run.
 pub struct IpmiServer {
     context: Arc<Context>,
+    /// The login policy in force: the VM's `ipmi-auth`, or the default given to `bind`.
+    pub auth: IpmiAuth,
+}
+
+/// The machine's own login policy (the VM's `bmc.kubevirt.io/ipmi-auth`), else `default`.
+/// Read once: a change applies when the BMC next starts.
+async fn machine_auth(machine: &dyn Machine, default: IpmiAuth) -> IpmiAuth {
+    match machine.record(crate::machine::Record::IpmiAuth).await {
+        Ok(Some(value)) => IpmiAuth::parse(&value).unwrap_or_else(|error| {
+            tracing::warn!(%error, using = default.as_str(), "ignoring the machine's IPMI login policy");
+            default
+        }),
+        Ok(None) => default,
+        Err(error) => {
+            tracing::warn!(%error, using = default.as_str(), "cannot read the machine's IPMI login policy");
+            default
+        }
+    }
 }
 
 impl IpmiServer {
@@ -81,16 +100,22 @@ impl IpmiServer {
         machine: Arc<dyn Machine>,
         credentials: &Credentials,
         max_sessions: usize,
+        default_auth: IpmiAuth,
     ) -> std::io::Result<IpmiServer> {
         let socket = UdpSocket::bind(addr).await?;
         size_receive_buffer(&socket, max_sessions);
-        let guid = match machine.inventory().await {
-            Ok(inventory) => ipmi_guid(&inventory.uuid),
+        let (guid, auth) = match machine.inventory().await {
+            // The machine answers: its login policy is at hand without waiting again.
+            Ok(inventory) => (
+                ipmi_guid(&inventory.uuid),
+                machine_auth(machine.as_ref(), default_auth).await,
+            ),
             Err(error) => {
-                tracing::warn!(%error, "machine UUID unknown; RAKP uses a zero GUID");
-                [0; 16]
+                tracing::warn!(%error, default = default_auth.as_str(), "machine unknown; RAKP uses a zero GUID and the default IPMI login policy");
+                ([0; 16], default_auth)
             }
         };
+        let legacy = auth == IpmiAuth::Compatible;
         let mut config = ServerConfig::new(
             credentials.username.as_bytes(),
             credentials.password.as_bytes(),
@@ -102,6 +127,16 @@ impl IpmiServer {
             tracing::info!("no serial console: SOL activation will be refused");
         }
         config.max_sessions = max_sessions;
+        config.legacy = legacy;
+        tracing::info!(
+            legacy,
+            "IPMI logins: RMCP+ cipher suites 3 and 17{}",
+            if legacy {
+                ", IPMI v1.5 and suites 1 and 2"
+            } else {
+                " only"
+            }
+        );
         // SOL rides on the session's own port; Activate Payload reports it.
         config.sol = SolConfig::new(socket.local_addr()?.port());
         let serial_console = SerialConsole::new(config.console, config.sol.enabled);
@@ -117,6 +152,7 @@ impl IpmiServer {
                 username: credentials.username.as_bytes().to_vec(),
                 started: Instant::now(),
             }),
+            auth,
         })
     }
 
@@ -261,8 +297,15 @@ async fn answer(ctx: &Context, app: AppRequest) {
 /// Reads the machine, decides, runs the action; the response tells the client the truth.
 async fn execute(ctx: &Context, request: &IpmiRequest) -> IpmiResponse {
     let m = &ctx.machine;
-    let read = async { tokio::try_join!(m.power_state(), m.boot_override(), m.inventory()) };
-    let (power, boot, inventory) = match read.await {
+    let read = async {
+        tokio::try_join!(
+            m.power_state(),
+            m.boot_override(),
+            m.inventory(),
+            m.restore_policy()
+        )
+    };
+    let (power, boot, inventory, restore_policy) = match read.await {
         Ok(r) => r,
         Err(error) => {
             tracing::warn!(%error, "machine state unreadable");
@@ -278,6 +321,7 @@ async fn execute(ctx: &Context, request: &IpmiRequest) -> IpmiResponse {
     let snap = Snapshot {
         power,
         boot,
+        restore_policy,
         inventory: &inventory,
         supported_actions: m.supported_actions(),
         supported_targets: m.supported_boot_targets(),
@@ -289,6 +333,7 @@ async fn execute(ctx: &Context, request: &IpmiRequest) -> IpmiResponse {
         let result = match action {
             Action::Power(a) => m.power(a).await,
             Action::SetBoot(b) => m.set_boot_override(b).await,
+            Action::SetRestorePolicy(p) => m.set_restore_policy(p).await,
         };
         if let Err(error) = result {
             tracing::info!(?action, %error, "IPMI command refused by the machine");

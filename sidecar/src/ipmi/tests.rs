@@ -26,6 +26,7 @@ fn snap(inventory: &Inventory) -> Snapshot<'_> {
     Snapshot {
         power: PowerState::Off,
         boot: BootOverride::default(),
+        restore_policy: RestorePolicy::Previous,
         inventory,
         supported_actions: &[PowerAction::On, PowerAction::ForceOff],
         supported_targets: &[BootTarget::None, BootTarget::Pxe, BootTarget::Hdd],
@@ -55,6 +56,38 @@ fn guid_goes_least_significant_byte_first() {
     let g = ipmi_guid("5d307ca9-b3ef-428c-8861-06e72d69f223");
     assert_eq!(g[0], 0x23);
     assert_eq!(g[15], 0x5d);
+}
+
+#[test]
+fn restore_policy_is_set_by_chassis_06_and_read_in_chassis_status_bits_6_5() {
+    let inv = inventory();
+    for (byte, policy, bits) in [
+        (0u8, RestorePolicy::AlwaysOff, 0b00u8),
+        (1, RestorePolicy::Previous, 0b01),
+        (2, RestorePolicy::AlwaysOn, 0b10),
+    ] {
+        let d = call(netfn::CHASSIS, 0x06, &[byte], &snap(&inv));
+        assert_eq!(d.cc, cc::OK);
+        assert_eq!(d.data, vec![0b111], "all three supported");
+        assert_eq!(d.action, Some(Action::SetRestorePolicy(policy)));
+        let s = Snapshot {
+            restore_policy: policy,
+            ..snap(&inv)
+        };
+        let status = call(netfn::CHASSIS, 0x01, &[], &s);
+        assert_eq!((status.data[0] >> 5) & 0b11, bits, "{policy:?}");
+    }
+    // 011: which are supported, nothing changed.
+    let d = call(netfn::CHASSIS, 0x06, &[3], &snap(&inv));
+    assert_eq!(
+        (d.cc, d.data.clone(), d.action),
+        (cc::OK, vec![0b111], None)
+    );
+    for bad in [&[4u8][..], &[7], &[]] {
+        let d = call(netfn::CHASSIS, 0x06, bad, &snap(&inv));
+        assert_ne!(d.cc, cc::OK, "{bad:?}");
+        assert_eq!(d.action, None);
+    }
 }
 
 #[test]
@@ -138,7 +171,7 @@ fn machine_errors_map_to_completion_codes() {
 }
 
 #[tokio::test]
-async fn a_machine_in_transition_answers_busy_and_changes_nothing() {
+async fn hard_off_wins_over_a_power_on_under_way_and_soft_requests_wait() {
     let machine = Arc::new(
         SimulatedMachine::new(SimulatedConfig {
             transition: Duration::from_secs(30),
@@ -152,6 +185,7 @@ async fn a_machine_in_transition_answers_busy_and_changes_nothing() {
         machine.clone(),
         &credentials,
         32,
+        kubevirt_bmc_contract::annotations::IpmiAuth::Strict,
     )
     .await
     .unwrap();
@@ -159,12 +193,31 @@ async fn a_machine_in_transition_answers_busy_and_changes_nothing() {
     let on = IpmiRequest::new(netfn::CHASSIS, 0x02, 1, &[1]);
     assert_eq!(super::execute(ctx, &on).await.cc, cc::OK);
     assert_eq!(machine.power_state().await.unwrap(), PowerState::PoweringOn);
-    let off = IpmiRequest::new(netfn::CHASSIS, 0x02, 2, &[0]);
-    assert_eq!(super::execute(ctx, &off).await.cc, cc::NODE_BUSY);
-    assert_eq!(machine.power_state().await.unwrap(), PowerState::PoweringOn);
     // Reads report the state the transition settles in.
     let status = IpmiRequest::new(netfn::CHASSIS, 0x01, 3, &[]);
     assert_eq!(super::execute(ctx, &status).await.data[0] & 1, 1);
+    // On again while powering on: nothing more to do.
+    assert_eq!(super::execute(ctx, &on).await.cc, cc::OK);
+    // A diagnostic interrupt needs a running OS: busy, nothing changed.
+    let nmi = IpmiRequest::new(netfn::CHASSIS, 0x02, 4, &[4]);
+    assert_eq!(super::execute(ctx, &nmi).await.cc, cc::NODE_BUSY);
+    assert_eq!(machine.power_state().await.unwrap(), PowerState::PoweringOn);
+    // Hard off wins at once.
+    let off = IpmiRequest::new(netfn::CHASSIS, 0x02, 2, &[0]);
+    assert_eq!(super::execute(ctx, &off).await.cc, cc::OK);
+    assert_eq!(machine.power_state().await.unwrap(), PowerState::Off);
+    assert_eq!(super::execute(ctx, &status).await.data[0] & 1, 0);
+    // Set Power Restore Policy reaches the machine and reads back.
+    let always_on = IpmiRequest::new(netfn::CHASSIS, 0x06, 5, &[2]);
+    assert_eq!(super::execute(ctx, &always_on).await.cc, cc::OK);
+    assert_eq!(
+        machine.restore_policy().await.unwrap(),
+        RestorePolicy::AlwaysOn
+    );
+    assert_eq!(
+        (super::execute(ctx, &status).await.data[0] >> 5) & 0b11,
+        0b10
+    );
 }
 
 #[tokio::test]

@@ -69,6 +69,9 @@ impl PowerAction {
     ];
 }
 
+/// What the machine comes back as after losing power it was not asked to lose (IPMI Set Power
+/// Restore Policy, Redfish `PowerRestorePolicy`); kept on the VM in the contract's form.
+pub use kubevirt_bmc_contract::annotations::RestorePolicy;
 /// Boot override values are the contract's: the sidecar keeps them on the VM in its form.
 pub use kubevirt_bmc_contract::boot::{BootMode, BootOverride, BootOverrideEnabled, BootTarget};
 
@@ -157,6 +160,9 @@ pub enum Record {
     /// Redfish session settings (timeout, sessions logged out early), a JSON document owned
     /// by the Redfish front end.
     SessionSettings,
+    /// Which IPMI logins the VM's owner allows (`strict` / `compatible`); the user's, read
+    /// once when the BMC starts, never written by it.
+    IpmiAuth,
 }
 
 /// Something a subscriber (Redfish events, SSE, metrics) may want to hear about.
@@ -203,6 +209,11 @@ pub trait Machine: Send + Sync + 'static {
     fn supported_actions(&self) -> &[PowerAction];
 
     async fn power(&self, action: PowerAction) -> Result<()>;
+
+    /// The power restore policy, exactly as last set (`Previous` until then).
+    async fn restore_policy(&self) -> Result<RestorePolicy>;
+
+    async fn set_restore_policy(&self, policy: RestorePolicy) -> Result<()>;
 
     async fn boot_override(&self) -> Result<BootOverride>;
 
@@ -271,19 +282,20 @@ impl fmt::Display for PowerState {
 
 /// Accepts the image URLs a BMC can fetch: absolute http(s) URLs with a host.
 pub fn validate_image_url(image: &str) -> Result<()> {
-    let rest = image
-        .strip_prefix("http://")
-        .or_else(|| image.strip_prefix("https://"))
-        .ok_or_else(|| {
-            MachineError::Invalid(format!("image must be an http or https URL: {image:?}"))
-        })?;
-    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    if host.is_empty() || image.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(MachineError::Invalid(format!(
-            "image URL is not valid: {image:?}"
-        )));
+    use kubevirt_bmc_contract::egress::{EgressError, Target, redact};
+    // The URL is stored on the VM and in a DataVolume: credentials in it are refused, and
+    // error messages show it without userinfo or query.
+    match Target::parse(image) {
+        Ok(_) => Ok(()),
+        Err(EgressError::Credentials(_)) => Err(MachineError::Invalid(format!(
+            "image URL {} carries credentials (user:password@); use a URL without them",
+            redact(image)
+        ))),
+        Err(_) => Err(MachineError::Invalid(format!(
+            "image must be an http or https URL with a host: {:?}",
+            redact(image)
+        ))),
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -301,6 +313,7 @@ mod tests {
             "http://a b/x.iso",
             "boot.iso",
             "",
+            "http://user:pw@images.example/x.iso",
         ] {
             assert!(
                 matches!(validate_image_url(bad), Err(MachineError::Invalid(_))),

@@ -15,7 +15,7 @@ use tokio::sync::{broadcast, mpsc};
 use super::{
     BootOverride, BootOverrideEnabled, BootTarget, Console, ConsoleInput, Disk, DiskKind,
     Inventory, Machine, MachineError, MachineEvent, MediaInsert, MediaState, MediaStatus,
-    NetworkInterface, PowerAction, PowerState, Record, Result, validate_image_url,
+    NetworkInterface, PowerAction, PowerState, Record, RestorePolicy, Result, validate_image_url,
 };
 
 const STATE_FILE_VERSION: u32 = 1;
@@ -79,6 +79,9 @@ struct Persisted {
     media: MediaState,
     records: BTreeMap<Record, String>,
     nmi_count: u64,
+    /// Absent in state files written before it existed: `Previous`, what they behaved as.
+    #[serde(default)]
+    restore_policy: RestorePolicy,
 }
 
 impl Persisted {
@@ -97,6 +100,24 @@ impl Persisted {
             media: MediaState::ejected(),
             records: BTreeMap::new(),
             nmi_count: 0,
+            restore_policy: RestorePolicy::Previous,
+        }
+    }
+
+    /// A simulator that starts again from its state file has lost power it was not asked to
+    /// lose: the restore policy decides what it comes back as.
+    fn restore_power(&mut self) {
+        match self.restore_policy {
+            RestorePolicy::Previous => {}
+            RestorePolicy::AlwaysOff => {
+                self.power = PowerState::Off;
+                self.boot_pending = false;
+            }
+            RestorePolicy::AlwaysOn if self.power == PowerState::Off => {
+                self.power = PowerState::On;
+                self.boot_pending = true;
+            }
+            RestorePolicy::AlwaysOn => {}
         }
     }
 
@@ -144,7 +165,13 @@ impl SimulatedMachine {
     /// from a fresh powered-off machine.
     pub fn new(config: SimulatedConfig) -> Result<Self, SimulatedError> {
         let mut persisted = match &config.state_file {
-            Some(path) => load_state(path)?.unwrap_or_else(|| Persisted::fresh(&config)),
+            Some(path) => match load_state(path)? {
+                Some(mut persisted) => {
+                    persisted.restore_power();
+                    persisted
+                }
+                None => Persisted::fresh(&config),
+            },
             None => Persisted::fresh(&config),
         };
         if persisted.boot_pending {
@@ -256,6 +283,18 @@ impl SimulatedMachine {
         Ok(())
     }
 
+    /// Off at once, abandoning any transition (its timer finds no transition and does nothing).
+    fn hard_off(&self, inner: &mut Inner, from: PowerState) -> Result<()> {
+        let mut next = inner.persisted.clone();
+        next.power = PowerState::Off;
+        next.boot_pending = false;
+        self.save(&next)?;
+        inner.persisted = next;
+        inner.transition = None;
+        self.emit_power(from, PowerState::Off);
+        Ok(())
+    }
+
     fn settle(&self, generation: u64) {
         let mut inner = self.lock();
         let Some(transition) = &inner.transition else {
@@ -334,33 +373,33 @@ impl Machine for SimulatedMachine {
         SUPPORTED_ACTIONS
     }
 
+    /// Hard actions win over a transition under way, as on a server: ForceOff abandons a
+    /// boot or a shutdown, a reset or cycle starts the boot again. Asking for where the
+    /// machine is already heading succeeds at once.
     async fn power(&self, action: PowerAction) -> Result<()> {
         use PowerAction as A;
         use PowerState as P;
         let mut inner = self.lock();
         let state = Self::current_power(&inner);
-        if state.is_transition() {
-            return Err(MachineError::Busy(format!(
-                "power is {state}, retry when it settles"
-            )));
-        }
         match (action, state) {
-            (A::On, P::Off) | (A::PowerCycle, P::Off) => {
+            (A::On, P::On | P::PoweringOn)
+            | (A::ForceOff | A::GracefulShutdown, P::Off)
+            | (A::GracefulShutdown, P::PoweringOff)
+            // The boot under way is the restart asked for.
+            | (A::GracefulRestart, P::PoweringOn) => Ok(()),
+            (A::On | A::PowerCycle, P::Off) => {
                 self.change_power(&mut inner, P::PoweringOn, P::On, true)
             }
-            (A::On, P::On) | (A::ForceOff, P::Off) | (A::GracefulShutdown, P::Off) => Ok(()),
-            (A::ForceOff, P::On) => {
-                let mut next = inner.persisted.clone();
-                next.power = P::Off;
-                self.save(&next)?;
-                inner.persisted = next;
-                self.emit_power(P::On, P::Off);
-                Ok(())
-            }
+            // The power button during POST powers off: no OS is there to shut down.
+            (A::ForceOff, P::On | P::PoweringOn | P::PoweringOff)
+            | (A::GracefulShutdown, P::PoweringOn) => self.hard_off(&mut inner, state),
+            // A shutdown the machine is already in: On brings it back once it is down.
+            (A::On, P::PoweringOff) => self.change_power(&mut inner, P::PoweringOn, P::On, true),
             (A::GracefulShutdown, P::On) => {
                 self.change_power(&mut inner, P::PoweringOff, P::Off, false)
             }
-            (A::GracefulRestart | A::ForceRestart | A::PowerCycle, P::On) => {
+            (A::GracefulRestart | A::ForceRestart | A::PowerCycle, P::On)
+            | (A::ForceRestart | A::PowerCycle, P::PoweringOn | P::PoweringOff) => {
                 self.change_power(&mut inner, P::PoweringOn, P::On, true)
             }
             (A::Nmi, P::On) => {
@@ -370,11 +409,25 @@ impl Machine for SimulatedMachine {
                 inner.persisted = next;
                 Ok(())
             }
+            // No OS that could take the request yet (or still): a soft request, not a hard one.
+            (A::GracefulRestart | A::Nmi, P::PoweringOff) | (A::Nmi, P::PoweringOn) => {
+                Err(MachineError::Busy(format!(
+                    "power is {state}: {action:?} needs a running OS; retry when it settles"
+                )))
+            }
             (A::GracefulRestart | A::ForceRestart | A::Nmi, P::Off) => Err(
                 MachineError::NotAllowed(format!("{action:?} needs the machine on; it is off")),
             ),
-            (_, P::PoweringOn | P::PoweringOff) => unreachable!("transitions returned Busy above"),
         }
+    }
+
+    async fn restore_policy(&self) -> Result<RestorePolicy> {
+        Ok(self.lock().persisted.restore_policy)
+    }
+
+    async fn set_restore_policy(&self, policy: RestorePolicy) -> Result<()> {
+        self.update(|state| state.restore_policy = policy)?;
+        Ok(())
     }
 
     async fn boot_override(&self) -> Result<BootOverride> {

@@ -86,17 +86,82 @@ async fn every_power_action_from_every_state() {
             }
         }
     }
-    for from in [P::PoweringOn, P::PoweringOff] {
-        for action in PowerAction::ALL {
-            let machine = machine_in(from).await;
-            let result = machine.power(action).await;
-            assert!(
+}
+
+/// Hard actions win over a transition; asking for where the machine is heading succeeds at
+/// once; only soft requests that need a running OS wait (Busy). `at_once`: the state right
+/// after the call, before the transition would have settled.
+#[tokio::test]
+async fn hard_actions_win_over_transitions_and_soft_ones_wait() {
+    use PowerAction as A;
+    use PowerState as P;
+    let table = [
+        (P::PoweringOn, A::On, Some(P::PoweringOn), P::On),
+        (P::PoweringOn, A::ForceOff, Some(P::Off), P::Off),
+        (P::PoweringOn, A::GracefulShutdown, Some(P::Off), P::Off),
+        (
+            P::PoweringOn,
+            A::GracefulRestart,
+            Some(P::PoweringOn),
+            P::On,
+        ),
+        (P::PoweringOn, A::ForceRestart, Some(P::PoweringOn), P::On),
+        (P::PoweringOn, A::PowerCycle, Some(P::PoweringOn), P::On),
+        (P::PoweringOn, A::Nmi, None, P::On),
+        (P::PoweringOff, A::On, Some(P::PoweringOn), P::On),
+        (P::PoweringOff, A::ForceOff, Some(P::Off), P::Off),
+        (
+            P::PoweringOff,
+            A::GracefulShutdown,
+            Some(P::PoweringOff),
+            P::Off,
+        ),
+        (P::PoweringOff, A::GracefulRestart, None, P::Off),
+        (P::PoweringOff, A::ForceRestart, Some(P::PoweringOn), P::On),
+        (P::PoweringOff, A::PowerCycle, Some(P::PoweringOn), P::On),
+        (P::PoweringOff, A::Nmi, None, P::Off),
+    ];
+    for (from, action, at_once, settles) in table {
+        let machine = machine_in(from).await;
+        let result = machine.power(action).await;
+        match at_once {
+            Some(state) => {
+                assert_eq!(result, Ok(()), "{action:?} from {from:?}");
+                assert_eq!(
+                    machine.power_state().await.unwrap(),
+                    state,
+                    "{action:?} from {from:?}"
+                );
+            }
+            None => assert!(
                 matches!(result, Err(MachineError::Busy(_))),
                 "{action:?} from {from:?}: {result:?}"
-            );
-            assert_eq!(machine.power_state().await.unwrap(), from);
+            ),
         }
+        tokio::time::sleep(Duration::from_millis(450)).await;
+        assert_eq!(
+            machine.power_state().await.unwrap(),
+            settles,
+            "{action:?} from {from:?} settles"
+        );
     }
+}
+
+/// `ipmitool power on` then `power off` 270 ms later: the off wins over the boot under way
+/// and the abandoned boot never completes.
+#[tokio::test]
+async fn force_off_during_power_on_abandons_the_boot() {
+    let machine = slow();
+    machine.power(PowerAction::On).await.unwrap();
+    machine.power(PowerAction::ForceOff).await.unwrap();
+    assert_eq!(machine.power_state().await.unwrap(), PowerState::Off);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(machine.power_state().await.unwrap(), PowerState::Off);
+    assert_eq!(
+        machine.last_boot(),
+        None,
+        "the abandoned boot did not happen"
+    );
 }
 
 #[tokio::test]
@@ -305,6 +370,42 @@ async fn state_file_round_trip_restores_everything() {
         second.record(Record::EventSubscriptions).await.unwrap(),
         None
     );
+}
+
+/// A restart of the simulator is its power loss: `previous` comes back as it was, `always-on`
+/// boots, `always-off` stays off; the policy itself reads back exactly.
+#[tokio::test]
+async fn restore_policy_decides_what_a_restarted_simulator_comes_back_as() {
+    for (policy, before, after) in [
+        (RestorePolicy::Previous, PowerState::On, PowerState::On),
+        (RestorePolicy::Previous, PowerState::Off, PowerState::Off),
+        (RestorePolicy::AlwaysOn, PowerState::Off, PowerState::On),
+        (RestorePolicy::AlwaysOff, PowerState::On, PowerState::Off),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = SimulatedConfig {
+            transition: Duration::ZERO,
+            state_file: Some(dir.path().join("state.json")),
+            ..Default::default()
+        };
+        let first = SimulatedMachine::new(config.clone()).unwrap();
+        assert_eq!(
+            first.restore_policy().await.unwrap(),
+            RestorePolicy::Previous
+        );
+        first.set_restore_policy(policy).await.unwrap();
+        if before == PowerState::On {
+            first.power(PowerAction::On).await.unwrap();
+        }
+        drop(first);
+        let second = SimulatedMachine::new(config).unwrap();
+        assert_eq!(second.restore_policy().await.unwrap(), policy);
+        assert_eq!(
+            second.power_state().await.unwrap(),
+            after,
+            "{policy:?} from {before:?}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -71,6 +71,28 @@ impl ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, text, vec![info])
     }
 
+    /// A URL the egress policy refuses (`property` of a resource, or a parameter of
+    /// `action`): the message says which address or why, never the URL's credentials.
+    pub fn egress(
+        error: &kubevirt_bmc_contract::egress::EgressError,
+        url: &str,
+        property: &str,
+        action: Option<&str>,
+    ) -> Self {
+        use kubevirt_bmc_contract::egress::{EgressError, redact};
+        let shown = redact(url);
+        let mut error_doc = match (error, action) {
+            (EgressError::Refused { .. }, _) => ApiError::bad_request("AccessDenied", &[&shown]),
+            (_, Some(action)) => ApiError::bad_request(
+                "ActionParameterValueFormatError",
+                &[&shown, property, action],
+            ),
+            (_, None) => ApiError::bad_request("PropertyValueFormatError", &[&shown, property]),
+        };
+        error_doc.text = format!("{property}: {error}");
+        error_doc
+    }
+
     pub fn malformed_json(detail: &str) -> Self {
         let mut error = ApiError::bad_request("MalformedJSON", &[]);
         error.text = format!("The request body is not valid JSON: {detail}");

@@ -20,10 +20,12 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::BroadcastStream;
 
+use super::egress::GuardedResolver;
 use super::errors::{ApiError, ApiResult};
 use super::http::{now_unix, rfc3339};
 use super::models::{Ids, MEDIA_ID, power_state_name};
 use crate::machine::{Machine, MachineError, MachineEvent, PowerState, Record};
+use kubevirt_bmc_contract::egress::{EgressPolicy, Host, Target, redact};
 
 pub const EVENT_TYPES: [&str; 4] = ["StatusChange", "ResourceUpdated", "Alert", "Other"];
 pub const RESOURCE_TYPES: [&str; 2] = ["ComputerSystem", "VirtualMedia"];
@@ -92,7 +94,13 @@ impl Subscription {
 }
 
 /// Parses a subscription request, refusing anything it does not understand.
-pub fn parse_subscription(body: &Map<String, Value>, id: String) -> ApiResult<Subscription> {
+/// A `Destination` must also pass the installation's egress policy (literal addresses here,
+/// names at every delivery).
+pub fn parse_subscription(
+    body: &Map<String, Value>,
+    id: String,
+    policy: &EgressPolicy,
+) -> ApiResult<Subscription> {
     let mut subscription = Subscription {
         id,
         destination: String::new(),
@@ -129,9 +137,12 @@ pub fn parse_subscription(body: &Map<String, Value>, id: String) -> ApiResult<Su
                 if !valid {
                     return Err(ApiError::bad_request(
                         "PropertyValueFormatError",
-                        &[text, "Destination"],
+                        &[&redact(text), "Destination"],
                     ));
                 }
+                policy
+                    .check_url(text)
+                    .map_err(|error| ApiError::egress(&error, text, "Destination", None))?;
                 subscription.destination = text.to_owned();
             }
             "Context" => {
@@ -258,7 +269,7 @@ pub fn envelope(event_id: u64, context: Option<&str>, records: &[Value]) -> Valu
 /// Each subscription with the queue its delivery task drains.
 type Table = BTreeMap<String, (Subscription, mpsc::Sender<Arc<Value>>)>;
 
-type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector<GuardedResolver>>, Full<Bytes>>;
 
 pub struct Events {
     machine: Arc<dyn Machine>,
@@ -269,6 +280,7 @@ pub struct Events {
     sse: broadcast::Sender<Arc<Value>>,
     next_id: AtomicU64,
     client: HttpClient,
+    policy: Arc<EgressPolicy>,
     retry_interval: Duration,
 }
 
@@ -278,6 +290,7 @@ impl Events {
         machine: Arc<dyn Machine>,
         ids: Ids,
         retry_interval: Duration,
+        policy: Arc<EgressPolicy>,
     ) -> Result<Arc<Self>, MachineError> {
         let stored = machine.record(Record::EventSubscriptions).await?;
         let list: Vec<Subscription> = match stored.as_deref().map(serde_json::from_str) {
@@ -295,7 +308,8 @@ impl Events {
             writes: tokio::sync::Mutex::new(()),
             sse: broadcast::channel(QUEUE).0,
             next_id: AtomicU64::new(now_unix() * 1000),
-            client: http_client(),
+            client: http_client(policy.clone()),
+            policy,
             retry_interval,
         });
         for subscription in list {
@@ -314,6 +328,7 @@ impl Events {
         let (sender, receiver) = mpsc::channel(QUEUE);
         tokio::spawn(deliver(
             self.client.clone(),
+            self.policy.clone(),
             subscription.destination.clone(),
             receiver,
             self.retry_interval,
@@ -338,7 +353,11 @@ impl Events {
     }
 
     pub async fn add(self: &Arc<Self>, body: &Map<String, Value>) -> ApiResult<Subscription> {
-        let subscription = parse_subscription(body, uuid::Uuid::new_v4().simple().to_string())?;
+        let subscription = parse_subscription(
+            body,
+            uuid::Uuid::new_v4().simple().to_string(),
+            &self.policy,
+        )?;
         let _write = self.writes.lock().await;
         let mut list = self.list();
         if list.len() >= MAX_SUBSCRIPTIONS {
@@ -418,7 +437,11 @@ impl Events {
     }
 }
 
-fn http_client() -> HttpClient {
+/// Connects only to addresses the policy allows: names through [`GuardedResolver`], literal
+/// addresses in [`deliver`] (hyper skips the resolver for them). No redirects are followed.
+fn http_client(policy: Arc<EgressPolicy>) -> HttpClient {
+    let mut http = HttpConnector::new_with_resolver(GuardedResolver::new(policy));
+    http.enforce_http(false);
     let builder = hyper_rustls::HttpsConnectorBuilder::new();
     let builder = match builder.with_native_roots() {
         Ok(builder) => builder,
@@ -430,7 +453,7 @@ fn http_client() -> HttpClient {
             hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config)
         }
     };
-    let connector = builder.https_or_http().enable_http1().build();
+    let connector = builder.https_or_http().enable_http1().wrap_connector(http);
     Client::builder(TokioExecutor::new()).build(connector)
 }
 
@@ -438,26 +461,49 @@ fn http_client() -> HttpClient {
 /// still fails after the retries is dropped (TerminateAfterRetries applies per event).
 async fn deliver(
     client: HttpClient,
+    policy: Arc<EgressPolicy>,
     destination: String,
     mut queue: mpsc::Receiver<Arc<Value>>,
     interval: Duration,
 ) {
+    // Logs name the destination without userinfo or query.
+    let shown = redact(&destination);
     while let Some(event) = queue.recv().await {
+        // Checked again for every event: the policy may have changed since the subscription
+        // was stored (a restart with other ranges).
+        if let Err(error) = literal_allowed(&policy, &destination) {
+            tracing::warn!(destination = %shown, %error, "event not delivered: destination refused");
+            continue;
+        }
         let body = Bytes::from(event.to_string());
         let mut wait = interval;
         for attempt in 0..=RETRY_ATTEMPTS {
             match post(&client, &destination, body.clone()).await {
                 Ok(()) => break,
                 Err(reason) if attempt < RETRY_ATTEMPTS => {
-                    tracing::debug!(%destination, attempt, %reason, "event delivery failed; retrying");
+                    tracing::debug!(destination = %shown, attempt, %reason, "event delivery failed; retrying");
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_secs(60));
                 }
                 Err(reason) => {
-                    tracing::warn!(%destination, %reason, "event not delivered after retries; dropped");
+                    tracing::warn!(destination = %shown, %reason, "event not delivered after retries; dropped");
                 }
             }
         }
+    }
+}
+
+/// A destination whose host is an address: the resolver never sees it, so check it here.
+fn literal_allowed(
+    policy: &EgressPolicy,
+    destination: &str,
+) -> Result<(), kubevirt_bmc_contract::egress::EgressError> {
+    match Target::parse(destination)? {
+        Target {
+            host: Host::Ip(addr),
+            ..
+        } => policy.check(addr),
+        _ => Ok(()),
     }
 }
 
@@ -469,7 +515,16 @@ async fn post(client: &HttpClient, destination: &str, body: Bytes) -> Result<(),
     let response = tokio::time::timeout(DELIVERY_TIMEOUT, client.request(request))
         .await
         .map_err(|_| "timed out".to_owned())?
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| {
+            // hyper's Display is "client error (Connect)"; the resolver's refusal is the source.
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(cause) = source {
+                text = format!("{text}: {cause}");
+                source = cause.source();
+            }
+            text
+        })?;
     if response.status().is_success() {
         Ok(())
     } else {
@@ -492,12 +547,14 @@ mod tests {
     #[test]
     fn subscriptions_parse_strictly() {
         let body = |v: Value| v.as_object().unwrap().clone();
+        let policy = EgressPolicy::default();
         let ok = parse_subscription(
             &body(
-                json!({"Destination": "http://127.0.0.1:9/x", "Protocol": "Redfish",
+                json!({"Destination": "http://192.0.2.1:9/x", "Protocol": "Redfish",
                 "EventTypes": ["StatusChange"], "Context": "c"}),
             ),
             "1".into(),
+            &policy,
         )
         .unwrap();
         assert_eq!(ok.event_types, vec!["StatusChange"]);
@@ -508,9 +565,13 @@ mod tests {
             json!({"Destination": "http://x", "EventTypes": ["Nope"]}),
             json!({"Destination": "http://x", "Color": "red"}),
             json!({"Destination": 5}),
+            json!({"Destination": "https://127.0.0.1/"}),
+            json!({"Destination": "http://169.254.169.254/latest/meta-data/"}),
+            json!({"Destination": "http://[fe80::1]/"}),
+            json!({"Destination": "https://user:pw@events.example/"}),
         ] {
             assert!(
-                parse_subscription(&body(bad.clone()), "1".into()).is_err(),
+                parse_subscription(&body(bad.clone()), "1".into(), &policy).is_err(),
                 "{bad}"
             );
         }

@@ -95,6 +95,7 @@ pub async fn sessions(State(context): State<Arc<Context>>) -> Response {
 /// Login: 201 with the token in `X-Auth-Token` and the session in `Location`.
 pub async fn create_session(
     State(context): State<Arc<Context>>,
+    extensions: axum::http::Extensions,
     body: JsonBody,
 ) -> ApiResult<Response> {
     let body = body.required()?;
@@ -115,13 +116,19 @@ pub async fn create_session(
     }
     let username = field("UserName")?;
     let password = zeroize::Zeroizing::new(field("Password")?);
-    if !context
-        .credentials
-        .matches(username.as_bytes(), password.as_bytes())
-    {
+    let peer = super::auth::peer_of(&extensions);
+    let valid = context
+        .logins
+        .check(peer, || {
+            context
+                .credentials
+                .matches(username.as_bytes(), password.as_bytes())
+        })
+        .await;
+    if !valid {
         return Err(ApiError::unauthorized("The credentials are not valid"));
     }
-    let (info, token) = context.sessions.create(&username, now_unix());
+    let (info, token) = context.sessions.create(&username, now_unix())?;
     tracing::info!(session = %info.id, "Redfish: session created");
     let mut response = (StatusCode::CREATED, axum::Json(services::session(&info))).into_response();
     let headers = response.headers_mut();

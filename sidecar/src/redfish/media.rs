@@ -13,6 +13,19 @@ use super::errors::{ApiError, ApiResult};
 use super::http::{JsonBody, check_if_match, resource};
 use super::models::{self, MANAGER_ID, MEDIA_ID, collection};
 use crate::machine::MediaInsert;
+use kubevirt_bmc_contract::egress::redact;
+
+/// The image's host must pass the egress policy now (resolved), so CDI is never sent to
+/// loopback, link-local or the cluster's own ranges on a Redfish user's word.
+async fn check_image(context: &Context, image: &str, action: Option<&str>) -> ApiResult<()> {
+    super::egress::check_now(&context.egress, image)
+        .await
+        .map(|_| ())
+        .map_err(|error| {
+            tracing::warn!(image = %redact(image), %error, "Redfish: virtual media image refused");
+            ApiError::egress(&error, image, "Image", action)
+        })
+}
 
 /// What a change of the virtual CD asks for.
 #[derive(Debug, PartialEq, Eq)]
@@ -41,7 +54,10 @@ pub fn parse_insert(body: &Map<String, Value>) -> ApiResult<MediaInsert> {
                     .as_str()
                     .ok_or_else(|| ApiError::parameter_type(value, name, INSERT))?;
                 crate::machine::validate_image_url(text).map_err(|_| {
-                    ApiError::bad_request("ActionParameterValueFormatError", &[text, name, INSERT])
+                    ApiError::bad_request(
+                        "ActionParameterValueFormatError",
+                        &[&redact(text), name, INSERT],
+                    )
                 })?;
                 image = Some(text.to_owned());
             }
@@ -95,7 +111,7 @@ pub fn parse_patch(body: &Map<String, Value>, current: &Value) -> ApiResult<Medi
                 Value::String(text) if text.is_empty() => image = Some(None),
                 Value::String(text) => {
                     crate::machine::validate_image_url(text).map_err(|_| {
-                        ApiError::bad_request("PropertyValueFormatError", &[text, name])
+                        ApiError::bad_request("PropertyValueFormatError", &[&redact(text), name])
                     })?;
                     image = Some(Some(text.clone()));
                 }
@@ -233,6 +249,7 @@ pub async fn patch(
     check_if_match(&headers, &current)?;
     match parse_patch(&body, &current)? {
         MediaChange::Insert(insert) => {
+            check_image(&context, &insert.image, None).await?;
             if machine.media().await?.image.is_some() {
                 machine.eject_media().await?;
             }
@@ -256,13 +273,9 @@ pub async fn insert(
     let base = media_base(&context, &uri, &id)?;
     require_media(&media, &base)?;
     let insert = parse_insert(&body.required()?)?;
+    check_image(&context, &insert.image, Some(INSERT)).await?;
     // Query strings of image URLs often carry signatures: they stay out of the log.
-    let image = insert
-        .image
-        .split(['?', '#'])
-        .next()
-        .unwrap_or_default()
-        .to_owned();
+    let image = redact(&insert.image);
     context.machine.insert_media(insert).await?;
     tracing::info!(%image, "Redfish: virtual media inserted");
     Ok(StatusCode::NO_CONTENT.into_response())

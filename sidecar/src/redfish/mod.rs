@@ -6,6 +6,8 @@
 //! cross-cutting rules (authentication, ETags, OData headers, Redfish error bodies).
 
 pub mod auth;
+pub mod connections;
+pub mod egress;
 pub mod errors;
 pub mod events;
 mod handlers;
@@ -29,7 +31,32 @@ use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
 use crate::bmc::SerialConsole;
 use crate::credentials::Credentials;
 use crate::machine::{Machine, MachineError};
+use kubevirt_bmc_contract::egress::EgressPolicy;
 use models::Ids;
+
+/// How the Redfish service bounds what clients may make it do.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Where event destinations and media images may point.
+    pub egress: Arc<EgressPolicy>,
+    /// A connection with no traffic (and no request being handled) this long is closed.
+    pub idle_timeout: Duration,
+    /// Connections open at once; one more is closed at accept.
+    pub max_connections: usize,
+}
+
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            egress: Arc::new(EgressPolicy::default()),
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
+}
 
 /// Shared by every handler.
 pub struct Context {
@@ -41,6 +68,9 @@ pub struct Context {
     pub sessions: auth::Sessions,
     pub events: Arc<events::Events>,
     pub tasks: tasks::Tasks,
+    pub egress: Arc<EgressPolicy>,
+    /// Failed logins per client address (IPMI's rule: slowed down after three).
+    pub logins: auth::LoginThrottle,
 }
 
 impl Context {
@@ -51,6 +81,15 @@ impl Context {
         serial_console: SerialConsole,
         credentials: Credentials,
     ) -> Result<Arc<Self>, MachineError> {
+        Self::with_options(machine, serial_console, credentials, &Options::default()).await
+    }
+
+    pub async fn with_options(
+        machine: Arc<dyn Machine>,
+        serial_console: SerialConsole,
+        credentials: Credentials,
+        options: &Options,
+    ) -> Result<Arc<Self>, MachineError> {
         let inventory = machine.inventory().await?;
         let ids = Ids {
             system: inventory.name.clone(),
@@ -58,8 +97,13 @@ impl Context {
             service_uuid: service_uuid(&inventory.uuid),
         };
         let sessions = auth::Sessions::load(machine.clone()).await?;
-        let events =
-            events::Events::load(machine.clone(), ids.clone(), events::RETRY_INTERVAL).await?;
+        let events = events::Events::load(
+            machine.clone(),
+            ids.clone(),
+            events::RETRY_INTERVAL,
+            options.egress.clone(),
+        )
+        .await?;
         Ok(Arc::new(Context {
             machine,
             serial_console,
@@ -68,6 +112,8 @@ impl Context {
             sessions,
             events,
             tasks: tasks::Tasks::default(),
+            egress: options.egress.clone(),
+            logins: auth::LoginThrottle::default(),
         }))
     }
 }
@@ -293,13 +339,21 @@ async fn load(
     machine: Arc<dyn Machine>,
     serial_console: SerialConsole,
     credentials: Credentials,
+    options: Options,
     ready: Arc<std::sync::OnceLock<NormalizePath<Router>>>,
     waiting: Arc<std::sync::Mutex<String>>,
 ) {
     let mut delay = LOAD_RETRY;
     loop {
         tokio::time::sleep(delay).await;
-        match Context::new(machine.clone(), serial_console.clone(), credentials.clone()).await {
+        match Context::with_options(
+            machine.clone(),
+            serial_console.clone(),
+            credentials.clone(),
+            &options,
+        )
+        .await
+        {
             Ok(context) => {
                 let _ = ready.set(app(context));
                 tracing::info!("Redfish ready");
@@ -323,6 +377,7 @@ pub async fn start(
     credentials: Credentials,
     tls: Arc<rustls::ServerConfig>,
     listen: SocketAddr,
+    options: Options,
 ) -> Result<RedfishServer, RedfishError> {
     let bind_error = |source| RedfishError::Bind {
         addr: listen,
@@ -336,7 +391,14 @@ pub async fn start(
         "still reading the machine; retry".to_owned(),
     ));
     // A first attempt inline, so a machine that answers at once is served from the start.
-    match Context::new(machine.clone(), serial_console.clone(), credentials.clone()).await {
+    match Context::with_options(
+        machine.clone(),
+        serial_console.clone(),
+        credentials.clone(),
+        &options,
+    )
+    .await
+    {
         Ok(context) => {
             let _ = ready.set(app(context));
         }
@@ -347,6 +409,7 @@ pub async fn start(
             machine,
             serial_console,
             credentials,
+            options.clone(),
             ready.clone(),
             waiting.clone(),
         ))
@@ -354,9 +417,11 @@ pub async fn start(
     });
     let config = axum_server::tls_rustls::RustlsConfig::from_config(tls);
     let handle = axum_server::Handle::new();
+    let guard = connections::Guard::new(options.max_connections, options.idle_timeout);
     let mut server = axum_server::from_tcp_rustls(listener, config)
         .map_err(bind_error)?
-        .handle(handle.clone());
+        .handle(handle.clone())
+        .map(|tls| tls.acceptor(guard));
     server
         .http_builder()
         .http1()

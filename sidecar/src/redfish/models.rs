@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use crate::machine::{
     BootMode, BootOverride, BootOverrideEnabled, BootTarget, DiskKind, Inventory, MediaState,
-    MediaStatus, PowerAction, PowerState,
+    MediaStatus, PowerAction, PowerState, RestorePolicy,
 };
 
 pub const MANAGER_ID: &str = "BMC";
@@ -57,6 +57,21 @@ pub fn power_state_name(state: PowerState) -> &'static str {
         PowerState::PoweringOn => "PoweringOn",
         PowerState::PoweringOff => "PoweringOff",
     }
+}
+
+/// Redfish `PowerRestorePolicy` (ComputerSystem v1.6+): `LastState` is IPMI's "previous".
+pub fn restore_policy_name(policy: RestorePolicy) -> &'static str {
+    match policy {
+        RestorePolicy::AlwaysOn => "AlwaysOn",
+        RestorePolicy::AlwaysOff => "AlwaysOff",
+        RestorePolicy::Previous => "LastState",
+    }
+}
+
+pub fn parse_restore_policy(name: &str) -> Option<RestorePolicy> {
+    RestorePolicy::ALL
+        .into_iter()
+        .find(|p| restore_policy_name(*p) == name)
 }
 
 pub fn target_name(target: BootTarget) -> &'static str {

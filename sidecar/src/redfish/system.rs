@@ -34,14 +34,17 @@ impl Context {
         let inventory = machine.inventory().await?;
         let power = machine.power_state().await?;
         let boot = machine.boot_override().await?;
-        Ok(models::system(
+        let restore_policy = machine.restore_policy().await?;
+        let mut system = models::system(
             &self.ids,
             &inventory,
             power,
             &boot,
             machine.supported_actions(),
             machine.supported_boot_targets(),
-        ))
+        );
+        system["PowerRestorePolicy"] = models::restore_policy_name(restore_policy).into();
+        Ok(system)
     }
 }
 
@@ -62,8 +65,8 @@ pub async fn system(
     Ok(resource(context.system_json().await?))
 }
 
-/// Applies a PATCH of the System: only `Boot` is writable, and the whole request is refused
-/// (nothing changed) when any part of it is wrong.
+/// Applies a PATCH of the System: `Boot` and `PowerRestorePolicy` are writable, and the whole
+/// request is refused (nothing changed) when any part of it is wrong.
 pub async fn patch_system(
     State(context): State<Arc<Context>>,
     Path(id): Path<String>,
@@ -71,12 +74,30 @@ pub async fn patch_system(
     body: JsonBody,
 ) -> ApiResult<Response> {
     context.require_system(&id, &format!("/redfish/v1/Systems/{id}"))?;
-    let body = body.required()?;
+    let mut body = body.required()?;
     let current = context.system_json().await?;
     check_if_match(&headers, &current)?;
     let machine = &context.machine;
+    let restore_policy = body
+        .remove("PowerRestorePolicy")
+        .map(|value| {
+            value
+                .as_str()
+                .ok_or_else(|| ApiError::property_type(&value, "PowerRestorePolicy"))
+                .and_then(|name| {
+                    models::parse_restore_policy(name)
+                        .ok_or_else(|| ApiError::property_not_in_list(&value, "PowerRestorePolicy"))
+                })
+        })
+        .transpose()?;
     let old = machine.boot_override().await?;
     let boot = boot_from_patch(&body, &current, old, machine.supported_boot_targets())?;
+    if let Some(policy) = restore_policy
+        && machine.restore_policy().await? != policy
+    {
+        machine.set_restore_policy(policy).await?;
+        tracing::info!(?policy, "Redfish: power restore policy set");
+    }
     if boot != old {
         machine.set_boot_override(boot).await?;
         tracing::info!(?boot, "Redfish: boot override set");

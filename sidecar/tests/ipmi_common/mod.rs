@@ -25,8 +25,24 @@ impl Bmc {
         Self::start_picking(free_udp_port)
     }
 
+    /// With the default IPMI login policy (strict).
+    pub fn start_strict() -> Bmc {
+        Self::start_with(free_udp_port, 0, "strict")
+    }
+
     /// As [`Bmc::start`], with the UDP port from `pick` (some clients refuse high ports).
     pub fn start_picking(pick: impl Fn() -> u16) -> Bmc {
+        Self::start_with(pick, 0, "compatible")
+    }
+
+    /// As [`Bmc::start`], with power on, restarts and soft off taking `transition_ms`.
+    #[allow(dead_code)]
+    pub fn start_slow(transition_ms: u64) -> Bmc {
+        Self::start_with(free_udp_port, transition_ms, "compatible")
+    }
+
+    /// With `--ipmi-auth auth`.
+    pub fn start_with(pick: impl Fn() -> u16, transition_ms: u64, auth: &str) -> Bmc {
         let dir = tempfile::tempdir().unwrap();
         for _ in 0..5 {
             let port = pick();
@@ -37,15 +53,12 @@ impl Bmc {
                 .arg(format!("127.0.0.1:{port}"))
                 .arg("--redfish-listen")
                 .arg(format!("127.0.0.1:{redfish}"))
-                .args([
-                    "--power-transition-ms",
-                    "0",
-                    "--uuid",
-                    UUID,
-                    "--name",
-                    "vm1",
-                ])
+                .arg("--power-transition-ms")
+                .arg(transition_ms.to_string())
+                .args(["--uuid", UUID, "--name", "vm1"])
                 .args(["--password", PASSWORD])
+                // Most tests drive IPMI v1.5 and cipher suites 1 and 2 as well: compatible.
+                .args(["--ipmi-auth", auth])
                 .env("RUST_LOG", "info,kubevirt_bmc=debug")
                 .stdout(Stdio::null())
                 .stderr(std::fs::File::create(&log).unwrap())

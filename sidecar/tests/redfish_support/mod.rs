@@ -28,7 +28,16 @@ impl Bmc {
     }
 
     /// Starts the simulator; `extra` are more `simulate` flags. Retries on a port race.
+    /// The tests' event receivers and image servers listen on loopback, which the BMC
+    /// refuses by default: this BMC allows 127.0.0.0/8 (see [`Bmc::start_strict`]).
     pub fn start_with(extra: &[&str]) -> Bmc {
+        let mut all = vec!["--egress-allow", "127.0.0.0/8"];
+        all.extend_from_slice(extra);
+        Bmc::start_strict(&all)
+    }
+
+    /// Starts the simulator with the default egress policy (loopback refused).
+    pub fn start_strict(extra: &[&str]) -> Bmc {
         let dir = tempfile::tempdir().unwrap();
         let state_file = dir.path().join("state.json");
         let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();

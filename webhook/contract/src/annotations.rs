@@ -6,6 +6,7 @@
 //! | `enabled` | VM, VM template, launcher Pod; label on a namespace | `"true"` / `"false"` | user; controller (template) |
 //! | `credentials-secret` | VM | name of a Secret in the VM's namespace | user |
 //! | `service-type` | VM | `ClusterIP` / `NodePort` / `LoadBalancer` | user |
+//! | `ipmi-auth` | VM | [`IpmiAuth`]: `strict` (default) / `compatible` | user |
 //! | `injected` | launcher Pod | marker of the injection | webhook |
 //! | `status` | VM | JSON [`Status`]: address, readiness, reason, per-VM object names | controller |
 //! | `original` | VM | JSON [`Original`]: the user's strategies before opt-in | controller |
@@ -15,7 +16,10 @@
 //! | `boot-override` | VM | [`BootOverride`] text, e.g. `Pxe/Once/UEFI` | sidecar |
 //! | `boot-override-state` | VM | JSON: generation, VMI then running, order to restore | sidecar |
 //! | `booted-vmi` | VM | UID of the VMI the BMC last booted or found running | sidecar |
-//! | `restart-of` | VM | UID of the VMI the BMC restarted for a fresh boot | sidecar |
+//! | `restart-of` | VM | UID of the VMI whose end the BMC accounted for (its own restart or shutdown, the guest's own power-off) | sidecar |
+//! | `power-restore-policy` | VM | [`RestorePolicy`]: what an unplanned loss of the VMI comes back as | sidecar |
+//! | `power-settled-vmi` | VM | UID of a VMI the BMC decided to leave off after an accounted end | sidecar |
+//! | `reboot-policy-unsupported` | VM | why the cluster refused `rebootPolicy: Terminate` (a guest's own reboot then boots a one-time device again) | sidecar |
 //! | `event-subscriptions` | VM | Redfish subscriptions document | sidecar |
 //! | `session-settings` | VM | Redfish SessionService settings and logouts | sidecar |
 
@@ -36,6 +40,8 @@ pub const INJECTED: &str = "bmc.kubevirt.io/injected";
 pub const CREDENTIALS_SECRET: &str = "bmc.kubevirt.io/credentials-secret";
 /// `ClusterIP` (default), `NodePort` or `LoadBalancer` for the `<vm>-bmc` Service.
 pub const SERVICE_TYPE: &str = "bmc.kubevirt.io/service-type";
+/// Which IPMI logins the BMC accepts: [`IpmiAuth`]. Read by the sidecar when it starts.
+pub const IPMI_AUTH: &str = "bmc.kubevirt.io/ipmi-auth";
 /// Controller-written summary on the VM: address, readiness, reason.
 pub const STATUS: &str = "bmc.kubevirt.io/status";
 /// The user's `runStrategy` and `startStrategy` before opt-in, restored on opt-out.
@@ -48,11 +54,21 @@ pub const MEDIA_STATUS: &str = "bmc.kubevirt.io/media-status";
 pub const POWER: &str = "bmc.kubevirt.io/power-state";
 /// UID of the VMI the BMC last booted or found running (it has run).
 pub const BOOTED_VMI: &str = "bmc.kubevirt.io/booted-vmi";
-/// UID of the VMI the BMC restarted for a fresh boot: boot its successor.
+/// UID of the VMI whose end the BMC accounted for: it restarted or shut it down itself, or saw
+/// the guest power itself off. Its successor follows the desired power; any other successor
+/// comes after a loss, and the restore policy decides.
 pub const RESTART_OF: &str = "bmc.kubevirt.io/restart-of";
+/// The power restore policy ([`RestorePolicy`]), as IPMI and Redfish clients set it.
+pub const POWER_RESTORE_POLICY: &str = "bmc.kubevirt.io/power-restore-policy";
+/// UID of a VMI the BMC left off after an accounted end, so that decision is made once.
+pub const POWER_SETTLED_VMI: &str = "bmc.kubevirt.io/power-settled-vmi";
 pub const BOOT_OVERRIDE: &str = "bmc.kubevirt.io/boot-override";
 /// The sidecar's bookkeeping of an active override (its own JSON; nobody else reads it).
 pub const BOOT_STATE: &str = "bmc.kubevirt.io/boot-override-state";
+/// Set when the cluster refused or dropped `rebootPolicy: Terminate` (KubeVirt before 1.8, or
+/// its feature gate off): why, so the owner sees that a one-time override also applies to the
+/// guest's own reboots.
+pub const REBOOT_POLICY_UNSUPPORTED: &str = "bmc.kubevirt.io/reboot-policy-unsupported";
 pub const EVENT_SUBSCRIPTIONS: &str = "bmc.kubevirt.io/event-subscriptions";
 pub const SESSION_SETTINGS: &str = "bmc.kubevirt.io/session-settings";
 
@@ -119,6 +135,71 @@ pub fn service_type(
     }
 }
 
+/// The IPMI logins a VM's BMC accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IpmiAuth {
+    /// RMCP+ (IPMI v2.0) with cipher suites 3 and 17 only: every message authenticated and
+    /// encrypted. The default.
+    #[default]
+    Strict,
+    /// Also IPMI v1.5 sessions (MD5 and straight-password authentication, no encryption)
+    /// and cipher suites 1 (no integrity, no confidentiality) and 2 (no confidentiality),
+    /// for old clients.
+    Compatible,
+}
+
+/// The longest password each IPMI login carries: v2.0 keys are 20 bytes, v1.5 ones 16.
+pub const IPMI_V20_PASSWORD_MAX: usize = 20;
+pub const IPMI_V15_PASSWORD_MAX: usize = 16;
+
+impl IpmiAuth {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IpmiAuth::Strict => "strict",
+            IpmiAuth::Compatible => "compatible",
+        }
+    }
+
+    pub fn parse(value: &str) -> Result<IpmiAuth, AnnotationError> {
+        match value {
+            "strict" => Ok(IpmiAuth::Strict),
+            "compatible" => Ok(IpmiAuth::Compatible),
+            other => Err(invalid(
+                IPMI_AUTH,
+                other,
+                "allowed values are \"strict\" (RMCP+ cipher suites 3 and 17 only, the default) and \"compatible\" (also IPMI v1.5 and cipher suites 1 and 2)",
+            )),
+        }
+    }
+
+    /// Why IPMI cannot use `password` as it is (IPMI would silently cut it, or it is
+    /// empty), or None. The text names no part of the password.
+    pub fn password_problem(self, password: &[u8]) -> Option<String> {
+        if password.is_empty() {
+            return Some("the BMC password is empty; IPMI needs one".to_owned());
+        }
+        if password.len() > IPMI_V20_PASSWORD_MAX {
+            return Some(format!(
+                "the BMC password is {} bytes; IPMI v2.0 carries at most {IPMI_V20_PASSWORD_MAX} and would silently use only the first {IPMI_V20_PASSWORD_MAX}: use a shorter one",
+                password.len()
+            ));
+        }
+        if self == IpmiAuth::Compatible && password.len() > IPMI_V15_PASSWORD_MAX {
+            return Some(format!(
+                "the BMC password is {} bytes; IPMI v1.5 (allowed by {IPMI_AUTH}=compatible) carries at most {IPMI_V15_PASSWORD_MAX} and would silently use only the first {IPMI_V15_PASSWORD_MAX}: use a shorter one or {IPMI_AUTH}=strict",
+                password.len()
+            ));
+        }
+        None
+    }
+}
+
+pub fn ipmi_auth(annotations: &BTreeMap<String, String>) -> Result<IpmiAuth, AnnotationError> {
+    annotations
+        .get(IPMI_AUTH)
+        .map_or(Ok(IpmiAuth::default()), |value| IpmiAuth::parse(value))
+}
+
 /// `bmc.kubevirt.io/credentials-secret`: the name of a Secret in the VM's namespace.
 pub fn credentials_secret(
     annotations: &BTreeMap<String, String>,
@@ -177,6 +258,48 @@ impl PowerState {
 
     pub fn is_on(self) -> bool {
         self == PowerState::On
+    }
+}
+
+/// What a VM comes back as after an unplanned loss of its VMI (node failure, eviction, crash,
+/// `virtctl restart`), as a server's BMC does after an AC power loss. `bmc.kubevirt.io/power-restore-policy`;
+/// absent means `previous`, the default of most servers and the only one a plain `runStrategy:
+/// Always` VM matches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RestorePolicy {
+    /// The power state a client last asked for.
+    #[default]
+    Previous,
+    AlwaysOn,
+    AlwaysOff,
+}
+
+impl RestorePolicy {
+    pub const ALL: [RestorePolicy; 3] = [
+        RestorePolicy::AlwaysOff,
+        RestorePolicy::Previous,
+        RestorePolicy::AlwaysOn,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestorePolicy::Previous => "previous",
+            RestorePolicy::AlwaysOn => "always-on",
+            RestorePolicy::AlwaysOff => "always-off",
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<RestorePolicy, AnnotationError> {
+        RestorePolicy::ALL
+            .into_iter()
+            .find(|p| p.as_str() == text)
+            .ok_or_else(|| {
+                invalid(
+                    POWER_RESTORE_POLICY,
+                    text,
+                    "one of previous, always-on, always-off",
+                )
+            })
     }
 }
 
@@ -326,6 +449,9 @@ pub fn check_all(annotations: &BTreeMap<String, String>) -> Vec<AnnotationError>
     if let Err(e) = credentials_secret(annotations) {
         errors.push(e);
     }
+    if let Err(e) = ipmi_auth(annotations) {
+        errors.push(e);
+    }
     if let Err(e) = media(annotations) {
         errors.push(e);
     }
@@ -338,6 +464,45 @@ mod tests {
 
     fn one(key: &str, value: &str) -> BTreeMap<String, String> {
         BTreeMap::from([(key.to_owned(), value.to_owned())])
+    }
+
+    #[test]
+    fn restore_policies_read_back_exactly_and_others_are_named() {
+        for policy in RestorePolicy::ALL {
+            assert_eq!(RestorePolicy::parse(policy.as_str()), Ok(policy));
+        }
+        assert_eq!(RestorePolicy::default(), RestorePolicy::Previous);
+        let err = RestorePolicy::parse("last-state").unwrap_err();
+        assert!(err.to_string().contains("power-restore-policy"), "{err}");
+    }
+
+    #[test]
+    fn ipmi_auth_is_strict_unless_asked_and_refuses_passwords_ipmi_would_cut() {
+        assert_eq!(ipmi_auth(&BTreeMap::new()).unwrap(), IpmiAuth::Strict);
+        assert_eq!(
+            ipmi_auth(&one(IPMI_AUTH, "compatible")).unwrap(),
+            IpmiAuth::Compatible
+        );
+        let error = ipmi_auth(&one(IPMI_AUTH, "legacy")).unwrap_err();
+        assert!(error.to_string().contains("\"strict\""), "{error}");
+        assert_eq!(check_all(&one(IPMI_AUTH, "Strict")).len(), 1);
+
+        let strict = IpmiAuth::Strict;
+        let compatible = IpmiAuth::Compatible;
+        assert_eq!(strict.password_problem(b"0123456789abcdef0123"), None);
+        assert_eq!(compatible.password_problem(b"0123456789abcdef"), None);
+        let long = strict.password_problem(b"0123456789abcdef01234").unwrap();
+        assert!(
+            long.contains("21 bytes") && long.contains("at most 20"),
+            "{long}"
+        );
+        assert!(!long.contains("0123"), "the password leaked: {long}");
+        let v15 = compatible.password_problem(b"0123456789abcdefg").unwrap();
+        assert!(
+            v15.contains("IPMI v1.5") && v15.contains("at most 16"),
+            "{v15}"
+        );
+        assert!(strict.password_problem(b"").unwrap().contains("empty"));
     }
 
     #[test]

@@ -11,7 +11,10 @@
 //! * [`annotations`]: every `bmc.kubevirt.io/*` annotation key, and the typed value of each
 //!   with its parser; parse errors name the annotation, the value and what is allowed.
 //! * [`boot`]: the boot override as a client set it, stored on the VM as text.
+//! * [`egress`]: where the BMC may send requests on a user's behalf (event destinations,
+//!   media images), the ranges the controller passes to the sidecar, URLs fit for logs.
 
 pub mod annotations;
 pub mod boot;
+pub mod egress;
 pub mod names;

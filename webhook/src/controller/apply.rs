@@ -361,7 +361,7 @@ pub async fn execute(
             notes.push(Note {
                 warning: false,
                 reason: "BmcRemoved",
-                message: "BMC opt-out: run and start strategies restored, BMC objects deleted; restart the VM to drop its sidecar".to_owned(),
+                message: "BMC opt-out: the last power a BMC client asked for kept (on: running, off: Halted), start strategy restored, BMC objects deleted; restart the VM to drop its sidecar".to_owned(),
             });
         }
     }

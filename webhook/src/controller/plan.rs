@@ -182,6 +182,29 @@ pub fn plan(vm: &Value, vm_ref: &VmRef, observed: &Observed, fresh: &Fresh) -> P
     opted_in(vm, vm_ref, &annotations, observed, fresh)
 }
 
+/// A generated password IPMI carries whole: 20 characters, 16 when the VM allows IPMI v1.5.
+fn fresh_password(fresh: &Fresh, annotations: &BTreeMap<String, String>) -> Vec<u8> {
+    let mut password = fresh.password.as_bytes().to_vec();
+    if annotations::ipmi_auth(annotations) == Ok(annotations::IpmiAuth::Compatible) {
+        password.truncate(annotations::IPMI_V15_PASSWORD_MAX);
+    }
+    password
+}
+
+/// Why the BMC could not use the password for IPMI as it stands (the sidecar refuses to
+/// start with it too), with what to do; the message names no part of it.
+fn ipmi_password_problem(
+    annotations: &BTreeMap<String, String>,
+    desired: &BTreeMap<String, Vec<u8>>,
+) -> Option<String> {
+    let auth = annotations::ipmi_auth(annotations).unwrap_or_default();
+    let problem = auth.password_problem(desired.get(PASSWORD)?)?;
+    let secret = annotations
+        .get(annotations::CREDENTIALS_SECRET)
+        .map_or("the generated credentials Secret", String::as_str);
+    Some(format!("{problem} (password of {secret})"))
+}
+
 fn opted_in(
     vm: &Value,
     vm_ref: &VmRef,
@@ -208,7 +231,7 @@ fn opted_in(
                 .or_insert_with(|| DEFAULT_USERNAME.as_bytes().to_vec());
             desired
                 .entry(PASSWORD.to_owned())
-                .or_insert_with(|| fresh.password.as_bytes().to_vec());
+                .or_insert_with(|| fresh_password(fresh, annotations));
         }
         Some(Some(user)) => match (user.get(USERNAME), user.get(PASSWORD)) {
             (Some(u), Some(p)) => {
@@ -247,6 +270,10 @@ fn opted_in(
             ));
         }
     }
+    if let Some(problem) = ipmi_password_problem(annotations, &desired) {
+        prepare = false;
+        reasons.push((true, "CredentialsUnfitForIpmi", problem));
+    }
     desired
         .entry(SESSION_KEY.to_owned())
         .or_insert_with(|| fresh.session_key.as_bytes().to_vec());
@@ -270,6 +297,13 @@ fn opted_in(
     let mut annotation_changes: Vec<(String, Value)> = Vec::new();
     let spec = &vm["spec"];
     let first_time = !annotations.contains_key(annotations::ORIGINAL);
+    if prepare
+        && first_time
+        && let Some((why, message)) = refusal(vm, &vm_ref.name)
+    {
+        prepare = false;
+        reasons.push((true, why, message));
+    }
     if prepare {
         if first_time {
             let original = Original {
@@ -411,6 +445,39 @@ fn opted_in(
     }
 }
 
+/// What KubeVirt would refuse, or what the BMC must not overwrite, found before the VM is
+/// touched: the reason goes on the VM instead of a template patch the API server rejects.
+fn refusal(vm: &Value, name: &str) -> Option<(&'static str, String)> {
+    let template = &vm["spec"]["template"]["spec"];
+    // pkg/virt-api/webhooks/validating-webhook/admitters/vmi-create-admitter.go,
+    // validateStartStrategy (also run on the VM template by the VM admitter): startStrategy
+    // Paused with any livenessProbe is rejected; pkg/virt-api/rest/lifecycle.go,
+    // PauseVMIRequestHandler, refuses to pause a VMI with a non-guest-agent probe.
+    if !template["livenessProbe"].is_null() {
+        return Some((
+            "LivenessProbeBlocksPause",
+            format!(
+                "KubeVirt refuses startStrategy Paused together with a livenessProbe (\"Pausing VMI \
+                 with LivenessProbe is not supported\"), and the BMC keeps a powered-off VM \
+                 paused: remove spec.template.spec.livenessProbe from VM {name} to opt in"
+            ),
+        ));
+    }
+    // WaitAsReceiver marks the target of a cross-cluster migration: virt-controller
+    // (pkg/virt-controller/watch/vm/vm.go) waits for the migration to create the VMI, so
+    // replacing it with Always would start a second copy.
+    if vm["spec"]["runStrategy"].as_str() == Some("WaitAsReceiver") {
+        return Some((
+            "MigrationReceiver",
+            format!(
+                "VM {name} has runStrategy WaitAsReceiver (the receiving end of a migration); \
+                 the BMC does not replace it: opt in once the migration has completed"
+            ),
+        ));
+    }
+    None
+}
+
 /// Optimistic concurrency: the merge patch fails with 409 if the VM changed since we read it.
 fn with_resource_version(patch: &mut Value, vm: &Value) {
     if let Some(rv) = vm["metadata"]["resourceVersion"].as_str() {
@@ -460,14 +527,33 @@ pub fn restore_patch(vm: &Value, annotations: &BTreeMap<String, String>) -> Valu
             "spec": {"startStrategy": original.start_strategy}
         }
     });
+    // The power a BMC client last asked for wins over the strategy saved at opt-in: on stays
+    // running, off becomes Halted (a paused VMI would be left with no BMC to unpause it).
+    let intent = annotations
+        .get(annotations::POWER)
+        .and_then(|p| annotations::PowerState::parse(p));
     if annotations.contains_key(annotations::ORIGINAL) {
-        match (original.run_strategy, original.running) {
-            (Some(rs), _) => spec["runStrategy"] = json!(rs),
-            (None, Some(running)) => {
+        let keeps_running = |rs: &str| matches!(rs, "Always" | "RerunOnFailure" | "Manual");
+        match (intent, original.run_strategy, original.running) {
+            (Some(annotations::PowerState::Off), None, Some(_)) => {
+                spec["running"] = json!(false);
+                spec["runStrategy"] = Value::Null;
+            }
+            (Some(annotations::PowerState::Off), _, _) => spec["runStrategy"] = json!("Halted"),
+            (Some(annotations::PowerState::On), None, Some(_)) => {
+                spec["running"] = json!(true);
+                spec["runStrategy"] = Value::Null;
+            }
+            (Some(annotations::PowerState::On), Some(rs), _) if keeps_running(&rs) => {
+                spec["runStrategy"] = json!(rs)
+            }
+            (Some(annotations::PowerState::On), _, _) => spec["runStrategy"] = json!("Always"),
+            (None, Some(rs), _) => spec["runStrategy"] = json!(rs),
+            (None, None, Some(running)) => {
                 spec["running"] = json!(running);
                 spec["runStrategy"] = Value::Null;
             }
-            (None, None) => spec["runStrategy"] = Value::Null,
+            (None, None, None) => spec["runStrategy"] = Value::Null,
         }
     }
     if let Some(without_media) = media::detach(vm) {

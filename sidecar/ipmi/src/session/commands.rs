@@ -25,8 +25,9 @@ fn channel_ok(byte: u8) -> bool {
     matches!(byte & 0x0F, CURRENT_CHANNEL | LAN_CHANNEL)
 }
 
-/// Get Channel Cipher Suites: suites 17, 3, 2 and 1 (never 0), 16 bytes per call.
-pub fn channel_cipher_suites(request: &IpmiRequest) -> IpmiResponse {
+/// Get Channel Cipher Suites: suites 17, 3, 2 and 1 (never 0), 16 bytes per call; without
+/// `legacy` only 17 and 3 (1 and 2 lack confidentiality, 1 integrity too).
+pub fn channel_cipher_suites(request: &IpmiRequest, legacy: bool) -> IpmiResponse {
     let data = &request.data;
     if data.len() != 3 {
         return request.response(cc::REQUEST_LENGTH_INVALID, &[]);
@@ -36,7 +37,10 @@ pub fn channel_cipher_suites(request: &IpmiRequest) -> IpmiResponse {
     }
     let mut records = Vec::new();
     if data[2] & 0x80 != 0 {
-        for s in SUPPORTED_SUITES {
+        for s in SUPPORTED_SUITES
+            .iter()
+            .filter(|s| legacy || super::strong_suite(s.id))
+        {
             records.extend_from_slice(&[
                 0xC0,
                 s.id,
@@ -47,7 +51,11 @@ pub fn channel_cipher_suites(request: &IpmiRequest) -> IpmiResponse {
         }
     } else {
         // Algorithms supported, each tagged with its kind.
-        records.extend_from_slice(&[0x01, 0x03, 0x40, 0x41, 0x44, 0x80, 0x81]);
+        if legacy {
+            records.extend_from_slice(&[0x01, 0x03, 0x40, 0x41, 0x44, 0x80, 0x81]);
+        } else {
+            records.extend_from_slice(&[0x01, 0x03, 0x41, 0x44, 0x81]);
+        }
     }
     let start = (data[2] & 0x3F) as usize * 16;
     let mut out = vec![LAN_CHANNEL];
@@ -67,8 +75,8 @@ impl Server {
             return request.response(cc::INVALID_DATA, &[]);
         }
         let extended = data[0] & 0x80 != 0;
-        // MD5 and straight password; never NONE.
-        let mut auth_types = 0x04 | 0x10;
+        // MD5 and straight password (IPMI v1.5, only when legacy logins are on); never NONE.
+        let mut auth_types = if self.config.legacy { 0x04 | 0x10 } else { 0 };
         if extended {
             auth_types |= 0x80;
         }
@@ -77,7 +85,12 @@ impl Server {
         if self.config.kg.is_some() {
             status |= 0x20;
         }
-        let versions = if extended { 0x03 } else { 0x00 };
+        // Bit 1: IPMI v2.0 (RMCP+) connections, bit 0: IPMI v1.5.
+        let versions = match (extended, self.config.legacy) {
+            (false, _) => 0x00,
+            (true, true) => 0x03,
+            (true, false) => 0x02,
+        };
         request.response(
             cc::OK,
             &[LAN_CHANNEL, auth_types, status, versions, 0, 0, 0, 0],
@@ -97,7 +110,7 @@ impl Server {
         let mut event = None;
         let response = match request.cmd {
             GET_CHANNEL_AUTH_CAPS => self.channel_auth_caps(request),
-            GET_CHANNEL_CIPHER_SUITES => channel_cipher_suites(request),
+            GET_CHANNEL_CIPHER_SUITES => channel_cipher_suites(request, self.config.legacy),
             GET_SESSION_CHALLENGE | ACTIVATE_SESSION => {
                 request.response(cc::NOT_IN_PRESENT_STATE, &[])
             }

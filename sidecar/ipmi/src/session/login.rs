@@ -109,6 +109,12 @@ impl Server {
         else {
             return refuse(status::NO_CIPHER_SUITE_MATCH, "cipher suite not offered");
         };
+        if !self.config.legacy && !super::strong_suite(suite.id) {
+            return refuse(
+                status::NO_CIPHER_SUITE_MATCH,
+                "cipher suite without integrity or confidentiality turned off",
+            );
+        }
         let max_privilege = match request.max_privilege {
             0 => Privilege::Administrator,
             n => match Privilege::from_nibble(n) {
@@ -293,6 +299,15 @@ impl Server {
         }
         if data[0] != auth_type::MD5 && data[0] != auth_type::PASSWORD {
             return (request.response(cc::INVALID_DATA, &[]), None);
+        }
+        if !self.config.legacy {
+            // IPMI v1.5 logins are turned off: no challenge, as for an unknown auth type.
+            return (
+                request.response(cc::INVALID_DATA, &[]),
+                Some(Event::LoginRefused {
+                    reason: "IPMI v1.5 sessions are turned off",
+                }),
+            );
         }
         let name = &data[1..];
         let name = &name[..name.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1)];

@@ -28,8 +28,9 @@ use crate::{rmcp, v15, v20};
 
 pub use commands::LAN_CHANNEL;
 pub use payload::{ConsoleInput, SolSend};
-pub use table::Window;
-use table::{Failures, State, Table};
+// Failures is also Redfish's failed-login throttle: one rule for both front ends.
+pub use table::{Failures, Window};
+use table::{State, Table};
 
 /// A source of random bytes (session IDs, RAKP nonces, IVs, challenges).
 pub trait Random {
@@ -58,6 +59,15 @@ pub struct ServerConfig {
     pub console: bool,
     /// The SOL configuration at start (its port is what Activate Payload reports).
     pub sol: crate::sol::SolConfig,
+    /// Also accept IPMI v1.5 sessions (MD5, straight password) and cipher suites 1 and 2.
+    /// Off: RMCP+ with suites 3 and 17 only, every message authenticated and encrypted.
+    pub legacy: bool,
+}
+
+/// Suites with integrity and confidentiality (3 and 17): the only ones offered unless
+/// legacy logins are on.
+pub fn strong_suite(id: u8) -> bool {
+    matches!(id, 3 | 17)
 }
 
 impl ServerConfig {
@@ -72,6 +82,7 @@ impl ServerConfig {
             setup_timeout: Duration::from_secs(10),
             console: false,
             sol: crate::sol::SolConfig::new(623),
+            legacy: true,
         }
     }
 }
@@ -516,9 +527,10 @@ impl Server {
             (netfn::APP, commands::GET_CHANNEL_AUTH_CAPS) => {
                 (self.channel_auth_caps(&request), None)
             }
-            (netfn::APP, commands::GET_CHANNEL_CIPHER_SUITES) => {
-                (commands::channel_cipher_suites(&request), None)
-            }
+            (netfn::APP, commands::GET_CHANNEL_CIPHER_SUITES) => (
+                commands::channel_cipher_suites(&request, self.config.legacy),
+                None,
+            ),
             (netfn::APP, commands::GET_SESSION_CHALLENGE) if via == Sessionless::V15 => {
                 self.session_challenge(&request, peer, now, rng)
             }

@@ -527,3 +527,42 @@ fn sessions_past_the_255th_slot_work_and_report_handle_zero() {
     assert_eq!(rsp.cc, cc::OK);
     assert_eq!(pair.server.active_sessions(), 256);
 }
+
+#[test]
+fn without_legacy_logins_only_suites_3_and_17_and_no_ipmi15_are_offered_or_accepted() {
+    use crate::crypto::auth_type;
+    let mut config = ServerConfig::new(b"admin", b"password", GUID);
+    config.legacy = false;
+    let mut pair = Pair::with_config(config);
+    let sessionless = |cmd: u8, data: &[u8]| {
+        let msg = IpmiRequest::new(netfn::APP, cmd, 1, data).encode();
+        crate::v15::encode(auth_type::NONE, 0, 0, &[0; 16], &msg)
+    };
+    let decode = |reply: Vec<u8>| {
+        IpmiResponse::decode(crate::v15::decode(&reply[4..]).unwrap().message).unwrap()
+    };
+    // Extended capabilities: v2.0 only, no v1.5 auth types.
+    let caps = decode(pair.one_reply(&sessionless(0x38, &[0x8E, 4])));
+    assert_eq!(caps.data[1], 0x80, "only the v2.0 extended bit");
+    assert_eq!(caps.data[3], 0x02, "IPMI v2.0 connections only");
+    let caps = decode(pair.one_reply(&sessionless(0x38, &[0x0E, 4])));
+    assert_eq!(caps.data[1] & 0x14, 0, "no MD5, no straight password");
+    // Get Channel Cipher Suites lists 17 and 3 only.
+    let suites = decode(pair.one_reply(&sessionless(0x54, &[0x0E, 0, 0x80])));
+    let ids: Vec<u8> = suites.data[1..].chunks(5).map(|r| r[1]).collect();
+    assert_eq!(ids, vec![17, 3]);
+    // A v1.5 challenge is refused.
+    let mut name = [0u8; 17];
+    name[0] = auth_type::MD5;
+    name[1..6].copy_from_slice(b"admin");
+    let challenge = decode(pair.one_reply(&sessionless(0x39, &name)));
+    assert_eq!(challenge.cc, cc::INVALID_DATA);
+    // Suites 1 and 2 are refused at Open Session; 3 and 17 log in.
+    for weak in [1, 2] {
+        assert!(pair.login(weak, b"password").is_err(), "suite {weak}");
+    }
+    for strong in [3, 17] {
+        assert!(pair.login(strong, b"password").is_ok(), "suite {strong}");
+    }
+    assert_eq!(pair.server.active_sessions(), 2);
+}

@@ -6,11 +6,12 @@
 use std::collections::BTreeMap;
 
 pub use kubevirt_bmc_contract::annotations::{
-    BOOT_OVERRIDE, BOOT_STATE, BOOTED_VMI, EVENT_SUBSCRIPTIONS, MEDIA, MEDIA_STATUS, POWER,
-    RESTART_OF, SESSION_SETTINGS,
+    BOOT_OVERRIDE, BOOT_STATE, BOOTED_VMI, EVENT_SUBSCRIPTIONS, IPMI_AUTH, MEDIA, MEDIA_STATUS,
+    POWER, POWER_RESTORE_POLICY, POWER_SETTLED_VMI, REBOOT_POLICY_UNSUPPORTED, RESTART_OF,
+    SESSION_SETTINGS,
 };
 use kubevirt_bmc_contract::annotations::{
-    Media, MediaPhase, MediaStatus as ImportStatus, PowerState,
+    Media, MediaPhase, MediaStatus as ImportStatus, PowerState, RestorePolicy,
 };
 use serde::{Deserialize, Serialize};
 
@@ -32,6 +33,17 @@ pub struct BootState {
     /// The persistent order to restore once a one-time override is used up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub saved: Option<SavedOrder>,
+    /// Set when the override put `rebootPolicy: Terminate` into the template: the user's own
+    /// value, put back with the persistent order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reboot_policy: Option<SavedRebootPolicy>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedRebootPolicy {
+    /// `None`: the template had no rebootPolicy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original: Option<String>,
 }
 
 pub fn desired(vm: &VirtualMachine) -> Desired {
@@ -42,6 +54,24 @@ pub fn desired(vm: &VirtualMachine) -> Desired {
             .map(PowerState::is_on),
         booted_vmi: vm.annotation(BOOTED_VMI).map(str::to_owned),
         restart_of: vm.annotation(RESTART_OF).map(str::to_owned),
+        settled_vmi: vm.annotation(POWER_SETTLED_VMI).map(str::to_owned),
+        restore_policy: restore_policy(vm),
+    }
+}
+
+/// The restore policy as last set; one that does not parse (edited by hand) is `previous`,
+/// what the VM behaved as before it was set, and is logged.
+pub fn restore_policy(vm: &VirtualMachine) -> RestorePolicy {
+    match vm
+        .annotation(POWER_RESTORE_POLICY)
+        .map(RestorePolicy::parse)
+    {
+        None => RestorePolicy::Previous,
+        Some(Ok(policy)) => policy,
+        Some(Err(error)) => {
+            tracing::warn!(%error, "using the restore policy previous");
+            RestorePolicy::Previous
+        }
     }
 }
 

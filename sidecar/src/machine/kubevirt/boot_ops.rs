@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use super::annotations::{self, BootState};
+use super::annotations::{self, BootState, SavedRebootPolicy};
 use super::boot::{BootError, BootLayout};
 use super::types::VirtualMachine;
 use crate::machine::{BootOverride, BootOverrideEnabled, BootTarget, MachineError};
@@ -54,6 +54,33 @@ fn layout_ops(vm: &VirtualMachine, old: &BootLayout, new: &BootLayout, ops: &mut
     }
 }
 
+/// KubeVirt's `spec.domain.rebootPolicy` (since 1.8): `Terminate` makes a guest's own reboot
+/// end the VMI (virt-launcher's domain gets `on_reboot=destroy`,
+/// pkg/virt-launcher/virtwrap/converter/compute/reboot_policy.go), so `Always` creates the
+/// next one from the template, whose persistent boot order is back by then.
+pub const TERMINATE: &str = "Terminate";
+
+fn reboot_policy(vm: &VirtualMachine) -> Option<&str> {
+    vm.spec
+        .template
+        .spec
+        .domain
+        .rest
+        .get("rebootPolicy")?
+        .as_str()
+}
+
+fn reboot_policy_ops(vm: &VirtualMachine, wanted: Option<&str>, ops: &mut Vec<Value>) {
+    let path = format!("{DOMAIN}/rebootPolicy");
+    match (reboot_policy(vm), wanted) {
+        (current, Some(w)) if current != Some(w) => {
+            ops.push(json!({"op": "add", "path": path, "value": w}))
+        }
+        (Some(_), None) => ops.push(json!({"op": "remove", "path": path})),
+        _ => {}
+    }
+}
+
 fn set_annotation(ops: &mut Vec<Value>, key: &str, value: &str) {
     ops.push(json!({"op": "add", "path": annotation_path(key), "value": value}));
 }
@@ -70,13 +97,21 @@ fn finish(ops: Vec<Value>) -> json_patch::Patch {
 
 /// The patch that makes `boot` the override: the template boots it from the next VMI on,
 /// and the override is recorded exactly as given so it reads back unchanged.
+/// `terminate_on_reboot`: a one-time override also makes the guest's own reboot end the VMI
+/// (false where the cluster lacks KubeVirt's rebootPolicy).
 pub fn set(
     vm: &VirtualMachine,
     boot: &BootOverride,
     running_vmi: Option<&str>,
+    terminate_on_reboot: bool,
 ) -> Result<json_patch::Patch, MachineError> {
     let current = BootLayout::of_vm(vm);
     let state = annotations::boot_state(vm);
+    // The user's own rebootPolicy: saved by a pending override, or the template's.
+    let users_policy = match state.as_ref().and_then(|s| s.reboot_policy.as_ref()) {
+        Some(saved) => saved.original.clone(),
+        None => reboot_policy(vm).map(str::to_owned),
+    };
     // A one-time override not used yet is replaced: start from the persistent order.
     let base = match state.as_ref().and_then(|s| s.saved.as_ref()) {
         Some(saved) => current.restore(saved),
@@ -97,10 +132,15 @@ pub fn set(
         BootOverrideEnabled::Once => {
             let layout = rewrite(&base)?;
             let changes_spec = layout != current;
+            let terminate = terminate_on_reboot && changes_spec;
+            let changes_spec = changes_spec || (terminate && reboot_policy(vm) != Some(TERMINATE));
             let state = BootState {
                 applied_generation: vm.generation() + i64::from(changes_spec),
                 set_on_vmi: running_vmi.map(str::to_owned),
                 saved: Some(base.save()),
+                reboot_policy: terminate.then(|| SavedRebootPolicy {
+                    original: users_policy.clone(),
+                }),
             };
             (layout, Some(state))
         }
@@ -108,6 +148,11 @@ pub fn set(
     let mut ops = Vec::new();
     guard(vm, &mut ops);
     layout_ops(vm, &current, &layout, &mut ops);
+    let wanted_policy = match new_state.as_ref().and_then(|s| s.reboot_policy.as_ref()) {
+        Some(_) => Some(TERMINATE),
+        None => users_policy.as_deref(),
+    };
+    reboot_policy_ops(vm, wanted_policy, &mut ops);
     set_annotation(&mut ops, annotations::BOOT_OVERRIDE, &boot.to_annotation());
     match new_state {
         Some(state) => set_annotation(
@@ -130,6 +175,9 @@ pub fn consume(vm: &VirtualMachine, state: &BootState) -> json_patch::Patch {
     let mut ops = Vec::new();
     guard(vm, &mut ops);
     layout_ops(vm, &current, &restored, &mut ops);
+    if let Some(saved) = &state.reboot_policy {
+        reboot_policy_ops(vm, saved.original.as_deref(), &mut ops);
+    }
     let disabled = BootOverride {
         target: BootTarget::None,
         enabled: BootOverrideEnabled::Disabled,
@@ -171,7 +219,7 @@ mod tests {
             enabled: BootOverrideEnabled::Once,
             mode: BootMode::Uefi,
         };
-        let patch = set(&original, &boot, Some("vmi-a")).unwrap();
+        let patch = set(&original, &boot, Some("vmi-a"), true).unwrap();
         let text = serde_json::to_string(&patch).unwrap();
         assert!(
             text.starts_with(r#"[{"op":"test","path":"/metadata/resourceVersion","value":"1344"}"#),
@@ -201,6 +249,11 @@ mod tests {
             applied.annotation(annotations::BOOT_OVERRIDE),
             Some("Pxe/Once/UEFI")
         );
+        assert_eq!(
+            applied.spec.template.spec.domain.rest.get("rebootPolicy"),
+            Some(&json!("Terminate")),
+            "the guest's own reboot ends the VMI while the override is pending"
+        );
         let state = annotations::boot_state(&applied).unwrap();
         assert_eq!(state.applied_generation, 2);
         assert_eq!(state.set_on_vmi.as_deref(), Some("vmi-a"));
@@ -222,13 +275,13 @@ mod tests {
             enabled: BootOverrideEnabled::Once,
             mode: BootMode::Legacy,
         };
-        let applied = apply(&original, &set(&original, &once, None).unwrap());
+        let applied = apply(&original, &set(&original, &once, None, true).unwrap());
         let disabled = BootOverride {
             target: BootTarget::None,
             enabled: BootOverrideEnabled::Disabled,
             mode: BootMode::Legacy,
         };
-        let back = apply(&applied, &set(&applied, &disabled, None).unwrap());
+        let back = apply(&applied, &set(&applied, &disabled, None, true).unwrap());
         assert_eq!(back.spec, original.spec);
         assert_eq!(back.annotation(annotations::BOOT_STATE), None);
     }
@@ -242,12 +295,12 @@ mod tests {
             mode: BootMode::Uefi,
         };
         assert!(matches!(
-            set(&vm, &boot, None),
+            set(&vm, &boot, None, true),
             Err(MachineError::NotSupported(_))
         ));
         boot.target = BootTarget::Cd;
         assert!(
-            matches!(set(&vm, &boot, None), Err(MachineError::NotAllowed(m)) if m.contains("CD-ROM"))
+            matches!(set(&vm, &boot, None, true), Err(MachineError::NotAllowed(m)) if m.contains("CD-ROM"))
         );
     }
 }

@@ -32,6 +32,19 @@ pub struct Snapshot {
     /// The last watch failure, cleared by the next success.
     pub vm_error: Option<MachineError>,
     pub vmi_error: Option<MachineError>,
+    /// UID of the last VMI seen `Succeeded` without a deletion asked for: its guest powered
+    /// itself off. Kept after the VMI is gone, because the watch may deliver its replacement
+    /// before a reconcile sees the finished one.
+    pub guest_ended: Option<GuestEnded>,
+}
+
+/// A VMI whose guest ended it: powered off, or rebooted under `rebootPolicy: Terminate`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestEnded {
+    pub uid: String,
+    /// Its spec had `rebootPolicy: Terminate`: KubeVirt ends such a VMI on the guest's reboot
+    /// as it does on its shutdown (both Succeeded), so its end is taken for a reboot.
+    pub reboot_terminates: bool,
 }
 
 impl Snapshot {
@@ -91,6 +104,16 @@ impl Slot for VirtualMachine {
 
 impl Slot for VirtualMachineInstance {
     fn put(snapshot: &mut Snapshot, object: Option<Arc<Self>>) {
+        if let Some(vmi) = &object
+            && vmi.phase() == "Succeeded"
+            && !vmi.is_terminating()
+        {
+            snapshot.guest_ended = vmi.uid().map(|uid| GuestEnded {
+                uid: uid.to_owned(),
+                reboot_terminates: vmi.spec.domain.rest.get("rebootPolicy")
+                    == Some(&serde_json::json!("Terminate")),
+            });
+        }
         snapshot.vmi = object;
     }
     fn get(snapshot: &Snapshot) -> Option<&Arc<Self>> {

@@ -11,7 +11,7 @@ use super::{KubevirtMachine, annotations, boot_ops, power, view};
 use crate::machine::{
     BootOverride, BootOverrideEnabled, BootTarget, Console, Disk, DiskKind, Inventory, Machine,
     MachineError, MachineEvent, MediaInsert, MediaState, NetworkInterface, PowerAction, PowerState,
-    Record, Result, validate_image_url,
+    Record, RestorePolicy, Result, validate_image_url,
 };
 
 /// NMI is missing: KubeVirt has no subresource for it.
@@ -57,7 +57,31 @@ impl Machine for KubevirtMachine {
         let (observed, desired) = view(&snapshot)?;
         let plan = power::decide(&observed, &desired, action)?;
         tracing::info!(?action, ?plan, "power request");
-        self.inner.execute(&plan, &snapshot).await
+        self.inner.execute(&plan, &snapshot).await.map(|_| ())
+    }
+
+    async fn restore_policy(&self) -> Result<RestorePolicy> {
+        let snapshot = self.inner.ready().await?;
+        let vm = self.inner.vm(&snapshot)?;
+        Ok(annotations::restore_policy(&vm))
+    }
+
+    /// Kept on the VM, so every later sidecar applies it to the VMI it comes with.
+    async fn set_restore_policy(&self, policy: RestorePolicy) -> Result<()> {
+        let _guard = self.inner.op_lock.lock().await;
+        let snapshot = self.inner.ready().await?;
+        let vm = self.inner.vm(&snapshot)?;
+        if vm.annotation(annotations::POWER_RESTORE_POLICY) == Some(policy.as_str()) {
+            return Ok(());
+        }
+        let changes = BTreeMap::from([(
+            annotations::POWER_RESTORE_POLICY,
+            Some(policy.as_str().to_owned()),
+        )]);
+        let vm = self.inner.api.patch_annotations(&changes).await?;
+        self.inner.cache.offer_vm(vm);
+        tracing::info!(policy = policy.as_str(), "power restore policy set");
+        Ok(())
     }
 
     async fn boot_override(&self) -> Result<BootOverride> {
@@ -80,23 +104,53 @@ impl Machine for KubevirtMachine {
             .vmi
             .as_ref()
             .and_then(|v| v.uid().map(str::to_owned));
+        // Unless the cluster said no before, a one-time override also sets rebootPolicy.
+        let mut terminate = vm
+            .annotation(annotations::REBOOT_POLICY_UNSUPPORTED)
+            .is_none();
         for _ in 0..SET_BOOT_ATTEMPTS {
             if boot_override_of(&vm) == boot && vm.annotation(annotations::BOOT_OVERRIDE).is_some()
             {
                 return Ok(());
             }
-            let patch = boot_ops::set(&vm, &boot, running_vmi.as_deref())?;
-            match self.inner.api.json_patch(patch).await? {
-                Ok(updated) => {
+            let patch = boot_ops::set(&vm, &boot, running_vmi.as_deref(), terminate)?;
+            match self.inner.api.json_patch(patch).await {
+                Ok(Ok(updated)) => {
+                    let wanted = terminate
+                        && annotations::boot_state(&updated)
+                            .is_some_and(|s| s.reboot_policy.is_some());
+                    let kept = updated.spec.template.spec.domain.rest.get("rebootPolicy")
+                        == Some(&serde_json::json!(boot_ops::TERMINATE));
                     self.inner.cache.offer_vm(updated);
+                    if wanted && !kept {
+                        // An API server whose VM schema has no rebootPolicy prunes it silently.
+                        self.reboot_policy_unsupported(
+                            "the VirtualMachine schema dropped spec.template.spec.domain.rebootPolicy \
+                             (KubeVirt older than 1.8)",
+                        )
+                        .await?;
+                    }
                     return Ok(());
                 }
                 // Someone changed the VM since it was read: decide again on the latest.
-                Err(()) => {
+                Ok(Err(())) => {
                     let fresh = self.inner.api.get_vm().await?;
                     self.inner.cache.offer_vm(fresh.clone());
                     vm = fresh.into();
                 }
+                // KubeVirt's admission refuses the field when its feature gate is off: the
+                // override still works for the boot the BMC makes, and the VM says why a
+                // guest's own reboot will use it again.
+                Err(MachineError::Invalid(message))
+                    if terminate && message.contains("rebootPolicy") =>
+                {
+                    self.reboot_policy_unsupported(&message).await?;
+                    terminate = false;
+                    let fresh = self.inner.api.get_vm().await?;
+                    self.inner.cache.offer_vm(fresh.clone());
+                    vm = fresh.into();
+                }
+                Err(error) => return Err(error),
             }
         }
         Err(MachineError::Busy(
@@ -163,7 +217,7 @@ impl Machine for KubevirtMachine {
     async fn record(&self, record: Record) -> Result<Option<String>> {
         match record {
             Record::SessionKey => self.session_key().await,
-            Record::EventSubscriptions | Record::SessionSettings => {
+            Record::EventSubscriptions | Record::SessionSettings | Record::IpmiAuth => {
                 let snapshot = self.inner.ready().await?;
                 Ok(self
                     .inner
@@ -190,6 +244,10 @@ impl Machine for KubevirtMachine {
                     .unwrap_or_else(|p| p.into_inner()) = value;
                 Ok(())
             }
+            Record::IpmiAuth => Err(MachineError::Invalid(
+                "the IPMI login policy is the VM owner's annotation; the BMC does not write it"
+                    .to_owned(),
+            )),
             Record::EventSubscriptions | Record::SessionSettings => {
                 let changes = BTreeMap::from([(record_annotation(record), value)]);
                 let vm = self.inner.api.patch_annotations(&changes).await?;
@@ -215,6 +273,19 @@ impl Machine for KubevirtMachine {
 }
 
 impl KubevirtMachine {
+    async fn reboot_policy_unsupported(&self, why: &str) -> Result<()> {
+        tracing::warn!(
+            why,
+            "rebootPolicy Terminate unavailable: a guest's own reboot boots a one-time \
+             override device again"
+        );
+        let changes =
+            BTreeMap::from([(annotations::REBOOT_POLICY_UNSUPPORTED, Some(why.to_owned()))]);
+        let vm = self.inner.api.patch_annotations(&changes).await?;
+        self.inner.cache.offer_vm(vm);
+        Ok(())
+    }
+
     /// `<credentials-dir>/session-key`, re-read each time so a rotated Secret is followed.
     async fn session_key(&self) -> Result<Option<String>> {
         if let Some(dir) = &self.inner.config.credentials_dir {
@@ -245,6 +316,7 @@ fn record_annotation(record: Record) -> &'static str {
     match record {
         Record::EventSubscriptions => annotations::EVENT_SUBSCRIPTIONS,
         Record::SessionSettings => annotations::SESSION_SETTINGS,
+        Record::IpmiAuth => annotations::IPMI_AUTH,
         Record::SessionKey => unreachable!("the session key lives in the credentials Secret"),
     }
 }

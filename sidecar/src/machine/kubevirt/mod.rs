@@ -158,13 +158,25 @@ fn view(snapshot: &Snapshot) -> Result<(Observed, Desired)> {
         MachineError::Unavailable("the VirtualMachine does not exist (or is not visible)".into())
     })?;
     Ok((
-        observe(vm, snapshot.vmi.as_deref()),
+        observe(
+            vm,
+            snapshot.vmi.as_deref(),
+            snapshot.guest_ended.as_ref().map(|g| power::GuestEnded {
+                uid: g.uid.clone(),
+                rebooted: g.reboot_terminates,
+            }),
+        ),
         annotations::desired(vm),
     ))
 }
 
-fn observe(vm: &VirtualMachine, vmi: Option<&VirtualMachineInstance>) -> Observed {
+fn observe(
+    vm: &VirtualMachine,
+    vmi: Option<&VirtualMachineInstance>,
+    guest_ended: Option<power::GuestEnded>,
+) -> Observed {
     Observed {
+        guest_ended,
         run_strategy_always: vm.spec.run_strategy.as_deref() == Some("Always")
             || (vm.spec.run_strategy.is_none() && vm.spec.running == Some(true)),
         vm_generation: vm.generation(),
@@ -234,7 +246,7 @@ impl Inner {
     /// Intent first (desired power, the VMI being restarted), then the calls, then the facts
     /// (which VMI has booted): a sidecar that dies anywhere in between leaves annotations
     /// from which the next one finishes the job. Success once the API accepted all of it.
-    async fn execute(&self, plan: &Plan, snapshot: &Snapshot) -> Result<()> {
+    async fn execute(&self, plan: &Plan, snapshot: &Snapshot) -> Result<Outcome> {
         let mut intent = std::collections::BTreeMap::new();
         let mut facts = std::collections::BTreeMap::new();
         if let Some(on) = plan.set_power {
@@ -255,6 +267,9 @@ impl Inner {
         if let Some(uid) = &plan.set_booted_vmi {
             facts.insert(annotations::BOOTED_VMI, Some(uid.clone()));
         }
+        if let Some(settled) = &plan.set_settled_vmi {
+            facts.insert(annotations::POWER_SETTLED_VMI, settled.clone());
+        }
         if !intent.is_empty() {
             let vm = self.api.patch_annotations(&intent).await?;
             self.cache.offer_vm(vm);
@@ -263,12 +278,33 @@ impl Inner {
             *self.expect.lock().unwrap_or_else(|p| p.into_inner()) =
                 Some((expect, Instant::now() + EXPECT_FOR));
         }
+        let mut deferred = false;
         for call in &plan.calls {
             match self.api.call(*call).await {
                 Ok(()) => {}
                 // Someone (a twin sidecar, a user) got there first: what was asked holds.
                 Err(MachineError::NotAllowed(message)) if already_done(*call, &message) => {
                     tracing::info!(?call, %message, "already done");
+                }
+                // KubeVirt refuses to unpause while a VM snapshot is taken
+                // (pkg/virt-api/rest/lifecycle.go, UnpauseVMIRequestHandler). The power-on is
+                // accepted and finished by the reconcile loop once the snapshot is done: this
+                // VMI is recorded as not booted yet, so it is the one to boot.
+                Err(MachineError::NotAllowed(message))
+                    if *call == power::Call::Unpause && snapshot_in_progress(&message) =>
+                {
+                    tracing::warn!(
+                        %message,
+                        "power-on waits for the VM snapshot to complete; it will be finished then"
+                    );
+                    deferred = true;
+                    *self.expect.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some((PowerState::PoweringOn, Instant::now() + EXPECT_FOR));
+                    facts.remove(annotations::BOOTED_VMI);
+                    if snapshot_booted(snapshot) {
+                        facts.insert(annotations::BOOTED_VMI, None);
+                    }
+                    break;
                 }
                 Err(error) => {
                     *self.expect.lock().unwrap_or_else(|p| p.into_inner()) = None;
@@ -281,11 +317,16 @@ impl Inner {
             self.cache.offer_vm(vm);
         }
         if plan.boots
+            && !deferred
             && let Some(vmi) = snapshot.vmi.as_deref()
         {
             self.consume_once_override(vmi, false).await?;
         }
-        Ok(())
+        Ok(if deferred {
+            Outcome::Deferred
+        } else {
+            Outcome::Done
+        })
     }
 
     /// A one-time override is used up by the boot it applied to: the template gets its
@@ -327,11 +368,33 @@ impl Inner {
     }
 }
 
+/// How far a plan got: all of it, or accepted and left for the reconcile loop to finish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Done,
+    Deferred,
+}
+
 /// KubeVirt's refusal says the call's effect is already there.
 fn already_done(call: power::Call, message: &str) -> bool {
     match call {
         power::Call::Pause => message.ends_with("VMI is already paused"),
         power::Call::Unpause => message.ends_with("VMI is not paused"),
+        _ => false,
+    }
+}
+
+/// virt-api's refusal to unpause during a VM snapshot (const `vmSnapshotInprogress`).
+fn snapshot_in_progress(message: &str) -> bool {
+    message.ends_with("VM snapshot is in progress")
+}
+
+/// The VM records the snapshot's VMI as booted (a fresh boot by reset, then unpause).
+fn snapshot_booted(snapshot: &Snapshot) -> bool {
+    match (snapshot.vm.as_deref(), snapshot.vmi.as_deref()) {
+        (Some(vm), Some(vmi)) => {
+            vmi.uid().is_some() && vm.annotation(annotations::BOOTED_VMI) == vmi.uid()
+        }
         _ => false,
     }
 }
@@ -381,7 +444,12 @@ async fn reconcile_once(inner: &Inner, snapshot: &Snapshot) -> Result<()> {
     let plan = power::reconcile(&observed, &desired);
     if !plan.is_empty() {
         tracing::info!(?plan, "finishing what the BMC began");
-        inner.execute(&plan, snapshot).await?;
+        if inner.execute(&plan, snapshot).await? == Outcome::Deferred {
+            // Back off and retry; the snapshot's end changes the VM and retries at once.
+            return Err(MachineError::Busy(
+                "the power-on waits for a VM snapshot to complete".to_owned(),
+            ));
+        }
     }
     // A boot made by an earlier sidecar that died before restoring the boot order.
     if let Some(vmi) = snapshot.vmi.as_deref()

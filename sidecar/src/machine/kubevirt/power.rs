@@ -5,7 +5,7 @@
 //! VMI, on is a running unpaused one. Facts the BMC must remember live in annotations on the
 //! VM (see `annotations`), because the sidecar dies with every VMI.
 
-use crate::machine::{MachineError, PowerAction, PowerState};
+use crate::machine::{MachineError, PowerAction, PowerState, RestorePolicy};
 
 /// What the cache shows, reduced to what power decisions need.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,6 +14,19 @@ pub struct Observed {
     /// `metadata.generation` of the VM.
     pub vm_generation: i64,
     pub vmi: Option<ObservedVmi>,
+    /// A VMI seen ending `Succeeded` with no deletion asked for: its guest powered itself off.
+    /// virt-handler (`pkg/virt-handler/vm.go`, `calculateVmPhaseForStatusReason`) reports a
+    /// domain shut off for reason Shutdown as Succeeded; a deleted VMI (`virtctl restart`,
+    /// stop, eviction) carries a deletionTimestamp first, and a crash or a lost node ends Failed.
+    pub guest_ended: Option<GuestEnded>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestEnded {
+    pub uid: String,
+    /// The VMI had `rebootPolicy: Terminate` (set while a one-time boot override is pending):
+    /// KubeVirt ends it on the guest's own reboot, and that end is a reboot, not a power-off.
+    pub rebooted: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,8 +66,12 @@ pub struct Desired {
     pub power: Option<bool>,
     /// The VMI the BMC last booted (unpaused, or found running): it has run.
     pub booted_vmi: Option<String>,
-    /// The VMI the BMC restarted for a fresh boot: its successor is to be booted.
+    /// The VMI whose end the BMC accounted for (its own restart or shutdown, a guest's own
+    /// power-off): its successor follows `power`. Any other end is a loss of power.
     pub restart_of: Option<String>,
+    /// A VMI the BMC decided to leave off (set instead of `booted_vmi`).
+    pub settled_vmi: Option<String>,
+    pub restore_policy: RestorePolicy,
 }
 
 /// A KubeVirt subresource call.
@@ -75,6 +92,8 @@ pub struct Plan {
     pub set_booted_vmi: Option<String>,
     /// `Some(None)` clears it.
     pub set_restart_of: Option<Option<String>>,
+    /// `Some(None)` clears it.
+    pub set_settled_vmi: Option<Option<String>>,
     pub calls: Vec<Call>,
     /// The calls boot the current VMI: a one-time boot override is used up by it.
     pub boots: bool,
@@ -87,6 +106,7 @@ impl Plan {
         self.set_power.is_none()
             && self.set_booted_vmi.is_none()
             && self.set_restart_of.is_none()
+            && self.set_settled_vmi.is_none()
             && self.calls.is_empty()
     }
 }
@@ -132,15 +152,55 @@ impl Desired {
         self.booted_vmi.as_deref() == Some(vmi.uid.as_str())
     }
 
-    /// A paused VMI that never ran is to be booted when the BMC wants power on and either
-    /// it never booted one before (first VMI after opting in) or it ended the last one
-    /// itself. A VMI that ended otherwise (the guest powered off) leaves the machine off.
-    fn boots_fresh(&self, vmi: &ObservedVmi) -> bool {
-        self.power == Some(true)
-            && !self.has_run(vmi)
-            && (self.booted_vmi.is_none()
-                || self.restart_of.as_deref().is_some_and(|r| r != vmi.uid))
+    /// The latest VMI the BMC decided about: booted (or found running), or left off.
+    fn last(&self) -> Option<&str> {
+        self.settled_vmi.as_deref().or(self.booted_vmi.as_deref())
     }
+
+    /// The end of the latest VMI was the BMC's doing or the guest's own (or there was none
+    /// before: the first VMI after opting in).
+    fn accounted(&self) -> bool {
+        match self.last() {
+            None => true,
+            Some(last) => self.restart_of.as_deref() == Some(last),
+        }
+    }
+
+    /// What a VMI not yet decided about is to become: booted (`Some(true)`), left off
+    /// (`Some(false)`), or left alone (no wish recorded). After an accounted end the desired
+    /// power decides; after a loss (node failure, eviction, crash, `virtctl restart`) the
+    /// restore policy does, as a server's BMC after an AC power loss.
+    fn fate(&self, vmi: &ObservedVmi) -> Option<bool> {
+        if self.has_run(vmi) || self.settled_vmi.as_deref() == Some(vmi.uid.as_str()) {
+            return None;
+        }
+        if self.accounted() {
+            return self.power;
+        }
+        match self.restore_policy {
+            RestorePolicy::Previous => self.power,
+            RestorePolicy::AlwaysOn => Some(true),
+            RestorePolicy::AlwaysOff => Some(false),
+        }
+    }
+
+    /// What to name as the VMI being replaced when a client sets power while there is no
+    /// VMI to act on: the end of the latest one is then accounted for.
+    fn replaced(&self, observed: &Observed, now: Stand) -> String {
+        match (&observed.vmi, now) {
+            (Some(vmi), Stand::Gone { .. }) => Some(vmi.uid.clone()),
+            _ => self.last().map(str::to_owned),
+        }
+        .unwrap_or_else(|| "none".to_owned())
+    }
+}
+
+/// A VMI that becomes the latest decided about clears the "left off" mark.
+fn finish(mut plan: Plan, desired: &Desired) -> Plan {
+    if plan.set_booted_vmi.is_some() && desired.settled_vmi.is_some() {
+        plan.set_settled_vmi = Some(None);
+    }
+    plan
 }
 
 /// Power as a client reads it. On iff the VMI runs and is not paused; transitions are shown
@@ -150,7 +210,7 @@ pub fn power_state(observed: &Observed, desired: &Desired) -> PowerState {
     match stand(observed) {
         Stand::Running => PowerState::On,
         Stand::Paused => match &observed.vmi {
-            Some(vmi) if desired.boots_fresh(vmi) => PowerState::PoweringOn,
+            Some(vmi) if desired.fate(vmi) == Some(true) => PowerState::PoweringOn,
             _ => PowerState::Off,
         },
         Stand::Starting if wants_on => PowerState::PoweringOn,
@@ -211,11 +271,26 @@ pub fn decide(
             plan.expect = Some(PowerState::On);
         }
     };
-    let busy =
-        |state: PowerState| MachineError::Busy(format!("power is {state}, retry when it settles"));
     let off_refusal = |action: PowerAction| {
         MachineError::NotAllowed(format!("{action:?} needs the machine on; it is off"))
     };
+    // No VMI to act on now: the one on its way (or the next) is decided by the sidecar that
+    // comes with it, from the desired power. Naming the VMI it replaces tells that sidecar
+    // this was asked for (and not the aftermath of a loss).
+    let ask_next = |plan: &mut Plan, on: bool| {
+        want(plan, on);
+        let replaced = desired.replaced(observed, now);
+        if desired.restart_of.as_ref() != Some(&replaced) {
+            plan.set_restart_of = Some(Some(replaced));
+        }
+        if on {
+            if now == (Stand::Gone { terminating: false }) && !observed.run_strategy_always {
+                plan.calls = vec![Call::Start];
+            }
+            plan.expect = Some(PowerState::PoweringOn);
+        }
+    };
+    let shutting_down = now == (Stand::Gone { terminating: true }) && desired.power != Some(true);
 
     match (action, now) {
         (A::Nmi, _) => {
@@ -229,19 +304,29 @@ pub fn decide(
             plan.calls = vec![Call::Pause];
             plan.expect = Some(PowerState::Off);
         }
-        // Off, or on its way: remembering "off" is enough, the next VMI starts paused.
-        (A::ForceOff, _) => want(&mut plan, false),
+        // Paused, but the BMC wanted it on: an unpause may be in flight (or done and not yet
+        // seen). Pause anyway; KubeVirt's "already paused" means it holds.
+        (A::ForceOff, Stand::Paused) if desired.power == Some(true) => {
+            want(&mut plan, false);
+            mark_ran(&mut plan);
+            plan.calls = vec![Call::Pause];
+            plan.expect = Some(PowerState::Off);
+        }
+        (A::ForceOff, Stand::Paused) => want(&mut plan, false),
+        // On its way or gone: the next VMI starts paused and stays so.
+        (A::ForceOff | A::GracefulShutdown, Stand::Starting | Stand::Gone { .. }) => {
+            ask_next(&mut plan, false)
+        }
         (A::GracefulShutdown, Stand::Running) => {
             want(&mut plan, false);
             mark_ran(&mut plan);
-            plan.set_restart_of = desired.restart_of.as_ref().map(|_| None);
+            if let Some(vmi) = vmi {
+                plan.set_restart_of = Some(Some(vmi.uid.clone()));
+            }
             plan.calls = vec![Call::Restart];
             plan.expect = Some(PowerState::PoweringOff);
         }
-        (A::GracefulShutdown, Stand::Gone { terminating: true }) if desired.power == Some(true) => {
-            return Err(busy(PowerState::PoweringOn));
-        }
-        (A::GracefulShutdown, _) => want(&mut plan, false),
+        (A::GracefulShutdown, Stand::Paused) => want(&mut plan, false),
         (A::On, Stand::Running) => {
             want(&mut plan, true);
             mark_ran(&mut plan);
@@ -258,23 +343,13 @@ pub fn decide(
                 fresh_boot(&mut plan);
             }
         }
-        // No VMI to boot now: the one on its way is booted by the sidecar that comes with
-        // it. Naming the VMI it replaces tells that sidecar this boot was asked for (and not
-        // the aftermath of a guest that powered itself off).
-        (A::On | A::PowerCycle, Stand::Starting | Stand::Gone { .. }) => {
-            want(&mut plan, true);
-            let replaced = match (&observed.vmi, now) {
-                (Some(vmi), Stand::Gone { .. }) => Some(vmi.uid.clone()),
-                _ => desired.booted_vmi.clone(),
-            }
-            .unwrap_or_else(|| "none".to_owned());
-            if desired.restart_of.as_ref() != Some(&replaced) {
-                plan.set_restart_of = Some(Some(replaced));
-            }
-            if now == (Stand::Gone { terminating: false }) && !observed.run_strategy_always {
-                plan.calls = vec![Call::Start];
-            }
-            plan.expect = Some(PowerState::PoweringOn);
+        // A hard reset or cycle wins over a shutdown or boot under way: the boot that comes
+        // next is the restart asked for.
+        (A::On | A::PowerCycle, Stand::Starting | Stand::Gone { .. }) => ask_next(&mut plan, true),
+        (A::ForceRestart, Stand::Starting | Stand::Gone { .. })
+            if desired.power == Some(true) || shutting_down =>
+        {
+            ask_next(&mut plan, true)
         }
         (A::PowerCycle | A::ForceRestart, Stand::Running) => {
             want(&mut plan, true);
@@ -290,15 +365,23 @@ pub fn decide(
                 plan.boots = true;
             }
         }
-        (
-            A::GracefulRestart | A::ForceRestart,
-            Stand::Starting | Stand::Gone { terminating: true },
-        ) if desired.power == Some(true) => {
-            return Err(busy(PowerState::PoweringOn));
+        // Powering on: the boot under way is the restart asked for.
+        (A::GracefulRestart, Stand::Starting | Stand::Gone { .. })
+            if desired.power == Some(true) =>
+        {
+            ask_next(&mut plan, true)
+        }
+        // The guest is shutting down; a soft restart needs it up. Only soft requests wait.
+        (A::GracefulRestart, Stand::Gone { terminating: true }) => {
+            return Err(MachineError::Busy(
+                "the guest is shutting down; retry GracefulRestart once it is off, or use \
+                 ForceRestart"
+                    .to_owned(),
+            ));
         }
         (A::GracefulRestart | A::ForceRestart, _) => return Err(off_refusal(action)),
     }
-    Ok(plan)
+    Ok(finish(plan, desired))
 }
 
 /// What a sidecar does on its own, at start and whenever the VMI changes: finish a power-on
@@ -306,24 +389,47 @@ pub fn decide(
 /// and remember a VMI found running.
 pub fn reconcile(observed: &Observed, desired: &Desired) -> Plan {
     let mut plan = Plan::default();
+    // The guest powered the latest VMI off itself: off, as a server whose OS shut down. The
+    // sidecar that sees it records it before it goes (and a twin or successor that still
+    // sees the finished VMI does the same).
+    // Under rebootPolicy Terminate the guest's reboot ends the VMI the same way: the machine
+    // stays as it was and the next VMI, from the restored template, boots the persistent
+    // device.
+    if let Some(ended) = &observed.guest_ended
+        && desired.last() == Some(ended.uid.as_str())
+        && desired.restart_of.as_deref() != Some(ended.uid.as_str())
+    {
+        if !ended.rebooted {
+            plan.set_power = (desired.power != Some(false)).then_some(false);
+        }
+        plan.set_restart_of = Some(Some(ended.uid.clone()));
+        return plan;
+    }
     let Some(vmi) = observed.vmi.as_ref() else {
         return plan;
     };
     match stand(observed) {
-        Stand::Paused if desired.boots_fresh(vmi) => {
-            plan.set_booted_vmi = Some(vmi.uid.clone());
-            if desired.restart_of.is_some() {
-                plan.set_restart_of = Some(None);
+        Stand::Paused => match desired.fate(vmi) {
+            Some(true) => {
+                if desired.power != Some(true) {
+                    plan.set_power = Some(true);
+                }
+                plan.set_booted_vmi = Some(vmi.uid.clone());
+                if desired.restart_of.is_some() {
+                    plan.set_restart_of = Some(None);
+                }
+                plan.calls = vec![Call::Unpause];
+                plan.boots = true;
+                plan.expect = Some(PowerState::On);
             }
-            plan.calls = vec![Call::Unpause];
-            plan.boots = true;
-            plan.expect = Some(PowerState::On);
-        }
-        // The VMI the BMC booted is gone and nobody asked the BMC for it: the guest powered
-        // itself off (or a user restarted it). The machine is off, as a server would be.
-        Stand::Paused if desired.power == Some(true) && !desired.has_run(vmi) => {
-            plan.set_power = Some(false);
-        }
+            Some(false) => {
+                if desired.power != Some(false) {
+                    plan.set_power = Some(false);
+                }
+                plan.set_settled_vmi = Some(Some(vmi.uid.clone()));
+            }
+            None => {}
+        },
         // Found running and not recorded: booted by a sidecar that died before it could
         // write that down (or by hand). Record it, and the restart it finished.
         Stand::Running if !desired.has_run(vmi) => {
@@ -334,7 +440,7 @@ pub fn reconcile(observed: &Observed, desired: &Desired) -> Plan {
         }
         _ => {}
     }
-    plan
+    finish(plan, desired)
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ fn vmi(phase: Phase, paused: bool) -> Observed {
             terminating: false,
             vm_generation: Some(1),
         }),
+        guest_ended: None,
     }
 }
 
@@ -45,7 +46,7 @@ fn ran(power: bool) -> Desired {
     Desired {
         power: Some(power),
         booted_vmi: Some(UID.into()),
-        restart_of: None,
+        ..Desired::default()
     }
 }
 fn never_ran(power: Option<bool>) -> Desired {
@@ -53,6 +54,7 @@ fn never_ran(power: Option<bool>) -> Desired {
         power,
         booted_vmi: Some("older".into()),
         restart_of: Some("older".into()),
+        ..Desired::default()
     }
 }
 
@@ -128,6 +130,7 @@ fn on_while_no_vmi_runs_names_the_one_replaced_so_its_successor_is_booted() {
         power: Some(true),
         booted_vmi: Some(UID.into()),
         restart_of: Some(UID.into()),
+        ..Desired::default()
     };
     let mut next = paused();
     next.vmi.as_mut().unwrap().uid = "vmi-2".into();
@@ -145,12 +148,19 @@ fn force_off_pauses_a_running_vmi_and_remembers_it_ran() {
     assert_eq!(plan.calls, vec![Call::Pause]);
     assert_eq!(plan.set_power, Some(false));
     assert_eq!(plan.set_booted_vmi.as_deref(), Some(UID));
+    // Paused while the BMC wanted it on: an unpause may be in flight, so pause anyway.
+    assert_eq!(
+        calls(&paused(), &ran(true), PowerAction::ForceOff),
+        vec![Call::Pause]
+    );
     for o in [paused(), starting(), terminating(), gone()] {
-        assert_eq!(
-            calls(&o, &ran(true), PowerAction::ForceOff),
-            vec![],
-            "{o:?}"
-        );
+        if o != paused() {
+            assert_eq!(
+                calls(&o, &ran(true), PowerAction::ForceOff),
+                vec![],
+                "{o:?}"
+            );
+        }
         assert_eq!(
             decide(&o, &ran(true), PowerAction::ForceOff)
                 .unwrap()
@@ -222,11 +232,36 @@ fn graceful_restart_soft_reboots_or_restarts_for_a_pending_change() {
 }
 
 #[test]
-fn restarts_while_a_boot_is_under_way_are_busy_and_nmi_unsupported() {
+fn hard_actions_win_over_a_boot_or_shutdown_under_way_and_nmi_is_unsupported() {
+    // Powering on (a VMI starting, or one the BMC is replacing): a reset or cycle is the boot
+    // under way; asked again, nothing more to do. Never a refusal.
     for o in [starting(), terminating()] {
-        let err = decide(&o, &ran(true), PowerAction::ForceRestart).unwrap_err();
-        assert!(matches!(err, MachineError::Busy(_)), "{err:?}");
+        for action in [
+            PowerAction::ForceRestart,
+            PowerAction::PowerCycle,
+            PowerAction::GracefulRestart,
+            PowerAction::On,
+        ] {
+            let plan = decide(&o, &ran(true), action).unwrap();
+            assert_eq!(plan.calls, vec![], "{action:?} {o:?}");
+            assert_eq!(plan.expect, Some(PowerState::PoweringOn), "{action:?}");
+        }
+        // Off wins over the boot: the incoming VMI stays paused.
+        for action in [PowerAction::ForceOff, PowerAction::GracefulShutdown] {
+            let plan = decide(&o, &ran(true), action).unwrap();
+            assert_eq!(plan.set_power, Some(false), "{action:?} {o:?}");
+        }
     }
+    // Shutting down (graceful shutdown under way): a reset wins and the machine comes back.
+    let plan = decide(&terminating(), &ran(false), PowerAction::ForceRestart).unwrap();
+    assert_eq!(plan.set_power, Some(true));
+    assert_eq!(plan.set_restart_of, Some(Some(UID.into())));
+    assert_eq!(plan.expect, Some(PowerState::PoweringOn));
+    // Only the soft restart of a guest that is going down waits.
+    assert!(matches!(
+        decide(&terminating(), &ran(false), PowerAction::GracefulRestart),
+        Err(MachineError::Busy(_))
+    ));
     assert!(matches!(
         decide(&running(), &ran(true), PowerAction::Nmi),
         Err(MachineError::NotSupported(_))
@@ -288,18 +323,133 @@ fn reconcile_boots_the_vmi_that_replaced_one_the_bmc_restarted() {
     assert_eq!(reconcile(&paused(), &first).calls, vec![Call::Unpause]);
 }
 
-#[test]
-fn reconcile_leaves_off_after_a_guest_shutdown_and_never_touches_an_unset_machine() {
-    let guest_shut_down = Desired {
-        power: Some(true),
+fn lost(power: bool, policy: RestorePolicy) -> Desired {
+    // The VMI the BMC last booted ended without the BMC or the guest ending it.
+    Desired {
+        power: Some(power),
         booted_vmi: Some("older".into()),
-        restart_of: None,
+        restore_policy: policy,
+        ..Desired::default()
+    }
+}
+
+#[test]
+fn reconcile_after_a_loss_of_the_vmi_follows_the_restore_policy() {
+    use RestorePolicy as R;
+    for (desired, on) in [
+        (lost(true, R::Previous), true),
+        (lost(false, R::Previous), false),
+        (lost(false, R::AlwaysOn), true),
+        (lost(true, R::AlwaysOn), true),
+        (lost(true, R::AlwaysOff), false),
+    ] {
+        let plan = reconcile(&paused(), &desired);
+        if on {
+            assert_eq!(plan.calls, vec![Call::Unpause], "{desired:?}");
+            assert_eq!(plan.set_booted_vmi.as_deref(), Some(UID));
+            assert_eq!(
+                plan.set_power,
+                (desired.power != Some(true)).then_some(true)
+            );
+            assert_eq!(power_state(&paused(), &desired), PowerState::PoweringOn);
+        } else {
+            assert_eq!(plan.calls, vec![], "{desired:?}");
+            assert_eq!(
+                plan.set_power,
+                (desired.power != Some(false)).then_some(false)
+            );
+            assert_eq!(plan.set_settled_vmi, Some(Some(UID.into())), "decided once");
+            assert_eq!(power_state(&paused(), &desired), PowerState::Off);
+        }
+    }
+    // Decided once: a VMI left off is not decided about again (nor turned on by always-on).
+    let settled = Desired {
+        settled_vmi: Some(UID.into()),
+        ..lost(false, R::AlwaysOn)
     };
-    let plan = reconcile(&paused(), &guest_shut_down);
-    assert_eq!(plan.calls, vec![]);
+    assert!(reconcile(&paused(), &settled).is_empty());
+    // ...and when that one is lost in turn, its successor is decided by the policy again.
+    let mut next = paused();
+    next.vmi.as_mut().unwrap().uid = "vmi-2".into();
+    assert_eq!(reconcile(&next, &settled).calls, vec![Call::Unpause]);
+}
+
+#[test]
+fn an_accounted_end_follows_the_desired_power_whatever_the_policy() {
+    for policy in RestorePolicy::ALL {
+        // The BMC shut the last VMI down (or saw the guest do it): off stays off.
+        let off = Desired {
+            restart_of: Some("older".into()),
+            ..lost(false, policy)
+        };
+        let plan = reconcile(&paused(), &off);
+        assert_eq!(plan.calls, vec![], "{policy:?}");
+        assert_eq!(plan.set_power, None);
+        // The BMC restarted it for a fresh boot: on.
+        let on = Desired {
+            restart_of: Some("older".into()),
+            ..lost(true, policy)
+        };
+        assert_eq!(
+            reconcile(&paused(), &on).calls,
+            vec![Call::Unpause],
+            "{policy:?}"
+        );
+    }
+    // A client that powers off while the next VMI is on its way decides its fate.
+    let after_loss = lost(true, RestorePolicy::AlwaysOn);
+    let plan = decide(&starting(), &after_loss, PowerAction::ForceOff).unwrap();
+    assert_eq!(plan.set_restart_of, Some(Some("older".into())));
+    let applied = Desired {
+        power: Some(false),
+        restart_of: Some("older".into()),
+        ..after_loss
+    };
+    assert_eq!(reconcile(&paused(), &applied).calls, vec![]);
+}
+
+#[test]
+fn a_guest_that_powers_itself_off_is_recorded_off_and_never_a_loss() {
+    let mut ended = running();
+    ended.vmi.as_mut().unwrap().phase = Phase::Finished;
+    ended.guest_ended = Some(GuestEnded {
+        uid: UID.into(),
+        rebooted: false,
+    });
+    let plan = reconcile(&ended, &ran(true));
     assert_eq!(plan.set_power, Some(false));
+    assert_eq!(plan.set_restart_of, Some(Some(UID.into())));
+    assert!(plan.calls.is_empty());
+    // Seen again (or by its successor's sidecar): nothing more.
+    let recorded = Desired {
+        power: Some(false),
+        restart_of: Some(UID.into()),
+        ..ran(false)
+    };
+    assert!(reconcile(&ended, &recorded).is_empty());
+    // Its successor is an accounted end: off, even with always-on.
+    let mut next = paused();
+    next.vmi.as_mut().unwrap().uid = "vmi-2".into();
+    next.guest_ended = ended.guest_ended.clone();
+    let always_on = Desired {
+        restore_policy: RestorePolicy::AlwaysOn,
+        ..recorded.clone()
+    };
+    let plan = reconcile(&next, &always_on);
+    assert!(plan.calls.is_empty());
+    assert_eq!(plan.set_settled_vmi, Some(Some("vmi-2".into())));
+    // A client that powered on before the sidecar saw the end: the client wins.
+    let asked_on = Desired {
+        power: Some(true),
+        restart_of: Some(UID.into()),
+        ..ran(true)
+    };
+    assert!(reconcile(&ended, &asked_on).is_empty());
+    // Untouched machines stay untouched.
     assert!(reconcile(&paused(), &Desired::default()).is_empty());
-    assert!(reconcile(&paused(), &never_ran(Some(false))).is_empty());
+    let plan = reconcile(&paused(), &never_ran(Some(false)));
+    assert_eq!((plan.calls.len(), plan.set_power), (0, None), "left off");
+    assert_eq!(plan.set_settled_vmi, Some(Some(UID.into())));
     assert!(
         reconcile(&paused(), &ran(true)).is_empty(),
         "paused by hand: not fought"
@@ -345,4 +495,26 @@ fn every_action_from_every_state_is_decided_without_panicking() {
             }
         }
     }
+}
+
+#[test]
+fn a_guest_reboot_under_reboot_policy_terminate_keeps_the_machine_on() {
+    let mut ended = running();
+    ended.vmi.as_mut().unwrap().phase = Phase::Finished;
+    ended.guest_ended = Some(GuestEnded {
+        uid: UID.into(),
+        rebooted: true,
+    });
+    let plan = reconcile(&ended, &ran(true));
+    assert_eq!(plan.set_power, None, "still on");
+    assert_eq!(plan.set_restart_of, Some(Some(UID.into())));
+    // The successor is booted.
+    let mut next = paused();
+    next.vmi.as_mut().unwrap().uid = "vmi-2".into();
+    next.guest_ended = ended.guest_ended.clone();
+    let applied = Desired {
+        restart_of: Some(UID.into()),
+        ..ran(true)
+    };
+    assert_eq!(reconcile(&next, &applied).calls, vec![Call::Unpause]);
 }
