@@ -253,7 +253,8 @@ async fn whole_flow_annotate_inject_serve_ipmi_sushy_media_faults_and_opt_out() 
     let mut early = fixture("pod-a-vm1-optin.json");
     early["metadata"] = json!({
         "generateName": "virt-launcher-vm1-",
-        "labels": {"kubevirt.io": "virt-launcher", "vm.kubevirt.io/name": VM},
+        // As KubeVirt makes it from a prepared VM: the template's labels copied on.
+        "labels": {"kubevirt.io": "virt-launcher", "vm.kubevirt.io/name": VM, "bmc.kubevirt.io/enabled": "true"},
         "annotations": {"bmc.kubevirt.io/enabled": "true", "kubevirt.io/domain": VM},
     });
     let admitted = fake.create_pod(NS, early).await.unwrap();

@@ -9,6 +9,7 @@ use clap::{Args as ClapArgs, Parser};
 use kubevirt_bmc_contract::egress::{Cidr, EgressPolicy};
 use kubevirt_bmc_runtime::telemetry::LogArgs;
 
+use crate::controller::lease::ElectionConfig;
 use crate::inject::InjectionConfig;
 use crate::metrics::Metrics;
 use crate::server::{self, Context, ServeConfig, ServerError};
@@ -29,6 +30,8 @@ pub enum CliError {
     Client(#[from] kube::Error),
     #[error(transparent)]
     Server(#[from] ServerError),
+    #[error("{0}")]
+    Election(&'static str),
 }
 
 #[derive(Debug, Parser)]
@@ -85,7 +88,89 @@ pub struct Args {
     )]
     pub allow_external_services: bool,
     #[command(flatten)]
+    pub election: ElectionArgs,
+    #[command(flatten)]
     pub sidecar: SidecarArgs,
+}
+
+/// Leader election among the replicas (client-go's defaults are 15 s / 10 s / 2 s; shorter
+/// here so a dead leader is replaced within about 12 s).
+#[derive(Debug, Clone, ClapArgs)]
+pub struct ElectionArgs {
+    /// Elect one controller among the replicas with a Lease; `false` runs it unconditionally
+    /// (one replica only, or development).
+    #[arg(
+        long = "leader-elect",
+        env = "KUBEVIRT_BMC_LEADER_ELECT",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub enabled: bool,
+    /// Namespace of the `kubevirt-bmc-controller` Lease (the Pod's own, from the downward API).
+    #[arg(
+        long = "leader-election-namespace",
+        env = "POD_NAMESPACE",
+        default_value = crate::names::INSTALL_NAMESPACE
+    )]
+    pub namespace: String,
+    #[arg(
+        long = "leader-election-lease-seconds",
+        env = "KUBEVIRT_BMC_LEADER_LEASE_SECONDS",
+        default_value_t = 10.0
+    )]
+    pub lease_seconds: f64,
+    /// Must be shorter than the lease: the leader stops before anyone may take over.
+    #[arg(
+        long = "leader-election-renew-deadline-seconds",
+        env = "KUBEVIRT_BMC_LEADER_RENEW_DEADLINE_SECONDS",
+        default_value_t = 7.0
+    )]
+    pub renew_deadline_seconds: f64,
+    #[arg(
+        long = "leader-election-retry-seconds",
+        env = "KUBEVIRT_BMC_LEADER_RETRY_SECONDS",
+        default_value_t = 2.0
+    )]
+    pub retry_seconds: f64,
+}
+
+impl ElectionArgs {
+    /// `None` when disabled; an error when the durations cannot keep one writer.
+    pub fn config(&self, instance: &str) -> Result<Option<ElectionConfig>, CliError> {
+        if !self.enabled {
+            return Ok(None);
+        }
+        let secs = |v: f64| Duration::try_from_secs_f64(v).ok().filter(|d| !d.is_zero());
+        let (Some(lease), Some(renew), Some(retry)) = (
+            secs(self.lease_seconds),
+            secs(self.renew_deadline_seconds),
+            secs(self.retry_seconds),
+        ) else {
+            return Err(CliError::Election(
+                "leader election durations must be positive numbers of seconds",
+            ));
+        };
+        if !(retry < renew && renew < lease) {
+            return Err(CliError::Election(
+                "leader election needs retry < renew deadline < lease duration",
+            ));
+        }
+        Ok(Some(ElectionConfig {
+            namespace: self.namespace.clone(),
+            // As client-go's examples: the Pod name plus a unique part, so a restarted Pod
+            // (same name) never mistakes the old process's Lease for its own.
+            identity: format!("{instance}_{}", uuid_like()),
+            lease_duration: lease,
+            renew_deadline: renew,
+            retry_period: retry,
+        }))
+    }
+}
+
+fn uuid_like() -> String {
+    use rand::Rng;
+    let bytes: [u8; 8] = rand::rng().random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[derive(Debug, Clone, ClapArgs)]
@@ -156,6 +241,7 @@ impl Args {
             },
             reload_interval: Duration::from_secs(self.tls_reload_seconds.max(1)),
         };
+        let mut controller = None;
         if !self.no_controller {
             let client = kube_client(self.kubeconfig.as_deref()).await?;
             // Events name the reporting instance: the webhook Pod in a cluster.
@@ -163,9 +249,10 @@ impl Args {
             let policy = crate::controller::plan::Policy {
                 external_services: self.allow_external_services,
             };
-            tokio::spawn(crate::controller::run::run(
-                client, metrics, instance, policy,
-            ));
+            let election = self.election.config(&instance)?;
+            controller = Some(tokio::spawn(crate::controller::run::run(
+                client, metrics, instance, election, policy,
+            )));
         }
         let handle = axum_server::Handle::new();
         let shutdown = handle.clone();
@@ -174,6 +261,11 @@ impl Args {
             shutdown.graceful_shutdown(Some(Duration::from_secs(10)));
         });
         server::serve(config, ctx, handle).await?;
+        // The controller saw the same signal; let it release the leader Lease so the other
+        // replica takes over at once rather than after a lease duration.
+        if let Some(controller) = controller {
+            let _ = tokio::time::timeout(Duration::from_secs(5), controller).await;
+        }
         Ok(())
     }
 }
@@ -198,7 +290,9 @@ async fn kube_client(kubeconfig: Option<&Path>) -> Result<kube::Client, CliError
         }
         None => kube::Config::infer().await?,
     };
-    Ok(kube::Client::try_from(config)?)
+    Ok(kube::client::ClientBuilder::try_from(config)?
+        .with_layer(&crate::field_manager::layer())
+        .build())
 }
 
 impl SidecarArgs {

@@ -4,6 +4,7 @@
 pub mod admission;
 pub mod cli;
 pub mod controller;
+pub mod field_manager;
 pub mod inject;
 pub mod launcher_pod;
 pub mod metrics;

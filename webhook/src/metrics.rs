@@ -41,6 +41,7 @@ pub struct Metrics {
     reconciles: Mutex<BTreeMap<&'static str, u64>>,
     reconcile_errors: Mutex<BTreeMap<&'static str, u64>>,
     tls_reloads: Mutex<BTreeMap<&'static str, u64>>,
+    leader: AtomicU64,
 }
 
 fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K) {
@@ -63,6 +64,11 @@ impl Metrics {
 
     pub fn reconcile_error(&self, reason: &'static str) {
         bump(&self.reconcile_errors, reason);
+    }
+
+    /// Whether this replica holds the controller's leader Lease.
+    pub fn leader(&self, leading: bool) {
+        self.leader.store(u64::from(leading), Ordering::Relaxed);
     }
 
     pub fn tls_reload(&self, result: &'static str) {
@@ -130,6 +136,11 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {n}");
             }
         }
+        let _ = writeln!(
+            out,
+            "# HELP kubevirt_bmc_leader 1 while this replica holds the controller's leader Lease.\n# TYPE kubevirt_bmc_leader gauge\nkubevirt_bmc_leader {}",
+            self.leader.load(Ordering::Relaxed)
+        );
         out
     }
 }

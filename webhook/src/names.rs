@@ -48,6 +48,11 @@ pub const CONTROLLER_RULES: &[Rule] = &[
         &["datavolumes"],
         &["get", "list", "watch", "create", "patch", "delete"],
     ),
+    (
+        "coordination.k8s.io",
+        &["leases"],
+        &["get", "create", "update"],
+    ),
 ];
 /// Secret the serving certificate lives in (cert-manager Certificate / self-signed generator).
 pub const TLS_SECRET: &str = "kubevirt-bmc-webhook-tls";

@@ -102,7 +102,7 @@ fn vm(annotations: Value) -> DynamicObject {
 
 const NS: &str = "/api/v1/namespaces/vms";
 const APPLY: &str = "?&force=true&fieldManager=kubevirt-bmc-controller";
-const PODS: &str = "/api/v1/namespaces/vms/pods?&labelSelector=kubevirt.io%3Dvirt-launcher%2Cvm.kubevirt.io%2Fname%3Dvm1";
+const PODS: &str = "/api/v1/namespaces/vms/pods?&labelSelector=kubevirt.io%3Dvirt-launcher%2Cbmc.kubevirt.io%2Fvm%3Dvm1";
 
 fn reads() -> Vec<Call> {
     vec![
@@ -204,7 +204,7 @@ async fn opt_in_writes_identity_first_creates_secrets_unread_and_the_vm_template
     let mut calls = reads();
     calls.extend(children_applied("sa-uid"));
     calls.extend([
-        call("POST", &format!("{NS}/secrets?"), 201, json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "vm1-bmc-credentials", "uid": "cred-uid"}}))
+        call("POST", &format!("{NS}/secrets?&fieldManager=kubevirt-bmc-controller"), 201, json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "vm1-bmc-credentials", "uid": "cred-uid"}}))
             .body(|b| {
                 assert_eq!(b["metadata"]["name"], "vm1-bmc-credentials");
                 assert_eq!(b["data"]["username"], "YWRtaW4=");
@@ -213,7 +213,7 @@ async fn opt_in_writes_identity_first_creates_secrets_unread_and_the_vm_template
                 // Goes with the ServiceAccount: no delete right on Secrets needed.
                 assert_eq!(b["metadata"]["ownerReferences"], json!([{"apiVersion": "v1", "kind": "ServiceAccount", "name": "vm1-bmc", "uid": "sa-uid", "controller": true}]));
             }),
-        call("POST", &format!("{NS}/secrets?"), 201, json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "vm1-bmc-token", "uid": "tok-uid"}}))
+        call("POST", &format!("{NS}/secrets?&fieldManager=kubevirt-bmc-controller"), 201, json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "vm1-bmc-token", "uid": "tok-uid"}}))
             .body(|b| {
                 assert_eq!(b["metadata"]["name"], "vm1-bmc-token");
                 assert_eq!(b["type"], "kubernetes.io/service-account-token");
@@ -224,7 +224,7 @@ async fn opt_in_writes_identity_first_creates_secrets_unread_and_the_vm_template
     ]);
     calls.extend(service_applied());
     calls.extend([
-        call("PATCH", "/apis/kubevirt.io/v1/namespaces/vms/virtualmachines/vm1?", 200, vm1.clone())
+        call("PATCH", "/apis/kubevirt.io/v1/namespaces/vms/virtualmachines/vm1?&fieldManager=kubevirt-bmc-controller", 200, vm1.clone())
             .body(|b| {
                 assert_eq!(b["metadata"]["resourceVersion"], "100");
                 assert_eq!(b["spec"]["runStrategy"], "Always");
@@ -265,7 +265,7 @@ async fn an_object_of_our_name_that_is_not_ours_is_reported_not_adopted() {
     let mut calls = reads();
     calls.extend([
         call("GET", &format!("{NS}/serviceaccounts/vm1-bmc"), 200, json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "vm1-bmc", "uid": "someone-elses"}})),
-        call("PATCH", "/apis/kubevirt.io/v1/namespaces/vms/virtualmachines/vm1?", 200, fixture("vm-vm1.json"))
+        call("PATCH", "/apis/kubevirt.io/v1/namespaces/vms/virtualmachines/vm1?&fieldManager=kubevirt-bmc-controller", 200, fixture("vm-vm1.json"))
             .body(|b| {
                 assert!(b.get("spec").is_none(), "the VM is not prepared: {b}");
                 let status = b["metadata"]["annotations"][annotations::STATUS].as_str().unwrap();
@@ -301,13 +301,13 @@ async fn a_secret_of_our_name_we_did_not_create_is_reported() {
     calls.extend([
         call(
             "POST",
-            &format!("{NS}/secrets?"),
+            &format!("{NS}/secrets?&fieldManager=kubevirt-bmc-controller"),
             409,
             status(409, "AlreadyExists"),
         ),
         call(
             "PATCH",
-            "/apis/kubevirt.io/v1/namespaces/vms/virtualmachines/vm1?",
+            "/apis/kubevirt.io/v1/namespaces/vms/virtualmachines/vm1?&fieldManager=kubevirt-bmc-controller",
             200,
             fixture("vm-vm1.json"),
         )
@@ -378,7 +378,7 @@ async fn a_stale_vm_gives_a_conflict_that_requeues() {
     calls.extend(service_applied());
     calls.push(call(
         "PATCH",
-        "/apis/kubevirt.io/v1/namespaces/vms/virtualmachines/vm1?",
+        "/apis/kubevirt.io/v1/namespaces/vms/virtualmachines/vm1?&fieldManager=kubevirt-bmc-controller",
         409,
         status(409, "Conflict"),
     ));
@@ -411,7 +411,7 @@ async fn opt_out_restores_the_vm_then_deletes_only_what_it_owned() {
     calls.push(
         call(
             "PATCH",
-            "/apis/kubevirt.io/v1/namespaces/vms/virtualmachines/vm1?",
+            "/apis/kubevirt.io/v1/namespaces/vms/virtualmachines/vm1?&fieldManager=kubevirt-bmc-controller",
             200,
             vm1,
         )
@@ -506,6 +506,10 @@ async fn desired_media_creates_the_datavolume_and_attaches_nothing_yet() {
         annotations::MEDIA: media,
         annotations::CREATED: "{\"serviceAccount\":\"sa-uid\",\"credentials\":\"c\",\"token\":\"t\"}",
     });
+    vm1["spec"]["template"]["metadata"]["labels"] = json!({
+        "bmc.kubevirt.io/enabled": "true",
+        "bmc.kubevirt.io/vm": "vm1",
+    });
     let vm: DynamicObject = serde_json::from_value(vm1.clone()).unwrap();
     let mut calls = reads();
     calls.push(missing(
@@ -525,7 +529,7 @@ async fn desired_media_creates_the_datavolume_and_attaches_nothing_yet() {
             assert_eq!(b["spec"]["source"]["http"]["url"], "https://example.org/boot.iso");
             assert_eq!(b["metadata"]["ownerReferences"][0]["name"], "vm1");
         }),
-        call("PATCH", "/apis/kubevirt.io/v1/namespaces/vms/virtualmachines/vm1?", 200, vm1.clone()).body(|b| {
+        call("PATCH", "/apis/kubevirt.io/v1/namespaces/vms/virtualmachines/vm1?&fieldManager=kubevirt-bmc-controller", 200, vm1.clone()).body(|b| {
             assert!(b["spec"]["template"].is_null(), "no CD-ROM before the import: {b}");
             assert_eq!(b["metadata"]["annotations"][annotations::MEDIA_STATUS], "{\"phase\":\"Importing\"}");
             assert_eq!(b["metadata"]["resourceVersion"], "300");

@@ -287,10 +287,16 @@ fn webhook_configurations_agree_with_the_router() {
             .match_labels
             .as_ref()
             .unwrap(),
-        &BTreeMap::from([(
-            names::LAUNCHER_LABEL.to_owned(),
-            names::LAUNCHER_VALUE.to_owned()
-        )])
+        &BTreeMap::from([
+            (
+                names::LAUNCHER_LABEL.to_owned(),
+                names::LAUNCHER_VALUE.to_owned()
+            ),
+            (
+                names::OPT_IN_LABEL.to_owned(),
+                names::OPT_IN_VALUE.to_owned()
+            )
+        ])
     );
     let r = &w.rules.as_ref().unwrap()[0];
     assert_eq!(r.operations.as_deref().unwrap(), ["CREATE"]);

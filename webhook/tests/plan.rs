@@ -13,6 +13,7 @@ use kubevirt_bmc_webhook::controller::media::DvAction;
 use kubevirt_bmc_webhook::controller::plan::{
     Fresh, Launcher, Observed, Plan, Policy, SecretsPlan, plan, secrets_to_create,
 };
+use kubevirt_bmc_webhook::names;
 use serde_json::{Value, json};
 
 fn vm_ref() -> VmRef {
@@ -46,6 +47,10 @@ fn prepared_vm() -> Value {
     vm["metadata"]["annotations"] = json!({
         annotations::ENABLED: "true",
         annotations::ORIGINAL: "{\"runStrategy\":\"Halted\"}",
+    });
+    vm["spec"]["template"]["metadata"]["labels"] = json!({
+        names::OPT_IN_LABEL: "true",
+        names::VM_LABEL: "vm1",
     });
     vm
 }
@@ -129,11 +134,81 @@ fn opt_in_creates_credentials_and_prepares_the_vm_recording_originals() {
         patch["metadata"]["annotations"][annotations::ORIGINAL],
         "{\"runStrategy\":\"Halted\"}"
     );
+    // KubeVirt copies these onto the launcher Pod: the webhook's objectSelector and the
+    // Service's selector.
+    assert_eq!(
+        patch["spec"]["template"]["metadata"]["labels"],
+        json!({names::OPT_IN_LABEL: "true", names::VM_LABEL: "vm1"})
+    );
     let status = status_of(&patch);
     assert_eq!(status.service, "vm1-bmc.vms.svc");
     assert!(!status.ready);
     assert_eq!(status.reason, "waiting for the VM's launcher Pod");
     assert_eq!(notes[0].reason, "BmcPrepared");
+}
+
+#[test]
+fn every_vm_name_gets_valid_object_names_recorded_on_its_status() {
+    let long = |n: usize| format!("v{}", "x".repeat(n - 1));
+    for name in ["1node".to_owned(), long(63), long(64), long(253)] {
+        let vm_ref = VmRef {
+            name: name.clone(),
+            namespace: "vms".into(),
+            uid: "uid".into(),
+        };
+        let mut vm = fresh_vm(json!({annotations::ENABLED: "true"}));
+        vm["metadata"]["name"] = json!(name);
+        let (_, prepare, patch, _, _) =
+            opted_in(plan(&vm, &vm_ref, &Observed::default(), &Fresh::test()));
+        assert!(prepare, "{name}");
+        let patch = patch.unwrap();
+        let status = status_of(&patch);
+        let objects = status.objects.clone().expect("object names recorded");
+        assert_eq!(objects, names::ObjectNames::of(&name));
+        assert_eq!(status.service, format!("{}.vms.svc", objects.service));
+        // A Service name is a DNS-1035 label; the label value at most 63 characters.
+        let svc = &objects.service;
+        assert!(
+            svc.len() <= 63
+                && svc.starts_with(|c: char| c.is_ascii_lowercase())
+                && svc
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
+            "{name}: {svc}"
+        );
+        assert!(objects.label.len() <= 63, "{name}");
+        assert_eq!(
+            patch["spec"]["template"]["metadata"]["labels"][names::VM_LABEL],
+            json!(objects.label)
+        );
+        // The children carry the same names and a valid label.
+        let service = children::service(&vm_ref, ServiceType::ClusterIp);
+        assert_eq!(service.metadata.name.as_ref(), Some(svc));
+        assert_eq!(
+            service.spec.unwrap().selector.unwrap()[names::VM_LABEL],
+            objects.label
+        );
+        let sa = children::service_account(&vm_ref);
+        assert_eq!(sa.metadata.name, Some(objects.service_account.clone()));
+        assert!(objects.service_account.len() <= 253);
+    }
+}
+
+#[test]
+fn a_vm_prepared_before_the_labels_existed_gets_them() {
+    let mut vm = prepared_vm();
+    vm["spec"]["template"]["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("labels");
+    let observed = Observed::default();
+    let (_, _, patch, _, _) = opted_in(plan(&vm, &vm_ref(), &observed, &Fresh::test()));
+    let patch = patch.unwrap();
+    assert_eq!(
+        patch["spec"]["template"]["metadata"]["labels"],
+        json!({names::OPT_IN_LABEL: "true", names::VM_LABEL: "vm1"})
+    );
+    assert!(patch["spec"].get("runStrategy").is_none(), "{patch}");
 }
 
 #[test]
@@ -169,7 +244,8 @@ fn a_prepared_vm_with_its_secret_and_ready_sidecar_reports_ready_and_changes_not
             address: Some("10.244.0.17".into()),
             service: "vm1-bmc.vms.svc".into(),
             ready: true,
-            reason: "ready".into()
+            reason: "ready".into(),
+            objects: Some(names::ObjectNames::of("vm1")),
         }
     );
     assert!(notes.is_empty());
@@ -265,6 +341,12 @@ fn opt_out_restores_the_originals_and_removes_our_annotations() {
                 vm_patch["spec"]["template"]["metadata"]["annotations"][annotations::ENABLED],
                 Value::Null
             );
+            // The labels go too: the next launcher Pod is not sent to the webhook.
+            let labels = vm_patch["spec"]["template"]["metadata"]["labels"]
+                .as_object()
+                .unwrap();
+            assert_eq!(labels[names::OPT_IN_LABEL], Value::Null);
+            assert_eq!(labels[names::VM_LABEL], Value::Null);
             for key in [
                 annotations::ORIGINAL,
                 annotations::STATUS,
@@ -597,7 +679,7 @@ fn children_are_scoped_to_the_vm() {
     assert_eq!(
         spec.selector.unwrap(),
         BTreeMap::from([
-            ("vm.kubevirt.io/name".to_owned(), "vm1".to_owned()),
+            (names::VM_LABEL.to_owned(), "vm1".to_owned()),
             ("kubevirt.io".to_owned(), "virt-launcher".to_owned())
         ])
     );

@@ -253,6 +253,7 @@ async fn handle(
                 dispatch(
                     &shared,
                     grant,
+                    metadata_only(&parts.headers),
                     &parts.method,
                     &path,
                     &query,
@@ -281,9 +282,30 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
     value.strip_prefix("Bearer ").map(|t| t.trim().to_owned())
 }
 
+/// `Accept: application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1` (what kube's
+/// `Api<PartialObjectMeta<K>>` and client-go's metadata informers send).
+fn metadata_only(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("as=PartialObjectMetadata"))
+}
+
+/// kube-apiserver's metadata-only form of an object
+/// (staging/src/k8s.io/apiserver/pkg/endpoints/handlers/response.go, `asPartialObjectMetadata`):
+/// only `metadata`, as kind PartialObjectMetadata in meta.k8s.io/v1.
+fn partial(object: &Value) -> Value {
+    json!({
+        "kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+        "metadata": object["metadata"].clone(),
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn dispatch(
     shared: &Arc<Shared>,
     grant: &Grant,
+    metadata: bool,
     method: &Method,
     path: &str,
     query: &str,
@@ -360,10 +382,10 @@ async fn dispatch(
                 return response;
             }
             if watching {
-                watch(shared, route, name, query)
+                watch(shared, route, name, query, metadata)
             } else {
                 let labels = Selector::parse(query_param(query, "labelSelector").as_deref());
-                list(shared, &route, name.as_deref(), &labels)
+                list(shared, &route, name.as_deref(), &labels, metadata)
             }
         }
         (&Method::GET, Some(name)) => {
@@ -393,6 +415,14 @@ async fn dispatch(
             }
             write::create(shared, &route, body).await
         }
+        // Updates only where a client of ours needs them (the controller's leader Lease);
+        // elsewhere the fake keeps refusing PUT as the BMC's Role does.
+        (&Method::PUT, Some(name)) if route.gvr.group == "coordination.k8s.io" => {
+            if let Err(response) = authorize(grant, "update", &route, Some(&name)) {
+                return response;
+            }
+            write::update(shared, &route, &name, body)
+        }
         (&Method::DELETE, Some(name)) => {
             if let Err(response) = authorize(grant, "delete", &route, Some(&name)) {
                 return response;
@@ -413,19 +443,34 @@ async fn dispatch(
     }
 }
 
-fn list(shared: &Shared, route: &Route, name: Option<&str>, labels: &Selector) -> Response<Body> {
+fn list(
+    shared: &Shared,
+    route: &Route,
+    name: Option<&str>,
+    labels: &Selector,
+    metadata: bool,
+) -> Response<Body> {
     let store = shared.store();
     let items: Vec<Value> = store
         .list(&route.gvr, &route.namespace)
         .into_iter()
         .filter(|o| name.is_none_or(|n| o["metadata"]["name"] == n))
         .filter(|o| labels.matches(o))
+        .map(|o| if metadata { partial(&o) } else { o })
         .collect();
+    let (kind, api_version) = if metadata {
+        (
+            "PartialObjectMetadataList".to_owned(),
+            "meta.k8s.io/v1".to_owned(),
+        )
+    } else {
+        (format!("{}List", route.gvr.kind()), route.gvr.api_version())
+    };
     json_response(
         200,
         &json!({
-            "kind": format!("{}List", route.gvr.kind()),
-            "apiVersion": route.gvr.api_version(),
+            "kind": kind,
+            "apiVersion": api_version,
             "metadata": {"resourceVersion": store.resource_version().to_string()},
             "items": items,
         }),
@@ -503,7 +548,7 @@ fn patch(
     if patched["metadata"]["resourceVersion"] != current["metadata"]["resourceVersion"] {
         return conflict(route, name);
     }
-    let stored = store.put(&key, patched);
+    let stored = store.update(&key, patched);
     shared.settle(&mut store);
     json_response(200, &stored)
 }
@@ -514,7 +559,20 @@ fn event_line(kind: &str, object: &Value) -> Bytes {
     Bytes::from(line)
 }
 
-fn watch(shared: &Arc<Shared>, route: Route, name: Option<String>, query: &str) -> Response<Body> {
+fn watch(
+    shared: &Arc<Shared>,
+    route: Route,
+    name: Option<String>,
+    query: &str,
+    metadata: bool,
+) -> Response<Body> {
+    let event_line = move |kind: &str, object: &Value| {
+        if metadata && kind != "BOOKMARK" {
+            event_line(kind, &partial(object))
+        } else {
+            event_line(kind, object)
+        }
+    };
     let since = query_param(query, "resourceVersion")
         .and_then(|rv| rv.parse::<u64>().ok())
         .filter(|rv| *rv > 0);

@@ -382,10 +382,30 @@ pub fn launcher_pod(template: &Value, vmi: &Value) -> Value {
     }
     meta["generateName"] = json!(format!("virt-launcher-{name}-"));
     meta["namespace"] = vmi["metadata"]["namespace"].clone();
+    // virt-controller pkg/virt-controller/services/template.go `podLabels`: every VMI label
+    // (the VM template's), then its own on top; `vm.kubevirt.io/name` is the hostname
+    // (pkg/util/net/dns `SanitizeHostname`: spec.hostname, else the name's first DNS label cut
+    // to 63 characters).
+    if let Some(labels) = vmi["metadata"]["labels"].as_object() {
+        for (k, v) in labels {
+            meta["labels"][k] = v.clone();
+        }
+    }
+    let hostname = match vmi["spec"]["hostname"].as_str() {
+        Some(h) if !h.is_empty() => h.to_owned(),
+        _ => name
+            .split('.')
+            .next()
+            .unwrap_or_default()
+            .chars()
+            .take(63)
+            .collect(),
+    };
     for (label, value) in [
+        ("kubevirt.io", json!("virt-launcher")),
         ("kubevirt.io/created-by", uid.clone()),
         ("kubevirt.io/vm", json!(name)),
-        ("vm.kubevirt.io/name", json!(name)),
+        ("vm.kubevirt.io/name", json!(hostname)),
         ("vmi.kubevirt.io/id", json!(name)),
     ] {
         meta["labels"][label] = value;

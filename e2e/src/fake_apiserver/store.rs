@@ -206,6 +206,31 @@ impl Store {
         object
     }
 
+    /// An update that changes nothing is not written: no new resourceVersion, no event, as
+    /// kube-apiserver's storage does (staging/src/k8s.io/apiserver/pkg/storage/etcd3/store.go,
+    /// `GuaranteedUpdate`: the new bytes equal the stored ones, so it returns the existing
+    /// object). Without this, a controller's idempotent apply would wake its own watch forever.
+    pub fn update(&mut self, key: &Key, object: Value) -> Value {
+        if let Some(existing) = self.objects.get(key) {
+            let same = |o: &Value| {
+                let mut o = o.clone();
+                if let Some(meta) = o["metadata"].as_object_mut() {
+                    meta.remove("resourceVersion");
+                    meta.remove("managedFields");
+                }
+                if let Some(obj) = o.as_object_mut() {
+                    obj.remove("apiVersion");
+                    obj.remove("kind");
+                }
+                o
+            };
+            if same(existing) == same(&object) {
+                return existing.clone();
+            }
+        }
+        self.put(key, object)
+    }
+
     pub fn delete(&mut self, key: &Key) -> Option<Value> {
         let mut object = self.objects.remove(key)?;
         self.rv += 1;

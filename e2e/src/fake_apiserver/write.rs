@@ -286,10 +286,56 @@ pub(super) fn apply(shared: &Shared, route: &Route, name: &str, body: &[u8]) -> 
             }
             let mut merged = current;
             json_patch::merge(&mut merged, &applied);
-            store.put(&key, merged)
+            store.update(&key, merged)
         }
         None => store.put(&key, applied),
     };
+    shared.settle(&mut store);
+    json_response(200, &stored)
+}
+
+/// PUT (update) of a whole object, as kube-apiserver's generic registry does it
+/// (staging/src/k8s.io/apiserver/pkg/registry/generic/registry/store.go, `Update`): the object
+/// must exist (Leases do not allow create-on-update), and since Leases do not allow
+/// unconditional updates either, the body must carry a resourceVersion (422 without) equal to
+/// the stored one (409 "the object has been modified" otherwise). This precondition is what
+/// makes client-go's leader election (tools/leaderelection/resourcelock/leaselock.go,
+/// `Update`) safe: of two candidates updating the same Lease read, one wins.
+pub(super) fn update(shared: &Shared, route: &Route, name: &str, body: &[u8]) -> Response<Body> {
+    let Ok(object) = serde_json::from_slice::<Value>(body) else {
+        return status(400, "BadRequest", "the request body is not JSON", json!({}));
+    };
+    if object["metadata"]["name"].as_str() != Some(name) {
+        return status(
+            400,
+            "BadRequest",
+            "the name of the object does not match the name on the URL",
+            json!({}),
+        );
+    }
+    let key = Key::new(route.gvr.clone(), &route.namespace, name);
+    let mut store = shared.store();
+    let Some(current) = store.get(&key).cloned() else {
+        return not_found(route, name);
+    };
+    let Some(rv) = object["metadata"]["resourceVersion"]
+        .as_str()
+        .filter(|rv| !rv.is_empty())
+    else {
+        return status(
+            422,
+            "Invalid",
+            &format!(
+                "{}.{} \"{name}\" is invalid: metadata.resourceVersion: Invalid value: 0x0: must be specified for an update",
+                route.gvr.resource, route.gvr.group
+            ),
+            json!({"name": name, "group": route.gvr.group, "kind": route.gvr.resource}),
+        );
+    };
+    if current["metadata"]["resourceVersion"].as_str() != Some(rv) {
+        return conflict(route, name);
+    }
+    let stored = store.put(&key, object);
     shared.settle(&mut store);
     json_response(200, &stored)
 }

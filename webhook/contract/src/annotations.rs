@@ -8,7 +8,7 @@
 //! | `service-type` | VM | `ClusterIP` / `NodePort` / `LoadBalancer` | user |
 //! | `ipmi-auth` | VM | [`IpmiAuth`]: `strict` (default) / `compatible` | user |
 //! | `injected` | launcher Pod | marker of the injection | webhook |
-//! | `status` | VM | JSON [`Status`]: address, readiness, reason | controller |
+//! | `status` | VM | JSON [`Status`]: address, readiness, reason, per-VM object names | controller |
 //! | `original` | VM | JSON [`Original`]: the user's strategies before opt-in | controller |
 //! | `sidecar-problem` | VM | why the sidecar refuses to serve (e.g. no consent) | sidecar |
 //! | `created` | VM | JSON [`Created`]: UIDs of the Secrets the controller created | controller |
@@ -407,6 +407,10 @@ pub struct Status {
     pub ready: bool,
     #[serde(default)]
     pub reason: String,
+    /// The per-VM objects' names (derived by [`crate::names`], recorded so users and tools
+    /// find them without knowing the derivation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objects: Option<crate::names::ObjectNames>,
 }
 
 impl Status {

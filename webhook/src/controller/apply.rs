@@ -2,6 +2,8 @@
 //! server needs (a Pod naming a missing ServiceAccount is refused, so the identity comes first
 //! and the VM template opt-in last).
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::{
     Namespace, ObjectReference, Pod, Secret, Service, ServiceAccount,
 };
@@ -72,18 +74,35 @@ where
 
 /// Everything `plan` needs beyond the VM itself.
 pub async fn observe(client: &Client, vm: &Value, vm_ref: &VmRef) -> Result<Observed, ApplyError> {
-    let ns = vm_ref.namespace.as_str();
     let namespace = Api::<Namespace>::all(client.clone())
-        .get(ns)
+        .get(&vm_ref.namespace)
         .await
         .map_err(at("get-namespace"))?;
+    observe_in(
+        client,
+        vm,
+        vm_ref,
+        namespace.metadata.labels.unwrap_or_default(),
+    )
+    .await
+}
+
+/// As [`observe`], with the namespace's labels already known (the controller's namespace
+/// cache), so no per-VM namespace GET. No Secret is read: the controller may not.
+pub async fn observe_in(
+    client: &Client,
+    vm: &Value,
+    vm_ref: &VmRef,
+    namespace_labels: BTreeMap<String, String>,
+) -> Result<Observed, ApplyError> {
+    let ns = vm_ref.namespace.as_str();
     let annotations = super::plan::vm_annotations(vm);
     let selector = format!(
         "{}={},{}={}",
         names::LAUNCHER_LABEL,
         names::LAUNCHER_VALUE,
-        names::VM_NAME_LABEL,
-        vm_ref.name
+        names::VM_LABEL,
+        names::vm_label(&vm_ref.name)
     );
     let pods = Api::<Pod>::namespaced(client.clone(), ns)
         .list(&ListParams::default().labels(&selector))
@@ -117,7 +136,7 @@ pub async fn observe(client: &Client, vm: &Value, vm_ref: &VmRef) -> Result<Obse
         None
     };
     Ok(Observed {
-        namespace_labels: namespace.metadata.labels.unwrap_or_default(),
+        namespace_labels,
         launcher,
         data_volume,
         policy: Default::default(),
@@ -147,6 +166,21 @@ fn apply_params() -> PatchParams {
     PatchParams::apply(names::FIELD_MANAGER).force()
 }
 
+/// Merge patches name us too: without it they show up in managedFields as `unknown`.
+fn patch_params() -> PatchParams {
+    PatchParams {
+        field_manager: Some(names::FIELD_MANAGER.to_owned()),
+        ..Default::default()
+    }
+}
+
+fn post_params() -> PostParams {
+    PostParams {
+        field_manager: Some(names::FIELD_MANAGER.to_owned()),
+        ..Default::default()
+    }
+}
+
 /// Writes the plan. Children first, the VM last.
 pub async fn execute(
     client: &Client,
@@ -161,7 +195,7 @@ pub async fn execute(
         Plan::Nothing => {}
         Plan::Invalid { vm_patch, note } => {
             if let Some(p) = vm_patch {
-                vms.patch(&vm_ref.name, &PatchParams::default(), &Patch::Merge(p))
+                vms.patch(&vm_ref.name, &patch_params(), &Patch::Merge(p))
                     .await
                     .map_err(at("patch-vm"))?;
             }
@@ -261,7 +295,7 @@ pub async fn execute(
             match outcome {
                 Ok(patch) => {
                     if let Some(p) = patch {
-                        vms.patch(&vm_ref.name, &PatchParams::default(), &Patch::Merge(&p))
+                        vms.patch(&vm_ref.name, &patch_params(), &Patch::Merge(&p))
                             .await
                             .map_err(at("patch-vm"))?;
                     }
@@ -275,10 +309,11 @@ pub async fn execute(
                         service: format!("{}.{}.svc", names::service(n), ns),
                         ready: false,
                         reason: message.clone(),
+                        objects: Some(names::ObjectNames::of(n)),
                     };
                     vms.patch(
                         &vm_ref.name,
-                        &PatchParams::default(),
+                        &patch_params(),
                         &Patch::Merge(json!({"metadata": {"annotations": {
                             annotations::STATUS: status.to_annotation()
                         }}})),
@@ -299,13 +334,9 @@ pub async fn execute(
         Plan::OptOut { vm_patch } => {
             // Restore first: once the template no longer opts in, new Pods stop naming the
             // ServiceAccount we are about to delete.
-            vms.patch(
-                &vm_ref.name,
-                &PatchParams::default(),
-                &Patch::Merge(vm_patch),
-            )
-            .await
-            .map_err(at("patch-vm"))?;
+            vms.patch(&vm_ref.name, &patch_params(), &Patch::Merge(vm_patch))
+                .await
+                .map_err(at("patch-vm"))?;
             let dvs =
                 Api::<DynamicObject>::namespaced_with(client.clone(), ns, &data_volume_resource());
             let n = &vm_ref.name;
@@ -467,7 +498,7 @@ async fn create_ours(
     secret: &Secret,
     step: &'static str,
 ) -> Result<String, Clash> {
-    match api.create(&PostParams::default(), secret).await {
+    match api.create(&post_params(), secret).await {
         Ok(created) => Ok(created.metadata.uid.unwrap_or_default()),
         Err(kube::Error::Api(s)) if s.code == 409 => {
             let name = secret.metadata.name.clone().unwrap_or_default();

@@ -41,7 +41,7 @@ impl VmRef {
                     "app.kubernetes.io/managed-by".to_owned(),
                     names::WEBHOOK_NAME.to_owned(),
                 ),
-                (names::VM_NAME_LABEL.to_owned(), self.name.clone()),
+                (names::VM_LABEL.to_owned(), names::vm_label(&self.name)),
             ])),
             owner_references: Some(vec![self.owner()]),
             ..Default::default()
@@ -107,7 +107,7 @@ pub fn service(vm: &VmRef, service_type: ServiceType) -> Service {
         spec: Some(ServiceSpec {
             type_: Some(service_type.as_str().to_owned()),
             selector: Some(BTreeMap::from([
-                (names::VM_NAME_LABEL.to_owned(), vm.name.clone()),
+                (names::VM_LABEL.to_owned(), names::vm_label(&vm.name)),
                 (
                     names::LAUNCHER_LABEL.to_owned(),
                     names::LAUNCHER_VALUE.to_owned(),

@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod children;
+pub mod lease;
 pub mod media;
 pub mod plan;
 pub mod run;

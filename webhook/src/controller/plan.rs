@@ -149,6 +149,21 @@ fn previous_reason(current: &BTreeMap<String, String>) -> Option<String> {
         .map(|s| s.reason)
 }
 
+/// True when the VM neither opts in (its annotation, else its namespace's label) nor was
+/// prepared by us: nothing to read, nothing to write. Decided before any API read, so a VM
+/// that did not opt in costs nothing beyond the shared watches.
+pub fn untouched(vm: &Value, namespace_labels: &BTreeMap<String, String>) -> bool {
+    let annotations = vm_annotations(vm);
+    matches!(wants_bmc(&annotations, namespace_labels), Ok(false))
+        && !was_prepared(vm, &annotations)
+}
+
+fn was_prepared(vm: &Value, annotations: &BTreeMap<String, String>) -> bool {
+    annotations.contains_key(annotations::ORIGINAL)
+        || template_annotation(vm, annotations::ENABLED).is_some()
+        || template_label(vm, names::OPT_IN_LABEL).is_some()
+}
+
 pub fn plan(vm: &Value, vm_ref: &VmRef, observed: &Observed, fresh: &Fresh) -> Plan {
     let annotations = vm_annotations(vm);
     let wants = match wants_bmc(&annotations, &observed.namespace_labels) {
@@ -159,6 +174,7 @@ pub fn plan(vm: &Value, vm_ref: &VmRef, observed: &Observed, fresh: &Fresh) -> P
                 service: String::new(),
                 ready: false,
                 reason: e.to_string(),
+                objects: None,
             };
             return Plan::Invalid {
                 vm_patch: status_patch(&annotations, &status)
@@ -171,8 +187,7 @@ pub fn plan(vm: &Value, vm_ref: &VmRef, observed: &Observed, fresh: &Fresh) -> P
             };
         }
     };
-    let prepared = annotations.contains_key(annotations::ORIGINAL)
-        || template_annotation(vm, annotations::ENABLED).is_some();
+    let prepared = was_prepared(vm, &annotations);
     if !wants {
         return if prepared {
             Plan::OptOut {
@@ -354,6 +369,18 @@ fn opted_in(
             s["template"]["metadata"]["annotations"][annotations::CREDENTIALS_SECRET] =
                 json!(user_secret);
         }
+        // Labels KubeVirt copies onto the launcher Pod: the webhook's objectSelector and the
+        // Service's selector.
+        let label = names::vm_label(&vm_ref.name);
+        for (key, value) in [
+            (names::OPT_IN_LABEL, names::OPT_IN_VALUE),
+            (names::VM_LABEL, label.as_str()),
+        ] {
+            if template_label(vm, key) != Some(value) {
+                let s = patch.entry("spec").or_insert_with(|| json!({}));
+                s["template"]["metadata"]["labels"][key] = json!(value);
+            }
+        }
     }
     if observed.launcher.as_ref().is_some_and(|l| !l.injected) && (!first_time || !prepare) {
         reasons.push((
@@ -389,6 +416,7 @@ fn opted_in(
         service: format!("{}.{}.svc", names::service(&vm_ref.name), vm_ref.namespace),
         ready,
         reason: reason.clone(),
+        objects: Some(names::ObjectNames::of(&vm_ref.name)),
     };
     if previous_reason(annotations).as_deref() != Some(reason.as_str()) {
         for (warning, why, message) in &reasons {
@@ -478,6 +506,10 @@ fn template_annotation<'a>(vm: &'a Value, key: &str) -> Option<&'a str> {
     vm["spec"]["template"]["metadata"]["annotations"][key].as_str()
 }
 
+fn template_label<'a>(vm: &'a Value, key: &str) -> Option<&'a str> {
+    vm["spec"]["template"]["metadata"]["labels"][key].as_str()
+}
+
 fn merge_annotations(vm: &Value, changes: impl IntoIterator<Item = (String, Value)>) -> Value {
     let mut p = json!({"metadata": {"annotations": {}}});
     for (k, v) in changes {
@@ -494,9 +526,10 @@ pub fn restore_patch(vm: &Value, annotations: &BTreeMap<String, String>) -> Valu
         Original::parse_or_default(annotations.get(annotations::ORIGINAL).map(String::as_str));
     let mut spec = json!({
         "template": {
-            "metadata": {"annotations": {
-                annotations::ENABLED: null, annotations::CREDENTIALS_SECRET: null
-            }},
+            "metadata": {
+                "annotations": {annotations::ENABLED: null, annotations::CREDENTIALS_SECRET: null},
+                "labels": {names::OPT_IN_LABEL: null, names::VM_LABEL: null}
+            },
             "spec": {"startStrategy": original.start_strategy}
         }
     });

@@ -10,14 +10,17 @@ use k8s_openapi::api::core::v1::{Namespace, Pod, Service, ServiceAccount};
 use kube::Client;
 use kube::api::Api;
 use kube::core::DynamicObject;
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::reflector;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use rand::Rng;
 
 use super::apply::{self, ApplyError};
 use super::children::VmRef;
+use super::lease::{ElectionConfig, Elector};
 use super::plan::{self, Fresh, Policy};
 use crate::metrics::Metrics;
 use crate::names;
@@ -32,6 +35,7 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     pub policy: Policy,
+    namespaces: Store<PartialObjectMeta<Namespace>>,
     failures: Mutex<HashMap<(String, String), u32>>,
 }
 
@@ -137,12 +141,40 @@ pub async fn reconcile_vm(
     Ok(plan)
 }
 
+/// The controller's reconcile: namespace labels from the cache, and no API call at all for a
+/// VM that neither opts in nor was prepared.
+async fn reconcile_cached(
+    ctx: &Context,
+    vm: &DynamicObject,
+    fresh: &Fresh,
+) -> Result<plan::Plan, ReconcileError> {
+    let vm_ref = vm_ref(vm)?;
+    let value = serde_json::to_value(vm).map_err(|_| ReconcileError::Malformed("JSON form"))?;
+    // Ready once the first namespace list is in; the reflector lives as long as the
+    // controller, so this only waits at start.
+    let _ = ctx.namespaces.wait_until_ready().await;
+    let cached = ctx
+        .namespaces
+        .get(&ObjectRef::new(&vm_ref.namespace))
+        .map(|ns| ns.metadata.labels.clone().unwrap_or_default());
+    let mut observed = match cached {
+        Some(labels) if plan::untouched(&value, &labels) => return Ok(plan::Plan::Nothing),
+        Some(labels) => apply::observe_in(&ctx.client, &value, &vm_ref, labels).await?,
+        // A namespace the cache has not seen yet: ask.
+        None => apply::observe(&ctx.client, &value, &vm_ref).await?,
+    };
+    observed.policy = ctx.policy;
+    let plan = plan::plan(&value, &vm_ref, &observed, fresh);
+    apply::execute(&ctx.client, &vm_ref, &plan, Some(&ctx.recorder)).await?;
+    Ok(plan)
+}
+
 async fn reconcile(vm: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     let fresh = Fresh {
         password: random_secret(),
         session_key: random_secret(),
     };
-    let result = reconcile_vm(&ctx.client, &vm, Some(&ctx.recorder), &fresh, ctx.policy).await;
+    let result = reconcile_cached(&ctx, &vm, &fresh).await;
     let key = (
         vm.metadata.namespace.clone().unwrap_or_default(),
         vm.metadata.name.clone().unwrap_or_default(),
@@ -162,7 +194,24 @@ async fn reconcile(vm: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action, 
     }
 }
 
+/// After a 409 the VM (or a child) changed under us: retry soon with what the watch now
+/// shows, without counting it as a failure (a conflict is another writer, not an error).
+const CONFLICT_RETRY_MIN: Duration = Duration::from_millis(200);
+const CONFLICT_RETRY_MAX: Duration = Duration::from_millis(1200);
+
+fn conflict_retry() -> Duration {
+    rand::rng().random_range(CONFLICT_RETRY_MIN..CONFLICT_RETRY_MAX)
+}
+
 fn error_policy(vm: Arc<DynamicObject>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
+    if let ReconcileError::Apply(e) = error
+        && e.is_conflict()
+    {
+        ctx.metrics.reconcile("conflict");
+        let delay = conflict_retry();
+        tracing::debug!(vm = ?vm.metadata.name, namespace = ?vm.metadata.namespace, %error, ?delay, "conflict; retrying");
+        return Action::requeue(delay);
+    }
     let key = (
         vm.metadata.namespace.clone().unwrap_or_default(),
         vm.metadata.name.clone().unwrap_or_default(),
@@ -177,7 +226,52 @@ fn error_policy(vm: Arc<DynamicObject>, error: &ReconcileError, ctx: Arc<Context
     Action::requeue(delay)
 }
 
-pub async fn run(client: Client, metrics: Arc<Metrics>, instance: String, policy: Policy) {
+/// Runs the controller until SIGTERM; with `election`, only while this replica holds the
+/// leader Lease (it waits as a candidate otherwise, and releases the Lease on SIGTERM so the
+/// other replica takes over at once).
+pub async fn run(
+    client: Client,
+    metrics: Arc<Metrics>,
+    instance: String,
+    election: Option<ElectionConfig>,
+    policy: Policy,
+) {
+    let Some(config) = election else {
+        tokio::select! {
+            _ = run_controller(client, metrics, instance, policy) => {}
+            _ = kubevirt_bmc_runtime::exit::shutdown_signal() => {}
+        }
+        return;
+    };
+    let mut elector = Elector::new(client.clone(), config);
+    let shutdown = kubevirt_bmc_runtime::exit::shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = elector.acquire() => {}
+            _ = &mut shutdown => return,
+        }
+        tracing::info!(identity = %elector.config().identity, "leader Lease acquired; reconciling");
+        metrics.leader(true);
+        let lost = tokio::select! {
+            _ = run_controller(client.clone(), metrics.clone(), instance.clone(), policy) => false,
+            _ = elector.hold() => true,
+            _ = &mut shutdown => false,
+        };
+        metrics.leader(false);
+        if !lost {
+            if let Err(e) = elector.release().await {
+                tracing::warn!(error = %e, "cannot release the leader Lease");
+            }
+            return;
+        }
+        // The controller future is dropped here: no reconcile of ours starts after the renew
+        // deadline, which ends before any other replica may take the Lease.
+        tracing::warn!("leader Lease lost; reconciling stopped, standing by as a candidate");
+    }
+}
+
+async fn run_controller(client: Client, metrics: Arc<Metrics>, instance: String, policy: Policy) {
     let ar = apply::vm_resource();
     let vms = Api::<DynamicObject>::all_with(client.clone(), &ar);
     let recorder = Recorder::new(
@@ -187,15 +281,30 @@ pub async fn run(client: Client, metrics: Arc<Metrics>, instance: String, policy
             instance: Some(instance),
         },
     );
+    // Namespaces: only their labels matter (the namespace-wide opt-in), so a metadata-only
+    // watch, cached; reconciles read labels from here instead of a GET per VM.
+    let (namespaces, ns_writer) = reflector::store::<PartialObjectMeta<Namespace>>();
+    let ns_events = reflector(
+        ns_writer,
+        watcher(
+            Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+            watcher::Config::default(),
+        ),
+    )
+    .backoff(TriggerBackoff::default())
+    .touched_objects();
     let ctx = Arc::new(Context {
         client: client.clone(),
         recorder,
         metrics,
         policy,
+        namespaces,
         failures: Mutex::default(),
     });
     let managed =
         watcher::Config::default().labels("app.kubernetes.io/managed-by=kubevirt-bmc-webhook");
+    // What we own only triggers reconciles (by ownerReference): metadata is all we need.
+    let owned = |cfg: &watcher::Config| cfg.clone();
     let controller = Controller::new_with(vms, watcher::Config::default(), ar.clone())
         .trigger_backoff(TriggerBackoff::default());
     let store = controller.store();
@@ -204,26 +313,58 @@ pub async fn run(client: Client, metrics: Arc<Metrics>, instance: String, policy
     let ar_ns = ar.clone();
     let dv_resource = apply::data_volume_resource();
     controller
-        .owns_with::<ServiceAccount>(Api::all(client.clone()), (), managed.clone())
-        // No watch on Secrets: the controller may not list or watch them (rbac.yaml).
-        .owns_with::<Service>(Api::all(client.clone()), (), managed.clone())
+        .owns_stream(
+            watcher(
+                Api::<PartialObjectMeta<ServiceAccount>>::all(client.clone()),
+                owned(&managed),
+            )
+            .backoff(TriggerBackoff::default())
+            .touched_objects(),
+        )
+        // No watch on Secrets, not even metadata-only: the controller may not list or watch
+        // them (rbac.yaml); what it created is recorded on the VM.
+        .owns_stream(
+            watcher(
+                Api::<PartialObjectMeta<Service>>::all(client.clone()),
+                owned(&managed),
+            )
+            .backoff(TriggerBackoff::default())
+            .touched_objects(),
+        )
         // The media import's progress and failure reach the VM only through a reconcile.
         // Without CDI installed this watch keeps failing (with backoff) and nothing else does.
-        .owns_with::<DynamicObject>(
-            Api::all_with(client.clone(), &dv_resource),
+        .owns_stream_with(
+            watcher(
+                Api::<PartialObjectMeta<DynamicObject>>::all_with(client.clone(), &dv_resource),
+                owned(&managed),
+            )
+            .backoff(TriggerBackoff::default())
+            .touched_objects(),
             dv_resource.clone(),
-            managed,
         )
-        .watches_with(
-            Api::<Pod>::all(client.clone()),
-            (),
-            watcher::Config::default().labels("kubevirt.io=virt-launcher"),
-            move |pod: Pod| {
+        // Only launcher Pods of VMs we prepared (our label, which KubeVirt copies from the VM
+        // template): the cluster's other launcher Pods cause no event and no reconcile.
+        .watches_stream(
+            watcher(
+                Api::<PartialObjectMeta<Pod>>::all(client.clone()),
+                watcher::Config::default().labels(&format!(
+                    "{}={},{}={}",
+                    names::LAUNCHER_LABEL,
+                    names::LAUNCHER_VALUE,
+                    names::OPT_IN_LABEL,
+                    names::OPT_IN_VALUE
+                )),
+            )
+            .backoff(TriggerBackoff::default())
+            .touched_objects(),
+            move |pod: PartialObjectMeta<Pod>| {
+                // The VMI (= VM) name; KubeVirt's `vm.kubevirt.io/name` label is the hostname.
                 let vm = pod
                     .metadata
-                    .labels
-                    .as_ref()?
-                    .get(names::VM_NAME_LABEL)?
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(names::DOMAIN_ANNOTATION))
+                    .or_else(|| pod.metadata.labels.as_ref()?.get(names::VM_NAME_LABEL))?
                     .clone();
                 Some(
                     ObjectRef::new_with(&vm, ar_pods.clone())
@@ -231,21 +372,15 @@ pub async fn run(client: Client, metrics: Arc<Metrics>, instance: String, policy
                 )
             },
         )
-        .watches_with(
-            Api::<Namespace>::all(client.clone()),
-            (),
-            watcher::Config::default(),
-            move |ns: Namespace| {
-                let name = ns.metadata.name.clone().unwrap_or_default();
-                ns_store
-                    .state()
-                    .into_iter()
-                    .filter(|vm| vm.metadata.namespace.as_deref() == Some(name.as_str()))
-                    .map(|vm| ObjectRef::from_obj_with(vm.as_ref(), ar_ns.clone()))
-                    .collect::<Vec<_>>()
-            },
-        )
-        .shutdown_on_signal()
+        .watches_stream(ns_events, move |ns: PartialObjectMeta<Namespace>| {
+            let name = ns.metadata.name.clone().unwrap_or_default();
+            ns_store
+                .state()
+                .into_iter()
+                .filter(|vm| vm.metadata.namespace.as_deref() == Some(name.as_str()))
+                .map(|vm| ObjectRef::from_obj_with(vm.as_ref(), ar_ns.clone()))
+                .collect::<Vec<_>>()
+        })
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {

@@ -232,11 +232,19 @@ where
                 let error = describe_watch_error(&error, &what);
                 tracing::warn!(%error, "watch failed; retrying");
                 state.send_modify(|s| K::error(s, Some(error)));
-                tokio::time::sleep(retry).await;
+                tokio::time::sleep(jittered(retry)).await;
                 retry = (retry * 2).min(RETRY_MAX);
             }
         }
     }
+}
+
+/// Half to one and a half times `retry`, at random: after an API outage every sidecar of the
+/// cluster sees its watch fail at the same moment, and without jitter they would all retry in
+/// step (client-go's reflector jitters its backoff for the same reason).
+fn jittered(retry: Duration) -> Duration {
+    use rand::Rng;
+    retry.mul_f64(rand::rng().random_range(0.5..1.5))
 }
 
 fn describe_watch_error(error: &watcher::Error, what: &str) -> MachineError {
@@ -248,5 +256,23 @@ fn describe_watch_error(error: &watcher::Error, what: &str) -> MachineError {
             Failure::Conflict => MachineError::Unavailable(format!("{what}: {e}")),
         },
         other => MachineError::Unavailable(format!("{what}: {other}")),
+    }
+}
+
+#[cfg(test)]
+mod jitter_tests {
+    use super::*;
+
+    #[test]
+    fn retries_are_spread_around_the_backoff() {
+        let delays: Vec<Duration> = (0..200).map(|_| jittered(RETRY_MAX)).collect();
+        assert!(
+            delays
+                .iter()
+                .all(|d| *d >= RETRY_MAX / 2 && *d < RETRY_MAX * 3 / 2)
+        );
+        // Not in step: 200 draws spread over more than half of the range.
+        let (min, max) = (delays.iter().min().unwrap(), delays.iter().max().unwrap());
+        assert!(*max - *min > RETRY_MAX / 2, "{min:?}..{max:?}");
     }
 }
