@@ -9,3 +9,4 @@ pub mod fake_apiserver;
 pub mod images;
 pub mod kubelet;
 pub mod sushy;
+pub mod testkit;

@@ -59,6 +59,7 @@ use kubevirt_bmc_e2e::images::ImageServer;
 use kubevirt_bmc_e2e::kubelet::{Kubelet, SidecarConfig};
 use kubevirt_bmc_e2e::launcher::{self, PodRuntime};
 use kubevirt_bmc_e2e::sushy::Sushy;
+use kubevirt_bmc_e2e::testkit::{free_tcp_port, free_udp_port};
 use serde_json::{Value, json};
 
 const NS: &str = "vms";
@@ -88,22 +89,6 @@ fn workspace_binary(name: &str) -> PathBuf {
         path.display()
     );
     path
-}
-
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn fixture(name: &str) -> Value {
@@ -164,6 +149,39 @@ async fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool
     }
 }
 
+/// Every per-VM child made (`present`) or gone.
+async fn wait_for_children(fake: &FakeApiServer, children: &[(Gvr, &str)], present: bool) {
+    for (g, name) in children {
+        let what = format!(
+            "{}/{name} {}",
+            g.resource,
+            if present { "made" } else { "deleted" }
+        );
+        wait_for(&what, Duration::from_secs(30), || {
+            fake.get(g.clone(), NS, name).is_some() == present
+        })
+        .await;
+    }
+}
+
+/// The VMI after `old_uid`, once it runs unpaused.
+async fn wait_for_boot_of_successor(fake: &FakeApiServer, old_uid: &str) -> Value {
+    wait_for("a new unpaused VMI", SECS_20, || {
+        fake.vmi(NS, VM)
+            .is_some_and(|vmi| vmi["metadata"]["uid"] != old_uid && !vmi_paused(&vmi))
+    })
+    .await;
+    fake.vmi(NS, VM).unwrap()
+}
+
+/// The VM template's domain back as it was before a one-time boot override.
+async fn wait_for_template(fake: &FakeApiServer, domain_before: &Value) {
+    wait_for("the template restored", SECS_20, || {
+        fake.vm(NS, VM).unwrap()["spec"]["template"]["spec"]["domain"] == *domain_before
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whole_flow_annotate_inject_serve_ipmi_sushy_media_faults_and_opt_out() {
     let webhook = workspace_binary("kubevirt-bmc-webhook");
@@ -184,7 +202,7 @@ async fn whole_flow_annotate_inject_serve_ipmi_sushy_media_faults_and_opt_out() 
         "kubevirt-bmc-webhook.kubevirt-bmc.svc".to_owned(),
     ])
     .unwrap();
-    let webhook_port = free_port();
+    let webhook_port = free_tcp_port();
     let manifest = std::fs::read_to_string(
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../manifests/base/webhooks.yaml"),
     )
@@ -252,14 +270,7 @@ async fn whole_flow_annotate_inject_serve_ipmi_sushy_media_faults_and_opt_out() 
         (gvr("", "v1", "secrets"), "vm1-bmc-credentials"),
         (gvr("", "v1", "services"), "vm1-bmc"),
     ];
-    for (g, name) in &children {
-        wait_for(
-            &format!("{}/{name}", g.resource),
-            Duration::from_secs(30),
-            || fake.get(g.clone(), NS, name).is_some(),
-        )
-        .await;
-    }
+    wait_for_children(&fake, &children, true).await;
     wait_for("the VM prepared", Duration::from_secs(30), || {
         let vm = fake.vm(NS, VM).unwrap();
         vm["spec"]["runStrategy"] == "Always"
@@ -426,7 +437,7 @@ async fn whole_flow_annotate_inject_serve_ipmi_sushy_media_faults_and_opt_out() 
     // Free high ports on loopback instead of 623/443 on the Pod IP; every Pod gets the
     // same ones, standing for the vm1-bmc Service's stable address.
     let ipmi_port = free_udp_port();
-    let redfish_port = free_port();
+    let redfish_port = free_tcp_port();
     let kubelet = Kubelet::start(
         fake.clone(),
         SidecarConfig {
@@ -440,7 +451,7 @@ async fn whole_flow_annotate_inject_serve_ipmi_sushy_media_faults_and_opt_out() 
                 ("KUBEVIRT_BMC_REDFISH_PORT", redfish_port.to_string()),
                 (
                     "KUBEVIRT_BMC_HEALTH_LISTEN",
-                    format!("127.0.0.1:{}", free_port()),
+                    format!("127.0.0.1:{}", free_tcp_port()),
                 ),
                 ("KUBECONFIG", sa_kubeconfig.display().to_string()),
             ]
@@ -519,21 +530,13 @@ async fn whole_flow_annotate_inject_serve_ipmi_sushy_media_faults_and_opt_out() 
     // Power on with a boot change pending: a new VMI, so a new launcher Pod; the kubelet
     // stops this serve with its Pod and starts the new Pod's, which boots the new VMI.
     ipmi.ok(&["power", "on"]);
-    wait_for("a new unpaused VMI", SECS_20, || {
-        fake.vmi(NS, VM)
-            .is_some_and(|vmi| vmi["metadata"]["uid"] != old_vmi && !vmi_paused(&vmi))
-    })
-    .await;
-    let booted = fake.vmi(NS, VM).unwrap();
+    let booted = wait_for_boot_of_successor(&fake, &old_vmi).await;
     assert_eq!(
         booted["spec"]["domain"]["devices"]["interfaces"][0]["bootOrder"], 1,
         "the new VMI boots from the network"
     );
     assert!(booted["spec"]["domain"]["firmware"]["bootloader"]["efi"].is_object());
-    wait_for("the template restored", SECS_20, || {
-        fake.vm(NS, VM).unwrap()["spec"]["template"]["spec"]["domain"] == template_before
-    })
-    .await;
+    wait_for_template(&fake, &template_before).await;
     // Its launcher Pod goes through admission; the VMI may be booted before it is there
     // (the old sidecar, still in its grace period, may boot it: twins are tolerated).
     wait_for("the new VMI's launcher Pod", SECS_10, || {
@@ -605,16 +608,8 @@ async fn whole_flow_annotate_inject_serve_ipmi_sushy_media_faults_and_opt_out() 
         "serve came back: {:?}",
         kubelet.starts()
     );
-    wait_for("a new VMI booted", SECS_20, || {
-        fake.vmi(NS, VM).is_some_and(|vmi| {
-            vmi["metadata"]["uid"] != before_restart.as_str() && !vmi_paused(&vmi)
-        })
-    })
-    .await;
-    wait_for("the template restored", SECS_20, || {
-        fake.vm(NS, VM).unwrap()["spec"]["template"]["spec"]["domain"] == template_before
-    })
-    .await;
+    wait_for_boot_of_successor(&fake, &before_restart).await;
+    wait_for_template(&fake, &template_before).await;
     let pxe_boots = fake.history(&Gvr::vmi())[vmis_before..]
         .iter()
         .filter(|(kind, vmi)| {
@@ -805,14 +800,7 @@ async fn whole_flow_annotate_inject_serve_ipmi_sushy_media_faults_and_opt_out() 
     fake.modify(Gvr::vm(), NS, VM, |vm| {
         vm["metadata"]["annotations"]["bmc.kubevirt.io/enabled"] = json!("false");
     });
-    for (g, name) in &children {
-        wait_for(
-            &format!("{}/{name} deleted", g.resource),
-            Duration::from_secs(30),
-            || fake.get(g.clone(), NS, name).is_none(),
-        )
-        .await;
-    }
+    wait_for_children(&fake, &children, false).await;
     wait_for("the VM restored", Duration::from_secs(30), || {
         let vm = fake.vm(NS, VM).unwrap();
         vm["spec"]["runStrategy"] == "Halted"

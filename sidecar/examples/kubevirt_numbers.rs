@@ -56,7 +56,7 @@ async fn settle(machine: &KubevirtMachine, state: PowerState) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    kubevirt_bmc::tls::install_crypto_provider();
+    kubevirt_bmc_runtime::tls::install_crypto_provider();
     let fake = FakeApiServer::start().await.unwrap();
     fake.grant(TOKEN, "system:serviceaccount:vms:vm1-bmc", &[VM]);
     let path = concat!(

@@ -10,8 +10,9 @@ use clap::{Parser, Subcommand};
 use crate::bmc::{self, BmcConfig};
 use crate::credentials::Credentials;
 use crate::machine::simulated::{SimulatedConfig, SimulatedMachine};
-use crate::telemetry::LogArgs;
-use crate::tls::Identity;
+use kubevirt_bmc_runtime::exit::shutdown_signal;
+use kubevirt_bmc_runtime::telemetry::LogArgs;
+use kubevirt_bmc_runtime::tls::{Identity, TlsError};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -104,42 +105,11 @@ pub enum CliError {
     #[error(transparent)]
     Simulated(#[from] crate::machine::simulated::SimulatedError),
     #[error(transparent)]
-    Tls(#[from] crate::tls::TlsError),
+    Tls(#[from] TlsError),
     #[error(transparent)]
     Serve(#[from] crate::serve::ServeError),
     #[error(transparent)]
     Bmc(#[from] bmc::BmcError),
-}
-
-/// Ends a binary: the error's whole chain on one line, without a backtrace (an operator
-/// reads it in `kubectl logs`; RUST_BACKTRACE set in the environment must not bury it).
-pub fn exit_with<E: std::fmt::Display>(result: Result<(), E>) -> std::process::ExitCode {
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
-}
-
-/// Completes on SIGINT or SIGTERM (what Kubernetes sends).
-pub async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    let mut terminate =
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(error) => {
-                tracing::warn!(%error, "cannot watch SIGTERM; only SIGINT stops the BMC");
-                let _ = interrupt.await;
-                return;
-            }
-        };
-    tokio::select! {
-        _ = interrupt => {}
-        _ = terminate.recv() => {}
-    }
-    tracing::info!("shutting down");
 }
 
 impl Args {

@@ -12,5 +12,3 @@ pub mod machine;
 
 pub mod redfish;
 pub mod serve;
-pub mod telemetry;
-pub mod tls;

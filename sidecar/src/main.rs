@@ -4,7 +4,7 @@ use clap::Parser;
 use kubevirt_bmc::cli::Args;
 
 fn main() -> std::process::ExitCode {
-    kubevirt_bmc::cli::exit_with(run())
+    kubevirt_bmc_runtime::exit::exit_with(run())
 }
 
 // One thread: a BMC serves one VM, and its work is short protocol steps. A multi-threaded
@@ -13,7 +13,7 @@ fn main() -> std::process::ExitCode {
 // tokio::fs, whose blocking pool a current-thread runtime has too).
 #[tokio::main(flavor = "current_thread")]
 async fn run() -> anyhow::Result<()> {
-    kubevirt_bmc::tls::install_crypto_provider();
+    kubevirt_bmc_runtime::tls::install_crypto_provider();
     let args = Args::parse();
     args.log.init()?;
     args.run().await?;

@@ -8,11 +8,13 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use crate::bmc::{self, BmcConfig};
-use crate::cli::{CliError, shutdown_signal};
+use kubevirt_bmc_runtime::exit::shutdown_signal;
+
+use crate::cli::CliError;
 use crate::credentials::Credentials;
 use crate::health::{self, HealthState};
 use crate::machine::kubevirt::{KubevirtConfig, KubevirtMachine};
-use crate::tls::Identity;
+use kubevirt_bmc_runtime::tls::Identity;
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
@@ -29,10 +31,10 @@ pub struct ServeArgs {
     #[arg(long, env = "POD_IP", default_value_t = IpAddr::V4(Ipv4Addr::UNSPECIFIED))]
     pub pod_ip: IpAddr,
     /// UDP port of IPMI (RMCP/RMCP+).
-    #[arg(long, env = "KUBEVIRT_BMC_IPMI_PORT", default_value_t = 623)]
+    #[arg(long, env = "KUBEVIRT_BMC_IPMI_PORT", default_value_t = kubevirt_bmc_contract::names::IPMI_PORT)]
     pub ipmi_port: u16,
     /// TCP port of Redfish (HTTPS).
-    #[arg(long, env = "KUBEVIRT_BMC_REDFISH_PORT", default_value_t = 443)]
+    #[arg(long, env = "KUBEVIRT_BMC_REDFISH_PORT", default_value_t = kubevirt_bmc_contract::names::REDFISH_PORT)]
     pub redfish_port: u16,
     /// Plain-HTTP address of /healthz, /readyz and /metrics.
     #[arg(
@@ -45,7 +47,7 @@ pub struct ServeArgs {
     #[arg(
         long,
         env = "KUBEVIRT_BMC_CREDENTIALS_DIR",
-        default_value = "/etc/kubevirt-bmc/credentials"
+        default_value = kubevirt_bmc_contract::names::CREDENTIALS_MOUNT
     )]
     pub credentials_dir: PathBuf,
     /// A kubeconfig to use instead of the in-cluster service account.

@@ -6,6 +6,7 @@ mod support;
 
 use std::process::{Command, Stdio};
 
+use kubevirt_bmc_e2e::testkit::redfish_login;
 use support::*;
 
 const PASSWORD: &str = "s3cret";
@@ -174,36 +175,8 @@ async fn redfish_sessions_survive_a_sidecar_restart_on_kubevirt() {
     std::fs::write(credentials.join("session-key"), "controller-made-secret\n").unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
     let login = |port: u16| {
-        let output = Command::new("curl")
-            .args([
-                "-sk",
-                "-D",
-                "-",
-                "-o",
-                "/dev/null",
-                "-H",
-                "Content-Type: application/json",
-            ])
-            .args([
-                "-d",
-                &format!(r#"{{"UserName":"admin","Password":"{PASSWORD}"}}"#),
-            ])
-            .arg(format!(
-                "https://127.0.0.1:{port}/redfish/v1/SessionService/Sessions"
-            ))
-            .output()
-            .unwrap();
-        let headers = String::from_utf8_lossy(&output.stdout).into_owned();
-        let header = |name: &str| {
-            headers
-                .lines()
-                .find_map(|l| {
-                    l.split_once(':')
-                        .filter(|(k, _)| k.eq_ignore_ascii_case(name))
-                })
-                .map(|(_, v)| v.trim().to_owned())
-        };
-        (header("x-auth-token"), header("location"), headers.clone())
+        let login = redfish_login(&format!("https://127.0.0.1:{port}"), "admin", PASSWORD);
+        (login.token, login.location, login.headers)
     };
     let get_with = |port: u16, token: &str, method: &str, path: &str| {
         let output = Command::new("curl")

@@ -7,6 +7,7 @@ use std::process::Command;
 
 use base64::Engine;
 use hmac::{Hmac, Mac};
+use kubevirt_bmc_e2e::testkit::redfish_login;
 use redfish_support::{Bmc, PASSWORD, USER, VM, script, venv_tool};
 use serde_json::Value;
 
@@ -198,35 +199,16 @@ fn expired_session_tokens_are_refused() {
 fn sessions_survive_a_restart() {
     let mut bmc = Bmc::start();
     let login = |bmc: &Bmc| {
-        let output = Command::new("curl")
-            .args([
-                "-sk",
-                "-D",
-                "-",
-                "-o",
-                "/dev/null",
-                "-H",
-                "Content-Type: application/json",
-            ])
-            .args([
-                "-d",
-                &format!(r#"{{"UserName": "{USER}", "Password": "{PASSWORD}"}}"#),
-            ])
-            .arg(format!("{}/redfish/v1/SessionService/Sessions", bmc.url()))
-            .output()
-            .unwrap();
-        let headers = String::from_utf8_lossy(&output.stdout).into_owned();
-        let find = |name: &str| {
-            headers
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .starts_with(name)
-                        .then(|| l[name.len()..].trim().to_owned())
-                })
-                .unwrap_or_else(|| panic!("no {name} in {headers}"))
-        };
-        (find("x-auth-token:"), find("location:"))
+        let login = redfish_login(&bmc.url(), USER, PASSWORD);
+        let headers = &login.headers;
+        (
+            login
+                .token
+                .unwrap_or_else(|| panic!("no token in {headers}")),
+            login
+                .location
+                .unwrap_or_else(|| panic!("no location in {headers}")),
+        )
     };
     let (kept, _) = login(&bmc);
     let (dropped, location) = login(&bmc);

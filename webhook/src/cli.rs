@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args as ClapArgs, Parser};
-use kubevirt_bmc::telemetry::LogArgs;
+use kubevirt_bmc_runtime::telemetry::LogArgs;
 
 use crate::inject::InjectionConfig;
 use crate::metrics::Metrics;
 use crate::server::{self, Context, ServeConfig, ServerError};
-use crate::tls_reload::CertFiles;
+use kubevirt_bmc_runtime::tls_reload::CertFiles;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -148,7 +148,7 @@ impl Args {
         let handle = axum_server::Handle::new();
         let shutdown = handle.clone();
         tokio::spawn(async move {
-            kubevirt_bmc::cli::shutdown_signal().await;
+            kubevirt_bmc_runtime::exit::shutdown_signal().await;
             shutdown.graceful_shutdown(Some(Duration::from_secs(10)));
         });
         server::serve(config, ctx, handle).await?;

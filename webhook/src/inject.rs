@@ -105,7 +105,7 @@ pub fn decide_launcher(pod: &LauncherPod, config: &InjectionConfig) -> Decision 
         .flatten()
         .chain(spec.containers.iter())
         .any(|c| c.name == names::CONTAINER);
-    if has_bmc || annotations.contains_key(names::INJECTED) {
+    if has_bmc || annotations.contains_key(annotations::INJECTED) {
         return Decision::Skip(SkipReason::AlreadyInjected);
     }
     let Some(vm) = annotations
@@ -116,7 +116,7 @@ pub fn decide_launcher(pod: &LauncherPod, config: &InjectionConfig) -> Decision 
     else {
         return Decision::Deny(format!(
             "{} is \"true\" but the Pod has neither the {} annotation nor the {} label, so the BMC cannot tell which VM it serves",
-            names::ENABLED,
+            annotations::ENABLED,
             names::DOMAIN_ANNOTATION,
             names::VM_NAME_LABEL
         ));
@@ -126,14 +126,14 @@ pub fn decide_launcher(pod: &LauncherPod, config: &InjectionConfig) -> Decision 
     if pod.spec.is_none() {
         return Decision::Deny(format!(
             "{} is \"true\" but the Pod has no spec, so there is nothing to add the BMC sidecar to",
-            names::ENABLED
+            annotations::ENABLED
         ));
     }
     for taken in [names::TOKEN_VOLUME, names::CREDENTIALS_VOLUME] {
         if spec.volumes.iter().flatten().any(|v| v.name == taken) {
             return Decision::Deny(format!(
                 "{} is \"true\" but the Pod already has a volume named {taken:?}, which the BMC sidecar needs; rename that volume",
-                names::ENABLED
+                annotations::ENABLED
             ));
         }
     }
@@ -199,7 +199,7 @@ pub fn decide_launcher(pod: &LauncherPod, config: &InjectionConfig) -> Decision 
     }
 
     ops.push(add(
-        &format!("/metadata/annotations/{}", escape(names::INJECTED)),
+        &format!("/metadata/annotations/{}", escape(annotations::INJECTED)),
         json!("true"),
     ));
     Decision::Patch {

@@ -2,7 +2,6 @@
 //! virt-launcher Pods, and the controller that prepares opted-in VMs.
 
 pub mod admission;
-pub mod annotations;
 pub mod cli;
 pub mod controller;
 pub mod inject;
@@ -12,4 +11,6 @@ pub mod names;
 pub mod network;
 pub mod server;
 pub mod sidecar;
-pub mod tls_reload;
+
+/// The VM annotations the controller and the sidecar share (crate `kubevirt-bmc-contract`).
+pub use kubevirt_bmc_contract::annotations;

@@ -17,12 +17,12 @@ use crate::admission;
 use crate::inject::InjectionConfig;
 use crate::metrics::Metrics;
 use crate::names;
-use crate::tls_reload::{self, CertFiles};
+use kubevirt_bmc_runtime::tls_reload::{self, CertFiles};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error(transparent)]
-    Tls(#[from] kubevirt_bmc::tls::TlsError),
+    Tls(#[from] kubevirt_bmc_runtime::tls::TlsError),
     #[error("cannot serve on {addr}: {source}")]
     Serve {
         addr: SocketAddr,
@@ -96,12 +96,13 @@ pub async fn serve(
     handle: axum_server::Handle<SocketAddr>,
 ) -> Result<(), ServerError> {
     let (rustls, current) = config.files.initial()?;
+    let metrics = ctx.metrics.clone();
     let follower = tokio::spawn(tls_reload::follow(
         config.files,
         rustls.clone(),
         current,
         config.reload_interval,
-        ctx.metrics.clone(),
+        move |reload| metrics.tls_reload(reload.as_str()),
     ));
     let addr = config.listen;
     tracing::info!(%addr, "serving admission over HTTPS");

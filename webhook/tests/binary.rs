@@ -9,6 +9,7 @@ use std::time::Duration;
 use base64::Engine;
 use common::tls::{Ca, Client, SecretDir};
 use hyper::body::Bytes;
+use kubevirt_bmc_e2e::testkit::free_tcp_port;
 
 struct Kill(Child);
 impl Drop for Kill {
@@ -18,21 +19,13 @@ impl Drop for Kill {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 async fn binary_serves_admission_configured_by_env() {
-    kubevirt_bmc::tls::install_crypto_provider();
+    kubevirt_bmc_runtime::tls::install_crypto_provider();
     let ca = Ca::new();
     let (cert, key, _) = ca.serving("binary");
     let dir = SecretDir::new(&cert, &key);
-    let port = free_port();
+    let port = free_tcp_port();
     let child = Command::new(env!("CARGO_BIN_EXE_kubevirt-bmc-webhook"))
         .env("KUBEVIRT_BMC_WEBHOOK_LISTEN", format!("127.0.0.1:{port}"))
         .env("KUBEVIRT_BMC_WEBHOOK_TLS_CERT", dir.cert())

@@ -11,9 +11,9 @@ use kube::Client;
 use kube::client::Body;
 use kube::core::DynamicObject;
 use kube::runtime::events::{Recorder, Reporter};
+use kubevirt_bmc_webhook::annotations;
 use kubevirt_bmc_webhook::controller::plan::{Fresh, Plan};
 use kubevirt_bmc_webhook::controller::run::{backoff, reconcile_vm};
-use kubevirt_bmc_webhook::names;
 use serde_json::{Value, json};
 use tower_test::mock::{self, Handle};
 
@@ -91,7 +91,7 @@ fn vm(annotations: Value) -> DynamicObject {
     vm["spec"]["template"]["metadata"]["annotations"]
         .as_object_mut()
         .unwrap()
-        .remove(names::ENABLED);
+        .remove(annotations::ENABLED);
     vm["spec"]["template"]["spec"]
         .as_object_mut()
         .unwrap()
@@ -184,8 +184,8 @@ async fn opt_in_writes_identity_first_and_the_vm_template_last() {
                 assert_eq!(b["metadata"]["resourceVersion"], "100");
                 assert_eq!(b["spec"]["runStrategy"], "Always");
                 assert_eq!(b["spec"]["template"]["spec"]["startStrategy"], "Paused");
-                assert_eq!(b["spec"]["template"]["metadata"]["annotations"][names::ENABLED], "true");
-                assert_eq!(b["metadata"]["annotations"][names::ORIGINAL], "{\"runStrategy\":\"Halted\"}");
+                assert_eq!(b["spec"]["template"]["metadata"]["annotations"][annotations::ENABLED], "true");
+                assert_eq!(b["metadata"]["annotations"][annotations::ORIGINAL], "{\"runStrategy\":\"Halted\"}");
             }),
         call("POST", "/apis/events.k8s.io/v1/namespaces/vms/events?", 201, json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e"}, "eventTime": null}))
             .body(|b| {
@@ -203,7 +203,7 @@ async fn opt_in_writes_identity_first_and_the_vm_template_last() {
     );
     let plan = reconcile_vm(
         &client,
-        &vm(json!({names::ENABLED: "true"})),
+        &vm(json!({annotations::ENABLED: "true"})),
         Some(&recorder),
         &Fresh::test(),
     )
@@ -233,7 +233,7 @@ async fn a_failed_write_stops_before_the_vm_is_touched() {
     let verifier = tokio::spawn(verify(handle, calls));
     let err = reconcile_vm(
         &client,
-        &vm(json!({names::ENABLED: "true"})),
+        &vm(json!({annotations::ENABLED: "true"})),
         None,
         &Fresh::test(),
     )
@@ -258,7 +258,7 @@ async fn a_stale_vm_gives_a_conflict_that_requeues() {
     let verifier = tokio::spawn(verify(handle, calls));
     let err = reconcile_vm(
         &client,
-        &vm(json!({names::ENABLED: "true"})),
+        &vm(json!({annotations::ENABLED: "true"})),
         None,
         &Fresh::test(),
     )
@@ -286,10 +286,13 @@ async fn opt_out_restores_the_vm_then_deletes_what_it_owned() {
         .body(|b| {
             assert_eq!(b["spec"]["runStrategy"], "Halted");
             assert_eq!(
-                b["spec"]["template"]["metadata"]["annotations"][names::ENABLED],
+                b["spec"]["template"]["metadata"]["annotations"][annotations::ENABLED],
                 Value::Null
             );
-            assert_eq!(b["metadata"]["annotations"][names::ORIGINAL], Value::Null);
+            assert_eq!(
+                b["metadata"]["annotations"][annotations::ORIGINAL],
+                Value::Null
+            );
         }),
     );
     let deleted =
@@ -313,7 +316,9 @@ async fn opt_out_restores_the_vm_then_deletes_what_it_owned() {
         );
     }
     let verifier = tokio::spawn(verify(handle, calls));
-    let vm = vm(json!({names::ENABLED: "false", names::ORIGINAL: "{\"runStrategy\":\"Halted\"}"}));
+    let vm = vm(
+        json!({annotations::ENABLED: "false", annotations::ORIGINAL: "{\"runStrategy\":\"Halted\"}"}),
+    );
     let plan = reconcile_vm(&client, &vm, None, &Fresh::test())
         .await
         .unwrap();
@@ -329,9 +334,9 @@ async fn desired_media_creates_the_datavolume_and_attaches_nothing_yet() {
     vm1["metadata"]["namespace"] = json!("vms");
     vm1["metadata"]["resourceVersion"] = json!("300");
     vm1["metadata"]["annotations"] = json!({
-        names::ENABLED: "true",
-        names::ORIGINAL: "{\"runStrategy\":\"Halted\"}",
-        names::MEDIA: media,
+        annotations::ENABLED: "true",
+        annotations::ORIGINAL: "{\"runStrategy\":\"Halted\"}",
+        annotations::MEDIA: media,
     });
     let vm: DynamicObject = serde_json::from_value(vm1.clone()).unwrap();
     let mut calls = reads(true);
@@ -358,7 +363,7 @@ async fn desired_media_creates_the_datavolume_and_attaches_nothing_yet() {
         }),
         call("PATCH", "/apis/kubevirt.io/v1/namespaces/vms/virtualmachines/vm1?", 200, vm1.clone()).body(|b| {
             assert!(b["spec"]["template"].is_null(), "no CD-ROM before the import: {b}");
-            assert_eq!(b["metadata"]["annotations"][names::MEDIA_STATUS], "{\"phase\":\"Importing\"}");
+            assert_eq!(b["metadata"]["annotations"][annotations::MEDIA_STATUS], "{\"phase\":\"Importing\"}");
             assert_eq!(b["metadata"]["resourceVersion"], "300");
         }),
     ]);

@@ -4,6 +4,7 @@ mod common;
 
 use common::{fixture, fixture_pod};
 use k8s_openapi::api::core::v1::Pod;
+use kubevirt_bmc_webhook::annotations;
 use kubevirt_bmc_webhook::inject::{Decision, InjectionConfig, SkipReason, decide};
 use kubevirt_bmc_webhook::names;
 use serde_json::{Value, json};
@@ -169,7 +170,7 @@ fn opted_in_pod_gets_the_sidecar_appended_with_the_contract_env() {
     assert_eq!(sysctls[0].name, "net.ipv4.ip_unprivileged_port_start");
     assert_eq!(sysctls[0].value, "0");
     assert_eq!(
-        patched.metadata.annotations.as_ref().unwrap()[names::INJECTED],
+        patched.metadata.annotations.as_ref().unwrap()[annotations::INJECTED],
         "true"
     );
 }

@@ -5,13 +5,11 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::fixture;
-use kubevirt_bmc_webhook::annotations::ServiceType;
+use kubevirt_bmc_webhook::annotations;
+use kubevirt_bmc_webhook::annotations::{ServiceType, Status};
 use kubevirt_bmc_webhook::controller::children::{self, VmRef};
 use kubevirt_bmc_webhook::controller::media::DvAction;
-use kubevirt_bmc_webhook::controller::plan::{
-    Fresh, Launcher, Observed, Plan, SecretAction, Status, plan,
-};
-use kubevirt_bmc_webhook::names;
+use kubevirt_bmc_webhook::controller::plan::{Fresh, Launcher, Observed, Plan, SecretAction, plan};
 use serde_json::{Value, json};
 
 fn vm_ref() -> VmRef {
@@ -33,7 +31,7 @@ fn fresh_vm(annotations: Value) -> Value {
     t["metadata"]["annotations"]
         .as_object_mut()
         .unwrap()
-        .remove(names::ENABLED);
+        .remove(annotations::ENABLED);
     t["spec"].as_object_mut().unwrap().remove("startStrategy");
     vm.as_object_mut().unwrap().remove("status");
     vm
@@ -43,8 +41,8 @@ fn prepared_vm() -> Value {
     let mut vm = fixture("vm-vm1.json");
     vm["metadata"]["resourceVersion"] = json!("200");
     vm["metadata"]["annotations"] = json!({
-        names::ENABLED: "true",
-        names::ORIGINAL: "{\"runStrategy\":\"Halted\"}",
+        annotations::ENABLED: "true",
+        annotations::ORIGINAL: "{\"runStrategy\":\"Halted\"}",
     });
     vm
 }
@@ -81,7 +79,7 @@ fn opted_in(
 
 fn status_of(patch: &Value) -> Status {
     serde_json::from_str(
-        patch["metadata"]["annotations"][names::STATUS]
+        patch["metadata"]["annotations"][annotations::STATUS]
             .as_str()
             .unwrap(),
     )
@@ -95,11 +93,11 @@ fn a_vm_that_did_not_opt_in_is_left_alone() {
         plan(&vm, &vm_ref(), &Observed::default(), &Fresh::test()),
         Plan::Nothing
     );
-    let vm = fresh_vm(json!({names::ENABLED: "false"}));
+    let vm = fresh_vm(json!({annotations::ENABLED: "false"}));
     let mut observed = Observed::default();
     observed
         .namespace_labels
-        .insert(names::ENABLED.into(), "true".into());
+        .insert(annotations::ENABLED.into(), "true".into());
     assert_eq!(
         plan(&vm, &vm_ref(), &observed, &Fresh::test()),
         Plan::Nothing,
@@ -109,7 +107,7 @@ fn a_vm_that_did_not_opt_in_is_left_alone() {
 
 #[test]
 fn opt_in_creates_credentials_and_prepares_the_vm_recording_originals() {
-    let vm = fresh_vm(json!({names::ENABLED: "true"}));
+    let vm = fresh_vm(json!({annotations::ENABLED: "true"}));
     let (secret, prepare, patch, _, notes) =
         opted_in(plan(&vm, &vm_ref(), &Observed::default(), &Fresh::test()));
     assert!(prepare);
@@ -126,11 +124,11 @@ fn opt_in_creates_credentials_and_prepares_the_vm_recording_originals() {
     assert_eq!(patch["spec"]["runStrategy"], "Always");
     assert_eq!(patch["spec"]["template"]["spec"]["startStrategy"], "Paused");
     assert_eq!(
-        patch["spec"]["template"]["metadata"]["annotations"][names::ENABLED],
+        patch["spec"]["template"]["metadata"]["annotations"][annotations::ENABLED],
         "true"
     );
     assert_eq!(
-        patch["metadata"]["annotations"][names::ORIGINAL],
+        patch["metadata"]["annotations"][annotations::ORIGINAL],
         "{\"runStrategy\":\"Halted\"}"
     );
     let status = status_of(&patch);
@@ -146,7 +144,7 @@ fn a_namespace_label_opts_every_vm_in() {
     let mut observed = Observed::default();
     observed
         .namespace_labels
-        .insert(names::ENABLED.into(), "true".into());
+        .insert(annotations::ENABLED.into(), "true".into());
     let (_, prepare, patch, _, _) = opted_in(plan(&vm, &vm_ref(), &observed, &Fresh::test()));
     assert!(prepare);
     assert_eq!(patch.unwrap()["spec"]["runStrategy"], "Always");
@@ -188,8 +186,8 @@ fn a_prepared_vm_with_its_secret_and_ready_sidecar_reports_ready_and_changes_not
 
     // Level-triggered: with that status recorded, the next reconcile writes nothing.
     let mut vm = vm;
-    vm["metadata"]["annotations"][names::STATUS] =
-        patch["metadata"]["annotations"][names::STATUS].clone();
+    vm["metadata"]["annotations"][annotations::STATUS] =
+        patch["metadata"]["annotations"][annotations::STATUS].clone();
     let (_, _, patch, _, _) = opted_in(plan(&vm, &vm_ref(), &observed, &Fresh::test()));
     assert_eq!(patch, None);
 }
@@ -212,7 +210,7 @@ fn a_vm_halted_by_hand_is_reported_not_fought() {
 
 #[test]
 fn a_running_vm_that_opts_in_is_told_to_restart() {
-    let mut vm = fresh_vm(json!({names::ENABLED: "true"}));
+    let mut vm = fresh_vm(json!({annotations::ENABLED: "true"}));
     vm["spec"]["runStrategy"] = json!("Always");
     vm["status"] = json!({"created": true, "printableStatus": "Running"});
     let observed = Observed {
@@ -235,7 +233,7 @@ fn a_running_vm_that_opts_in_is_told_to_restart() {
 
 #[test]
 fn a_deprecated_running_field_is_replaced_and_restored() {
-    let mut vm = fresh_vm(json!({names::ENABLED: "true"}));
+    let mut vm = fresh_vm(json!({annotations::ENABLED: "true"}));
     let spec = vm["spec"].as_object_mut().unwrap();
     spec.remove("runStrategy");
     spec.insert("running".into(), json!(false));
@@ -244,13 +242,13 @@ fn a_deprecated_running_field_is_replaced_and_restored() {
     assert_eq!(patch["spec"]["running"], Value::Null);
     assert!(patch["spec"].as_object().unwrap().contains_key("running"));
     assert_eq!(
-        patch["metadata"]["annotations"][names::ORIGINAL],
+        patch["metadata"]["annotations"][annotations::ORIGINAL],
         "{\"running\":false}"
     );
 
     let mut vm = prepared_vm();
     vm["metadata"]["annotations"] =
-        json!({names::ENABLED: "false", names::ORIGINAL: "{\"running\":false}"});
+        json!({annotations::ENABLED: "false", annotations::ORIGINAL: "{\"running\":false}"});
     match plan(&vm, &vm_ref(), &Observed::default(), &Fresh::test()) {
         Plan::OptOut { vm_patch } => {
             assert_eq!(vm_patch["spec"]["running"], false);
@@ -264,9 +262,9 @@ fn a_deprecated_running_field_is_replaced_and_restored() {
 fn opt_out_restores_the_originals_and_removes_our_annotations() {
     let mut vm = prepared_vm();
     vm["metadata"]["annotations"] = json!({
-        names::ENABLED: "false",
-        names::ORIGINAL: "{\"runStrategy\":\"Manual\",\"startStrategy\":\"Paused\"}",
-        names::STATUS: "{}",
+        annotations::ENABLED: "false",
+        annotations::ORIGINAL: "{\"runStrategy\":\"Manual\",\"startStrategy\":\"Paused\"}",
+        annotations::STATUS: "{}",
     });
     match plan(&vm, &vm_ref(), &Observed::default(), &Fresh::test()) {
         Plan::OptOut { vm_patch } => {
@@ -276,10 +274,14 @@ fn opt_out_restores_the_originals_and_removes_our_annotations() {
                 "Paused"
             );
             assert_eq!(
-                vm_patch["spec"]["template"]["metadata"]["annotations"][names::ENABLED],
+                vm_patch["spec"]["template"]["metadata"]["annotations"][annotations::ENABLED],
                 Value::Null
             );
-            for key in [names::ORIGINAL, names::STATUS, names::MEDIA_STATUS] {
+            for key in [
+                annotations::ORIGINAL,
+                annotations::STATUS,
+                annotations::MEDIA_STATUS,
+            ] {
                 assert_eq!(
                     vm_patch["metadata"]["annotations"][key],
                     Value::Null,
@@ -298,7 +300,7 @@ fn opt_out_restores_the_originals_and_removes_our_annotations() {
     }
     // Removing the annotation altogether is an opt-out too.
     let mut vm = prepared_vm();
-    vm["metadata"]["annotations"] = json!({names::ORIGINAL: "{\"runStrategy\":\"Halted\"}"});
+    vm["metadata"]["annotations"] = json!({annotations::ORIGINAL: "{\"runStrategy\":\"Halted\"}"});
     match plan(&vm, &vm_ref(), &Observed::default(), &Fresh::test()) {
         Plan::OptOut { vm_patch } => {
             assert_eq!(vm_patch["spec"]["runStrategy"], "Halted");
@@ -313,7 +315,7 @@ fn opt_out_restores_the_originals_and_removes_our_annotations() {
 
 #[test]
 fn a_bad_annotation_is_reported_and_nothing_else_changes() {
-    let vm = fresh_vm(json!({names::ENABLED: "yes"}));
+    let vm = fresh_vm(json!({annotations::ENABLED: "yes"}));
     match plan(&vm, &vm_ref(), &Observed::default(), &Fresh::test()) {
         Plan::Invalid { vm_patch, note } => {
             assert_eq!(note.reason, "InvalidAnnotation");
@@ -328,7 +330,9 @@ fn a_bad_annotation_is_reported_and_nothing_else_changes() {
 
 #[test]
 fn the_users_credentials_secret_is_used_and_a_missing_one_blocks_preparation() {
-    let vm = fresh_vm(json!({names::ENABLED: "true", names::CREDENTIALS_SECRET: "my-creds"}));
+    let vm = fresh_vm(
+        json!({annotations::ENABLED: "true", annotations::CREDENTIALS_SECRET: "my-creds"}),
+    );
     let observed = Observed {
         user_credentials: Some(Some(BTreeMap::from([
             ("username".into(), b"root".to_vec()),
@@ -405,7 +409,7 @@ fn unreachable_networking_is_reported() {
 fn virtual_media_is_imported_then_attached_reported_and_ejected() {
     let media = r#"{"image":"https://example.org/boot.iso","inserted":true,"writeProtected":true}"#;
     let mut vm = prepared_vm();
-    vm["metadata"]["annotations"][names::MEDIA] = json!(media);
+    vm["metadata"]["annotations"][annotations::MEDIA] = json!(media);
     let observed = Observed {
         credentials: Some(existing_secret()),
         ..Default::default()
@@ -423,9 +427,17 @@ fn virtual_media_is_imported_then_attached_reported_and_ejected() {
         dv["metadata"]["ownerReferences"][0]["kind"],
         "VirtualMachine"
     );
+    assert_eq!(
+        dv["metadata"]["annotations"]["cdi.kubevirt.io/storage.bind.immediate.requested"], "true",
+        "WaitForFirstConsumer storage must import a medium nothing consumes yet"
+    );
+    assert_eq!(
+        dv["spec"]["storage"]["resources"]["requests"]["storage"], "4Gi",
+        "no recorded image size: the default"
+    );
     assert!(m.vm_spec.is_none(), "nothing attached before the import");
     assert_eq!(
-        patch.unwrap()["metadata"]["annotations"][names::MEDIA_STATUS],
+        patch.unwrap()["metadata"]["annotations"][annotations::MEDIA_STATUS],
         "{\"phase\":\"Importing\"}"
     );
 
@@ -438,7 +450,7 @@ fn virtual_media_is_imported_then_attached_reported_and_ejected() {
     assert_eq!(m.data_volume, DvAction::None);
     assert!(m.vm_spec.is_none());
     assert_eq!(
-        patch.unwrap()["metadata"]["annotations"][names::MEDIA_STATUS],
+        patch.unwrap()["metadata"]["annotations"][annotations::MEDIA_STATUS],
         "{\"phase\":\"Importing\",\"progress\":\"42.0%\"}"
     );
 
@@ -448,7 +460,7 @@ fn virtual_media_is_imported_then_attached_reported_and_ejected() {
     let (_, _, patch, m, _) = opted_in(plan(&vm, &vm_ref(), &observed, &Fresh::test()));
     let patch = patch.unwrap();
     assert_eq!(
-        patch["metadata"]["annotations"][names::MEDIA_STATUS],
+        patch["metadata"]["annotations"][annotations::MEDIA_STATUS],
         "{\"phase\":\"Ready\",\"progress\":\"100.0%\"}"
     );
     let attach = m.vm_spec.expect("attached once imported");
@@ -484,7 +496,7 @@ fn virtual_media_is_imported_then_attached_reported_and_ejected() {
             .iter()
             .all(|v| v["name"] != "bmc-media")
     );
-    let status = patch.unwrap()["metadata"]["annotations"][names::MEDIA_STATUS].clone();
+    let status = patch.unwrap()["metadata"]["annotations"][annotations::MEDIA_STATUS].clone();
     assert!(
         status.as_str().unwrap().contains("\"phase\":\"Failed\""),
         "{status}"
@@ -497,8 +509,8 @@ fn virtual_media_is_imported_then_attached_reported_and_ejected() {
     ejected["metadata"]["annotations"]
         .as_object_mut()
         .unwrap()
-        .remove(names::MEDIA);
-    ejected["metadata"]["annotations"][names::MEDIA_STATUS] = json!("{\"phase\":\"Ready\"}");
+        .remove(annotations::MEDIA);
+    ejected["metadata"]["annotations"][annotations::MEDIA_STATUS] = json!("{\"phase\":\"Ready\"}");
     let (_, _, patch, m, _) = opted_in(plan(&ejected, &vm_ref(), &observed, &Fresh::test()));
     assert_eq!(m.data_volume, DvAction::Delete);
     let patch = patch.unwrap();
@@ -507,8 +519,31 @@ fn virtual_media_is_imported_then_attached_reported_and_ejected() {
         .unwrap();
     assert!(disks.iter().all(|d| d["name"] != "bmc-media"));
     assert_eq!(
-        patch["metadata"]["annotations"][names::MEDIA_STATUS],
+        patch["metadata"]["annotations"][annotations::MEDIA_STATUS],
         Value::Null
+    );
+}
+
+#[test]
+fn the_import_is_sized_from_the_image_size_the_sidecar_recorded() {
+    let mut vm = prepared_vm();
+    // A RHEL DVD: bigger than the old fixed 4Gi.
+    let size: u64 = 13_012_828_161;
+    vm["metadata"]["annotations"][annotations::MEDIA] = json!(format!(
+        r#"{{"image":"https://example.org/rhel.iso","inserted":true,"writeProtected":true,"sizeBytes":{size}}}"#
+    ));
+    let observed = Observed {
+        credentials: Some(existing_secret()),
+        ..Default::default()
+    };
+    let (_, _, _, m, _) = opted_in(plan(&vm, &vm_ref(), &observed, &Fresh::test()));
+    let DvAction::Apply(dv) = &m.data_volume else {
+        panic!("{:?}", m.data_volume)
+    };
+    // One byte over 12410 MiB: rounded up to whole MiB; CDI adds its filesystem overhead.
+    assert_eq!(
+        dv["spec"]["storage"]["resources"]["requests"]["storage"],
+        "12411Mi"
     );
 }
 

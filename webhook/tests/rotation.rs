@@ -66,7 +66,7 @@ async fn a_rotated_certificate_is_served_and_a_broken_one_keeps_the_old() {
 
 #[tokio::test]
 async fn a_bad_certificate_fails_the_start() {
-    kubevirt_bmc::tls::install_crypto_provider();
+    kubevirt_bmc_runtime::tls::install_crypto_provider();
     let dir = SecretDir::new("garbage", "garbage");
     let ctx = std::sync::Arc::new(kubevirt_bmc_webhook::server::Context {
         injection: kubevirt_bmc_webhook::inject::InjectionConfig::test(),
@@ -74,7 +74,7 @@ async fn a_bad_certificate_fails_the_start() {
     });
     let config = kubevirt_bmc_webhook::server::ServeConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
-        files: kubevirt_bmc_webhook::tls_reload::CertFiles {
+        files: kubevirt_bmc_runtime::tls_reload::CertFiles {
             cert: dir.cert(),
             key: dir.key(),
         },

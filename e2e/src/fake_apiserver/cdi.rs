@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::Shared;
-use super::store::{EventType, Gvr, Key};
+use super::store::{self, EventType, Gvr, Key};
 
 pub fn gvr() -> Gvr {
     Gvr::new("cdi.kubevirt.io", "v1beta1", "datavolumes")
@@ -156,15 +156,7 @@ pub async fn fetch(url: &str) -> Fetch {
 pub(super) fn run(shared: Arc<Shared>, step: Duration) {
     let mut events = shared.store().subscribe();
     tokio::spawn(async move {
-        loop {
-            let event = match events.recv().await {
-                Ok(event) => event,
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
-                    eprintln!("fake API server: simulated CDI missed {missed} events");
-                    continue;
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-            };
+        while let Some(event) = store::next_event(&mut events, "simulated CDI").await {
             if event.key.gvr != gvr() || event.kind != EventType::Added {
                 continue;
             }

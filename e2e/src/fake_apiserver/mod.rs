@@ -326,16 +326,7 @@ impl FakeApiServer {
         let shared = self.shared.clone();
         let mut events = shared.store().subscribe();
         tokio::spawn(async move {
-            loop {
-                let event = match events.recv().await {
-                    Ok(event) => event,
-                    // Missed events are other kinds' as often as not; keep going.
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
-                        eprintln!("fake API server: launcher Pod task missed {missed} events");
-                        continue;
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                };
+            while let Some(event) = store::next_event(&mut events, "launcher Pod task").await {
                 if event.key.gvr != Gvr::vmi() {
                     continue;
                 }

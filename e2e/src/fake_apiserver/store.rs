@@ -226,3 +226,21 @@ impl Store {
         let _ = self.live.send(event);
     }
 }
+
+/// The next change for a task that plays a cluster component (CDI, virt-controller's Pod
+/// half); `None` once the server is gone. Missed events are said on stderr and skipped: such
+/// a task reacts to creations and deletions, and a real controller that misses one relists.
+pub async fn next_event(
+    events: &mut broadcast::Receiver<StoredEvent>,
+    component: &str,
+) -> Option<StoredEvent> {
+    loop {
+        match events.recv().await {
+            Ok(event) => return Some(event),
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                eprintln!("fake API server: {component} missed {missed} events");
+            }
+            Err(broadcast::error::RecvError::Closed) => return None,
+        }
+    }
+}

@@ -41,16 +41,7 @@ async fn call(
     content_type: &str,
     body: &str,
 ) -> (u16, Value) {
-    let mut stream = tokio::net::TcpStream::connect(fake.addr()).await.unwrap();
-    stream
-        .write_all(request_text(method, path, TOKEN, content_type, body).as_bytes())
-        .await
-        .unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).await.unwrap();
-    let status = text.split(' ').nth(1).unwrap().parse().unwrap();
-    let body = text.split_once("\r\n\r\n").unwrap().1;
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    call_as(TOKEN, fake, method, path, content_type, body).await
 }
 
 const VM1: &str = "/apis/kubevirt.io/v1/namespaces/vms/virtualmachines/vm1";

@@ -69,61 +69,8 @@ impl PowerAction {
     ];
 }
 
-/// The device the next boot starts from when an override is active.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum BootTarget {
-    None,
-    Pxe,
-    Hdd,
-    Cd,
-    BiosSetup,
-    UefiHttp,
-}
-
-impl BootTarget {
-    pub const ALL: [BootTarget; 6] = [
-        BootTarget::None,
-        BootTarget::Pxe,
-        BootTarget::Hdd,
-        BootTarget::Cd,
-        BootTarget::BiosSetup,
-        BootTarget::UefiHttp,
-    ];
-}
-
-/// Redfish's BootSourceOverrideEnabled; IPMI encodes it as the valid and persistent bits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum BootOverrideEnabled {
-    Disabled,
-    Once,
-    Continuous,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum BootMode {
-    Uefi,
-    Legacy,
-}
-
-/// The boot override exactly as a client set it. Backends store and return it unchanged
-/// (Ironic reads it back and compares) except that a `Once` override is consumed by the
-/// boot it applied to and then reads back as `Disabled`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BootOverride {
-    pub target: BootTarget,
-    pub enabled: BootOverrideEnabled,
-    pub mode: BootMode,
-}
-
-impl Default for BootOverride {
-    fn default() -> Self {
-        BootOverride {
-            target: BootTarget::None,
-            enabled: BootOverrideEnabled::Disabled,
-            mode: BootMode::Uefi,
-        }
-    }
-}
+/// Boot override values are the contract's: the sidecar keeps them on the VM in its form.
+pub use kubevirt_bmc_contract::boot::{BootMode, BootOverride, BootOverrideEnabled, BootTarget};
 
 /// A request to insert a virtual CD.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 use std::net::UdpSocket;
+
+use kubevirt_bmc_e2e::testkit::{free_tcp_port, free_udp_port};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -16,22 +18,6 @@ pub struct Bmc {
     pub redfish: u16,
     pub log: std::path::PathBuf,
     _dir: tempfile::TempDir,
-}
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Bmc {

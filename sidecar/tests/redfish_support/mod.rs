@@ -2,7 +2,9 @@
 //! Python clients from the test venv.
 #![allow(dead_code)]
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
+
+pub use kubevirt_bmc_e2e::testkit::{free_tcp_port, free_udp_port};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -18,22 +20,6 @@ pub struct Bmc {
     pub state_file: PathBuf,
     extra: Vec<String>,
     _dir: tempfile::TempDir,
-}
-
-pub fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Bmc {

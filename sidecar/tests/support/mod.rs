@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use kubevirt_bmc::machine::kubevirt::{KubevirtConfig, KubevirtMachine};
 use kubevirt_bmc_e2e::fake_apiserver::{FakeApiServer, Gvr, RequestRecord};
+use kubevirt_bmc_e2e::testkit::{free_tcp_port, free_udp_port};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -41,7 +42,7 @@ pub async fn fake() -> FakeApiServer {
 }
 
 pub fn client(fake: &FakeApiServer, token: &str) -> kube::Client {
-    kubevirt_bmc::tls::install_crypto_provider();
+    kubevirt_bmc_runtime::tls::install_crypto_provider();
     let mut config = kube::Config::new(fake.url().parse().unwrap());
     config.default_namespace = NS.to_owned();
     config.auth_info.token = Some(token.to_owned().into());
@@ -117,14 +118,6 @@ pub fn non_watch(requests: &[RequestRecord]) -> Vec<RequestRecord> {
 }
 
 /// The real `kubevirt-bmc serve` process, as the injected container runs it.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 pub struct Serve {
     pub child: Child,
     pub health: u16,
@@ -140,9 +133,9 @@ impl Drop for Serve {
 }
 
 pub fn spawn_serve(kubeconfig: &Path, credentials: &Path, stderr: Stdio) -> Serve {
-    let health = free_port();
-    let ipmi = free_port();
-    let redfish = free_port();
+    let health = free_tcp_port();
+    let ipmi = free_udp_port();
+    let redfish = free_tcp_port();
     let child = Command::new(env!("CARGO_BIN_EXE_kubevirt-bmc"))
         .arg("serve")
         .env_clear()

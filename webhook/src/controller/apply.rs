@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use super::children::{self, VmRef};
 use super::media::DvAction;
 use super::plan::{Launcher, Note, Observed, Plan, SecretAction, ordered_children};
+use crate::annotations;
 use crate::names;
 
 #[derive(Debug, thiserror::Error)]
@@ -96,7 +97,7 @@ pub async fn observe(client: &Client, vm: &Value, vm_ref: &VmRef) -> Result<Obse
     .await?
     .map(secret_data);
     let annotations = super::plan::vm_annotations(vm);
-    let user_credentials = match annotations.get(names::CREDENTIALS_SECRET) {
+    let user_credentials = match annotations.get(annotations::CREDENTIALS_SECRET) {
         None => None,
         Some(name) => Some(
             get_opt(&secrets, name, "get-user-secret")
@@ -127,8 +128,8 @@ pub async fn observe(client: &Client, vm: &Value, vm_ref: &VmRef) -> Result<Obse
         })
         .max_by_key(|p| p.metadata.creation_timestamp.clone())
         .map(|p| launcher(&p));
-    let data_volume = if annotations.contains_key(names::MEDIA)
-        || annotations.contains_key(names::MEDIA_STATUS)
+    let data_volume = if annotations.contains_key(annotations::MEDIA)
+        || annotations.contains_key(annotations::MEDIA_STATUS)
     {
         let api =
             Api::<DynamicObject>::namespaced_with(client.clone(), ns, &data_volume_resource());
@@ -156,7 +157,7 @@ pub fn launcher(pod: &Pod) -> Launcher {
         .metadata
         .annotations
         .as_ref()
-        .is_some_and(|a| a.contains_key(names::INJECTED));
+        .is_some_and(|a| a.contains_key(annotations::INJECTED));
     let status = pod.status.as_ref();
     let bmc_ready = status
         .and_then(|s| s.init_container_statuses.as_ref())

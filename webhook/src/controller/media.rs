@@ -4,15 +4,21 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::children::VmRef;
-use crate::annotations;
+use crate::annotations::{self, MediaPhase, MediaStatus};
 use crate::names;
 
-/// Requested size of the import; CDI needs one and an ISO's size is unknown beforehand.
-pub const MEDIA_SIZE: &str = "4Gi";
+/// Requested size of an import whose image size was not recorded (a `media` annotation written
+/// by hand or by an older sidecar): CDI needs one.
+pub const MEDIA_SIZE_UNKNOWN: &str = "4Gi";
+/// CDI's `AnnImmediateBinding` (containerized-data-importer pkg/controller/common/util.go):
+/// bind and import at once even when the StorageClass is `WaitForFirstConsumer`. Without it
+/// such storage waits for a consumer, and the CD-ROM is attached (consumed) only once the
+/// import is done: neither would ever happen.
+pub const IMMEDIATE_BINDING: &str = "cdi.kubevirt.io/storage.bind.immediate.requested";
+const MIB: u64 = 1 << 20;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum DvAction {
@@ -31,24 +37,28 @@ pub struct MediaPlan {
     pub status_annotation: Option<(String, Value)>,
 }
 
-/// `bmc.kubevirt.io/media-status`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MediaStatus {
-    pub phase: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub progress: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+/// The storage to request for an image of `size_bytes`. With the `storage` API CDI itself adds
+/// the filesystem overhead and aligns (`InflateSizeWithOverhead`/`GetRequiredSpace`, CDI
+/// pkg/controller/common/util.go); an ISO imports as raw, so its virtual size is its size. We
+/// round up to whole MiB so the request reads well in `kubectl get pvc`.
+pub fn storage_request(size_bytes: Option<u64>) -> String {
+    match size_bytes {
+        Some(bytes) => format!("{}Mi", bytes.div_ceil(MIB).max(1)),
+        None => MEDIA_SIZE_UNKNOWN.to_owned(),
+    }
 }
 
-pub fn data_volume(vm: &VmRef, url: &str) -> Value {
+pub fn data_volume(vm: &VmRef, media: &annotations::Media) -> Value {
+    let mut metadata =
+        serde_json::to_value(vm.meta(names::media_data_volume(&vm.name))).expect("meta");
+    metadata["annotations"][IMMEDIATE_BINDING] = json!("true");
     json!({
         "apiVersion": "cdi.kubevirt.io/v1beta1",
         "kind": "DataVolume",
-        "metadata": serde_json::to_value(vm.meta(names::media_data_volume(&vm.name))).expect("meta"),
+        "metadata": metadata,
         "spec": {
-            "source": {"http": {"url": url}},
-            "storage": {"resources": {"requests": {"storage": MEDIA_SIZE}}}
+            "source": {"http": {"url": media.image}},
+            "storage": {"resources": {"requests": {"storage": storage_request(media.size_bytes)}}}
         }
     })
 }
@@ -63,17 +73,17 @@ fn status_of(dv: &Value) -> MediaStatus {
         .and_then(|c| c["message"].as_str().map(str::to_owned));
     match phase {
         "Succeeded" => MediaStatus {
-            phase: "Ready".to_owned(),
+            phase: MediaPhase::Ready,
             progress: Some("100.0%".to_owned()),
             reason: None,
         },
         "Failed" => MediaStatus {
-            phase: "Failed".to_owned(),
+            phase: MediaPhase::Failed,
             progress: None,
             reason: Some(failure.unwrap_or_else(|| "import failed".to_owned())),
         },
         _ => MediaStatus {
-            phase: "Importing".to_owned(),
+            phase: MediaPhase::Importing,
             progress: dv["status"]["progress"].as_str().map(str::to_owned),
             reason: failure,
         },
@@ -119,7 +129,7 @@ pub fn plan(
         .ok()
         .flatten()
         .filter(|m| m.inserted);
-    let current_status = annotations.get(names::MEDIA_STATUS);
+    let current_status = annotations.get(annotations::MEDIA_STATUS);
     let Some(media) = desired else {
         return MediaPlan {
             data_volume: if dv.is_some() {
@@ -129,23 +139,23 @@ pub fn plan(
             },
             vm_spec: detach(vm),
             status_annotation: current_status
-                .map(|_| (names::MEDIA_STATUS.to_owned(), Value::Null)),
+                .map(|_| (annotations::MEDIA_STATUS.to_owned(), Value::Null)),
         };
     };
     let (data_volume, status) = match dv {
         Some(dv) if dv["spec"]["source"]["http"]["url"].as_str() != Some(media.image.as_str()) => (
             DvAction::Delete,
             MediaStatus {
-                phase: "Importing".to_owned(),
+                phase: MediaPhase::Importing,
                 progress: None,
                 reason: Some("replacing the previous image".to_owned()),
             },
         ),
         Some(dv) => (DvAction::None, status_of(dv)),
         None => (
-            DvAction::Apply(data_volume(vm_ref, &media.image)),
+            DvAction::Apply(data_volume(vm_ref, &media)),
             MediaStatus {
-                phase: "Importing".to_owned(),
+                phase: MediaPhase::Importing,
                 progress: None,
                 reason: None,
             },
@@ -154,18 +164,18 @@ pub fn plan(
     // Attached only once imported: a VM template naming a DataVolume that is still
     // importing, or failed, may not start, and without a launcher Pod there is no BMC left
     // to eject the medium through.
-    let imported = status.phase == "Ready" && data_volume == DvAction::None;
+    let imported = status.phase == MediaPhase::Ready && data_volume == DvAction::None;
     let vm_spec = if imported {
         attach(vm, vm_ref)
     } else {
         detach(vm)
     };
-    let text = serde_json::to_string(&status).expect("serialises");
+    let text = status.to_annotation();
     MediaPlan {
         data_volume,
         vm_spec,
         status_annotation: (current_status != Some(&text))
-            .then(|| (names::MEDIA_STATUS.to_owned(), json!(text))),
+            .then(|| (annotations::MEDIA_STATUS.to_owned(), json!(text))),
     }
 }
 

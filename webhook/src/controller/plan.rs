@@ -3,12 +3,11 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::children::{self, VmRef};
 use super::media::{self, MediaPlan};
-use crate::annotations::{self, AnnotationError};
+use crate::annotations::{self, AnnotationError, Original, Status};
 use crate::names;
 use crate::network;
 
@@ -71,16 +70,6 @@ pub struct Note {
     pub message: String,
 }
 
-/// Shown on the VM as `bmc.kubevirt.io/status`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Status {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub address: Option<String>,
-    pub service: String,
-    pub ready: bool,
-    pub reason: String,
-}
-
 #[derive(Debug, Clone, PartialEq)]
 pub enum Plan {
     /// Our annotation on the VM is malformed: report and touch nothing else.
@@ -102,18 +91,6 @@ pub enum Plan {
     Nothing,
 }
 
-/// The user's settings before opt-in, restored on opt-out.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Original {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub run_strategy: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub running: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub start_strategy: Option<String>,
-}
-
 pub fn vm_annotations(vm: &Value) -> BTreeMap<String, String> {
     vm["metadata"]["annotations"]
         .as_object()
@@ -132,19 +109,25 @@ pub fn wants_bmc(
 ) -> Result<bool, AnnotationError> {
     Ok(match annotations::enabled(vm)? {
         Some(v) => v,
-        None => namespace_labels.get(names::ENABLED).map(String::as_str) == Some("true"),
+        None => {
+            namespace_labels
+                .get(annotations::ENABLED)
+                .map(String::as_str)
+                == Some("true")
+        }
     })
 }
 
 fn status_patch(current: &BTreeMap<String, String>, status: &Status) -> Option<(String, Value)> {
-    let text = serde_json::to_string(status).expect("status serialises");
-    (current.get(names::STATUS) != Some(&text)).then(|| (names::STATUS.to_owned(), json!(text)))
+    let text = status.to_annotation();
+    (current.get(annotations::STATUS) != Some(&text))
+        .then(|| (annotations::STATUS.to_owned(), json!(text)))
 }
 
 fn previous_reason(current: &BTreeMap<String, String>) -> Option<String> {
     current
-        .get(names::STATUS)
-        .and_then(|s| serde_json::from_str::<Status>(s).ok())
+        .get(annotations::STATUS)
+        .and_then(|s| Status::parse(s))
         .map(|s| s.reason)
 }
 
@@ -170,8 +153,8 @@ pub fn plan(vm: &Value, vm_ref: &VmRef, observed: &Observed, fresh: &Fresh) -> P
             };
         }
     };
-    let prepared = annotations.contains_key(names::ORIGINAL)
-        || template_annotation(vm, names::ENABLED).is_some();
+    let prepared = annotations.contains_key(annotations::ORIGINAL)
+        || template_annotation(vm, annotations::ENABLED).is_some();
     if !wants {
         return if prepared {
             Plan::OptOut {
@@ -225,10 +208,10 @@ fn opted_in(
                     format!(
                         "Secret {:?} named by {} lacks the keys \"username\" and \"password\"",
                         annotations
-                            .get(names::CREDENTIALS_SECRET)
+                            .get(annotations::CREDENTIALS_SECRET)
                             .cloned()
                             .unwrap_or_default(),
-                        names::CREDENTIALS_SECRET
+                        annotations::CREDENTIALS_SECRET
                     ),
                 ));
             }
@@ -241,10 +224,10 @@ fn opted_in(
                 format!(
                     "Secret {:?} named by {} does not exist",
                     annotations
-                        .get(names::CREDENTIALS_SECRET)
+                        .get(annotations::CREDENTIALS_SECRET)
                         .cloned()
                         .unwrap_or_default(),
-                    names::CREDENTIALS_SECRET
+                    annotations::CREDENTIALS_SECRET
                 ),
             ));
         }
@@ -271,7 +254,7 @@ fn opted_in(
     let mut patch = Map::new();
     let mut annotation_changes: Vec<(String, Value)> = Vec::new();
     let spec = &vm["spec"];
-    let first_time = !annotations.contains_key(names::ORIGINAL);
+    let first_time = !annotations.contains_key(annotations::ORIGINAL);
     if prepare {
         if first_time {
             let original = Original {
@@ -282,8 +265,8 @@ fn opted_in(
                     .map(str::to_owned),
             };
             annotation_changes.push((
-                names::ORIGINAL.to_owned(),
-                json!(serde_json::to_string(&original).expect("serialises")),
+                annotations::ORIGINAL.to_owned(),
+                json!(original.to_annotation()),
             ));
             let mut s = json!({
                 "runStrategy": "Always",
@@ -327,9 +310,9 @@ fn opted_in(
                 ),
             ));
         }
-        if template_annotation(vm, names::ENABLED) != Some("true") {
+        if template_annotation(vm, annotations::ENABLED) != Some("true") {
             let s = patch.entry("spec").or_insert_with(|| json!({}));
-            s["template"]["metadata"]["annotations"][names::ENABLED] = json!("true");
+            s["template"]["metadata"]["annotations"][annotations::ENABLED] = json!("true");
         }
     }
     if observed.launcher.as_ref().is_some_and(|l| !l.injected) && (!first_time || !prepare) {
@@ -434,17 +417,15 @@ fn merge_annotations(vm: &Value, changes: impl IntoIterator<Item = (String, Valu
 /// Puts back what opt-in changed: the user's run/start strategies, no template opt-in, no
 /// status, no media disk.
 pub fn restore_patch(vm: &Value, annotations: &BTreeMap<String, String>) -> Value {
-    let original: Original = annotations
-        .get(names::ORIGINAL)
-        .and_then(|o| serde_json::from_str(o).ok())
-        .unwrap_or_default();
+    let original =
+        Original::parse_or_default(annotations.get(annotations::ORIGINAL).map(String::as_str));
     let mut spec = json!({
         "template": {
-            "metadata": {"annotations": {names::ENABLED: null}},
+            "metadata": {"annotations": {annotations::ENABLED: null}},
             "spec": {"startStrategy": original.start_strategy}
         }
     });
-    if annotations.contains_key(names::ORIGINAL) {
+    if annotations.contains_key(annotations::ORIGINAL) {
         match (original.run_strategy, original.running) {
             (Some(rs), _) => spec["runStrategy"] = json!(rs),
             (None, Some(running)) => {
@@ -459,7 +440,7 @@ pub fn restore_patch(vm: &Value, annotations: &BTreeMap<String, String>) -> Valu
     }
     let mut p = json!({
         "metadata": {"annotations": {
-            names::ORIGINAL: null, names::STATUS: null, names::MEDIA_STATUS: null
+            annotations::ORIGINAL: null, annotations::STATUS: null, annotations::MEDIA_STATUS: null
         }},
         "spec": spec
     });

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
+use kubevirt_bmc_runtime::tls_reload::CertFiles;
 use kubevirt_bmc_webhook::inject::InjectionConfig;
 use kubevirt_bmc_webhook::metrics::Metrics;
 use kubevirt_bmc_webhook::server::{Context, ServeConfig, serve};
-use kubevirt_bmc_webhook::tls_reload::CertFiles;
 use rcgen::{CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::ServerName;
@@ -102,7 +102,7 @@ impl Drop for Running {
 }
 
 pub async fn start(cert: &Path, key: &Path, reload: Duration) -> Running {
-    kubevirt_bmc::tls::install_crypto_provider();
+    kubevirt_bmc_runtime::tls::install_crypto_provider();
     let metrics = Arc::new(Metrics::default());
     let ctx = Arc::new(Context {
         injection: InjectionConfig::test(),

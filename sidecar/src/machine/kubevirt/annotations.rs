@@ -1,38 +1,23 @@
 //! The BMC's state on the VM: annotations under `bmc.kubevirt.io/`. A new sidecar reads them
-//! at start and continues; nothing the BMC must remember lives only in its memory.
-//!
-//! | annotation | value | written by |
-//! |---|---|---|
-//! | `power-state` | `On` / `Off`: the power a client last asked for | sidecar |
-//! | `booted-vmi` | UID of the VMI the BMC last booted or found running (it has run) | sidecar |
-//! | `restart-of` | UID of the VMI the BMC restarted for a fresh boot: boot its successor | sidecar |
-//! | `boot-override` | `Target/Enabled/Mode` exactly as a client set it, e.g. `Pxe/Once/UEFI` | sidecar |
-//! | `boot-override-state` | JSON: generation the override was written in, VMI then running, the persistent boot order to restore | sidecar |
-//! | `media` | JSON `{"image","inserted","writeProtected"}` (absent: ejected) | sidecar |
-//! | `media-status` | JSON `{"phase","progress","reason"}` | controller |
-//! | `event-subscriptions` | Redfish subscriptions document | sidecar |
+//! at start and continues; nothing the BMC must remember lives only in its memory. The keys and
+//! the values both binaries read are the contract crate's (`kubevirt_bmc_contract::annotations`,
+//! with the table of who writes what); here they become the machine's types.
 
 use std::collections::BTreeMap;
 
+pub use kubevirt_bmc_contract::annotations::{
+    BOOT_OVERRIDE, BOOT_STATE, BOOTED_VMI, EVENT_SUBSCRIPTIONS, MEDIA, MEDIA_STATUS, POWER,
+    RESTART_OF, SESSION_SETTINGS,
+};
+use kubevirt_bmc_contract::annotations::{
+    Media, MediaPhase, MediaStatus as ImportStatus, PowerState,
+};
 use serde::{Deserialize, Serialize};
 
 use super::boot::SavedOrder;
 use super::power::Desired;
 use super::types::VirtualMachine;
-use crate::machine::{
-    BootMode, BootOverride, BootOverrideEnabled, BootTarget, MediaInsert, MediaState, MediaStatus,
-};
-
-pub const PREFIX: &str = "bmc.kubevirt.io/";
-pub const POWER: &str = "bmc.kubevirt.io/power-state";
-pub const BOOTED_VMI: &str = "bmc.kubevirt.io/booted-vmi";
-pub const RESTART_OF: &str = "bmc.kubevirt.io/restart-of";
-pub const BOOT_OVERRIDE: &str = "bmc.kubevirt.io/boot-override";
-pub const BOOT_STATE: &str = "bmc.kubevirt.io/boot-override-state";
-pub const MEDIA: &str = "bmc.kubevirt.io/media";
-pub const MEDIA_STATUS: &str = "bmc.kubevirt.io/media-status";
-pub const EVENT_SUBSCRIPTIONS: &str = "bmc.kubevirt.io/event-subscriptions";
-pub const SESSION_SETTINGS: &str = "bmc.kubevirt.io/session-settings";
+use crate::machine::{BootOverride, MediaInsert, MediaState, MediaStatus};
 
 /// Bookkeeping of an active boot override.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,106 +34,56 @@ pub struct BootState {
     pub saved: Option<SavedOrder>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct MediaAnnotation {
-    pub image: String,
-    pub inserted: bool,
-    pub write_protected: bool,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MediaStatusAnnotation {
-    #[serde(default)]
-    pub phase: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub progress: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-}
-
 pub fn desired(vm: &VirtualMachine) -> Desired {
     Desired {
-        power: match vm.annotation(POWER) {
-            Some("On") => Some(true),
-            Some("Off") => Some(false),
-            _ => None,
-        },
+        power: vm
+            .annotation(POWER)
+            .and_then(PowerState::parse)
+            .map(PowerState::is_on),
         booted_vmi: vm.annotation(BOOTED_VMI).map(str::to_owned),
         restart_of: vm.annotation(RESTART_OF).map(str::to_owned),
     }
 }
 
 pub fn power_value(on: bool) -> &'static str {
-    if on { "On" } else { "Off" }
+    PowerState::from_on(on).as_str()
 }
 
-pub fn format_boot_override(boot: &BootOverride) -> String {
-    let mode = match boot.mode {
-        BootMode::Uefi => "UEFI",
-        BootMode::Legacy => "Legacy",
-    };
-    format!("{:?}/{:?}/{mode}", boot.target, boot.enabled)
-}
-
-pub fn parse_boot_override(text: &str) -> Option<BootOverride> {
-    let mut parts = text.split('/');
-    let target = parts.next()?;
-    let target = BootTarget::ALL
-        .into_iter()
-        .find(|t| format!("{t:?}") == target)?;
-    let enabled = match parts.next()? {
-        "Disabled" => BootOverrideEnabled::Disabled,
-        "Once" => BootOverrideEnabled::Once,
-        "Continuous" => BootOverrideEnabled::Continuous,
-        _ => return None,
-    };
-    let mode = match parts.next()? {
-        "UEFI" => BootMode::Uefi,
-        "Legacy" => BootMode::Legacy,
-        _ => return None,
-    };
-    parts.next().is_none().then_some(BootOverride {
-        target,
-        enabled,
-        mode,
-    })
+pub fn boot_override(vm: &VirtualMachine) -> Option<BootOverride> {
+    vm.annotation(BOOT_OVERRIDE)
+        .and_then(BootOverride::from_annotation)
 }
 
 pub fn boot_state(vm: &VirtualMachine) -> Option<BootState> {
     serde_json::from_str(vm.annotation(BOOT_STATE)?).ok()
 }
 
-pub fn media_annotation(media: &MediaInsert) -> String {
-    serde_json::to_string(&MediaAnnotation {
+/// `size_bytes`: what the image server announced, for the controller to size the import.
+pub fn media_annotation(media: &MediaInsert, size_bytes: Option<u64>) -> String {
+    Media {
         image: media.image.clone(),
         inserted: media.inserted,
         write_protected: media.write_protected,
-    })
-    .unwrap_or_default()
+        size_bytes,
+    }
+    .to_annotation()
 }
 
 /// What a client reads about the virtual CD: the wish from `media`, the import's progress
 /// from the controller's `media-status`.
 pub fn media_state(vm: &VirtualMachine) -> MediaState {
-    let Some(media) = vm
-        .annotation(MEDIA)
-        .and_then(|m| serde_json::from_str::<MediaAnnotation>(m).ok())
-    else {
+    let Some(media) = vm.annotation(MEDIA).and_then(|m| Media::parse(m).ok()) else {
         return MediaState::ejected();
     };
-    let status = vm
-        .annotation(MEDIA_STATUS)
-        .and_then(|s| serde_json::from_str::<MediaStatusAnnotation>(s).ok())
-        .unwrap_or_default();
-    let status = match status.phase.as_str() {
-        "Ready" => MediaStatus::Ready,
-        "Failed" => MediaStatus::Failed {
+    let status = ImportStatus::parse_or_default(vm.annotation(MEDIA_STATUS));
+    let status = match status.phase {
+        MediaPhase::Ready => MediaStatus::Ready,
+        MediaPhase::Failed => MediaStatus::Failed {
             reason: status
                 .reason
                 .unwrap_or_else(|| "the image import failed".to_owned()),
         },
-        _ => MediaStatus::Importing {
+        MediaPhase::Importing => MediaStatus::Importing {
             progress: status.progress,
         },
     };
@@ -168,41 +103,6 @@ pub fn merge_patch(changes: &BTreeMap<&str, Option<String>>) -> serde_json::Valu
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn boot_override_text_round_trips_every_value() {
-        for target in BootTarget::ALL {
-            for enabled in [
-                BootOverrideEnabled::Disabled,
-                BootOverrideEnabled::Once,
-                BootOverrideEnabled::Continuous,
-            ] {
-                for mode in [BootMode::Uefi, BootMode::Legacy] {
-                    let boot = BootOverride {
-                        target,
-                        enabled,
-                        mode,
-                    };
-                    assert_eq!(
-                        parse_boot_override(&format_boot_override(&boot)),
-                        Some(boot)
-                    );
-                }
-            }
-        }
-        assert_eq!(
-            format_boot_override(&BootOverride {
-                target: BootTarget::Pxe,
-                enabled: BootOverrideEnabled::Once,
-                mode: BootMode::Uefi
-            }),
-            "Pxe/Once/UEFI",
-            "the form in the fixtures' watch capture"
-        );
-        for bad in ["", "Pxe", "Pxe/Once", "Floppy/Once/UEFI", "Pxe/Once/UEFI/x"] {
-            assert_eq!(parse_boot_override(bad), None, "{bad}");
-        }
-    }
 
     #[test]
     fn media_reads_the_wish_and_the_controllers_progress() {

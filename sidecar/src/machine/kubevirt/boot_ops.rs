@@ -108,11 +108,7 @@ pub fn set(
     let mut ops = Vec::new();
     guard(vm, &mut ops);
     layout_ops(vm, &current, &layout, &mut ops);
-    set_annotation(
-        &mut ops,
-        annotations::BOOT_OVERRIDE,
-        &annotations::format_boot_override(boot),
-    );
+    set_annotation(&mut ops, annotations::BOOT_OVERRIDE, &boot.to_annotation());
     match new_state {
         Some(state) => set_annotation(
             &mut ops,
@@ -142,7 +138,7 @@ pub fn consume(vm: &VirtualMachine, state: &BootState) -> json_patch::Patch {
     set_annotation(
         &mut ops,
         annotations::BOOT_OVERRIDE,
-        &annotations::format_boot_override(&disabled),
+        &disabled.to_annotation(),
     );
     remove_annotation(vm, &mut ops, annotations::BOOT_STATE);
     finish(ops)

@@ -33,13 +33,11 @@ const SET_BOOT_ATTEMPTS: usize = 8;
 
 /// The override as a client set it; with none set, Disabled in the template's mode.
 pub(super) fn boot_override_of(vm: &VirtualMachine) -> BootOverride {
-    vm.annotation(annotations::BOOT_OVERRIDE)
-        .and_then(annotations::parse_boot_override)
-        .unwrap_or_else(|| BootOverride {
-            target: BootTarget::None,
-            enabled: BootOverrideEnabled::Disabled,
-            mode: BootLayout::of_vm(vm).mode(),
-        })
+    annotations::boot_override(vm).unwrap_or_else(|| BootOverride {
+        target: BootTarget::None,
+        enabled: BootOverrideEnabled::Disabled,
+        mode: BootLayout::of_vm(vm).mode(),
+    })
 }
 
 #[async_trait]
@@ -132,7 +130,7 @@ impl Machine for KubevirtMachine {
         }
         let changes = BTreeMap::from([(
             annotations::MEDIA,
-            Some(annotations::media_annotation(&media)),
+            Some(annotations::media_annotation(&media, None)),
         )]);
         let vm = self.inner.api.patch_annotations(&changes).await?;
         self.inner.cache.offer_vm(vm);

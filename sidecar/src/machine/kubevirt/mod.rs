@@ -302,9 +302,7 @@ impl Inner {
             let Some(state) = annotations::boot_state(&vm) else {
                 return Ok(());
             };
-            let current = vm
-                .annotation(annotations::BOOT_OVERRIDE)
-                .and_then(annotations::parse_boot_override);
+            let current = annotations::boot_override(&vm);
             if current.map(|b| b.enabled) != Some(BootOverrideEnabled::Once) {
                 return Ok(());
             }

@@ -1,4 +1,5 @@
-//! TLS for the Redfish server: the operator's certificate, or a self-signed one made at start.
+//! TLS identities: a certificate chain and key from PEM files (the operator's, cert-manager's),
+//! or a self-signed one made at start for local use.
 
 use std::path::Path;
 use std::sync::Arc;

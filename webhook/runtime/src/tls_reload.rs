@@ -1,4 +1,4 @@
-//! Follows the serving certificate on disk. Kubernetes updates a Secret volume by swapping the
+//! Follows a serving certificate on disk. Kubernetes updates a Secret volume by swapping the
 //! `..data` symlink, which a watch on the file itself misses; we re-read the files through
 //! their paths on a short interval, so any swap (symlink, rename, in-place write) is seen.
 //! A new pair that does not load keeps the old one serving, and the reason is logged once.
@@ -8,12 +8,27 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum_server::tls_rustls::RustlsConfig;
-use kubevirt_bmc::tls::{Identity, TlsError};
 
-use crate::metrics::Metrics;
+use crate::tls::{Identity, TlsError};
 
 /// The PEM bytes of the certificate and key last loaded.
 pub type Pem = (Vec<u8>, Vec<u8>);
+
+/// What became of a changed pair, for a caller's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reload {
+    Ok,
+    Rejected,
+}
+
+impl Reload {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reload::Ok => "ok",
+            Reload::Rejected => "rejected",
+        }
+    }
+}
 
 pub struct CertFiles {
     pub cert: PathBuf,
@@ -29,7 +44,7 @@ impl CertFiles {
         Identity::from_pem(cert, key, &self.cert, &self.key)?.server_config()
     }
 
-    /// Fails the start on a bad pair rather than the first API-server call.
+    /// Fails the start on a bad pair rather than the first client's handshake.
     pub fn initial(&self) -> Result<(RustlsConfig, Pem), TlsError> {
         let (cert, key) = self.read().map_err(|e| TlsError::Read {
             path: self.cert.display().to_string(),
@@ -40,13 +55,13 @@ impl CertFiles {
     }
 }
 
-/// Runs until the task is dropped.
+/// Runs until the task is dropped; `on_change` hears of every changed pair once.
 pub async fn follow(
     files: CertFiles,
     rustls: RustlsConfig,
     mut current: Pem,
     interval: Duration,
-    metrics: Arc<Metrics>,
+    on_change: impl Fn(Reload),
 ) {
     let mut rejected: Option<Pem> = None;
     let mut ticker = tokio::time::interval(interval);
@@ -68,13 +83,13 @@ pub async fn follow(
             Ok(config) => {
                 rustls.reload_from_config(config);
                 tracing::info!(cert = %files.cert.display(), "serving certificate reloaded");
-                metrics.tls_reload("ok");
+                on_change(Reload::Ok);
                 current = seen;
                 rejected = None;
             }
             Err(e) => {
                 tracing::warn!(cert = %files.cert.display(), error = %e, "new serving certificate rejected; still serving the previous one");
-                metrics.tls_reload("rejected");
+                on_change(Reload::Rejected);
                 rejected = Some(seen);
             }
         }

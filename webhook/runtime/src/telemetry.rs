@@ -1,4 +1,4 @@
-//! Logging set-up shared by both binaries.
+//! Logging set-up shared by both binaries: text or JSON on stderr, an EnvFilter from a flag.
 
 use clap::ValueEnum;
 use tracing_subscriber::EnvFilter;
