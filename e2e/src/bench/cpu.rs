@@ -162,7 +162,9 @@ fn ipmitool_power_status(bmc: SocketAddr, suite: u8, password: &str) -> Result<b
         .stdin(Stdio::null())
         .output()
         .map_err(|e| {
-            BenchError::Ipmi(format!("cannot run ipmitool (e2e/setup.sh installs it): {e}"))
+            BenchError::Ipmi(format!(
+                "cannot run ipmitool (e2e/setup.sh installs it): {e}"
+            ))
         })?;
     Ok(output.status.success()
         && String::from_utf8_lossy(&output.stdout).contains("Chassis Power is"))

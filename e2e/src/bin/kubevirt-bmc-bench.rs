@@ -42,12 +42,20 @@ struct Args {
     idle_seconds: u64,
     /// `ipmitool -I lanplus power status` runs per IPMI server for the CPU-per-session row
     /// (enough that even a cheap server spends a few clock ticks on them).
-    #[arg(long, env = "KUBEVIRT_BMC_BENCH_IPMITOOL_SESSIONS", default_value_t = 400)]
+    #[arg(
+        long,
+        env = "KUBEVIRT_BMC_BENCH_IPMITOOL_SESSIONS",
+        default_value_t = 400
+    )]
     ipmitool_sessions: u64,
 }
 
 struct Servers {
     ours: Proc,
+    /// A second, idle BMC from the same binary, as on a node with two opted-in VMs: the
+    /// binary's pages are then shared, and the private-memory rows count what one more
+    /// sidecar adds (alone, every mapped page of the binary would count as private).
+    _twin: Proc,
     pyghmi: Proc,
     sushy: Proc,
     webhook: Proc,
@@ -111,6 +119,11 @@ fn start(bin_dir: &Path, venv: &Path, pki: &Pki, dir: &Path) -> anyhow::Result<S
     command.args(["--power-transition-ms", "0"]);
     let mut ours = Proc::spawn("kubevirt-bmc simulate", command)?;
     ours.wait_tcp(redfish_port)?;
+    let twin_redfish = procs::free_tcp_port()?;
+    let command =
+        procs::simulate_command(&bmc, procs::free_udp_port()?, twin_redfish, PASSWORD, pki);
+    let mut twin = Proc::spawn("kubevirt-bmc simulate (twin)", command)?;
+    twin.wait_tcp(twin_redfish)?;
 
     let pyghmi_port = procs::free_udp_port()?;
     let mut command = Command::new(venv.join("bin/python"));
@@ -142,6 +155,7 @@ fn start(bin_dir: &Path, venv: &Path, pki: &Pki, dir: &Path) -> anyhow::Result<S
 
     Ok(Servers {
         ours,
+        _twin: twin,
         pyghmi,
         sushy,
         webhook,
@@ -357,8 +371,11 @@ async fn ipmitool_charged(
 ) -> anyhow::Result<(cpu::SessionRuns, CpuPerRequest)> {
     let hz = cpu::ticks_per_second();
     // Two at a time: a session is mostly ipmitool starting up and waiting for answers.
-    let (runs, spent) =
-        cpu::charge(server.pid(), cpu::ipmitool_sessions(bmc, SUITE, PASSWORD, count, 2)).await?;
+    let (runs, spent) = cpu::charge(
+        server.pid(),
+        cpu::ipmitool_sessions(bmc, SUITE, PASSWORD, count, 2),
+    )
+    .await?;
     Ok((
         runs,
         CpuPerRequest {

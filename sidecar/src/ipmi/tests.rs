@@ -330,7 +330,11 @@ async fn sol_output_never_overtakes_the_activate_payload_response() {
         assert_eq!((response.cmd, response.cc), (0x48, cc::OK), "round {round}");
         // The console's line follows the response.
         let output = recv(&socket, &mut buf).await;
-        assert_eq!(client.open(&output).unwrap().0, payload::SOL, "round {round}");
+        assert_eq!(
+            client.open(&output).unwrap().0,
+            payload::SOL,
+            "round {round}"
+        );
 
         socket
             .send(&client.request(netfn::APP, 0x49, &deactivate, [round; 16]))

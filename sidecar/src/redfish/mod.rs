@@ -378,7 +378,9 @@ pub async fn start(
                     Some(app) => app.oneshot(request).await,
                     None => {
                         // Read to the end, or the connection closes (see read_whole_body).
-                        if let Err(refused) = http::read_whole_body(request.map(axum::body::Body::new)).await {
+                        if let Err(refused) =
+                            http::read_whole_body(request.map(axum::body::Body::new)).await
+                        {
                             return Ok(refused);
                         }
                         let why = waiting.lock().unwrap_or_else(|p| p.into_inner()).clone();
