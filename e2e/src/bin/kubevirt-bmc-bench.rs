@@ -52,10 +52,6 @@ struct Args {
 
 struct Servers {
     ours: Proc,
-    /// A second, idle BMC from the same binary, as on a node with two opted-in VMs: the
-    /// binary's pages are then shared, and the private-memory rows count what one more
-    /// sidecar adds (alone, every mapped page of the binary would count as private).
-    _twin: Proc,
     pyghmi: Proc,
     sushy: Proc,
     webhook: Proc,
@@ -119,11 +115,6 @@ fn start(bin_dir: &Path, venv: &Path, pki: &Pki, dir: &Path) -> anyhow::Result<S
     command.args(["--power-transition-ms", "0"]);
     let mut ours = Proc::spawn("kubevirt-bmc simulate", command)?;
     ours.wait_tcp(redfish_port)?;
-    let twin_redfish = procs::free_tcp_port()?;
-    let command =
-        procs::simulate_command(&bmc, procs::free_udp_port()?, twin_redfish, PASSWORD, pki);
-    let mut twin = Proc::spawn("kubevirt-bmc simulate (twin)", command)?;
-    twin.wait_tcp(twin_redfish)?;
 
     let pyghmi_port = procs::free_udp_port()?;
     let mut command = Command::new(venv.join("bin/python"));
@@ -155,7 +146,6 @@ fn start(bin_dir: &Path, venv: &Path, pki: &Pki, dir: &Path) -> anyhow::Result<S
 
     Ok(Servers {
         ours,
-        _twin: twin,
         pyghmi,
         sushy,
         webhook,
