@@ -8,7 +8,7 @@ use std::process::Command;
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use kubevirt_bmc_e2e::testkit::redfish_login;
-use redfish_support::{Bmc, PASSWORD, USER, VM};
+use redfish_support::{Bmc, PASSWORD, USER, VM, script, venv_tool};
 use serde_json::Value;
 
 /// Runs curl; returns (status code, body, stderr).
@@ -69,6 +69,30 @@ fn http2_and_keep_alive_are_served() {
     assert!(
         stderr.contains("Re-using existing connection") || stderr.contains("Reusing existing"),
         "second request opened a new connection:\n{stderr}"
+    );
+}
+
+/// A request refused before its body arrived (urllib3 writes headers and body apart) must
+/// not cost the client its keep-alive connection: the next request on it is answered.
+#[test]
+fn a_refusal_before_the_body_arrived_keeps_the_connection() {
+    let bmc = Bmc::start();
+    let output = Command::new(venv_tool("python"))
+        .arg(script("keep_alive_after_refusal.py"))
+        .args(["127.0.0.1", &bmc.redfish.port().to_string(), USER, PASSWORD])
+        .output()
+        .expect("the venv's python runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let result: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(
+        result,
+        serde_json::json!({"first": 405, "first_connection": null, "second": 405}),
+        "the POST is refused, and the DELETE on the same connection is answered too"
     );
 }
 

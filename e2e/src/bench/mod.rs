@@ -2,6 +2,7 @@
 //! (`e2e/load.sh`): starting the BMCs under test, the clients that drive them, and the
 //! measurements. Both commands are binaries of this crate (`src/bin/`), never timed tests.
 
+pub mod cpu;
 pub mod https;
 pub mod ipmi;
 pub mod pki;

@@ -46,6 +46,8 @@ impl Latencies {
 /// Requests per second, p50 and p99 of one measurement, with its error count.
 #[derive(Debug, Clone, Copy)]
 pub struct Row {
+    /// Requests answered (the basis of the per-request CPU rows).
+    pub requests: u64,
     pub rps: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
@@ -55,6 +57,7 @@ pub struct Row {
 impl Row {
     pub fn from_latencies(mut latencies: Latencies, elapsed: Duration, errors: u64) -> Row {
         Row {
+            requests: latencies.len() as u64,
             rps: latencies.len() as f64 / elapsed.as_secs_f64(),
             p50_ms: latencies.percentile_ms(0.50),
             p99_ms: latencies.percentile_ms(0.99),

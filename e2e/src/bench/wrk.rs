@@ -52,7 +52,16 @@ fn parse(text: &str) -> Option<Row> {
                 .filter_map(|part| part.split_whitespace().nth(1)?.parse::<u64>().ok())
                 .sum()
         });
+    // "  70495 requests in 5.00s, 120.00MB read"
+    let requests: u64 = text
+        .lines()
+        .find(|l| l.contains(" requests in "))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
     Some(Row {
+        requests,
         rps: field("Requests/sec:")?.parse().ok()?,
         p50_ms: duration_ms(field("50%")?)?,
         p99_ms: duration_ms(field("99%")?)?,
@@ -99,6 +108,7 @@ Transfer/sec:     24.00MB
     #[test]
     fn reads_rate_percentiles_and_every_error() {
         let row = parse(OUTPUT).unwrap();
+        assert_eq!(row.requests, 70495);
         assert_eq!(row.rps, 14099.0);
         assert_eq!(row.p50_ms, 0.844);
         assert_eq!(row.p99_ms, 12.16);

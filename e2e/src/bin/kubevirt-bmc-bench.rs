@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use bytes::Bytes;
 use clap::Parser;
+use kubevirt_bmc_e2e::bench::cpu::{self, CpuPerRequest};
 use kubevirt_bmc_e2e::bench::https::{self, Connection};
 use kubevirt_bmc_e2e::bench::ipmi;
 use kubevirt_bmc_e2e::bench::pki::Pki;
@@ -36,6 +37,17 @@ struct Args {
     /// Python venv with pyghmi and sushy-tools (e2e/setup.sh makes it).
     #[arg(long, env = "KUBEVIRT_BMC_VENV")]
     venv: Option<PathBuf>,
+    /// Seconds every server sits idle while its CPU time is watched.
+    #[arg(long, env = "KUBEVIRT_BMC_BENCH_IDLE_SECONDS", default_value_t = 30)]
+    idle_seconds: u64,
+    /// `ipmitool -I lanplus power status` runs per IPMI server for the CPU-per-session row
+    /// (enough that even a cheap server spends a few clock ticks on them).
+    #[arg(
+        long,
+        env = "KUBEVIRT_BMC_BENCH_IPMITOOL_SESSIONS",
+        default_value_t = 400
+    )]
+    ipmitool_sessions: u64,
 }
 
 struct Servers {
@@ -310,6 +322,72 @@ fn rss(proc: &Proc) -> anyhow::Result<u64> {
         .with_context(|| format!("no VmRSS for {}", proc.name))
 }
 
+fn private(proc: &Proc) -> anyhow::Result<u64> {
+    cpu::private_kib(proc.pid())
+        .with_context(|| format!("no /proc/PID/smaps_rollup for {}", proc.name))
+}
+
+fn ticks(proc: &Proc) -> anyhow::Result<u64> {
+    cpu::cpu_ticks(proc.pid()).with_context(|| format!("no /proc/PID/stat for {}", proc.name))
+}
+
+/// wrk against `url` with the CPU time `server` spent meanwhile charged to its requests.
+fn wrk_charged(
+    server: &Proc,
+    url: &str,
+    header: &str,
+    connections: u32,
+    seconds: u64,
+    hz: u64,
+) -> anyhow::Result<(Row, CpuPerRequest)> {
+    let before = ticks(server)?;
+    let row = wrk::run(url, header, connections, seconds)?;
+    let spent = ticks(server)?.saturating_sub(before);
+    Ok((
+        row,
+        CpuPerRequest {
+            ticks: spent,
+            requests: row.requests,
+            ticks_per_second: hz,
+        },
+    ))
+}
+
+/// The ipmitool sessions, with the CPU time `server` spent on them.
+async fn ipmitool_charged(
+    server: &Proc,
+    bmc: SocketAddr,
+    count: u64,
+) -> anyhow::Result<(cpu::SessionRuns, CpuPerRequest)> {
+    let hz = cpu::ticks_per_second();
+    // Two at a time: a session is mostly ipmitool starting up and waiting for answers.
+    let (runs, spent) = cpu::charge(
+        server.pid(),
+        cpu::ipmitool_sessions(bmc, SUITE, PASSWORD, count, 2),
+    )
+    .await?;
+    Ok((
+        runs,
+        CpuPerRequest {
+            ticks: spent,
+            requests: runs.ok,
+            ticks_per_second: hz,
+        },
+    ))
+}
+
+impl Table {
+    /// A per-request CPU row: ours against the peer, lower is better.
+    fn cpu(&mut self, what: &str, ours: &CpuPerRequest, peer_name: &str, peer: &CpuPerRequest) {
+        self.lines.push(format!(
+            "| {what}, server CPU µs per request | {} | {peer_name} | {} | {} |",
+            ours.describe(),
+            peer.describe(),
+            ratio(ours.micros(), peer.micros())
+        ));
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -340,44 +418,93 @@ async fn main() -> anyhow::Result<()> {
         rss(&s.sushy)?,
         rss(&s.webhook)?,
     ];
+    let idle_private = [private(&s.ours)?, private(&s.pyghmi)?, private(&s.sushy)?];
+    // Nothing talks to any server now: a BMC with no timers firing spends no CPU at all.
+    let idle_before = [ticks(&s.ours)?, ticks(&s.pyghmi)?, ticks(&s.sushy)?];
+    tokio::time::sleep(Duration::from_secs(args.idle_seconds)).await;
+    let idle_after = [ticks(&s.ours)?, ticks(&s.pyghmi)?, ticks(&s.sushy)?];
+    let idle_ticks: Vec<u64> = idle_after
+        .iter()
+        .zip(idle_before)
+        .map(|(a, b)| a.saturating_sub(b))
+        .collect();
+    let hz = cpu::ticks_per_second();
 
     let mut table = Table::new();
+    let (ours_runs, ours_session) =
+        ipmitool_charged(&s.ours, s.ours_ipmi, args.ipmitool_sessions).await?;
+    let (peer_runs, peer_session) =
+        ipmitool_charged(&s.pyghmi, s.pyghmi_ipmi, args.ipmitool_sessions).await?;
+    table.cpu(
+        "`ipmitool -I lanplus -C 3 power status` session (login, command, close)",
+        &ours_session,
+        "pyghmi BMC",
+        &peer_session,
+    );
+    for (who, runs) in [("kubevirt-bmc", ours_runs), ("pyghmi BMC", peer_runs)] {
+        if runs.errors > 0 {
+            table.ours_failed |= who == "kubevirt-bmc";
+            table.errors.push(format!(
+                "ipmitool power status: {who} failed {} of {} runs",
+                runs.errors,
+                runs.errors + runs.ok
+            ));
+        }
+    }
     for sessions in [1usize, 16] {
-        let ours = ipmi::throughput(s.ours_ipmi, sessions, cell, SUITE, PASSWORD).await?;
-        let peer = ipmi::throughput(s.pyghmi_ipmi, sessions, cell, SUITE, PASSWORD).await?;
+        let (ours, ours_ticks) = cpu::charge(
+            s.ours.pid(),
+            ipmi::throughput(s.ours_ipmi, sessions, cell, SUITE, PASSWORD),
+        )
+        .await?;
+        let (peer, peer_ticks) = cpu::charge(
+            s.pyghmi.pid(),
+            ipmi::throughput(s.pyghmi_ipmi, sessions, cell, SUITE, PASSWORD),
+        )
+        .await?;
         let label = if sessions == 1 { "session" } else { "sessions" };
-        table.compared(
-            &format!("IPMI Get Chassis Status, {sessions} {label}"),
-            &ours,
+        let what = format!("IPMI Get Chassis Status, {sessions} {label}");
+        table.compared(&what, &ours, "pyghmi BMC", &peer);
+        // The logins are part of the measured span, but a handful against thousands of
+        // requests.
+        let per = |ticks, row: &Row| CpuPerRequest {
+            ticks,
+            requests: row.requests,
+            ticks_per_second: hz,
+        };
+        table.cpu(
+            &what,
+            &per(ours_ticks, &ours),
             "pyghmi BMC",
-            &peer,
+            &per(peer_ticks, &peer),
         );
     }
     let basic = format!("Authorization: {}", https::basic_auth("admin", PASSWORD));
     for connections in [1u32, 16] {
-        let ours = wrk::run(
+        let (ours, ours_cpu) = wrk_charged(
+            &s.ours,
             &format!("https://{}{OUR_SYSTEM}", s.ours_redfish),
             &basic,
             connections,
             args.seconds,
+            hz,
         )?;
-        let peer = wrk::run(
+        let (peer, peer_cpu) = wrk_charged(
+            &s.sushy,
             &format!("https://{}{SUSHY_SYSTEM}", s.sushy_redfish),
             &basic,
             connections,
             args.seconds,
+            hz,
         )?;
         let label = if connections == 1 {
             "connection"
         } else {
             "connections"
         };
-        table.compared(
-            &format!("Redfish HTTPS GET System, Basic, {connections} {label}"),
-            &ours,
-            "sushy-emulator",
-            &peer,
-        );
+        let what = format!("Redfish HTTPS GET System, Basic, {connections} {label}");
+        table.compared(&what, &ours, "sushy-emulator", &peer);
+        table.cpu(&what, &ours_cpu, "sushy-emulator", &peer_cpu);
     }
     let token = format!(
         "X-Auth-Token: {}",
@@ -414,6 +541,7 @@ async fn main() -> anyhow::Result<()> {
         rss(&s.sushy)?,
         rss(&s.webhook)?,
     ];
+    let after_private = [private(&s.ours)?, private(&s.pyghmi)?, private(&s.sushy)?];
     for (what, rss) in [("idle RSS MiB", idle), ("after-load RSS MiB", after)] {
         let peers = rss[1] + rss[2];
         table.lines.push(format!(
@@ -425,6 +553,28 @@ async fn main() -> anyhow::Result<()> {
             ratio(rss[0] as f64, peers as f64)
         ));
     }
+    for (what, kib) in [
+        ("idle private memory MiB", idle_private),
+        ("after-load private memory MiB", after_private),
+    ] {
+        let peers = kib[1] + kib[2];
+        table.lines.push(format!(
+            "| {what} (Private_Clean + Private_Dirty) | {:.2} | pyghmi BMC + sushy-emulator | {:.2} + {:.2} = {:.2} | {} |",
+            mib(kib[0]),
+            mib(kib[1]),
+            mib(kib[2]),
+            mib(peers),
+            ratio(kib[0] as f64, peers as f64)
+        ));
+    }
+    table.lines.push(format!(
+        "| idle CPU clock ticks in {} s (1 tick = {:.0} ms) | {} | pyghmi BMC + sushy-emulator | {} + {} | no ratio |",
+        args.idle_seconds,
+        1000.0 / hz as f64,
+        idle_ticks[0],
+        idle_ticks[1],
+        idle_ticks[2]
+    ));
     table.lines.push(format!(
         "| webhook RSS MiB, idle / after load | {:.1} / {:.1} | no peer | | no peer |",
         mib(idle[3]),
@@ -444,8 +594,10 @@ async fn main() -> anyhow::Result<()> {
     println!();
     println!(
         "IPMI: RMCP+ cipher suite 3 (the only one pyghmi offers), our Rust client for both. \
-         Redfish: wrk over HTTPS keep-alive for both. ours/peer above 1 is better for req/s, \
-         below 1 is better for p99 and RSS."
+         Redfish: wrk over HTTPS keep-alive for both. Server CPU: the server process's \
+         utime + stime (/proc/PID/stat) over the cell divided by the requests answered, \
+         with the clock ticks and requests it rests on. ours/peer above 1 is better for \
+         req/s, below 1 is better for p99, CPU and memory."
     );
     if table.errors.is_empty() {
         println!("Errors: none (every request answered with success).");

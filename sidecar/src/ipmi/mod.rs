@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use kubevirt_bmc_ipmi::session::{Event, Outcome};
+use kubevirt_bmc_ipmi::session::{Event, Outcome, Reply};
 use kubevirt_bmc_ipmi::{AppRequest, IpmiRequest, IpmiResponse, Server, ServerConfig};
 use tokio::net::UdpSocket;
 
@@ -192,24 +192,34 @@ impl IpmiServer {
             sol::handle_events(&ctx, &sol_events);
             match outcome {
                 Outcome::Console(input) => sol::deliver(&ctx, input).await,
-                Outcome::Reply(reply) => {
-                    if let Some(event) = &reply.event {
-                        log_event(event, peer);
-                        sol::on_events(&ctx, std::slice::from_ref(event));
-                    }
+                Outcome::Reply(Reply {
+                    datagrams,
+                    delay,
+                    event,
+                }) => {
                     sol::send_elsewhere(&ctx).await;
-                    if reply.delay.is_zero() {
-                        for datagram in &reply.datagrams {
+                    if delay.is_zero() {
+                        for datagram in &datagrams {
                             send(&ctx, datagram, peer).await;
                         }
                     } else {
                         let ctx = ctx.clone();
                         tokio::spawn(async move {
-                            tokio::time::sleep(reply.delay).await;
-                            for datagram in &reply.datagrams {
+                            tokio::time::sleep(delay).await;
+                            for datagram in &datagrams {
                                 send(&ctx, datagram, peer).await;
                             }
                         });
+                    }
+                    // Only after the reply is on the wire: an activation attaches the
+                    // console, whose first output must not overtake the Activate Payload
+                    // response. ipmitool (lanplus.c, ipmi_lan_poll_single) returns a SOL
+                    // packet arriving first as the response, with the completion code of
+                    // the previous one (0xC1 of its PICMG probe): "Error activating SOL
+                    // payload: Invalid command".
+                    if let Some(event) = &event {
+                        log_event(event, peer);
+                        sol::on_events(&ctx, std::slice::from_ref(event));
                     }
                 }
                 Outcome::Request(app) => {

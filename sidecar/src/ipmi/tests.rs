@@ -240,3 +240,167 @@ async fn the_receive_buffer_holds_a_burst_from_every_session() {
     let unchanged = socket2::SockRef::from(&small).recv_buffer_size().unwrap();
     assert_eq!(unchanged, default, "32 sessions fit the default buffer");
 }
+
+/// The simulated machine with a serial console that has printed before anyone reads it: its
+/// output is ready the moment SOL attaches.
+struct ChattyConsole(SimulatedMachine);
+
+#[async_trait::async_trait]
+impl Machine for ChattyConsole {
+    async fn power_state(&self) -> Result<PowerState> {
+        self.0.power_state().await
+    }
+    fn supported_actions(&self) -> &[PowerAction] {
+        self.0.supported_actions()
+    }
+    async fn power(&self, action: PowerAction) -> Result<()> {
+        self.0.power(action).await
+    }
+    async fn boot_override(&self) -> Result<BootOverride> {
+        self.0.boot_override().await
+    }
+    async fn set_boot_override(&self, boot: BootOverride) -> Result<()> {
+        self.0.set_boot_override(boot).await
+    }
+    fn supported_boot_targets(&self) -> &[BootTarget] {
+        self.0.supported_boot_targets()
+    }
+    async fn media(&self) -> Result<MediaState> {
+        self.0.media().await
+    }
+    async fn insert_media(&self, media: MediaInsert) -> Result<()> {
+        self.0.insert_media(media).await
+    }
+    async fn eject_media(&self) -> Result<()> {
+        self.0.eject_media().await
+    }
+    async fn inventory(&self) -> Result<Inventory> {
+        self.0.inventory().await
+    }
+    async fn record(&self, record: Record) -> Result<Option<String>> {
+        self.0.record(record).await
+    }
+    async fn store_record(&self, record: Record, value: Option<String>) -> Result<()> {
+        self.0.store_record(record, value).await
+    }
+    fn events(&self) -> tokio::sync::broadcast::Receiver<MachineEvent> {
+        self.0.events()
+    }
+    fn has_console(&self) -> bool {
+        true
+    }
+    async fn console(&self) -> Result<Console> {
+        let (input, typed) = tokio::sync::mpsc::channel(8);
+        let (printed, output) = tokio::sync::mpsc::channel(8);
+        printed
+            .try_send(b"printed before anyone attached\r\n".to_vec())
+            .expect("room for one line");
+        // The machine side stays for as long as the BMC holds the console.
+        tokio::spawn(async move {
+            let _printed = printed;
+            let mut typed = typed;
+            while typed.recv().await.is_some() {}
+        });
+        Ok(Console { input, output })
+    }
+}
+
+/// The next datagram; the wait is generous, as the test asserts an order, not a speed.
+async fn recv(socket: &tokio::net::UdpSocket, buf: &mut [u8]) -> Vec<u8> {
+    let n = tokio::time::timeout(Duration::from_secs(30), socket.recv(buf))
+        .await
+        .expect("an answer")
+        .unwrap();
+    buf[..n].to_vec()
+}
+
+/// ipmitool takes a SOL packet arriving before the Activate Payload response for that
+/// response (with a stale completion code) and gives up: the BMC must answer the
+/// activation before the console it attaches can print. Two workers, as a busy BMC could
+/// run the attachment beside the UDP loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sol_output_never_overtakes_the_activate_payload_response() {
+    use kubevirt_bmc_ipmi::client::Client;
+    use kubevirt_bmc_ipmi::crypto::CipherSuite;
+    use kubevirt_bmc_ipmi::v20::payload;
+
+    let machine = ChattyConsole(SimulatedMachine::new(SimulatedConfig::default()).unwrap());
+    let credentials = crate::credentials::Credentials::new("admin", "password");
+    let server = super::IpmiServer::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        Arc::new(machine),
+        &credentials,
+        32,
+    )
+    .await
+    .unwrap();
+    let bmc = server.local_addr().unwrap();
+    tokio::spawn(server.run());
+
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    socket.connect(bmc).await.unwrap();
+    let mut buf = vec![0u8; 2048];
+    let mut counter = 0u8;
+    let mut rng = move |b: &mut [u8]| {
+        for byte in b {
+            counter = counter.wrapping_add(7);
+            *byte = counter;
+        }
+    };
+    let suite = CipherSuite::by_id(17).unwrap();
+    let mut client = Client::new(
+        b"admin",
+        b"password",
+        suite,
+        kubevirt_bmc_ipmi::Privilege::Administrator,
+        0x0A0B_0C0D,
+    );
+    socket.send(&client.open_session_request()).await.unwrap();
+    let open = recv(&socket, &mut buf).await;
+    let rakp1 = client.on_open_session_response(&open, &mut rng).unwrap();
+    socket.send(&rakp1).await.unwrap();
+    let rakp2 = recv(&socket, &mut buf).await;
+    let rakp3 = client.on_rakp2(&rakp2).unwrap();
+    socket.send(&rakp3).await.unwrap();
+    let rakp4 = recv(&socket, &mut buf).await;
+    client.on_rakp4(&rakp4).unwrap();
+
+    let activate = [payload::SOL, 1, 0xC6, 0, 0, 0];
+    let deactivate = [payload::SOL, 1, 0, 0, 0, 0];
+    for round in 0..25 {
+        socket
+            .send(&client.request(netfn::APP, 0x48, &activate, [round; 16]))
+            .await
+            .unwrap();
+        let first = recv(&socket, &mut buf).await;
+        let (kind, _) = client.open(&first).unwrap();
+        assert_eq!(
+            kind,
+            payload::IPMI,
+            "round {round}: console output came before the Activate Payload response"
+        );
+        let response = client.response(&first).unwrap();
+        assert_eq!((response.cmd, response.cc), (0x48, cc::OK), "round {round}");
+        // The console's line follows the response.
+        let output = recv(&socket, &mut buf).await;
+        assert_eq!(
+            client.open(&output).unwrap().0,
+            payload::SOL,
+            "round {round}"
+        );
+
+        socket
+            .send(&client.request(netfn::APP, 0x49, &deactivate, [round; 16]))
+            .await
+            .unwrap();
+        loop {
+            let datagram = recv(&socket, &mut buf).await;
+            if client.open(&datagram).unwrap().0 == payload::IPMI {
+                let response = client.response(&datagram).unwrap();
+                assert_eq!((response.cmd, response.cc), (0x49, cc::OK), "round {round}");
+                break;
+            }
+            // Retransmitted output the test does not ACK.
+        }
+    }
+}

@@ -13,6 +13,48 @@ use super::errors::{ApiError, ApiResult};
 /// Larger than any request a Redfish client sends us (a subscription, an InsertMedia).
 pub const BODY_LIMIT: usize = 64 * 1024;
 
+/// How long a request body may take to arrive once its headers have (hyper's header read
+/// timeout covers only the headers).
+pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Reads the whole request body (up to [`BODY_LIMIT`]) before anything answers.
+///
+/// Every request is read to its end, also the ones refused before their body matters (a POST
+/// to a read-only collection, a 401, a 503 while starting). hyper keeps a connection alive
+/// after an unread body only if the rest of it is already buffered; otherwise it closes the
+/// connection once the answer is out, without `Connection: close`. urllib3 (requests) writes
+/// the headers and the body separately, so on a busy machine the body often is not there yet:
+/// the client reused the closed connection for its next request and got a ConnectionError
+/// (the DMTF Protocol Validator's DELETE /redfish/v1/ after a refused POST of an account).
+pub async fn read_whole_body(request: Request) -> Result<Request, Response> {
+    use axum::body::HttpBody;
+    if request.body().is_end_stream() {
+        return Ok(request);
+    }
+    let (parts, body) = request.into_parts();
+    let refuse = |error: ApiError| {
+        let mut response = error.into_response();
+        // The rest of the body is still on the wire: this connection cannot carry another
+        // request, and the client should know before it tries.
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        response
+    };
+    match tokio::time::timeout(BODY_READ_TIMEOUT, axum::body::to_bytes(body, BODY_LIMIT)).await {
+        Ok(Ok(bytes)) => Ok(Request::from_parts(parts, Body::from(bytes))),
+        Ok(Err(_)) => Err(refuse(ApiError::too_large(BODY_LIMIT))),
+        Err(_) => Err(refuse(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "The request body did not arrive within {} s",
+                BODY_READ_TIMEOUT.as_secs()
+            ),
+            vec![super::errors::message("GeneralError", &[])],
+        ))),
+    }
+}
+
 /// A request body that must be a JSON object, or empty when the action allows it.
 pub struct JsonBody(pub Option<Map<String, Value>>);
 
@@ -103,9 +145,12 @@ pub async fn conventions(request: Request, next: Next) -> Response {
         .extensions()
         .get::<axum::extract::MatchedPath>()
         .map(|m| m.as_str().to_owned());
-    let mut response = match refuse_early(&request) {
-        Some(error) => error.into_response(),
-        None => next.run(request).await,
+    let mut response = match read_whole_body(request).await {
+        Err(refused) => refused,
+        Ok(request) => match refuse_early(&request) {
+            Some(error) => error.into_response(),
+            None => next.run(request).await,
+        },
     };
 
     if response.status() == StatusCode::METHOD_NOT_ALLOWED && !is_json(response.headers()) {

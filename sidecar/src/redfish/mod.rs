@@ -464,6 +464,12 @@ pub async fn start(
                 match app {
                     Some(app) => app.oneshot(request).await,
                     None => {
+                        // Read to the end, or the connection closes (see read_whole_body).
+                        if let Err(refused) =
+                            http::read_whole_body(request.map(axum::body::Body::new)).await
+                        {
+                            return Ok(refused);
+                        }
                         let why = waiting.lock().unwrap_or_else(|p| p.into_inner()).clone();
                         Ok(errors::ApiError::from(MachineError::Unavailable(format!(
                             "the BMC is starting: {why}"
