@@ -90,6 +90,10 @@ impl Bmc {
                 .args(["--ipmi-listen", &ipmi.to_string()])
                 .args(["--redfish-listen", &redfish.to_string()])
                 .args(["--name", name, "--username", USER, "--password", PASSWORD])
+                // Ironic's image server and event receiver are on loopback, which the BMC's
+                // egress policy refuses by default; its IPMI 1.5 checks need the compatible
+                // login policy (v1.5 is off by default).
+                .args(["--egress-allow", "127.0.0.0/8", "--ipmi-auth", "compatible"])
                 .arg("--state-file")
                 .arg(&state_file)
                 .stdout(Stdio::null())

@@ -154,7 +154,10 @@ fn holder(fake: &FakeApiServer) -> Option<String> {
 async fn admits(hook: &MutatingWebhook) -> bool {
     let pod = fixture("pod-a-vm1-optin.json");
     match hook.admit(NS, &pod).await {
-        Ok(Ok(patched)) => patched["spec"]["serviceAccountName"] == "vm1-bmc",
+        // Injected: the `bmc` native sidecar is there (the Pod's own account is left alone).
+        Ok(Ok(patched)) => patched["spec"]["initContainers"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c["name"] == "bmc")),
         _ => false,
     }
 }
@@ -296,7 +299,8 @@ async fn the_leader_killed_mid_reconcile_is_replaced_and_nothing_is_written_twic
             *prepared_events.entry(name).or_default() += 1;
         }
     }
-    assert_eq!(secret_creates.len(), VMS, "{secret_creates:?}");
+    // Two Secrets per VM, each created once: the credentials and the `<vm>-bmc` token.
+    assert_eq!(secret_creates.len(), 2 * VMS, "{secret_creates:?}");
     for (name, codes) in &secret_creates {
         assert_eq!(codes, &[201], "Secret {name} created more than once");
     }

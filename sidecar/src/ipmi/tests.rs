@@ -286,6 +286,12 @@ impl Machine for ChattyConsole {
     fn events(&self) -> tokio::sync::broadcast::Receiver<MachineEvent> {
         self.0.events()
     }
+    async fn restore_policy(&self) -> Result<RestorePolicy> {
+        self.0.restore_policy().await
+    }
+    async fn set_restore_policy(&self, policy: RestorePolicy) -> Result<()> {
+        self.0.set_restore_policy(policy).await
+    }
     fn has_console(&self) -> bool {
         true
     }
@@ -331,6 +337,7 @@ async fn sol_output_never_overtakes_the_activate_payload_response() {
         Arc::new(machine),
         &credentials,
         32,
+        kubevirt_bmc_contract::annotations::IpmiAuth::Strict,
     )
     .await
     .unwrap();

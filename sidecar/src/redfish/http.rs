@@ -251,10 +251,11 @@ async fn redfish_error_from(response: Response) -> Response {
 }
 
 /// Requests refused before routing: an OData version we do not speak, `$` queries we do
-/// not implement (`$expand` is served, `expand.rs`). A query we do not implement is a
-/// permanent condition, so it gets 400, never a 5xx: sushy retries a GET's 5xx ten times,
-/// 3 s apart (`sushy/main.py` `server_side_retries`, `sushy/connector.py` `_op`), which
-/// made Ironic's sensor collection take a minute when we answered 501.
+/// not implement. The Redfish specification (DSP0266, "Query parameters") demands 501 for an
+/// unsupported `$` parameter, and the DMTF Protocol Validator checks it
+/// (`REQ_QUERY_UNSUPPORTED_DOLLAR_PARAMS`). sushy retries a GET's 5xx ten times, 3 s apart
+/// (`sushy/main.py` `server_side_retries`, `sushy/connector.py` `_op`), which is why the one
+/// `$` query it sends, `$expand`, is served (`expand.rs`) rather than refused.
 fn refuse_early(request: &Request) -> Option<ApiError> {
     if let Some(version) = request.headers().get("OData-Version")
         && version.as_bytes() != b"4.0"
@@ -270,6 +271,7 @@ fn refuse_early(request: &Request) -> Option<ApiError> {
         .filter(|name| *name != "$expand" && !name.eq_ignore_ascii_case("%24expand"))
         .find(|name| name.starts_with('$') || name.starts_with("%24"))?;
     let mut error = ApiError::bad_request("QueryNotSupported", &[]);
+    error.status = StatusCode::NOT_IMPLEMENTED;
     error.text = format!("The query parameter {unsupported} is not supported");
     Some(error)
 }
