@@ -1,8 +1,45 @@
-//! Helpers every test crate uses, written once: free loopback ports and a Redfish session
-//! login with the real curl.
+//! Helpers every test crate uses, written once: free loopback ports, a Redfish session
+//! login with the real curl, the workspace's built binaries, the captured fixtures, and a
+//! child process that dies with the test.
 
 use std::net::{TcpListener, UdpSocket};
-use std::process::Command;
+use std::path::PathBuf;
+use std::process::{Child, Command};
+
+/// A process killed (and reaped) when the test lets go of it, passing or failing.
+pub struct Kill(pub Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A binary of the workspace, built next to the running test (`target/debug/deps/<test>` ->
+/// `target/debug/<name>`): `e2e/test-all.sh` builds them before the tests.
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target directory");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first (e2e/test-all.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// One of the captures from a real kube-apiserver (`e2e/testdata/fixtures`).
+pub fn fixture(name: &str) -> serde_json::Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata/fixtures")
+        .join(name);
+    serde_json::from_slice(&std::fs::read(&path).expect("fixture readable")).expect("fixture JSON")
+}
 
 /// A TCP port free right now on loopback (a race with other processes is possible: callers
 /// that spawn a server on it retry on a bind error).

@@ -792,14 +792,7 @@ fn the_webhook_in_an_empty_root_serves_admission_with_its_mounted_certificate() 
             std::fs::read_to_string(&log).unwrap_or_default()
         )
     });
-    struct Kill(Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _child = Kill(child);
+    let _child = kubevirt_bmc_e2e::testkit::Kill(child);
 
     // curl verifies the mounted certificate for the Service name, as the API server does.
     let review = workspace().join("e2e/testdata/fixtures/admissionreview-a-vm1-optin.json");

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use kubevirt_bmc_e2e::images::ImageServer;
 use kubevirt_bmc_e2e::ironic::{self, Ironic};
 use kubevirt_bmc_e2e::sushy::venv;
-use kubevirt_bmc_e2e::testkit::{free_tcp_port, free_udp_port};
+use kubevirt_bmc_e2e::testkit::{free_tcp_port, free_udp_port, workspace_binary};
 use serde_json::{Value, json};
 
 const USER: &str = "admin";
@@ -52,21 +52,6 @@ const EXPECTED_LOG: &[&str] = &[
 /// Lines we do cause, for features the BMC does not have yet: each is an open item of the
 /// issue and is reported, not hidden (the summary lists them). An unlisted line fails.
 const KNOWN_GAPS: &[&str] = &[];
-
-fn workspace_binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target directory");
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build --workspace --bins` first (e2e/test-all.sh does)",
-        path.display()
-    );
-    path
-}
 
 /// One `kubevirt-bmc simulate` per node, so no two Ironic nodes share a machine.
 struct Bmc {

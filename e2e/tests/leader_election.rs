@@ -10,49 +10,19 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kubevirt_bmc_e2e::fake_apiserver::admission::MutatingWebhook;
 use kubevirt_bmc_e2e::fake_apiserver::{FakeApiServer, Gvr, RequestRecord};
-use kubevirt_bmc_e2e::testkit::free_tcp_port;
+use kubevirt_bmc_e2e::testkit::{Kill, fixture, free_tcp_port, workspace_binary};
 use serde_json::{Value, json};
 
 const NS: &str = "vms";
 const VMS: usize = 12;
 const USER_A: &str = "system:serviceaccount:kubevirt-bmc:replica-a";
 const USER_B: &str = "system:serviceaccount:kubevirt-bmc:replica-b";
-
-struct Kill(Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn workspace_binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target directory");
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build --workspace --bins` first (e2e/test-all.sh does)",
-        path.display()
-    );
-    path
-}
-
-fn fixture(name: &str) -> Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("testdata/fixtures")
-        .join(name);
-    serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
-}
 
 fn lease() -> Gvr {
     Gvr::new("coordination.k8s.io", "v1", "leases")

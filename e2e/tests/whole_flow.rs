@@ -46,7 +46,7 @@
 //! comes from the test venv (`KUBEVIRT_BMC_VENV`, else `target/venv`).
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -60,43 +60,12 @@ use kubevirt_bmc_e2e::images::ImageServer;
 use kubevirt_bmc_e2e::kubelet::{Kubelet, SidecarConfig};
 use kubevirt_bmc_e2e::launcher::{self, PodRuntime};
 use kubevirt_bmc_e2e::sushy::Sushy;
-use kubevirt_bmc_e2e::testkit::{free_tcp_port, free_udp_port};
+use kubevirt_bmc_e2e::testkit::{Kill, fixture, free_tcp_port, free_udp_port, workspace_binary};
 use serde_json::{Value, json};
 
 const NS: &str = "vms";
 const VM: &str = "vm1";
 const ADMIN_TOKEN: &str = "controller-token";
-
-struct Kill(Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn workspace_binary(name: &str) -> PathBuf {
-    // target/debug/deps/whole_flow-<hash> → target/debug/<name>
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target directory");
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build --workspace --bins` first (e2e/test-all.sh does)",
-        path.display()
-    );
-    path
-}
-
-fn fixture(name: &str) -> Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("testdata/fixtures")
-        .join(name);
-    serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
-}
 
 fn gvr(group: &str, version: &str, resource: &str) -> Gvr {
     Gvr::new(group, version, resource)

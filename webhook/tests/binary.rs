@@ -3,21 +3,13 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use base64::Engine;
 use common::tls::{Ca, Client, SecretDir};
 use hyper::body::Bytes;
-use kubevirt_bmc_e2e::testkit::free_tcp_port;
-
-struct Kill(Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use kubevirt_bmc_e2e::testkit::{Kill, free_tcp_port};
 
 #[tokio::test]
 async fn binary_serves_admission_configured_by_env() {
