@@ -423,6 +423,9 @@ impl SimulatedBmc {
                     PASSWORD,
                 ])
                 .args(["--state-file", &format!("/{STATE_VOLUME}/state.json")])
+                // The event receiver and the fake cluster DNS answer on loopback, which the
+                // BMC's egress policy refuses unless the installation allows it.
+                .args(["--egress-allow", "127.0.0.0/8"])
                 .stdout(Stdio::null())
                 .stderr(std::fs::File::create(&log).unwrap())
                 .spawn()
