@@ -5,6 +5,7 @@
 use std::net::{TcpListener, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Child, Command};
+use std::time::{Duration, Instant};
 
 /// A process killed (and reaped) when the test lets go of it, passing or failing.
 pub struct Kill(pub Child);
@@ -90,5 +91,17 @@ pub fn redfish_login(base: &str, user: &str, password: &str) -> RedfishLogin {
         token: header("x-auth-token"),
         location: header("location"),
         headers: headers.clone(),
+    }
+}
+
+/// Polls `check` every 50 ms until it holds; fails the test naming `what` after `timeout`.
+pub async fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use kubevirt_bmc_e2e::fake_apiserver::admission::MutatingWebhook;
 use kubevirt_bmc_e2e::fake_apiserver::{FakeApiServer, Gvr, RequestRecord};
-use kubevirt_bmc_e2e::testkit::{Kill, fixture, free_tcp_port, workspace_binary};
+use kubevirt_bmc_e2e::testkit::{Kill, fixture, free_tcp_port, wait_for, workspace_binary};
 use serde_json::{Value, json};
 
 const NS: &str = "vms";
@@ -26,17 +26,6 @@ const USER_B: &str = "system:serviceaccount:kubevirt-bmc:replica-b";
 
 fn lease() -> Gvr {
     Gvr::new("coordination.k8s.io", "v1", "leases")
-}
-
-async fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !check() {
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 fn is_write(r: &RequestRecord) -> bool {

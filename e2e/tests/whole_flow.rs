@@ -60,7 +60,9 @@ use kubevirt_bmc_e2e::images::ImageServer;
 use kubevirt_bmc_e2e::kubelet::{Kubelet, SidecarConfig};
 use kubevirt_bmc_e2e::launcher::{self, PodRuntime};
 use kubevirt_bmc_e2e::sushy::Sushy;
-use kubevirt_bmc_e2e::testkit::{Kill, fixture, free_tcp_port, free_udp_port, workspace_binary};
+use kubevirt_bmc_e2e::testkit::{
+    Kill, fixture, free_tcp_port, free_udp_port, wait_for, workspace_binary,
+};
 use serde_json::{Value, json};
 
 const NS: &str = "vms";
@@ -105,17 +107,6 @@ async fn http_get(addr: std::net::SocketAddr, path: &str, token: &str) -> (u16, 
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     (code, body)
-}
-
-async fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !check() {
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Every per-VM child made (`present`) or gone.

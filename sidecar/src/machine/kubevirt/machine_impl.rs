@@ -485,24 +485,7 @@ fn parse_bytes(quantity: &str) -> Option<u64> {
 
 /// A Kubernetes quantity in MiB (binary and decimal suffixes; plain bytes).
 fn parse_mib(quantity: &str) -> Option<u64> {
-    let split = quantity
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(quantity.len());
-    let (number, suffix) = quantity.split_at(split);
-    let number: f64 = number.parse().ok()?;
-    let factor: f64 = match suffix {
-        "" => 1.0,
-        "Ki" => 1024.0,
-        "Mi" => 1024.0 * 1024.0,
-        "Gi" => 1024.0 * 1024.0 * 1024.0,
-        "Ti" => 1024f64.powi(4),
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        _ => return None,
-    };
-    Some((number * factor / (1024.0 * 1024.0)).round() as u64)
+    parse_bytes(quantity).map(|bytes| (bytes as f64 / (1024.0 * 1024.0)).round() as u64)
 }
 
 #[cfg(test)]
