@@ -351,6 +351,9 @@ pub fn decide(
         {
             ask_next(&mut plan, true)
         }
+        // Paused, but the BMC wanted it on: a power-on's unpause may be in flight (or done and
+        // not yet seen). A hard reset is a fresh boot either way, never a refusal.
+        (A::ForceRestart, Stand::Paused) if desired.power == Some(true) => fresh_boot(&mut plan),
         (A::PowerCycle | A::ForceRestart, Stand::Running) => {
             want(&mut plan, true);
             fresh_boot(&mut plan);

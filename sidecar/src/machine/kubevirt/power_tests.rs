@@ -252,6 +252,12 @@ fn hard_actions_win_over_a_boot_or_shutdown_under_way_and_nmi_is_unsupported() {
             assert_eq!(plan.set_power, Some(false), "{action:?} {o:?}");
         }
     }
+    // Powering on with the unpause not yet seen (the cache still shows it paused): a reset is
+    // a fresh boot, as when it runs; only a machine meant to be off refuses it.
+    let plan = decide(&paused(), &ran(true), PowerAction::ForceRestart).unwrap();
+    assert_eq!(plan.calls, vec![Call::Reset, Call::Unpause]);
+    assert!(plan.boots);
+    assert_eq!(plan.expect, Some(PowerState::On));
     // Shutting down (graceful shutdown under way): a reset wins and the machine comes back.
     let plan = decide(&terminating(), &ran(false), PowerAction::ForceRestart).unwrap();
     assert_eq!(plan.set_power, Some(true));
