@@ -289,6 +289,27 @@ impl Api<'_> {
         Ok(())
     }
 
+    /// Creates the node; its UUID once Ironic reports it in `enroll`.
+    fn enroll(&self, node: Value) -> Result<String, String> {
+        let created = self.expect("POST", "/v1/nodes", Some(node), 201)?;
+        want(
+            "provision_state",
+            &created["provision_state"],
+            &json!("enroll"),
+        )?;
+        Ok(created["uuid"].as_str().unwrap_or_default().to_owned())
+    }
+
+    fn inject_nmi(&self, id: &str) -> Check {
+        self.expect(
+            "PUT",
+            &format!("/v1/nodes/{id}/management/inject_nmi"),
+            Some(json!({})),
+            204,
+        )
+        .map(drop)
+    }
+
     fn validate(&self, id: &str, interfaces: &[&str]) -> Check {
         let got = self.expect("GET", &format!("/v1/nodes/{id}/validate"), None, 200)?;
         for interface in interfaces {
@@ -297,6 +318,56 @@ impl Api<'_> {
             }
         }
         Ok(())
+    }
+}
+
+/// What every hardware type goes through first: validated, managed (power read), powered on,
+/// rebooted once from the network, soft powered off.
+fn manage_and_power(api: &Api, bmc: &Bmc, summary: &mut Summary, kind: &str, id: &str) {
+    summary.check(kind, "validate: power and management", || {
+        api.validate(id, &["power", "management"])
+    });
+    summary.check(kind, "manage (enroll -> manageable, power read)", || {
+        let node = api.provision(id, "manage", "manageable")?;
+        want("power_state", &node["power_state"], &json!("power off"))
+    });
+    summary.check(kind, "power on", || api.power(id, "power on", "power on"));
+    summary.check(kind, "reboot boots once from the device set for it", || {
+        reboot_once_from_pxe(api, bmc, id)
+    });
+    summary.check(kind, "soft power off", || {
+        api.power(id, "soft power off", "power off")
+    });
+}
+
+/// Each device, persistent and once, set through Ironic and read back from the machine.
+#[allow(clippy::too_many_arguments)]
+fn boot_devices(
+    api: &Api,
+    bmc: &Bmc,
+    summary: &mut Summary,
+    kind: &str,
+    id: &str,
+    mode: &str,
+    machine_mode: &str,
+    devices: &[(&str, &str)],
+) {
+    for &(device, target) in devices {
+        for persistent in [true, false] {
+            let enabled = if persistent { "Continuous" } else { "Once" };
+            summary.check(
+                kind,
+                &format!("boot device {device} persistent={persistent} in {mode}"),
+                || {
+                    api.boot_device(id, device, persistent)?;
+                    want(
+                        "machine's override",
+                        &machine_boot(bmc),
+                        &json!({"target": target, "enabled": enabled, "mode": machine_mode}),
+                    )
+                },
+            );
+        }
     }
 }
 
@@ -363,50 +434,27 @@ fn ipmi_flows(api: &Api, ironic: &Ironic, summary: &mut Summary) {
         KIND,
         "enroll (driver ipmi, lanplus cipher suite 17)",
         || {
-            let created = api.expect(
-                "POST",
-                "/v1/nodes",
-                Some(json!({
-                    "name": "ipmi-node",
-                    "driver": "ipmi",
-                    "deploy_interface": "ramdisk",
-                    "driver_info": {
-                        "ipmi_address": bmc.ipmi.ip().to_string(),
-                        "ipmi_port": bmc.ipmi.port(),
-                        "ipmi_username": USER,
-                        "ipmi_password": PASSWORD,
-                        "ipmi_cipher_suite": 17,
-                        "ipmi_protocol_version": "2.0",
-                        "deploy_kernel": "http://127.0.0.1:9/ipa.kernel",
-                        "deploy_ramdisk": "http://127.0.0.1:9/ipa.initramfs",
-                    },
-                    "properties": {"capabilities": "boot_mode:uefi"},
-                })),
-                201,
-            )?;
-            node = created["uuid"].as_str().unwrap_or_default().to_owned();
-            want(
-                "provision_state",
-                &created["provision_state"],
-                &json!("enroll"),
-            )
+            node = api.enroll(json!({
+                "name": "ipmi-node",
+                "driver": "ipmi",
+                "deploy_interface": "ramdisk",
+                "driver_info": {
+                    "ipmi_address": bmc.ipmi.ip().to_string(),
+                    "ipmi_port": bmc.ipmi.port(),
+                    "ipmi_username": USER,
+                    "ipmi_password": PASSWORD,
+                    "ipmi_cipher_suite": 17,
+                    "ipmi_protocol_version": "2.0",
+                    "deploy_kernel": "http://127.0.0.1:9/ipa.kernel",
+                    "deploy_ramdisk": "http://127.0.0.1:9/ipa.initramfs",
+                },
+                "properties": {"capabilities": "boot_mode:uefi"},
+            }))?;
+            Ok(())
         },
     );
     let id = node.as_str();
-    summary.check(KIND, "validate: power and management", || {
-        api.validate(id, &["power", "management"])
-    });
-    summary.check(KIND, "manage (enroll -> manageable, power read)", || {
-        let node = api.provision(id, "manage", "manageable")?;
-        want("power_state", &node["power_state"], &json!("power off"))
-    });
-    summary.check(KIND, "power on", || api.power(id, "power on", "power on"));
-    summary.check(KIND, "reboot boots once from the device set for it", || {
-        reboot_once_from_pxe(api, &bmc, id)
-    });
-    summary.check(KIND, "soft power off", || {
-        api.power(id, "soft power off", "power off")
-    });
+    manage_and_power(api, &bmc, summary, KIND, id);
     summary.check(KIND, "power on again", || {
         api.power(id, "power on", "power on")
     });
@@ -424,24 +472,16 @@ fn ipmi_flows(api: &Api, ironic: &Ironic, summary: &mut Summary) {
             )
             .map(drop)
         });
-        for (device, target) in [("pxe", "Pxe"), ("disk", "Hdd"), ("cdrom", "Cd")] {
-            for persistent in [true, false] {
-                let enabled = if persistent { "Continuous" } else { "Once" };
-                summary.check(
-                    KIND,
-                    &format!("boot device {device} persistent={persistent} in {mode}"),
-                    || {
-                        api.boot_device(id, device, persistent)?;
-                        let boot = machine_boot(&bmc);
-                        want(
-                            "machine's override",
-                            &boot,
-                            &json!({"target": target, "enabled": enabled, "mode": machine_mode}),
-                        )
-                    },
-                );
-            }
-        }
+        boot_devices(
+            api,
+            &bmc,
+            summary,
+            KIND,
+            id,
+            mode,
+            machine_mode,
+            &[("pxe", "Pxe"), ("disk", "Hdd"), ("cdrom", "Cd")],
+        );
     }
 
     summary.check(
@@ -462,23 +502,13 @@ fn ipmi_flows(api: &Api, ironic: &Ironic, summary: &mut Summary) {
     summary.check(KIND, "NMI while on reaches the machine", || {
         api.power(id, "power on", "power on")?;
         let before = bmc.state()["nmi_count"].as_u64().unwrap_or(0);
-        api.expect(
-            "PUT",
-            &format!("/v1/nodes/{id}/management/inject_nmi"),
-            Some(json!({})),
-            204,
-        )?;
+        api.inject_nmi(id)?;
         want("nmi_count", &bmc.state()["nmi_count"], &json!(before + 1))
     });
     summary.check(KIND, "NMI while off accepted, nothing happens", || {
         api.power(id, "power off", "power off")?;
         let before = bmc.state()["nmi_count"].clone();
-        api.expect(
-            "PUT",
-            &format!("/v1/nodes/{id}/management/inject_nmi"),
-            Some(json!({})),
-            204,
-        )?;
+        api.inject_nmi(id)?;
         want("nmi_count", &bmc.state()["nmi_count"], &before)?;
         want("power", &bmc.state()["power"], &json!("Off"))
     });
@@ -541,46 +571,30 @@ fn redfish_flows(
     let bmc = Bmc::start(&format!("ironic-redfish-{auth}"));
     let mut node = String::new();
     summary.check(kind, "enroll (driver redfish)", || {
-        let created = api.expect(
-            "POST",
-            "/v1/nodes",
-            Some(json!({
-                "name": format!("redfish-{auth}-node"),
-                "driver": "redfish",
-                "deploy_interface": "ramdisk",
-                "boot_interface": "redfish-virtual-media",
-                "inspect_interface": "redfish",
-                "bios_interface": "redfish",
-                "firmware_interface": "redfish",
-                "vendor_interface": "redfish",
-                "driver_info": {
-                    "redfish_address": format!("https://{}", bmc.redfish),
-                    "redfish_system_id": format!("/redfish/v1/Systems/{}", bmc.name),
-                    "redfish_username": USER,
-                    "redfish_password": PASSWORD,
-                    "redfish_verify_ca": false,
-                    "redfish_auth_type": auth,
-                    "deploy_kernel": "http://127.0.0.1:9/ipa.kernel",
-                    "deploy_ramdisk": "http://127.0.0.1:9/ipa.initramfs",
-                },
-            })),
-            201,
-        )?;
-        node = created["uuid"].as_str().unwrap_or_default().to_owned();
-        want(
-            "provision_state",
-            &created["provision_state"],
-            &json!("enroll"),
-        )
+        node = api.enroll(json!({
+            "name": format!("redfish-{auth}-node"),
+            "driver": "redfish",
+            "deploy_interface": "ramdisk",
+            "boot_interface": "redfish-virtual-media",
+            "inspect_interface": "redfish",
+            "bios_interface": "redfish",
+            "firmware_interface": "redfish",
+            "vendor_interface": "redfish",
+            "driver_info": {
+                "redfish_address": format!("https://{}", bmc.redfish),
+                "redfish_system_id": format!("/redfish/v1/Systems/{}", bmc.name),
+                "redfish_username": USER,
+                "redfish_password": PASSWORD,
+                "redfish_verify_ca": false,
+                "redfish_auth_type": auth,
+                "deploy_kernel": "http://127.0.0.1:9/ipa.kernel",
+                "deploy_ramdisk": "http://127.0.0.1:9/ipa.initramfs",
+            },
+        }))?;
+        Ok(())
     });
     let id = node.as_str();
-    summary.check(kind, "validate: power and management", || {
-        api.validate(id, &["power", "management"])
-    });
-    summary.check(kind, "manage (enroll -> manageable)", || {
-        let node = api.provision(id, "manage", "manageable")?;
-        want("power_state", &node["power_state"], &json!("power off"))
-    });
+    manage_and_power(api, &bmc, summary, kind, id);
     summary.check(
         kind,
         "BIOS settings cached at manage (GET /v1/nodes/N/bios)",
@@ -600,13 +614,6 @@ fn redfish_flows(
             )
         },
     );
-    summary.check(kind, "power on", || api.power(id, "power on", "power on"));
-    summary.check(kind, "reboot boots once from the device set for it", || {
-        reboot_once_from_pxe(api, &bmc, id)
-    });
-    summary.check(kind, "soft power off", || {
-        api.power(id, "soft power off", "power off")
-    });
     if full {
         summary.check(kind, "power on again, power off", || {
             api.power(id, "power on", "power on")?;
@@ -640,23 +647,7 @@ fn redfish_flows(
         } else {
             &[("cdrom", "Cd")]
         };
-        for &(device, target) in devices {
-            for persistent in [true, false] {
-                let enabled = if persistent { "Continuous" } else { "Once" };
-                summary.check(
-                    kind,
-                    &format!("boot device {device} persistent={persistent} in {mode}"),
-                    || {
-                        api.boot_device(id, device, persistent)?;
-                        want(
-                            "machine's override",
-                            &machine_boot(&bmc),
-                            &json!({"target": target, "enabled": enabled, "mode": machine_mode}),
-                        )
-                    },
-                );
-            }
-        }
+        boot_devices(api, &bmc, summary, kind, id, mode, machine_mode, devices);
     }
     summary.check(kind, "boot mode back to uefi", || {
         api.expect(
@@ -694,24 +685,14 @@ fn redfish_flows(
         summary.check(kind, "NMI while on and while off", || {
             api.power(id, "power on", "power on")?;
             let before = bmc.state()["nmi_count"].as_u64().unwrap_or(0);
-            api.expect(
-                "PUT",
-                &format!("/v1/nodes/{id}/management/inject_nmi"),
-                Some(json!({})),
-                204,
-            )?;
+            api.inject_nmi(id)?;
             want(
                 "nmi_count after NMI on",
                 &bmc.state()["nmi_count"],
                 &json!(before + 1),
             )?;
             api.power(id, "power off", "power off")?;
-            api.expect(
-                "PUT",
-                &format!("/v1/nodes/{id}/management/inject_nmi"),
-                Some(json!({})),
-                204,
-            )?;
+            api.inject_nmi(id)?;
             want(
                 "nmi_count after NMI off",
                 &bmc.state()["nmi_count"],
