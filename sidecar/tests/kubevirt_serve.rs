@@ -303,3 +303,52 @@ async fn serve_started_with_the_api_away_answers_503_saying_so_then_serves() {
     })
     .await;
 }
+
+/// ipmitool against the serve process, with the credentials `setup_files` writes.
+fn ipmitool(port: u16, interface: &[&str], command: &str) -> std::process::Output {
+    Command::new("ipmitool")
+        .args(interface)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-U", "admin", "-P", "s3cret", "-R", "1", "-N", "1"])
+        .args(command.split_whitespace())
+        .output()
+        .expect("ipmitool is installed (e2e/setup.sh)")
+}
+
+/// The VM's `ipmi-auth` is followed while the BMC runs: tightened to strict, IPMI v1.5
+/// stops logging in (and its sessions end) while RMCP+ suite 17 goes on; loosened again,
+/// v1.5 is back. No restart of the sidecar.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_ipmi_login_policy_applies_without_a_restart() {
+    let fake = fake().await;
+    let set_policy = |value: &'static str| {
+        fake.modify(kubevirt_bmc_e2e::fake_apiserver::Gvr::vm(), NS, VM, |vm| {
+            vm["metadata"]["annotations"]["bmc.kubevirt.io/ipmi-auth"] = value.into();
+        });
+    };
+    set_policy("compatible");
+    let dir = setup_files(&fake);
+    let serve = spawn_serve(
+        &dir.path().join("kubeconfig"),
+        &dir.path().join("credentials"),
+        Stdio::inherit(),
+    );
+    let port = serve.ipmi;
+    let works = |interface: &'static [&'static str]| async move {
+        let out = tokio::task::spawn_blocking(move || ipmitool(port, interface, "power status"))
+            .await
+            .unwrap();
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("Chassis Power")
+    };
+    const V15: &[&str] = &["-I", "lan"];
+    const SUITE_17: &[&str] = &["-I", "lanplus", "-C", "17"];
+    eventually("IPMI v1.5 logs in under compatible", || works(V15)).await;
+    set_policy("strict");
+    eventually("IPMI v1.5 is refused once strict", || async {
+        !works(V15).await
+    })
+    .await;
+    assert!(works(SUITE_17).await, "suite 17 still logs in");
+    set_policy("compatible");
+    eventually("IPMI v1.5 logs in again", || works(V15)).await;
+}

@@ -68,6 +68,54 @@ struct Context {
     poh: Mutex<PowerOnHours>,
     username: Vec<u8>,
     started: Instant,
+    login_policy: Mutex<LoginPolicy>,
+}
+
+/// How often the VM's login policy is looked at again (a cache read, no API call).
+const LOGIN_POLICY_CHECK: Duration = Duration::from_secs(1);
+
+/// The login policy in force and what is needed to follow the VM's changes to it.
+struct LoginPolicy {
+    auth: IpmiAuth,
+    default: IpmiAuth,
+    /// Why `compatible` cannot be allowed with this password (v1.5 would cut it), if so.
+    compatible_problem: Option<String>,
+    checked: Option<Duration>,
+    checking: bool,
+}
+
+impl LoginPolicy {
+    /// Whether to look at the VM's policy again now (one look at a time).
+    fn due(&mut self, now: Duration) -> bool {
+        let due = !self.checking
+            && self
+                .checked
+                .is_none_or(|at| now.saturating_sub(at) >= LOGIN_POLICY_CHECK);
+        if due {
+            self.checking = true;
+            self.checked = Some(now);
+        }
+        due
+    }
+
+    /// The policy to switch to for what the VM asks (`None` for "as the installation
+    /// says"), or None to stay; a refusal to switch is logged, as the password that
+    /// forbids it was already reported at start.
+    fn change(&mut self, asked: Option<IpmiAuth>) -> Option<IpmiAuth> {
+        self.checking = false;
+        let wanted = asked.unwrap_or(self.default);
+        if wanted == self.auth {
+            return None;
+        }
+        if wanted == IpmiAuth::Compatible
+            && let Some(problem) = &self.compatible_problem
+        {
+            tracing::warn!(%problem, "not allowing IPMI v1.5 logins as the VM now asks");
+            return None;
+        }
+        self.auth = wanted;
+        Some(wanted)
+    }
 }
 
 /// A bound IPMI server, ready to run.
@@ -78,7 +126,7 @@ pub struct IpmiServer {
 }
 
 /// The machine's own login policy (the VM's `bmc.kubevirt.io/ipmi-auth`), else `default`.
-/// Read once: a change applies when the BMC next starts.
+/// Read at start; later changes are followed by [`follow_login_policy`].
 async fn machine_auth(machine: &dyn Machine, default: IpmiAuth) -> IpmiAuth {
     match machine.record(crate::machine::Record::IpmiAuth).await {
         Ok(Some(value)) => IpmiAuth::parse(&value).unwrap_or_else(|error| {
@@ -151,6 +199,14 @@ impl IpmiServer {
                 poh: Mutex::new(PowerOnHours::default()),
                 username: credentials.username.as_bytes().to_vec(),
                 started: Instant::now(),
+                login_policy: Mutex::new(LoginPolicy {
+                    auth,
+                    default: default_auth,
+                    compatible_problem: IpmiAuth::Compatible
+                        .password_problem(credentials.password.as_bytes()),
+                    checked: None,
+                    checking: false,
+                }),
             }),
             auth,
         })
@@ -181,6 +237,9 @@ impl IpmiServer {
                 Err(e) => return e,
             };
             let now = ctx.started.elapsed();
+            if lock(&ctx.login_policy).due(now) {
+                tokio::spawn(follow_login_policy(ctx.clone()));
+            }
             let (outcome, sol_events, sol_enabled) = {
                 let mut sessions = lock(&ctx.sessions);
                 let outcome = sessions.handle(&buf[..n], peer, now, &mut fill_random);
@@ -236,6 +295,30 @@ impl IpmiServer {
             }
         }
     }
+}
+
+/// Applies a change of the VM's `ipmi-auth` while the BMC runs: tightened, the v1.5 and
+/// weak-suite sessions end at once. Off the receive loop, as the machine may be slow to
+/// answer (its cache still syncing); an unreadable policy keeps the one in force.
+async fn follow_login_policy(ctx: Arc<Context>) {
+    let asked = match ctx.machine.record(crate::machine::Record::IpmiAuth).await {
+        Ok(Some(value)) => IpmiAuth::parse(&value).ok(),
+        Ok(None) => None,
+        Err(error) => {
+            tracing::debug!(%error, "cannot read the machine's IPMI login policy now");
+            lock(&ctx.login_policy).checking = false;
+            return;
+        }
+    };
+    let Some(auth) = lock(&ctx.login_policy).change(asked) else {
+        return;
+    };
+    let ended = lock(&ctx.sessions).set_legacy(auth == IpmiAuth::Compatible);
+    tracing::info!(
+        policy = auth.as_str(),
+        ended_sessions = ended.len(),
+        "IPMI login policy changed by the VM"
+    );
 }
 
 /// Receive-buffer bytes asked per session: every session may have a request and a

@@ -215,6 +215,23 @@ impl Server {
         }
     }
 
+    pub fn legacy(&self) -> bool {
+        self.config.legacy
+    }
+
+    /// Applies a changed login policy at once. Tightened, the sessions it no longer allows
+    /// (IPMI v1.5, suites 1 and 2, and logins under way with them) end now, as on a BMC whose
+    /// administrator turned those off; their IDs are returned.
+    pub fn set_legacy(&mut self, legacy: bool) -> Vec<u32> {
+        self.config.legacy = legacy;
+        if legacy {
+            return Vec::new();
+        }
+        // v1.5 challenges not yet answered by Activate Session.
+        self.pending_challenges.clear();
+        self.table.remove_where(table::Session::is_legacy)
+    }
+
     pub fn active_sessions(&self) -> usize {
         self.table.active_count()
     }

@@ -119,6 +119,17 @@ impl Session {
         matches!(self.state, State::Active20 { .. } | State::Active15 { .. })
     }
 
+    /// IPMI v1.5, or RMCP+ with a suite lacking integrity or confidentiality (or a login
+    /// under way with one): what only legacy logins allow.
+    pub fn is_legacy(&self) -> bool {
+        match &self.state {
+            State::Opened { suite, .. } => !super::strong_suite(suite.id),
+            State::Rakp2Sent { exchange, .. } => !super::strong_suite(exchange.suite.id),
+            State::Active20 { keys, .. } => !super::strong_suite(keys.suite.id),
+            State::Active15 { .. } => true,
+        }
+    }
+
     pub fn link(&mut self) -> Option<&mut Link> {
         match &mut self.state {
             State::Active20 { link, .. } | State::Active15 { link, .. } => Some(link),
@@ -224,6 +235,17 @@ impl Table {
     }
 
     /// Frees sessions idle for longer than their timeout; returns the IDs freed.
+    /// Frees every session `unwanted` picks; their IDs.
+    pub fn remove_where(&mut self, unwanted: impl Fn(&Session) -> bool) -> Vec<u32> {
+        let mut freed = Vec::new();
+        for slot in &mut self.slots {
+            if slot.as_ref().is_some_and(&unwanted) {
+                freed.extend(slot.take().map(|s| s.id));
+            }
+        }
+        freed
+    }
+
     pub fn expire(&mut self, now: Duration, idle: Duration, setup: Duration) -> Vec<u32> {
         let mut freed = Vec::new();
         for slot in &mut self.slots {

@@ -566,3 +566,66 @@ fn without_legacy_logins_only_suites_3_and_17_and_no_ipmi15_are_offered_or_accep
     }
     assert_eq!(pair.server.active_sessions(), 2);
 }
+
+#[test]
+fn tightening_the_login_policy_ends_the_sessions_it_no_longer_allows_at_once() {
+    use crate::crypto::auth_type;
+    let mut pair = Pair::new();
+    let mut weak: Vec<Client> = [1, 2]
+        .into_iter()
+        .map(|suite| pair.login(suite, b"password").unwrap())
+        .collect();
+    let mut strong: Vec<Client> = [3, 17]
+        .into_iter()
+        .map(|suite| pair.login(suite, b"password").unwrap())
+        .collect();
+    // A v1.5 session: challenge, activate.
+    let password = *b"password\0\0\0\0\0\0\0\0";
+    let mut name = [0u8; 17];
+    name[0] = auth_type::MD5;
+    name[1..6].copy_from_slice(b"admin");
+    let msg = IpmiRequest::new(netfn::APP, 0x39, 1, &name).encode();
+    let ch = pair.one_reply(&crate::v15::encode(auth_type::NONE, 0, 0, &[0; 16], &msg));
+    let ch = IpmiResponse::decode(crate::v15::decode(&ch[4..]).unwrap().message).unwrap();
+    let v15_id = u32::from_le_bytes(ch.data[..4].try_into().unwrap());
+    let mut act = vec![auth_type::MD5, 4];
+    act.extend_from_slice(&ch.data[4..20]);
+    act.extend_from_slice(&100u32.to_le_bytes());
+    let msg = IpmiRequest::new(netfn::APP, 0x3A, 2, &act).encode();
+    let rsp = pair.one_reply(&crate::v15::encode(
+        auth_type::MD5,
+        0,
+        v15_id,
+        &password,
+        &msg,
+    ));
+    let rsp = IpmiResponse::decode(crate::v15::decode(&rsp[4..]).unwrap().message).unwrap();
+    let inbound = u32::from_le_bytes(rsp.data[5..9].try_into().unwrap());
+    assert_eq!(pair.server.active_sessions(), 5);
+
+    assert!(
+        pair.server.set_legacy(true).is_empty(),
+        "loosening ends nothing"
+    );
+    let mut ended = pair.server.set_legacy(false);
+    ended.sort();
+    let mut wanted: Vec<u32> = weak.iter().map(|c| c.bmc_session_id().unwrap()).collect();
+    wanted.push(v15_id);
+    wanted.sort();
+    assert_eq!(ended, wanted);
+    assert_eq!(pair.server.active_sessions(), 2);
+    // The strong sessions carry on; the ended ones are unknown now.
+    for client in &mut strong {
+        let rsp = pair.call(client, netfn::APP, 0x3B, &[4]);
+        assert_eq!(rsp.cc, cc::OK);
+    }
+    for client in &mut weak {
+        let datagram = client.request(netfn::APP, 0x01, &[], [3; 16]);
+        assert_eq!(pair.send(&datagram), Outcome::Drop(Dropped::UnknownSession));
+    }
+    let msg = IpmiRequest::new(netfn::APP, 0x01, 3, &[]).encode();
+    let v15 = crate::v15::encode(auth_type::MD5, inbound, v15_id, &password, &msg);
+    assert_eq!(pair.send(&v15), Outcome::Drop(Dropped::UnknownSession));
+    // And no new weak login gets in.
+    assert!(pair.login(1, b"password").is_err());
+}
