@@ -14,6 +14,7 @@ use crate::cli::CliError;
 use crate::credentials::Credentials;
 use crate::health::{self, HealthState};
 use crate::machine::kubevirt::{KubevirtConfig, KubevirtMachine};
+use kubevirt_bmc_contract::names;
 use kubevirt_bmc_runtime::tls::Identity;
 
 #[derive(Debug, clap::Args)]
@@ -123,7 +124,6 @@ pub fn check_mounts(
     credentials_dir: &Path,
     user_credentials: Option<&str>,
 ) -> Result<(), MountProblem> {
-    use kubevirt_bmc_contract::names;
     if let Some(token_dir) = token_dir
         && !non_empty(&token_dir.join("token"))
     {
@@ -136,7 +136,7 @@ pub fn check_mounts(
     let secret = user_credentials
         .map(str::to_owned)
         .unwrap_or_else(|| names::credentials_secret(vm));
-    for key in ["username", "password"] {
+    for key in [names::SECRET_USERNAME, names::SECRET_PASSWORD] {
         if !non_empty(&credentials_dir.join(key)) {
             return Err(MountProblem::Credentials {
                 secret,
@@ -354,8 +354,8 @@ impl ServeArgs {
             () = until_stopped() => return Ok(()),
         }
         let credentials = Credentials::new(
-            read_secret_file(dir, "username")?,
-            read_secret_file(dir, "password")?,
+            read_secret_file(dir, names::SECRET_USERNAME)?,
+            read_secret_file(dir, names::SECRET_PASSWORD)?,
         );
         let client = self.kube_client().await?;
         let machine = Arc::new(KubevirtMachine::start(

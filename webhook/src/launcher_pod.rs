@@ -28,8 +28,6 @@ pub struct SpecView {
     #[serde(default)]
     pub volumes: Option<Vec<Named>>,
     #[serde(default)]
-    pub service_account_name: Option<String>,
-    #[serde(default)]
     pub security_context: Option<SecurityView>,
 }
 
@@ -129,7 +127,6 @@ impl From<&Pod> for LauncherPod {
             init_containers: s.init_containers.as_deref().map(|c| named(c, |c| &c.name)),
             containers: named(&s.containers, |c| &c.name),
             volumes: s.volumes.as_deref().map(|v| named(v, |v| &v.name)),
-            service_account_name: s.service_account_name.clone(),
             security_context: s.security_context.as_ref().map(|sc| SecurityView {
                 run_as_user: sc.run_as_user,
                 fs_group: sc.fs_group,

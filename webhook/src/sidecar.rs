@@ -251,7 +251,10 @@ pub fn volumes(spec: &SidecarSpec<'_>) -> Vec<Volume> {
                             (names::CONSENT_KEY, names::CONSENT_FILE),
                         ],
                     ),
-                    secret_items(&generated, &[("session-key", "session-key")]),
+                    secret_items(
+                        &generated,
+                        &[(names::SECRET_SESSION_KEY, names::SECRET_SESSION_KEY)],
+                    ),
                 ]),
                 ..Default::default()
             }),

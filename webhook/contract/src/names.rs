@@ -204,6 +204,8 @@ impl ObjectNames {
 /// under [`CREDENTIALS_MOUNT`], `kubectl bmc` hands them to installers.
 pub const SECRET_USERNAME: &str = "username";
 pub const SECRET_PASSWORD: &str = "password";
+/// The key that signs Redfish session tokens, so every sidecar of the VM accepts them.
+pub const SECRET_SESSION_KEY: &str = "session-key";
 
 /// The one Redfish System a VM's BMC serves: the sidecar names it after the VM
 /// (sidecar `machine::kubevirt` inventory name, `redfish::models::Ids::system_uri`).

@@ -11,10 +11,6 @@ use crate::annotations::{self, AnnotationError, Created, Original, Status};
 use crate::names;
 use crate::network;
 
-/// Secret keys of the credentials Secret (the sidecar's contract).
-pub const USERNAME: &str = "username";
-pub const PASSWORD: &str = "password";
-pub const SESSION_KEY: &str = "session-key";
 pub const DEFAULT_USERNAME: &str = "admin";
 
 /// What the installation allows, from the controller's flags.
@@ -216,7 +212,7 @@ fn ipmi_password_problem(
     desired: &BTreeMap<String, Vec<u8>>,
 ) -> Option<String> {
     let auth = annotations::ipmi_auth(annotations).unwrap_or_default();
-    let problem = auth.password_problem(desired.get(PASSWORD)?)?;
+    let problem = auth.password_problem(desired.get(names::SECRET_PASSWORD)?)?;
     let secret = annotations
         .get(annotations::CREDENTIALS_SECRET)
         .map_or("the generated credentials Secret", String::as_str);
@@ -263,8 +259,14 @@ fn opted_in(
     let user_secret = annotations::credentials_secret(annotations).ok().flatten();
     let mut credentials = BTreeMap::new();
     if user_secret.is_none() {
-        credentials.insert(USERNAME.to_owned(), DEFAULT_USERNAME.as_bytes().to_vec());
-        credentials.insert(PASSWORD.to_owned(), fresh_password(fresh, annotations));
+        credentials.insert(
+            names::SECRET_USERNAME.to_owned(),
+            DEFAULT_USERNAME.as_bytes().to_vec(),
+        );
+        credentials.insert(
+            names::SECRET_PASSWORD.to_owned(),
+            fresh_password(fresh, annotations),
+        );
     }
     // A user's password never reaches the controller: the sidecar refuses one unfit for IPMI.
     if let Some(problem) = ipmi_password_problem(annotations, &credentials) {
@@ -272,7 +274,7 @@ fn opted_in(
         reasons.push((true, "CredentialsUnfitForIpmi", problem));
     }
     credentials.insert(
-        SESSION_KEY.to_owned(),
+        names::SECRET_SESSION_KEY.to_owned(),
         fresh.session_key.as_bytes().to_vec(),
     );
     let secrets = SecretsPlan {

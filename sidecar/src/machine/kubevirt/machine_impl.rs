@@ -322,7 +322,7 @@ impl KubevirtMachine {
     /// `<credentials-dir>/session-key`, re-read each time so a rotated Secret is followed.
     async fn session_key(&self) -> Result<Option<String>> {
         if let Some(dir) = &self.inner.config.credentials_dir {
-            let path = dir.join("session-key");
+            let path = dir.join(kubevirt_bmc_contract::names::SECRET_SESSION_KEY);
             match tokio::fs::read_to_string(&path).await {
                 Ok(key) if !key.trim().is_empty() => return Ok(Some(key.trim().to_owned())),
                 Ok(_) => {}
