@@ -244,6 +244,35 @@ impl Machine for KubevirtMachine {
         Ok(inventory(&vm, snapshot.vmi.as_deref()))
     }
 
+    /// The VMI carries the firmware its boot started with (its spec is the VM template's at
+    /// creation); the VM's template holds what the next VMI gets.
+    async fn running_firmware(&self) -> Result<Option<crate::machine::FirmwareSettings>> {
+        let snapshot = self.inner.ready().await?;
+        Ok(snapshot
+            .vmi
+            .as_deref()
+            .filter(|vmi| !vmi.is_terminating())
+            .map(|vmi| firmware_settings(&vmi.spec.domain)))
+    }
+
+    /// From the VMI alone: none while there is none (or it has ended), `OSRunning` once
+    /// its guest agent is connected, `OSBootStarted` before (phases Pending, Scheduling,
+    /// Scheduled, Running: `staging/src/kubevirt.io/api/core/v1/types.go`
+    /// `VirtualMachineInstancePhase`). A guest without an agent never reaches `OSRunning`.
+    async fn boot_progress(&self) -> Result<crate::machine::BootProgress> {
+        use crate::machine::BootProgress;
+        let snapshot = self.inner.ready().await?;
+        let Some(vmi) = snapshot.vmi.as_deref() else {
+            return Ok(BootProgress::None);
+        };
+        Ok(match vmi.phase() {
+            "Succeeded" | "Failed" | "Unknown" => BootProgress::None,
+            _ if vmi.is_terminating() => BootProgress::None,
+            "Running" if vmi.agent_connected() => BootProgress::OsRunning,
+            _ => BootProgress::OsBootStarted,
+        })
+    }
+
     async fn record(&self, record: Record) -> Result<Option<String>> {
         match record {
             Record::SessionKey => self.session_key().await,
@@ -412,12 +441,16 @@ fn inventory(vm: &VirtualMachine, vmi: Option<&super::types::VirtualMachineInsta
         })
         .collect();
     let firmware = domain.firmware.clone().unwrap_or_default();
-    let secure_boot = firmware
-        .bootloader
-        .as_ref()
-        .and_then(|b| b.efi.as_ref())
-        // KubeVirt turns Secure Boot on for `efi: {}`.
-        .is_some_and(|efi| efi.get("secureBoot").and_then(|v| v.as_bool()) != Some(false));
+    let secure_boot = firmware_settings(domain).secure_boot;
+    // `spec.architecture` (VirtualMachineInstanceSpec `Architecture`, kubevirt/kubevirt
+    // `staging/src/kubevirt.io/api/core/v1/types.go`): virt-api defaults it on the VMI from
+    // the cluster's configuration; the VM's template has it when its owner set it.
+    let architecture = vmi
+        .and_then(|v| v.spec.rest.get("architecture"))
+        .or_else(|| vm.spec.template.spec.rest.get("architecture"))
+        .and_then(|a| a.as_str())
+        .filter(|a| !a.is_empty())
+        .map(str::to_owned);
     Inventory {
         name: vm.metadata.name.clone().unwrap_or_default(),
         uuid: firmware
@@ -430,6 +463,27 @@ fn inventory(vm: &VirtualMachine, vmi: Option<&super::types::VirtualMachineInsta
         interfaces,
         disks,
         secure_boot,
+        architecture,
+    }
+}
+
+/// Boot mode and Secure Boot of a domain spec (a VM's template or a VMI's): UEFI when
+/// `firmware.bootloader.efi` is there, and then Secure Boot unless `secureBoot: false`
+/// (KubeVirt turns it on for `efi: {}`).
+fn firmware_settings(domain: &super::types::Domain) -> crate::machine::FirmwareSettings {
+    let efi = domain
+        .firmware
+        .as_ref()
+        .and_then(|f| f.bootloader.as_ref())
+        .and_then(|b| b.efi.as_ref());
+    crate::machine::FirmwareSettings {
+        mode: if efi.is_some() {
+            crate::machine::BootMode::Uefi
+        } else {
+            crate::machine::BootMode::Legacy
+        },
+        secure_boot: efi
+            .is_some_and(|efi| efi.get("secureBoot").and_then(|v| v.as_bool()) != Some(false)),
     }
 }
 
