@@ -44,13 +44,19 @@ fn redfishtool_commands_work() {
         systems["Members"][0]["@odata.id"],
         "/redfish/v1/Systems/Self"
     );
-    let system = redfishtool(&bmc, "Basic", &["Systems", "-I", VM]);
+    // `-I` and `-L` match members of the collection, which lists the alias bmclib needs;
+    // the VM-named System (how Ironic and Metal3 address it) is reached by its path.
+    let by_path = format!("/redfish/v1/Systems/{VM}");
+    let system = redfishtool(&bmc, "Basic", &["raw", "GET", &by_path]);
     assert_eq!(system["PowerState"], "Off");
+    assert_eq!(system["Name"], VM);
+    let system = redfishtool(&bmc, "Basic", &["Systems", "-I", "Self"]);
+    assert_eq!(system["Name"], VM);
 
     redfishtool(&bmc, "Session", &["Systems", "reset", "On"]);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let system = redfishtool(&bmc, "Basic", &["Systems", "-I", VM]);
+        let system = redfishtool(&bmc, "Basic", &["raw", "GET", &by_path]);
         if system["PowerState"] == "On" {
             break;
         }
@@ -64,7 +70,7 @@ fn redfishtool_commands_work() {
         &["Systems", "setBootOverride", "Once", "Pxe"],
     );
     assert_eq!(patched["Boot"]["BootSourceOverrideTarget"], "Pxe");
-    let system = redfishtool(&bmc, "Basic", &["Systems", "-I", VM]);
+    let system = redfishtool(&bmc, "Basic", &["raw", "GET", &by_path]);
     assert_eq!(system["Boot"]["BootSourceOverrideEnabled"], "Once");
     assert_eq!(system["Boot"]["BootSourceOverrideTarget"], "Pxe");
 

@@ -281,7 +281,7 @@ const FIRMWARE_BMC: &str = "BMC";
 /// reads `System.BiosVersion` and the Manager's `FirmwareVersion`; bmclib's inventory reads
 /// `FirmwareInventory`, `internal/redfishwrapper/inventory.go`). A VM's firmware comes with
 /// KubeVirt and the BMC's with its image: there is nothing to upload, so `SimpleUpdate` is
-/// advertised by no action and refused when posted.
+/// refused when posted, with the reason.
 pub fn update_service() -> Value {
     json!({
         "@odata.type": "#UpdateService.v1_11_0.UpdateService",
@@ -292,10 +292,17 @@ pub fn update_service() -> Value {
         "ServiceEnabled": false,
         "Status": {"State": "Disabled", "Health": "OK"},
         "FirmwareInventory": odata_id("/redfish/v1/UpdateService/FirmwareInventory"),
-        // sushy requires `Actions` on an UpdateService (`sushy/resources/updateservice/
-        // updateservice.py`, `required=True`); empty, it offers nothing: sushy's and gofish's
-        // `simple_update` then fail in the client, saying the action is missing.
-        "Actions": {},
+        // Offered so that clients get the reason from the BMC: with no action, sushy fails
+        // building its own error (`sushy/resources/updateservice/updateservice.py`
+        // `_get_simple_update_element` passes `action=` to MissingAttributeError, whose
+        // message needs `attribute`: a KeyError reaches Ironic); posted, it is refused with
+        // ActionNotSupported saying why.
+        "Actions": {
+            "#UpdateService.SimpleUpdate": {
+                "target": "/redfish/v1/UpdateService/Actions/UpdateService.SimpleUpdate",
+                "TransferProtocol@Redfish.AllowableValues": ["HTTP", "HTTPS"],
+            },
+        },
     })
 }
 

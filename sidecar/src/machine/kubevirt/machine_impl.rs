@@ -260,17 +260,8 @@ impl Machine for KubevirtMachine {
     /// Scheduled, Running: `staging/src/kubevirt.io/api/core/v1/types.go`
     /// `VirtualMachineInstancePhase`). A guest without an agent never reaches `OSRunning`.
     async fn boot_progress(&self) -> Result<crate::machine::BootProgress> {
-        use crate::machine::BootProgress;
         let snapshot = self.inner.ready().await?;
-        let Some(vmi) = snapshot.vmi.as_deref() else {
-            return Ok(BootProgress::None);
-        };
-        Ok(match vmi.phase() {
-            "Succeeded" | "Failed" | "Unknown" => BootProgress::None,
-            _ if vmi.is_terminating() => BootProgress::None,
-            "Running" if vmi.agent_connected() => BootProgress::OsRunning,
-            _ => BootProgress::OsBootStarted,
-        })
+        Ok(boot_progress_of(snapshot.vmi.as_deref()))
     }
 
     async fn record(&self, record: Record) -> Result<Option<String>> {
@@ -467,6 +458,22 @@ fn inventory(vm: &VirtualMachine, vmi: Option<&super::types::VirtualMachineInsta
     }
 }
 
+/// See [`KubevirtMachine::boot_progress`].
+fn boot_progress_of(
+    vmi: Option<&super::types::VirtualMachineInstance>,
+) -> crate::machine::BootProgress {
+    use crate::machine::BootProgress;
+    let Some(vmi) = vmi else {
+        return BootProgress::None;
+    };
+    match vmi.phase() {
+        "Succeeded" | "Failed" | "Unknown" => BootProgress::None,
+        _ if vmi.is_terminating() => BootProgress::None,
+        "Running" if vmi.agent_connected() => BootProgress::OsRunning,
+        _ => BootProgress::OsBootStarted,
+    }
+}
+
 /// Boot mode and Secure Boot of a domain spec (a VM's template or a VMI's): UEFI when
 /// `firmware.bootloader.efi` is there, and then Secure Boot unless `secureBoot: false`
 /// (KubeVirt turns it on for `efi: {}`).
@@ -572,6 +579,8 @@ mod tests {
         assert_eq!(inv.interfaces[0].mac, "52:54:00:6e:3a:1d");
         assert_eq!(inv.disks.len(), 2);
         assert!(!inv.secure_boot);
+        // The captured VMI's `spec.architecture`, defaulted by virt-api.
+        assert_eq!(inv.architecture.as_deref(), Some("amd64"));
         // volumeStatus of the captured VMI: cloudinitdisk has a size, the containerDisk none.
         let cloudinit = inv
             .disks
@@ -606,5 +615,45 @@ mod tests {
         assert_eq!(sizes.get("rootdisk"), Some(&(20u64 << 30)));
         assert!(!sizes.contains_key("odd"));
         assert_eq!(parse_bytes("1G"), Some(1_000_000_000));
+    }
+
+    #[test]
+    fn boot_progress_and_running_firmware_from_the_vmi() {
+        use crate::machine::{BootMode, BootProgress};
+        let vmi = |value: serde_json::Value| -> super::super::types::VirtualMachineInstance {
+            serde_json::from_value(value).unwrap()
+        };
+        assert_eq!(boot_progress_of(None), BootProgress::None);
+        let scheduling = vmi(serde_json::json!({"status": {"phase": "Scheduling"}}));
+        assert_eq!(
+            boot_progress_of(Some(&scheduling)),
+            BootProgress::OsBootStarted
+        );
+        let running = vmi(
+            serde_json::json!({"status": {"phase": "Running", "conditions": [
+            {"type": "Ready", "status": "True"}]}}),
+        );
+        assert_eq!(
+            boot_progress_of(Some(&running)),
+            BootProgress::OsBootStarted
+        );
+        let agent = vmi(
+            serde_json::json!({"status": {"phase": "Running", "conditions": [
+            {"type": "AgentConnected", "status": "True"}]}}),
+        );
+        assert_eq!(boot_progress_of(Some(&agent)), BootProgress::OsRunning);
+        let done = vmi(serde_json::json!({"status": {"phase": "Succeeded"}}));
+        assert_eq!(boot_progress_of(Some(&done)), BootProgress::None);
+
+        let efi = vmi(serde_json::json!({"spec": {"domain": {"devices": {},
+            "firmware": {"bootloader": {"efi": {}}}}}}));
+        let settings = firmware_settings(&efi.spec.domain);
+        assert_eq!(settings.mode, BootMode::Uefi);
+        assert!(
+            settings.secure_boot,
+            "KubeVirt turns Secure Boot on for efi: {{}}"
+        );
+        let bios = vmi(serde_json::json!({"spec": {"domain": {"devices": {}}}}));
+        assert_eq!(firmware_settings(&bios.spec.domain).mode, BootMode::Legacy);
     }
 }
