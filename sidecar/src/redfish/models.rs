@@ -373,14 +373,16 @@ pub fn simple_storage(ids: &Ids, inventory: &Inventory) -> Value {
     })
 }
 
-pub fn secure_boot(ids: &Ids, enabled: bool) -> Value {
+/// `enabled` is the setting (what the next boot applies), `current_boot` what the running
+/// boot started with.
+pub fn secure_boot(ids: &Ids, enabled: bool, current_boot: bool) -> Value {
     json!({
         "@odata.type": "#SecureBoot.v1_1_0.SecureBoot",
         "@odata.id": format!("{}/SecureBoot", ids.system_uri()),
         "Id": "SecureBoot",
         "Name": "UEFI Secure Boot",
         "SecureBootEnable": enabled,
-        "SecureBootCurrentBoot": if enabled { "Enabled" } else { "Disabled" },
+        "SecureBootCurrentBoot": if current_boot { "Enabled" } else { "Disabled" },
         "SecureBootMode": "DeployedMode",
     })
 }

@@ -382,7 +382,12 @@ pub async fn secure_boot(
 ) -> ApiResult<Response> {
     let ids = context.require_system(&id, &format!("/redfish/v1/Systems/{id}/SecureBoot"))?;
     let inventory = context.machine.inventory().await?;
-    Ok(resource(models::secure_boot(&ids, inventory.secure_boot)))
+    let current_boot = context.current_firmware().await?.secure_boot;
+    Ok(resource(models::secure_boot(
+        &ids,
+        inventory.secure_boot,
+        current_boot,
+    )))
 }
 
 /// `SecureBootEnable` is the firmware setting: written to the machine (on the VM in KubeVirt,
@@ -400,7 +405,8 @@ pub async fn patch_secure_boot(
     let ids = context.require_system(&id, &format!("/redfish/v1/Systems/{id}/SecureBoot"))?;
     let body = body.required()?;
     let inventory = context.machine.inventory().await?;
-    let current = models::secure_boot(&ids, inventory.secure_boot);
+    let current_boot = context.current_firmware().await?.secure_boot;
+    let current = models::secure_boot(&ids, inventory.secure_boot, current_boot);
     check_if_match(&headers, &current)?;
     let mut wanted = None;
     for (name, value) in &body {
@@ -426,7 +432,12 @@ pub async fn patch_secure_boot(
         );
     }
     let inventory = context.machine.inventory().await?;
-    Ok(resource(models::secure_boot(&ids, inventory.secure_boot)))
+    let current_boot = context.current_firmware().await?.secure_boot;
+    Ok(resource(models::secure_boot(
+        &ids,
+        inventory.secure_boot,
+        current_boot,
+    )))
 }
 
 #[cfg(test)]

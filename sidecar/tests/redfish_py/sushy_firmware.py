@@ -60,6 +60,9 @@ bios.invalidate()
 bios.refresh(force=True)
 check("pending after set", bios.pending_attributes["SecureBoot"], "Enabled")
 check("running boot keeps its settings", bios.attributes["SecureBoot"], "Disabled")
+secure_boot = system.secure_boot
+check("Secure Boot setting", secure_boot.enabled, True)
+check("Secure Boot of the current boot", secure_boot.current_boot, sushy.SecureBootCurrentBoot.DISABLED)
 try:
     bios.set_attributes({"SecureBoot": "Maybe"})
     raise AssertionError("a value not in the registry was accepted")
