@@ -98,7 +98,10 @@ pub async fn run(
         config.credentials.clone(),
         config.tls.clone(),
         config.redfish_listen,
-        config.redfish.clone(),
+        crate::redfish::Options {
+            ipmi_listen: ipmi.local_addr().ok(),
+            ..config.redfish.clone()
+        },
     )
     .await?;
     let ipmi = ipmi.run();

@@ -132,6 +132,8 @@ impl RedfishLimits {
             )),
             idle_timeout: Duration::from_secs(self.redfish_idle_timeout),
             max_connections: self.redfish_max_connections.into(),
+            ipmi_listen: None,
+            redfish_listen: None,
         }
     }
 }

@@ -39,17 +39,24 @@ fn redfishtool_commands_work() {
     assert_eq!(root["Systems"]["@odata.id"], "/redfish/v1/Systems");
 
     let systems = redfishtool(&bmc, "Session", &["Systems"]);
+    // The alias bmclib needs is what the collection lists; the VM-named System stays.
     assert_eq!(
         systems["Members"][0]["@odata.id"],
-        format!("/redfish/v1/Systems/{VM}")
+        "/redfish/v1/Systems/Self"
     );
-    let system = redfishtool(&bmc, "Basic", &["Systems", "-I", VM]);
+    // `-I` and `-L` match members of the collection, which lists the alias bmclib needs;
+    // the VM-named System (how Ironic and Metal3 address it) is reached by its path.
+    let by_path = format!("/redfish/v1/Systems/{VM}");
+    let system = redfishtool(&bmc, "Basic", &["raw", "GET", &by_path]);
     assert_eq!(system["PowerState"], "Off");
+    assert_eq!(system["Name"], VM);
+    let system = redfishtool(&bmc, "Basic", &["Systems", "-I", "Self"]);
+    assert_eq!(system["Name"], VM);
 
     redfishtool(&bmc, "Session", &["Systems", "reset", "On"]);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let system = redfishtool(&bmc, "Basic", &["Systems", "-I", VM]);
+        let system = redfishtool(&bmc, "Basic", &["raw", "GET", &by_path]);
         if system["PowerState"] == "On" {
             break;
         }
@@ -63,7 +70,7 @@ fn redfishtool_commands_work() {
         &["Systems", "setBootOverride", "Once", "Pxe"],
     );
     assert_eq!(patched["Boot"]["BootSourceOverrideTarget"], "Pxe");
-    let system = redfishtool(&bmc, "Basic", &["Systems", "-I", VM]);
+    let system = redfishtool(&bmc, "Basic", &["raw", "GET", &by_path]);
     assert_eq!(system["Boot"]["BootSourceOverrideEnabled"], "Once");
     assert_eq!(system["Boot"]["BootSourceOverrideTarget"], "Pxe");
 

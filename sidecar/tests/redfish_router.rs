@@ -9,7 +9,9 @@ use http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use kubevirt_bmc::credentials::Credentials;
 use kubevirt_bmc::machine::simulated::{SimulatedConfig, SimulatedMachine};
-use kubevirt_bmc::machine::{BootOverride, Machine, PowerState, Record};
+use kubevirt_bmc::machine::{
+    BootMode, BootOverride, BootTarget, Machine, PowerAction, PowerState, Record,
+};
 use kubevirt_bmc::redfish::{Context, app};
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -768,4 +770,107 @@ async fn secure_boot_indicators_sensors_and_clock_as_ironic_uses_them() {
         )
         .await;
     assert_eq!(utc.status, StatusCode::BAD_REQUEST);
+}
+
+/// bmclib accepts only Systems and Chassis with Ids it knows (`1`, `Self`, ...): the
+/// collections list the `Self` alias, whose resources link within it, and the VM-named
+/// ones stay as they were.
+#[tokio::test]
+async fn the_system_and_chassis_answer_to_the_alias_bmclib_knows() {
+    let h = Harness::new(0).await;
+    let systems = h.call("GET", "/redfish/v1/Systems", None).await;
+    assert_eq!(
+        systems.body["Members"],
+        json!([{"@odata.id": "/redfish/v1/Systems/Self"}])
+    );
+    let chassis = h.call("GET", "/redfish/v1/Chassis", None).await;
+    assert_eq!(
+        chassis.body["Members"],
+        json!([{"@odata.id": "/redfish/v1/Chassis/Self"}])
+    );
+    let alias = h.call("GET", "/redfish/v1/Systems/Self", None).await;
+    assert_eq!(alias.status, StatusCode::OK);
+    assert_eq!(alias.body["@odata.id"], "/redfish/v1/Systems/Self");
+    assert_eq!(alias.body["Id"], "Self");
+    assert_eq!(alias.body["Name"], "sim-vm");
+    assert_eq!(
+        alias.body["Bios"]["@odata.id"],
+        "/redfish/v1/Systems/Self/Bios"
+    );
+    assert_eq!(
+        alias.body["Links"]["Chassis"][0]["@odata.id"],
+        "/redfish/v1/Chassis/Self"
+    );
+    for path in [
+        "/redfish/v1/Systems/Self/Bios",
+        "/redfish/v1/Systems/Self/Bios/Settings",
+        "/redfish/v1/Systems/Self/SecureBoot",
+        "/redfish/v1/Systems/Self/Processors/CPU0",
+        "/redfish/v1/Systems/Self/Storage/1",
+        "/redfish/v1/Systems/Self/VirtualMedia/Cd",
+        "/redfish/v1/Chassis/Self/Power",
+    ] {
+        let reply = h.call("GET", path, None).await;
+        assert_eq!(reply.status, StatusCode::OK, "{path}");
+        assert_eq!(reply.body["@odata.id"], path);
+    }
+    let named = h.call("GET", SYSTEM, None).await;
+    assert_eq!(named.body["@odata.id"], SYSTEM);
+    assert_eq!(named.body["Id"], "sim-vm");
+    let chassis = h.call("GET", "/redfish/v1/Chassis/sim-vm", None).await;
+    assert_eq!(chassis.body["@odata.id"], "/redfish/v1/Chassis/sim-vm");
+    // A write through the alias changes the one machine.
+    let patched = h
+        .call(
+            "PATCH",
+            "/redfish/v1/Systems/Self",
+            Some(r#"{"Boot": {"BootSourceOverrideTarget": "Pxe", "BootSourceOverrideEnabled": "Once"}}"#),
+        )
+        .await;
+    assert_eq!(patched.status, StatusCode::OK);
+    assert_eq!(h.boot().await.target, BootTarget::Pxe);
+    // Other Ids are still unknown (a VM name is never `self` in another case either).
+    let other = h.call("GET", "/redfish/v1/Systems/self", None).await;
+    assert_eq!(other.status, StatusCode::NOT_FOUND);
+}
+
+/// The Bios resource names its settings object; a change there is pending until the next
+/// boot, read back at once from the settings object, refused whole when any part is wrong.
+#[tokio::test]
+async fn bios_settings_are_pending_until_the_next_boot() {
+    let h = Harness::new(0).await;
+    h.machine.power(PowerAction::On).await.unwrap();
+    let bios = h.call("GET", &format!("{SYSTEM}/Bios"), None).await;
+    assert_eq!(
+        bios.body["@Redfish.Settings"]["SettingsObject"]["@odata.id"],
+        format!("{SYSTEM}/Bios/Settings")
+    );
+    let settings = format!("{SYSTEM}/Bios/Settings");
+    let refused = h
+        .call(
+            "PATCH",
+            &settings,
+            Some(r#"{"Attributes": {"BootMode": "Bios", "Turbo": "On"}}"#),
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    assert_eq!(h.boot().await.mode, BootMode::Uefi);
+    let set = h
+        .call(
+            "PATCH",
+            &settings,
+            Some(r#"{"Attributes": {"BootMode": "Bios"}}"#),
+        )
+        .await;
+    assert_eq!(set.status, StatusCode::OK);
+    assert_eq!(set.body["Attributes"]["BootMode"], "Bios");
+    let running = h.call("GET", &format!("{SYSTEM}/Bios"), None).await;
+    assert_eq!(running.body["Attributes"]["BootMode"], "Uefi");
+    assert_eq!(h.boot().await.mode, BootMode::Legacy);
+    h.machine.power(PowerAction::ForceRestart).await.unwrap();
+    let rebooted = h.call("GET", &format!("{SYSTEM}/Bios"), None).await;
+    assert_eq!(rebooted.body["Attributes"]["BootMode"], "Bios");
+    let system = h.call("GET", SYSTEM, None).await;
+    assert_eq!(system.body["BiosVersion"], "SeaBIOS");
+    assert_eq!(system.body["BootProgress"]["LastState"], "OSRunning");
 }

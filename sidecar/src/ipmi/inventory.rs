@@ -285,6 +285,7 @@ mod tests {
             interfaces: vec![],
             disks: vec![],
             secure_boot: false,
+            architecture: None,
         }
     }
 

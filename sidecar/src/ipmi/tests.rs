@@ -19,6 +19,7 @@ fn inventory() -> Inventory {
         interfaces: vec![],
         disks: vec![],
         secure_boot: false,
+        architecture: None,
     }
 }
 

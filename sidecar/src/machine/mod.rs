@@ -135,6 +135,26 @@ pub enum DiskKind {
     Cdrom,
 }
 
+/// The two firmware settings a VM has: its boot mode and UEFI Secure Boot. A machine holds
+/// the ones its next boot applies, and the running boot may still have older ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FirmwareSettings {
+    pub mode: BootMode,
+    pub secure_boot: bool,
+}
+
+/// How far the machine's boot has got, as Redfish's `BootProgress.LastState` names it; what
+/// a backend can know (KubeVirt: the VMI's phase and its guest agent), nothing finer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BootProgress {
+    /// Off: not booting, not running.
+    None,
+    /// Powered on, the guest's OS has not said it runs yet.
+    OsBootStarted,
+    /// The guest said so (KubeVirt: its agent connected).
+    OsRunning,
+}
+
 /// Identity and inventory: what Ironic's inspection and `ipmitool fru` read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Inventory {
@@ -146,6 +166,10 @@ pub struct Inventory {
     pub interfaces: Vec<NetworkInterface>,
     pub disks: Vec<Disk>,
     pub secure_boot: bool,
+    /// The guest CPU architecture as KubeVirt names it (`amd64`, `arm64`, `s390x`); `None`
+    /// when the backend does not say.
+    #[serde(default)]
+    pub architecture: Option<String>,
 }
 
 /// State the BMC keeps on behalf of its protocol front ends, stored by the backend so it
@@ -242,6 +266,21 @@ pub trait Machine: Send + Sync + 'static {
         Err(MachineError::NotSupported(
             "this machine's Secure Boot setting cannot be changed".to_owned(),
         ))
+    }
+
+    /// The firmware settings the running boot started with, when they may differ from the
+    /// ones the next boot applies; `None`: off, or no difference is possible.
+    async fn running_firmware(&self) -> Result<Option<FirmwareSettings>> {
+        Ok(None)
+    }
+
+    /// How far the boot has got; machines that cannot tell say `None` while off and
+    /// `OsBootStarted` while on.
+    async fn boot_progress(&self) -> Result<BootProgress> {
+        Ok(match self.power_state().await?.settled() {
+            PowerState::Off => BootProgress::None,
+            _ => BootProgress::OsBootStarted,
+        })
     }
 
     async fn record(&self, record: Record) -> Result<Option<String>>;

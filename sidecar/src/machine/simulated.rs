@@ -63,6 +63,9 @@ impl Default for SimulatedConfig {
     }
 }
 
+/// The simulated machine's CPU architecture, in KubeVirt's naming.
+const SIMULATED_ARCHITECTURE: &str = "amd64";
+
 /// Everything that must survive a restart.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Persisted {
@@ -85,6 +88,10 @@ struct Persisted {
     /// The firmware's Secure Boot setting (state files from before it read as off).
     #[serde(default)]
     secure_boot: bool,
+    /// The firmware settings the last boot started with: changes made since apply at the
+    /// next boot, as a BIOS setting does.
+    #[serde(default)]
+    running_firmware: Option<super::FirmwareSettings>,
 }
 
 impl Persisted {
@@ -105,6 +112,7 @@ impl Persisted {
             nmi_count: 0,
             restore_policy: RestorePolicy::Previous,
             secure_boot: false,
+            running_firmware: None,
         }
     }
 
@@ -134,6 +142,10 @@ impl Persisted {
             _ => self.boot_override.target,
         };
         self.last_boot = Some(from);
+        self.running_firmware = Some(super::FirmwareSettings {
+            mode: self.boot_override.mode,
+            secure_boot: self.secure_boot,
+        });
         if self.boot_override.enabled == BootOverrideEnabled::Once {
             self.boot_override.enabled = BootOverrideEnabled::Disabled;
             self.boot_override.target = BootTarget::None;
@@ -515,6 +527,24 @@ impl Machine for SimulatedMachine {
                 },
             ],
             secure_boot: state.secure_boot,
+            architecture: Some(SIMULATED_ARCHITECTURE.to_owned()),
+        })
+    }
+
+    async fn running_firmware(&self) -> Result<Option<super::FirmwareSettings>> {
+        if self.power_state().await?.settled() == PowerState::Off {
+            return Ok(None);
+        }
+        Ok(self.lock().persisted.running_firmware)
+    }
+
+    /// The simulated guest prints its login prompt as its boot completes (`print_banner`):
+    /// from then on its OS runs.
+    async fn boot_progress(&self) -> Result<super::BootProgress> {
+        Ok(match self.power_state().await? {
+            PowerState::Off | PowerState::PoweringOff => super::BootProgress::None,
+            PowerState::PoweringOn => super::BootProgress::OsBootStarted,
+            PowerState::On => super::BootProgress::OsRunning,
         })
     }
 

@@ -26,21 +26,24 @@ use crate::machine::PowerState;
 pub const SYSTEM_TEMP_CELSIUS: u32 = 40;
 
 impl Context {
-    fn require_chassis(&self, id: &str, uri: &str) -> ApiResult<()> {
-        if id == self.ids.system {
-            Ok(())
+    /// The Chassis is the VM's (its name) or the alias bmclib knows ([`models::ALIAS`]).
+    fn require_chassis(&self, id: &str, uri: &str) -> ApiResult<Ids> {
+        if id == models::ALIAS {
+            Ok(self.ids.aliased())
+        } else if id == self.ids.system {
+            Ok(self.ids.clone())
         } else {
             Err(ApiError::not_found(uri))
         }
     }
 
-    async fn chassis_json(&self) -> ApiResult<Value> {
+    async fn chassis_json(&self, ids: &Ids) -> ApiResult<Value> {
         let inventory = self.machine.inventory().await?;
         let power = self.machine.power_state().await?;
         let leds = Indicators::load(self.machine.as_ref()).await?;
-        let mut value = models::chassis(&self.ids, &inventory, power);
+        let mut value = models::chassis(ids, &inventory, power);
         if let Some(map) = value.as_object_mut() {
-            let uri = self.ids.chassis_uri();
+            let uri = ids.chassis_uri();
             map.insert("Thermal".to_owned(), odata_id(&format!("{uri}/Thermal")));
             map.insert("Power".to_owned(), odata_id(&format!("{uri}/Power")));
             indicators::properties(leds.chassis, map);
@@ -54,7 +57,7 @@ pub async fn list(State(context): State<Arc<Context>>) -> Response {
         "ChassisCollection",
         "Chassis",
         "/redfish/v1/Chassis",
-        &[context.ids.chassis_uri()],
+        &[context.ids.aliased().chassis_uri()],
     ))
 }
 
@@ -62,8 +65,8 @@ pub async fn get(
     State(context): State<Arc<Context>>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    context.require_chassis(&id, &format!("/redfish/v1/Chassis/{id}"))?;
-    Ok(resource(context.chassis_json().await?))
+    let ids = context.require_chassis(&id, &format!("/redfish/v1/Chassis/{id}"))?;
+    Ok(resource(context.chassis_json(&ids).await?))
 }
 
 /// Only the indicator LED of the Chassis is writable; anything else is refused and nothing
@@ -74,9 +77,9 @@ pub async fn patch(
     headers: HeaderMap,
     body: JsonBody,
 ) -> ApiResult<Response> {
-    context.require_chassis(&id, &format!("/redfish/v1/Chassis/{id}"))?;
+    let ids = context.require_chassis(&id, &format!("/redfish/v1/Chassis/{id}"))?;
     let mut body = body.required()?;
-    let current = context.chassis_json().await?;
+    let current = context.chassis_json(&ids).await?;
     check_if_match(&headers, &current)?;
     let machine = context.machine.as_ref();
     let mut leds = Indicators::load(machine).await?;
@@ -93,25 +96,25 @@ pub async fn patch(
         leds.store(machine).await?;
         tracing::info!(?led, "Redfish: chassis indicator set");
     }
-    Ok(resource(context.chassis_json().await?))
+    Ok(resource(context.chassis_json(&ids).await?))
 }
 
 pub async fn thermal(
     State(context): State<Arc<Context>>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    context.require_chassis(&id, &format!("/redfish/v1/Chassis/{id}/Thermal"))?;
+    let ids = context.require_chassis(&id, &format!("/redfish/v1/Chassis/{id}/Thermal"))?;
     let power = context.machine.power_state().await?;
-    Ok(resource(thermal_json(&context.ids, power)))
+    Ok(resource(thermal_json(&ids, power)))
 }
 
 pub async fn power(
     State(context): State<Arc<Context>>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    context.require_chassis(&id, &format!("/redfish/v1/Chassis/{id}/Power"))?;
+    let ids = context.require_chassis(&id, &format!("/redfish/v1/Chassis/{id}/Power"))?;
     let power = context.machine.power_state().await?;
-    Ok(resource(power_json(&context.ids, power)))
+    Ok(resource(power_json(&ids, power)))
 }
 
 fn sensor_status(on: bool) -> Value {

@@ -247,11 +247,17 @@ pub async fn registries() -> Response {
         "MessageRegistryFileCollection",
         "Message Registries",
         "/redfish/v1/Registries",
-        &["/redfish/v1/Registries/Base".to_owned()],
+        &[
+            "/redfish/v1/Registries/Base".to_owned(),
+            format!("/redfish/v1/Registries/{}", super::bios::REGISTRY_FILE_ID),
+        ],
     ))
 }
 
 pub async fn registry(Path(id): Path<String>) -> ApiResult<Response> {
+    if id == super::bios::REGISTRY_FILE_ID {
+        return Ok(resource(super::bios::registry_file()));
+    }
     if id != "Base" {
         return Err(ApiError::not_found(&format!("/redfish/v1/Registries/{id}")));
     }
@@ -259,6 +265,10 @@ pub async fn registry(Path(id): Path<String>) -> ApiResult<Response> {
 }
 
 pub async fn registry_document(Path((id, file)): Path<(String, String)>) -> ApiResult<Response> {
+    use super::bios::{ATTRIBUTE_REGISTRY, REGISTRY_FILE_ID};
+    if id == REGISTRY_FILE_ID && file == format!("{ATTRIBUTE_REGISTRY}.json") {
+        return Ok(resource(super::bios::registry_document()));
+    }
     if id != "Base" || file != format!("{BASE_REGISTRY_ID}.json") {
         return Err(ApiError::not_found(&format!(
             "/redfish/v1/Registries/{id}/{file}"

@@ -159,9 +159,12 @@ fn media_base(context: &Context, uri: &Uri, id: &str) -> ApiResult<String> {
     };
     match owner {
         "Managers" if id == MANAGER_ID => Ok(format!("{}/VirtualMedia", context.ids.manager_uri())),
-        "Systems" if context.system_exists(id) => {
-            Ok(format!("{}/VirtualMedia", context.ids.system_uri()))
-        }
+        "Systems" => match context.system_ids(id) {
+            Some(ids) => Ok(format!("{}/VirtualMedia", ids.system_uri())),
+            None => Err(ApiError::not_found(&format!(
+                "/redfish/v1/Systems/{id}/VirtualMedia"
+            ))),
+        },
         _ => Err(ApiError::not_found(&format!(
             "/redfish/v1/{owner}/{id}/VirtualMedia"
         ))),

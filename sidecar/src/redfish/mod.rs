@@ -7,6 +7,7 @@
 //! `$expand`).
 
 pub mod auth;
+pub mod bios;
 mod chassis;
 pub mod connections;
 pub mod egress;
@@ -16,6 +17,7 @@ pub mod expand;
 mod handlers;
 pub mod http;
 pub mod indicators;
+mod manager;
 mod media;
 pub mod models;
 pub mod services;
@@ -47,6 +49,10 @@ pub struct Options {
     pub idle_timeout: Duration,
     /// Connections open at once; one more is closed at accept.
     pub max_connections: usize,
+    /// Where IPMI listens, for the Manager's `NetworkProtocol` (set by whoever binds it).
+    pub ipmi_listen: Option<SocketAddr>,
+    /// Where this service listens (set by [`start`] once bound).
+    pub redfish_listen: Option<SocketAddr>,
 }
 
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -58,6 +64,8 @@ impl Default for Options {
             egress: Arc::new(EgressPolicy::default()),
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            ipmi_listen: None,
+            redfish_listen: None,
         }
     }
 }
@@ -79,6 +87,9 @@ pub struct Context {
     /// set the BMC's clock as it can a physical one's (Ironic's `verify_bmc_clock`). Kept in
     /// memory: a restarted BMC reads the node's clock again, which is the right time.
     pub clock_offset_micros: std::sync::atomic::AtomicI64,
+    /// Where IPMI and Redfish listen, when known.
+    pub ipmi_listen: Option<SocketAddr>,
+    pub redfish_listen: Option<SocketAddr>,
 }
 
 impl Context {
@@ -123,6 +134,8 @@ impl Context {
             egress: options.egress.clone(),
             logins: auth::LoginThrottle::default(),
             clock_offset_micros: std::sync::atomic::AtomicI64::new(0),
+            ipmi_listen: options.ipmi_listen,
+            redfish_listen: options.redfish_listen,
         }))
     }
 }
@@ -192,7 +205,11 @@ pub fn routes(context: Arc<Context>) -> Router {
             get(system::controller),
         )
         .route(&format!("{system}/Storage/1/Volumes"), get(system::volumes))
-        .route(&format!("{system}/Bios"), get(system::bios))
+        .route(&format!("{system}/Bios"), get(bios::get))
+        .route(
+            &format!("{system}/Bios/Settings"),
+            get(bios::get_settings).patch(bios::patch_settings),
+        )
         .route(
             &format!("{system}/SecureBoot"),
             get(system::secure_boot).patch(system::patch_secure_boot),
@@ -208,6 +225,18 @@ pub fn routes(context: Arc<Context>) -> Router {
         .route(
             "/redfish/v1/Managers/{id}",
             get(media::manager).patch(media::patch_manager),
+        )
+        .route(
+            "/redfish/v1/Managers/{id}/NetworkProtocol",
+            get(manager::network_protocol),
+        )
+        .route(
+            "/redfish/v1/Managers/{id}/EthernetInterfaces",
+            get(manager::interfaces),
+        )
+        .route(
+            "/redfish/v1/Managers/{id}/EthernetInterfaces/{interface}",
+            get(manager::interface),
         )
         .route(
             "/redfish/v1/Managers/{id}/Actions/Manager.Reset",
@@ -254,6 +283,19 @@ pub fn routes(context: Arc<Context>) -> Router {
         .route(
             "/redfish/v1/EventService/Actions/EventService.SubmitTestEvent",
             post(h::submit_test_event),
+        )
+        .route("/redfish/v1/UpdateService", get(bios::update_service_get))
+        .route(
+            "/redfish/v1/UpdateService/Actions/UpdateService.SimpleUpdate",
+            post(bios::simple_update),
+        )
+        .route(
+            "/redfish/v1/UpdateService/FirmwareInventory",
+            get(bios::firmware_inventory_get),
+        )
+        .route(
+            "/redfish/v1/UpdateService/FirmwareInventory/{id}",
+            get(bios::firmware_item_get),
         )
         .route("/redfish/v1/TaskService", get(tasks::service))
         .route("/redfish/v1/TaskService/Tasks", get(tasks::list))
@@ -408,6 +450,10 @@ pub async fn start(
     let listener = std::net::TcpListener::bind(listen).map_err(bind_error)?;
     listener.set_nonblocking(true).map_err(bind_error)?;
     let local_addr = listener.local_addr().map_err(bind_error)?;
+    let options = Options {
+        redfish_listen: Some(local_addr),
+        ..options
+    };
     let ready = Arc::new(std::sync::OnceLock::new());
     let waiting = Arc::new(std::sync::Mutex::new(
         "still reading the machine; retry".to_owned(),

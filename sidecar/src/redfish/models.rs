@@ -4,12 +4,21 @@
 use serde_json::{Value, json};
 
 use crate::machine::{
-    BootMode, BootOverride, BootOverrideEnabled, BootTarget, DiskKind, Inventory, MediaState,
-    MediaStatus, PowerAction, PowerState, RestorePolicy,
+    BootMode, BootOverride, BootOverrideEnabled, BootProgress, BootTarget, DiskKind, Inventory,
+    MediaState, MediaStatus, PowerAction, PowerState, RestorePolicy,
 };
 
 pub const MANAGER_ID: &str = "BMC";
 pub const MEDIA_ID: &str = "Cd";
+
+/// The second Id the System and the Chassis answer to, and the one their collections list.
+/// bmclib's inventory, BIOS and Secure Boot calls skip every System and Chassis whose
+/// `@odata.id` is not one it knows (`internal/redfishwrapper/inventory.go`
+/// `knownSystemsOdataIDs`, `KnownChassisOdataIDs`: `1`, `Self`, `system`,
+/// `System.Embedded.1`); sushy takes any single member (`sushy/main.py` `get_system`).
+/// `Self` (MegaRAC's) is in both of bmclib's lists and can never be a VM's name (those are
+/// lower-case DNS labels), so the alias never hides another machine.
+pub const ALIAS: &str = "Self";
 
 /// Names of the resources this service exposes, fixed at start.
 #[derive(Debug, Clone)]
@@ -21,6 +30,16 @@ pub struct Ids {
 }
 
 impl Ids {
+    /// The same names as seen through the alias: resources read at `/Systems/Self` link to
+    /// `/Systems/Self/...` and `/Chassis/Self`, so a client that follows links stays on the
+    /// Id it chose (bmclib compares every `@odata.id` it reads).
+    pub fn aliased(&self) -> Ids {
+        Ids {
+            system: ALIAS.to_owned(),
+            ..self.clone()
+        }
+    }
+
     pub fn system_uri(&self) -> String {
         format!("/redfish/v1/Systems/{}", self.system)
     }
@@ -209,6 +228,32 @@ pub fn system(
     })
 }
 
+/// `BootProgress` (ComputerSystem v1.13+); Ironic waits for `OSBootStarted` or `OSRunning`
+/// after a reboot that applies BIOS settings (`ironic/drivers/modules/redfish/bios.py`,
+/// sushy `system.boot_progress`), bmclib reads it from every System
+/// (`internal/redfishwrapper/client.go` `GetBootProgress`).
+pub fn boot_progress(progress: BootProgress) -> Value {
+    json!({
+        "LastState": match progress {
+            BootProgress::None => "None",
+            BootProgress::OsBootStarted => "OSBootStarted",
+            BootProgress::OsRunning => "OSRunning",
+        },
+    })
+}
+
+/// Redfish `ProcessorArchitecture` and `InstructionSet` for KubeVirt's architecture names
+/// (`spec.architecture`: amd64, arm64, s390x, ppc64le); x86-64 when the backend does not say,
+/// which is KubeVirt's default.
+pub fn processor_architecture(architecture: Option<&str>) -> (&'static str, &'static str) {
+    match architecture {
+        Some("arm64" | "aarch64") => ("ARM", "ARM-A64"),
+        Some("s390x") => ("OEM", "OEM"),
+        Some("ppc64le" | "ppc64") => ("Power", "PowerISA"),
+        _ => ("x86", "x86-64"),
+    }
+}
+
 pub fn ethernet_interface(ids: &Ids, name: &str, mac: &str) -> Value {
     json!({
         "@odata.type": "#EthernetInterface.v1_6_0.EthernetInterface",
@@ -223,14 +268,15 @@ pub fn ethernet_interface(ids: &Ids, name: &str, mac: &str) -> Value {
 }
 
 pub fn processor(ids: &Ids, inventory: &Inventory) -> Value {
+    let (arch, instructions) = processor_architecture(inventory.architecture.as_deref());
     json!({
         "@odata.type": "#Processor.v1_10_0.Processor",
         "@odata.id": format!("{}/Processors/CPU0", ids.system_uri()),
         "Id": "CPU0",
         "Name": "Virtual CPUs",
         "ProcessorType": "CPU",
-        "ProcessorArchitecture": "x86",
-        "InstructionSet": "x86-64",
+        "ProcessorArchitecture": arch,
+        "InstructionSet": instructions,
         "TotalCores": inventory.vcpus,
         "TotalThreads": inventory.vcpus,
         "Status": status_enabled(),
@@ -327,28 +373,16 @@ pub fn simple_storage(ids: &Ids, inventory: &Inventory) -> Value {
     })
 }
 
-pub fn bios(ids: &Ids, mode: BootMode, secure_boot: bool) -> Value {
-    json!({
-        "@odata.type": "#Bios.v1_1_0.Bios",
-        "@odata.id": format!("{}/Bios", ids.system_uri()),
-        "Id": "Bios",
-        "Name": "BIOS Configuration",
-        "Description": "The VM's firmware settings; they change through Boot and SecureBoot",
-        "Attributes": {
-            "BootMode": match mode { BootMode::Uefi => "Uefi", BootMode::Legacy => "Bios" },
-            "SecureBoot": if secure_boot { "Enabled" } else { "Disabled" },
-        },
-    })
-}
-
-pub fn secure_boot(ids: &Ids, enabled: bool) -> Value {
+/// `enabled` is the setting (what the next boot applies), `current_boot` what the running
+/// boot started with.
+pub fn secure_boot(ids: &Ids, enabled: bool, current_boot: bool) -> Value {
     json!({
         "@odata.type": "#SecureBoot.v1_1_0.SecureBoot",
         "@odata.id": format!("{}/SecureBoot", ids.system_uri()),
         "Id": "SecureBoot",
         "Name": "UEFI Secure Boot",
         "SecureBootEnable": enabled,
-        "SecureBootCurrentBoot": if enabled { "Enabled" } else { "Disabled" },
+        "SecureBootCurrentBoot": if current_boot { "Enabled" } else { "Disabled" },
         "SecureBootMode": "DeployedMode",
     })
 }
@@ -391,6 +425,8 @@ pub fn manager(ids: &Ids, serial_console: bool) -> Value {
         "PowerState": "On",
         "Status": status_enabled(),
         "VirtualMedia": odata_id(&format!("{uri}/VirtualMedia")),
+        "NetworkProtocol": odata_id(&format!("{uri}/NetworkProtocol")),
+        "EthernetInterfaces": odata_id(&format!("{uri}/EthernetInterfaces")),
         "SerialConsole": {
             "ServiceEnabled": serial_console,
             "MaxConcurrentSessions": if serial_console { 1 } else { 0 },
@@ -474,6 +510,7 @@ mod tests {
             interfaces: vec![],
             disks: vec![],
             secure_boot: false,
+            architecture: None,
         }
     }
 

@@ -61,6 +61,7 @@ pub fn service_root(ids: &Ids) -> Value {
         "AccountService": odata_id("/redfish/v1/AccountService"),
         "EventService": odata_id("/redfish/v1/EventService"),
         "Tasks": odata_id("/redfish/v1/TaskService"),
+        "UpdateService": odata_id("/redfish/v1/UpdateService"),
         "Registries": odata_id("/redfish/v1/Registries"),
         "Links": {"Sessions": odata_id("/redfish/v1/SessionService/Sessions")},
     })
@@ -77,6 +78,7 @@ pub fn odata_document() -> Value {
         ("AccountService", "/redfish/v1/AccountService", "Singleton"),
         ("EventService", "/redfish/v1/EventService", "Singleton"),
         ("Tasks", "/redfish/v1/TaskService", "Singleton"),
+        ("UpdateService", "/redfish/v1/UpdateService", "Singleton"),
         ("Registries", "/redfish/v1/Registries", "Singleton"),
     ];
     json!({
@@ -123,6 +125,17 @@ const SCHEMAS: &[(&str, &str)] = &[
     ("SimpleStorage_v1.xml", "SimpleStorage.v1_3_0"),
     ("SecureBoot_v1.xml", "SecureBoot.v1_1_0"),
     ("Bios_v1.xml", "Bios.v1_1_0"),
+    ("Settings_v1.xml", "Settings.v1_3_5"),
+    ("UpdateService_v1.xml", "UpdateService.v1_11_0"),
+    (
+        "SoftwareInventoryCollection_v1.xml",
+        "SoftwareInventoryCollection",
+    ),
+    ("SoftwareInventory_v1.xml", "SoftwareInventory.v1_4_0"),
+    (
+        "ManagerNetworkProtocol_v1.xml",
+        "ManagerNetworkProtocol.v1_6_0",
+    ),
     ("SessionService_v1.xml", "SessionService.v1_1_8"),
     ("SessionCollection_v1.xml", "SessionCollection"),
     ("Session_v1.xml", "Session.v1_7_0"),

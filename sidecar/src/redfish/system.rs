@@ -17,20 +17,27 @@ use super::tasks;
 use crate::machine::{BootOverride, PowerAction, PowerState};
 
 impl Context {
-    /// Resolves a System Id: the VM name, or its UUID.
-    pub fn system_exists(&self, id: &str) -> bool {
-        id == self.ids.system || id.eq_ignore_ascii_case(&self.ids.uuid)
-    }
-
-    fn require_system(&self, id: &str, uri: &str) -> ApiResult<()> {
-        if self.system_exists(id) {
-            Ok(())
+    /// Resolves a System (or Chassis) Id: the VM name, its UUID, or [`models::ALIAS`]; the
+    /// names its resources are shown with when read through that Id.
+    pub fn system_ids(&self, id: &str) -> Option<models::Ids> {
+        if id == models::ALIAS {
+            Some(self.ids.aliased())
+        } else if id == self.ids.system || id.eq_ignore_ascii_case(&self.ids.uuid) {
+            Some(self.ids.clone())
         } else {
-            Err(ApiError::not_found(uri))
+            None
         }
     }
 
-    pub async fn system_json(&self) -> ApiResult<Value> {
+    pub fn system_exists(&self, id: &str) -> bool {
+        self.system_ids(id).is_some()
+    }
+
+    pub(super) fn require_system(&self, id: &str, uri: &str) -> ApiResult<models::Ids> {
+        self.system_ids(id).ok_or_else(|| ApiError::not_found(uri))
+    }
+
+    pub async fn system_json(&self, ids: &models::Ids) -> ApiResult<Value> {
         let machine = &self.machine;
         let inventory = machine.inventory().await?;
         let power = machine.power_state().await?;
@@ -38,7 +45,7 @@ impl Context {
         let restore_policy = machine.restore_policy().await?;
         let leds = Indicators::load(machine.as_ref()).await?;
         let mut system = models::system(
-            &self.ids,
+            ids,
             &inventory,
             power,
             &boot,
@@ -46,6 +53,9 @@ impl Context {
             machine.supported_boot_targets(),
         );
         system["PowerRestorePolicy"] = models::restore_policy_name(restore_policy).into();
+        system["BiosVersion"] =
+            super::bios::bios_version(self.current_firmware().await?.mode).into();
+        system["BootProgress"] = models::boot_progress(machine.boot_progress().await?);
         if let Some(map) = system.as_object_mut() {
             indicators::properties(leds.system, map);
         }
@@ -58,7 +68,7 @@ pub async fn systems(State(context): State<Arc<Context>>) -> Response {
         "ComputerSystemCollection",
         "Computer Systems",
         "/redfish/v1/Systems",
-        &[context.ids.system_uri()],
+        &[context.ids.aliased().system_uri()],
     ))
 }
 
@@ -66,8 +76,8 @@ pub async fn system(
     State(context): State<Arc<Context>>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    context.require_system(&id, &format!("/redfish/v1/Systems/{id}"))?;
-    Ok(resource(context.system_json().await?))
+    let ids = context.require_system(&id, &format!("/redfish/v1/Systems/{id}"))?;
+    Ok(resource(context.system_json(&ids).await?))
 }
 
 /// Applies a PATCH of the System: `Boot`, `PowerRestorePolicy` and the indicator LED are
@@ -79,9 +89,9 @@ pub async fn patch_system(
     headers: HeaderMap,
     body: JsonBody,
 ) -> ApiResult<Response> {
-    context.require_system(&id, &format!("/redfish/v1/Systems/{id}"))?;
+    let ids = context.require_system(&id, &format!("/redfish/v1/Systems/{id}"))?;
     let mut body = body.required()?;
-    let current = context.system_json().await?;
+    let current = context.system_json(&ids).await?;
     check_if_match(&headers, &current)?;
     let machine = &context.machine;
     let restore_policy = body
@@ -115,7 +125,7 @@ pub async fn patch_system(
         leds.store(machine.as_ref()).await?;
         tracing::info!(?led, "Redfish: system indicator set");
     }
-    Ok(resource(context.system_json().await?))
+    Ok(resource(context.system_json(&ids).await?))
 }
 
 /// The boot override a PATCH body asks for, merged over `old`; pure so it is tested alone.
@@ -231,8 +241,9 @@ macro_rules! sub_collection {
             State(context): State<Arc<Context>>,
             Path(id): Path<String>,
         ) -> ApiResult<Response> {
-            let uri = format!("{}/{}", context.ids.system_uri(), $segment);
-            context.require_system(&id, &format!("/redfish/v1/Systems/{id}/{}", $segment))?;
+            let ids =
+                context.require_system(&id, &format!("/redfish/v1/Systems/{id}/{}", $segment))?;
+            let uri = format!("{}/{}", ids.system_uri(), $segment);
             let inventory = context.machine.inventory().await?;
             let members: Vec<String> = ($members)(&inventory)
                 .into_iter()
@@ -291,9 +302,8 @@ pub async fn member(
 ) -> ApiResult<Response> {
     let kind = uri.path().split('/').nth(5).unwrap_or_default().to_owned();
     let uri = format!("/redfish/v1/Systems/{id}/{kind}/{member}");
-    context.require_system(&id, &uri)?;
+    let ids = &context.require_system(&id, &uri)?;
     let inventory = context.machine.inventory().await?;
-    let ids = &context.ids;
     let value = match (kind.as_str(), member.as_str()) {
         ("EthernetInterfaces", name) => inventory
             .interfaces
@@ -314,9 +324,9 @@ pub async fn drive(
     Path((id, drive)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     let uri = format!("/redfish/v1/Systems/{id}/Storage/1/Drives/{drive}");
-    context.require_system(&id, &uri)?;
+    let ids = context.require_system(&id, &uri)?;
     let inventory = context.machine.inventory().await?;
-    models::drive(&context.ids, &inventory, &drive)
+    models::drive(&ids, &inventory, &drive)
         .map(resource)
         .ok_or_else(|| ApiError::not_found(&uri))
 }
@@ -325,11 +335,11 @@ pub async fn controllers(
     State(context): State<Arc<Context>>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let uri = format!("{}/Storage/1/Controllers", context.ids.system_uri());
-    context.require_system(
+    let ids = context.require_system(
         &id,
         &format!("/redfish/v1/Systems/{id}/Storage/1/Controllers"),
     )?;
+    let uri = format!("{}/Storage/1/Controllers", ids.system_uri());
     Ok(resource(collection(
         "StorageControllerCollection",
         "Storage Controllers",
@@ -343,11 +353,11 @@ pub async fn controller(
     Path((id, controller)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     let uri = format!("/redfish/v1/Systems/{id}/Storage/1/Controllers/{controller}");
-    context.require_system(&id, &uri)?;
+    let ids = context.require_system(&id, &uri)?;
     if controller != "0" {
         return Err(ApiError::not_found(&uri));
     }
-    Ok(resource(models::storage_controller(&context.ids)))
+    Ok(resource(models::storage_controller(&ids)))
 }
 
 /// The VM's disks are drives, not volumes carved from them: the collection is empty.
@@ -355,8 +365,9 @@ pub async fn volumes(
     State(context): State<Arc<Context>>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let uri = format!("{}/Storage/1/Volumes", context.ids.system_uri());
-    context.require_system(&id, &format!("/redfish/v1/Systems/{id}/Storage/1/Volumes"))?;
+    let ids =
+        context.require_system(&id, &format!("/redfish/v1/Systems/{id}/Storage/1/Volumes"))?;
+    let uri = format!("{}/Storage/1/Volumes", ids.system_uri());
     Ok(resource(collection(
         "VolumeCollection",
         "Volumes",
@@ -365,34 +376,17 @@ pub async fn volumes(
     )))
 }
 
-/// The firmware settings a VM has, read-only: boot mode and Secure Boot, the two that Metal3's
-/// HostFirmwareSettings and Ironic's BIOS cache read (`ironic/drivers/modules/redfish/bios.py`
-/// `cache_bios_settings`, sushy `Bios.attributes`). They change through the Boot override and
-/// `SecureBoot`; no `@Redfish.Settings` is offered yet, so a settings change through the Bios
-/// resource is refused (405) rather than pretended.
-pub async fn bios(
-    State(context): State<Arc<Context>>,
-    Path(id): Path<String>,
-) -> ApiResult<Response> {
-    context.require_system(&id, &format!("/redfish/v1/Systems/{id}/Bios"))?;
-    let inventory = context.machine.inventory().await?;
-    let boot = context.machine.boot_override().await?;
-    Ok(resource(models::bios(
-        &context.ids,
-        boot.mode,
-        inventory.secure_boot,
-    )))
-}
-
 pub async fn secure_boot(
     State(context): State<Arc<Context>>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    context.require_system(&id, &format!("/redfish/v1/Systems/{id}/SecureBoot"))?;
+    let ids = context.require_system(&id, &format!("/redfish/v1/Systems/{id}/SecureBoot"))?;
     let inventory = context.machine.inventory().await?;
+    let current_boot = context.current_firmware().await?.secure_boot;
     Ok(resource(models::secure_boot(
-        &context.ids,
+        &ids,
         inventory.secure_boot,
+        current_boot,
     )))
 }
 
@@ -408,10 +402,11 @@ pub async fn patch_secure_boot(
     headers: HeaderMap,
     body: JsonBody,
 ) -> ApiResult<Response> {
-    context.require_system(&id, &format!("/redfish/v1/Systems/{id}/SecureBoot"))?;
+    let ids = context.require_system(&id, &format!("/redfish/v1/Systems/{id}/SecureBoot"))?;
     let body = body.required()?;
     let inventory = context.machine.inventory().await?;
-    let current = models::secure_boot(&context.ids, inventory.secure_boot);
+    let current_boot = context.current_firmware().await?.secure_boot;
+    let current = models::secure_boot(&ids, inventory.secure_boot, current_boot);
     check_if_match(&headers, &current)?;
     let mut wanted = None;
     for (name, value) in &body {
@@ -437,9 +432,11 @@ pub async fn patch_secure_boot(
         );
     }
     let inventory = context.machine.inventory().await?;
+    let current_boot = context.current_firmware().await?.secure_boot;
     Ok(resource(models::secure_boot(
-        &context.ids,
+        &ids,
         inventory.secure_boot,
+        current_boot,
     )))
 }
 

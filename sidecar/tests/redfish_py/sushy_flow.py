@@ -53,7 +53,9 @@ def serve_image():
 
 # --- Basic auth: power, boot, media ---
 root = sushy.Sushy(url + "/redfish/v1", auth=auth.BasicAuth(user, password), verify=False)
-check("system ids", [m for m in root.get_system_collection().members_identities], [SYSTEM])
+# The collection lists the alias bmclib needs (models.rs ALIAS); the VM-named System stays.
+check("system ids", [m for m in root.get_system_collection().members_identities], ["/redfish/v1/Systems/Self"])
+check("the only System by default", root.get_system().name, vm)
 system = root.get_system(SYSTEM)
 check("initial power", system.power_state, sushy.PowerState.OFF)
 allowed = system.get_allowed_reset_system_values()

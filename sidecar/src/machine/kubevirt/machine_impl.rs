@@ -244,6 +244,26 @@ impl Machine for KubevirtMachine {
         Ok(inventory(&vm, snapshot.vmi.as_deref()))
     }
 
+    /// The VMI carries the firmware its boot started with (its spec is the VM template's at
+    /// creation); the VM's template holds what the next VMI gets.
+    async fn running_firmware(&self) -> Result<Option<crate::machine::FirmwareSettings>> {
+        let snapshot = self.inner.ready().await?;
+        Ok(snapshot
+            .vmi
+            .as_deref()
+            .filter(|vmi| !vmi.is_terminating())
+            .map(|vmi| firmware_settings(&vmi.spec.domain)))
+    }
+
+    /// From the VMI alone: none while there is none (or it has ended), `OSRunning` once
+    /// its guest agent is connected, `OSBootStarted` before (phases Pending, Scheduling,
+    /// Scheduled, Running: `staging/src/kubevirt.io/api/core/v1/types.go`
+    /// `VirtualMachineInstancePhase`). A guest without an agent never reaches `OSRunning`.
+    async fn boot_progress(&self) -> Result<crate::machine::BootProgress> {
+        let snapshot = self.inner.ready().await?;
+        Ok(boot_progress_of(snapshot.vmi.as_deref()))
+    }
+
     async fn record(&self, record: Record) -> Result<Option<String>> {
         match record {
             Record::SessionKey => self.session_key().await,
@@ -412,12 +432,16 @@ fn inventory(vm: &VirtualMachine, vmi: Option<&super::types::VirtualMachineInsta
         })
         .collect();
     let firmware = domain.firmware.clone().unwrap_or_default();
-    let secure_boot = firmware
-        .bootloader
-        .as_ref()
-        .and_then(|b| b.efi.as_ref())
-        // KubeVirt turns Secure Boot on for `efi: {}`.
-        .is_some_and(|efi| efi.get("secureBoot").and_then(|v| v.as_bool()) != Some(false));
+    let secure_boot = firmware_settings(domain).secure_boot;
+    // `spec.architecture` (VirtualMachineInstanceSpec `Architecture`, kubevirt/kubevirt
+    // `staging/src/kubevirt.io/api/core/v1/types.go`): virt-api defaults it on the VMI from
+    // the cluster's configuration; the VM's template has it when its owner set it.
+    let architecture = vmi
+        .and_then(|v| v.spec.rest.get("architecture"))
+        .or_else(|| vm.spec.template.spec.rest.get("architecture"))
+        .and_then(|a| a.as_str())
+        .filter(|a| !a.is_empty())
+        .map(str::to_owned);
     Inventory {
         name: vm.metadata.name.clone().unwrap_or_default(),
         uuid: firmware
@@ -430,6 +454,43 @@ fn inventory(vm: &VirtualMachine, vmi: Option<&super::types::VirtualMachineInsta
         interfaces,
         disks,
         secure_boot,
+        architecture,
+    }
+}
+
+/// See [`KubevirtMachine::boot_progress`].
+fn boot_progress_of(
+    vmi: Option<&super::types::VirtualMachineInstance>,
+) -> crate::machine::BootProgress {
+    use crate::machine::BootProgress;
+    let Some(vmi) = vmi else {
+        return BootProgress::None;
+    };
+    match vmi.phase() {
+        "Succeeded" | "Failed" | "Unknown" => BootProgress::None,
+        _ if vmi.is_terminating() => BootProgress::None,
+        "Running" if vmi.agent_connected() => BootProgress::OsRunning,
+        _ => BootProgress::OsBootStarted,
+    }
+}
+
+/// Boot mode and Secure Boot of a domain spec (a VM's template or a VMI's): UEFI when
+/// `firmware.bootloader.efi` is there, and then Secure Boot unless `secureBoot: false`
+/// (KubeVirt turns it on for `efi: {}`).
+fn firmware_settings(domain: &super::types::Domain) -> crate::machine::FirmwareSettings {
+    let efi = domain
+        .firmware
+        .as_ref()
+        .and_then(|f| f.bootloader.as_ref())
+        .and_then(|b| b.efi.as_ref());
+    crate::machine::FirmwareSettings {
+        mode: if efi.is_some() {
+            crate::machine::BootMode::Uefi
+        } else {
+            crate::machine::BootMode::Legacy
+        },
+        secure_boot: efi
+            .is_some_and(|efi| efi.get("secureBoot").and_then(|v| v.as_bool()) != Some(false)),
     }
 }
 
@@ -518,6 +579,8 @@ mod tests {
         assert_eq!(inv.interfaces[0].mac, "52:54:00:6e:3a:1d");
         assert_eq!(inv.disks.len(), 2);
         assert!(!inv.secure_boot);
+        // The captured VMI's `spec.architecture`, defaulted by virt-api.
+        assert_eq!(inv.architecture.as_deref(), Some("amd64"));
         // volumeStatus of the captured VMI: cloudinitdisk has a size, the containerDisk none.
         let cloudinit = inv
             .disks
@@ -552,5 +615,45 @@ mod tests {
         assert_eq!(sizes.get("rootdisk"), Some(&(20u64 << 30)));
         assert!(!sizes.contains_key("odd"));
         assert_eq!(parse_bytes("1G"), Some(1_000_000_000));
+    }
+
+    #[test]
+    fn boot_progress_and_running_firmware_from_the_vmi() {
+        use crate::machine::{BootMode, BootProgress};
+        let vmi = |value: serde_json::Value| -> super::super::types::VirtualMachineInstance {
+            serde_json::from_value(value).unwrap()
+        };
+        assert_eq!(boot_progress_of(None), BootProgress::None);
+        let scheduling = vmi(serde_json::json!({"status": {"phase": "Scheduling"}}));
+        assert_eq!(
+            boot_progress_of(Some(&scheduling)),
+            BootProgress::OsBootStarted
+        );
+        let running = vmi(
+            serde_json::json!({"status": {"phase": "Running", "conditions": [
+            {"type": "Ready", "status": "True"}]}}),
+        );
+        assert_eq!(
+            boot_progress_of(Some(&running)),
+            BootProgress::OsBootStarted
+        );
+        let agent = vmi(
+            serde_json::json!({"status": {"phase": "Running", "conditions": [
+            {"type": "AgentConnected", "status": "True"}]}}),
+        );
+        assert_eq!(boot_progress_of(Some(&agent)), BootProgress::OsRunning);
+        let done = vmi(serde_json::json!({"status": {"phase": "Succeeded"}}));
+        assert_eq!(boot_progress_of(Some(&done)), BootProgress::None);
+
+        let efi = vmi(serde_json::json!({"spec": {"domain": {"devices": {},
+            "firmware": {"bootloader": {"efi": {}}}}}}));
+        let settings = firmware_settings(&efi.spec.domain);
+        assert_eq!(settings.mode, BootMode::Uefi);
+        assert!(
+            settings.secure_boot,
+            "KubeVirt turns Secure Boot on for efi: {{}}"
+        );
+        let bios = vmi(serde_json::json!({"spec": {"domain": {"devices": {}}}}));
+        assert_eq!(firmware_settings(&bios.spec.domain).mode, BootMode::Legacy);
     }
 }

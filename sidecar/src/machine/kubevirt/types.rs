@@ -217,6 +217,17 @@ impl VirtualMachineInstance {
         self.metadata.deletion_timestamp.is_some()
     }
 
+    /// virt-handler sets `AgentConnected` True while the guest agent's channel is connected
+    /// and removes it when it is not (kubevirt/kubevirt `pkg/virt-handler/vm.go`
+    /// `updateGuestAgentConditions`, condition `VirtualMachineInstanceAgentConnected` in
+    /// `staging/src/kubevirt.io/api/core/v1/types.go`).
+    pub fn agent_connected(&self) -> bool {
+        self.status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "AgentConnected" && c.status == "True")
+    }
+
     /// The VM generation whose template this VMI was created from.
     pub fn vm_generation(&self) -> Option<i64> {
         self.metadata
