@@ -17,6 +17,7 @@ mod handlers;
 pub mod http;
 pub mod indicators;
 mod media;
+pub mod media_size;
 pub mod models;
 pub mod services;
 mod system;
