@@ -92,6 +92,9 @@ pub struct Args {
     /// works: the DataVolume asks CDI for immediate binding.
     #[arg(long, env = "KUBEVIRT_BMC_MEDIA_STORAGE_CLASS")]
     pub media_storage_class: Option<String>,
+    /// While CDI is not installed, how often API discovery is asked whether it is now.
+    #[arg(long, env = "KUBEVIRT_BMC_CDI_RECHECK_SECONDS", default_value_t = 120)]
+    pub cdi_recheck_seconds: u64,
     #[command(flatten)]
     pub election: ElectionArgs,
     #[command(flatten)]
@@ -254,6 +257,7 @@ impl Args {
             let policy = crate::controller::plan::Policy {
                 external_services: self.allow_external_services,
                 media_storage_class: self.media_storage_class.clone(),
+                cdi_recheck: Some(Duration::from_secs(self.cdi_recheck_seconds.max(1))),
             };
             let election = self.election.config(&instance)?;
             controller = Some(tokio::spawn(crate::controller::run::run(

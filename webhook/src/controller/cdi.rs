@@ -24,7 +24,7 @@ use super::run::TriggerBackoff;
 
 pub const GROUP_VERSION: &str = "cdi.kubevirt.io/v1beta1";
 pub const RESOURCE: &str = "datavolumes";
-/// How often a cluster without CDI is asked again.
+/// How often a cluster without CDI is asked again (`--cdi-recheck-seconds`).
 pub const RECHECK: Duration = Duration::from_secs(120);
 
 /// Whether a discovery answer lists DataVolumes (pure).
@@ -42,21 +42,45 @@ pub async fn served(client: &Client) -> Result<bool, kube::Error> {
     }
 }
 
-/// What the reconciles read: `true` while discovery last said CDI is missing.
-#[derive(Debug, Clone, Default)]
-pub struct CdiState(Arc<AtomicBool>);
+/// What the reconciles read: `true` while discovery last said CDI is missing. A change wakes
+/// [`CdiState::changes`], so every VM is reconciled at once (a medium inserted before CDI
+/// was installed gets its DataVolume without waiting for the resync).
+#[derive(Debug, Clone)]
+pub struct CdiState {
+    missing: Arc<AtomicBool>,
+    changed: Arc<tokio::sync::watch::Sender<()>>,
+}
+
+impl Default for CdiState {
+    fn default() -> Self {
+        CdiState {
+            missing: Arc::default(),
+            changed: Arc::new(tokio::sync::watch::channel(()).0),
+        }
+    }
+}
 
 impl CdiState {
     pub fn missing(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        self.missing.load(Ordering::Relaxed)
+    }
+
+    /// One item per change of [`CdiState::missing`].
+    pub fn changes(&self) -> impl Stream<Item = ()> + Send + 'static {
+        let rx = self.changed.subscribe();
+        futures::stream::unfold(rx, |mut rx| async move {
+            rx.changed().await.ok()?;
+            Some(((), rx))
+        })
     }
 
     pub(super) fn set_missing(&self, missing: bool) {
-        if self.0.swap(missing, Ordering::Relaxed) != missing {
+        if self.missing.swap(missing, Ordering::Relaxed) != missing {
+            self.changed.send_replace(());
             if missing {
                 tracing::warn!(
                     "CDI is not installed (no {GROUP_VERSION} {RESOURCE}): virtual media \
-                     cannot be imported; asking again every {RECHECK:?}"
+                     cannot be imported; asking API discovery again periodically"
                 );
             } else {
                 tracing::info!("CDI is installed: watching DataVolumes");
@@ -80,6 +104,7 @@ pub fn triggers(
     client: Client,
     config: watcher::Config,
     state: CdiState,
+    recheck: Duration,
 ) -> impl Stream<Item = Result<PartialObjectMeta<DynamicObject>, watcher::Error>> + Send {
     let resource = apply::data_volume_resource();
     let watch = move |client: &Client| -> Triggers {
@@ -111,7 +136,7 @@ pub fn triggers(
                                 }
                                 Ok(false) => {
                                     state.set_missing(true);
-                                    Step::Probe { wait: RECHECK }
+                                    Step::Probe { wait: recheck }
                                 }
                                 // The API server is unreachable: the other watches report it;
                                 // ask again soon, keep what we knew.
@@ -128,7 +153,7 @@ pub fn triggers(
                             Some(Err(error)) => match served(&client).await {
                                 Ok(false) => {
                                     state.set_missing(true);
-                                    Step::Probe { wait: RECHECK }
+                                    Step::Probe { wait: recheck }
                                 }
                                 _ => return Some((Err(error), Step::Watching(stream))),
                             },

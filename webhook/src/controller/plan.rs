@@ -24,6 +24,8 @@ pub struct Policy {
     pub external_services: bool,
     /// StorageClass of the media imports (`--media-storage-class`); `None`: CDI's default.
     pub media_storage_class: Option<String>,
+    /// How often API discovery is asked again while CDI is missing (`cdi::RECHECK`).
+    pub cdi_recheck: Option<std::time::Duration>,
 }
 
 /// What the controller read before deciding. No Secret is among it: the controller may not

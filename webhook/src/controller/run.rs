@@ -347,9 +347,15 @@ async fn run_controller(client: Client, metrics: Arc<Metrics>, instance: String,
         // The media import's progress and failure reach the VM only through a reconcile.
         // Watched only while API discovery finds CDI (`cdi::triggers`).
         .owns_stream_with(
-            cdi::triggers(client.clone(), owned(&managed), cdi_state),
+            cdi::triggers(
+                client.clone(),
+                owned(&managed),
+                cdi_state.clone(),
+                ctx.policy.cdi_recheck.unwrap_or(cdi::RECHECK),
+            ),
             dv_resource.clone(),
         )
+        .reconcile_all_on(cdi_state.changes())
         // Only launcher Pods of VMs we prepared (our label, which KubeVirt copies from the VM
         // template): the cluster's other launcher Pods cause no event and no reconcile.
         .watches_stream(
