@@ -1,9 +1,15 @@
 //! A tiny HTTP server for boot images, standing for Ironic's image cache: paths ending in
-//! `.iso` answer 200 with a small body, anything else 404.
+//! `.iso` answer 200 with a small body (HEAD: the headers only, with its Content-Length),
+//! anything else 404. Two kinds of misbehaving servers for the BMC's size check:
+//! `*.stream.iso` answers without a Content-Length (generated content), and `*.gone.iso`
+//! answers HEAD but its GET is a 404 (removed between insert and import).
 
 use std::net::SocketAddr;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Size of every image served.
+pub const IMAGE_BYTES: usize = 64 << 10;
 
 pub struct ImageServer {
     addr: SocketAddr,
@@ -26,18 +32,28 @@ impl ImageServer {
                         }
                     }
                     let line = String::from_utf8_lossy(&request);
+                    let head_only = line.starts_with("HEAD ");
                     let path = line.split(' ').nth(1).unwrap_or_default();
-                    let answer = if path.ends_with(".iso") {
-                        let body = vec![0u8; 64 << 10];
+                    // A removed image still answers HEAD (a stale cache in front of it).
+                    let gone = path.ends_with(".gone.iso") && !head_only;
+                    let found = path.ends_with(".iso") && !gone;
+                    let answer = if found {
+                        let body = vec![0u8; IMAGE_BYTES];
+                        let length = if path.ends_with(".stream.iso") {
+                            String::new()
+                        } else {
+                            format!("Content-Length: {}\r\n", body.len())
+                        };
                         let mut head = format!(
                             // Last-Modified: Ironic's image cache checks it before it
                             // reuses a copy (`ironic/drivers/modules/image_cache.py`).
-                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\
+                            "HTTP/1.1 200 OK\r\n{length}\
                              Last-Modified: Tue, 01 Dec 2026 00:00:00 GMT\r\nConnection: close\r\n\r\n",
-                            body.len()
                         )
                         .into_bytes();
-                        head.extend_from_slice(&body);
+                        if !head_only {
+                            head.extend_from_slice(&body);
+                        }
                         head
                     } else {
                         b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"

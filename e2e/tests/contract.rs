@@ -41,13 +41,20 @@ fn media_the_sidecar_writes_is_imported_by_the_controller_and_its_status_read_ba
         image: "https://images.example/installer.iso".into(),
         inserted: true,
         write_protected: true,
+        size_bytes: None,
     };
     let mut annotations = BTreeMap::from([(
         contract::MEDIA.to_owned(),
         sidecar::media_annotation(&insert, Some(700 << 20)),
     )]);
 
-    let plan = controller_media::plan(&vm_with(&annotations), &vm_ref(), &annotations, None);
+    let plan = controller_media::plan(
+        &vm_with(&annotations),
+        &vm_ref(),
+        &annotations,
+        None,
+        &Default::default(),
+    );
     let DvAction::Apply(dv) = &plan.data_volume else {
         panic!("the controller must import what the sidecar asked for: {plan:?}");
     };
@@ -73,6 +80,7 @@ fn media_the_sidecar_writes_is_imported_by_the_controller_and_its_status_read_ba
         &vm_ref(),
         &annotations,
         Some(&imported),
+        &Default::default(),
     );
     let (_, status) = plan.status_annotation.expect("status changes to Ready");
     annotations.insert(
@@ -92,6 +100,7 @@ fn media_the_sidecar_writes_is_imported_by_the_controller_and_its_status_read_ba
         &vm_ref(),
         &annotations,
         Some(&failed),
+        &Default::default(),
     );
     let (_, status) = plan.status_annotation.unwrap();
     annotations.insert(

@@ -56,7 +56,7 @@ use kubevirt_bmc_e2e::fake_apiserver::cdi;
 use kubevirt_bmc_e2e::fake_apiserver::kubevirt::vmi_paused;
 use kubevirt_bmc_e2e::fake_apiserver::store::EventType;
 use kubevirt_bmc_e2e::fake_apiserver::{FakeApiServer, Gvr};
-use kubevirt_bmc_e2e::images::ImageServer;
+use kubevirt_bmc_e2e::images::{IMAGE_BYTES, ImageServer};
 use kubevirt_bmc_e2e::kubelet::{Kubelet, SidecarConfig};
 use kubevirt_bmc_e2e::launcher::{self, PodRuntime};
 use kubevirt_bmc_e2e::sushy::Sushy;
@@ -605,6 +605,8 @@ async fn whole_flow_annotate_inject_serve_ipmi_sushy_media_faults_and_opt_out() 
     let wish: Value =
         serde_json::from_str(&annotation(&fake, "bmc.kubevirt.io/media").unwrap()).unwrap();
     assert_eq!(wish["image"], image.as_str());
+    // Sized from the image server's answer to the sidecar's HEAD, and the DataVolume from it.
+    assert_eq!(wish["sizeBytes"], IMAGE_BYTES as u64, "{wish}");
     let dvs = cdi::gvr();
     wait_for("the media DataVolume imported", SECS_20, || {
         fake.get(dvs.clone(), NS, "vm1-bmc-media")
@@ -614,6 +616,14 @@ async fn whole_flow_annotate_inject_serve_ipmi_sushy_media_faults_and_opt_out() 
     let dv = fake.get(dvs.clone(), NS, "vm1-bmc-media").unwrap();
     assert_eq!(dv["spec"]["source"]["http"]["url"], image.as_str());
     assert_eq!(dv["metadata"]["ownerReferences"][0]["name"], VM);
+    assert_eq!(
+        dv["spec"]["storage"]["resources"]["requests"]["storage"], "1Mi",
+        "64 KiB aligned up to CDI's 1 MiB block; CDI adds the filesystem overhead"
+    );
+    assert_eq!(
+        dv["metadata"]["annotations"]["cdi.kubevirt.io/storage.bind.immediate.requested"],
+        "true"
+    );
     let phases: Vec<(String, String)> = fake
         .history(&dvs)
         .iter()
@@ -671,9 +681,25 @@ async fn whole_flow_annotate_inject_serve_ipmi_sushy_media_faults_and_opt_out() 
         (&json!(false), &Value::Null)
     );
 
-    // An image the importer cannot fetch: CDI ends Failed, and sushy reads an error state
-    // (Health Critical, not connected), never success.
-    let missing = images.url("images/missing.img");
+    // Images whose size cannot be learned are refused at insert, with the reason, and leave
+    // nothing on the VM: a 404, and a server that sends no Content-Length.
+    for (path, why) in [
+        ("images/missing.img", "404"),
+        ("images/generated.stream.iso", "Content-Length"),
+    ] {
+        let refused = sushy
+            .call(json!({"op": "insert", "image": images.url(path)}))
+            .unwrap_err();
+        assert!(
+            refused.contains("HEAD") && refused.contains(why),
+            "{path}: {refused}"
+        );
+        assert_eq!(annotation(&fake, "bmc.kubevirt.io/media"), None, "{path}");
+    }
+
+    // An image the importer cannot fetch (gone after the insert): CDI ends Failed, and sushy
+    // reads an error state (Health Critical, not connected), never success.
+    let missing = images.url("images/removed.gone.iso");
     sushy.ok(json!({"op": "insert", "image": missing}));
     wait_for("the import Failed", SECS_20, || {
         fake.get(dvs.clone(), NS, "vm1-bmc-media")

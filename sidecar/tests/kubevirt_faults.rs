@@ -159,22 +159,43 @@ async fn media_is_recorded_on_the_vm_and_the_controllers_progress_read_back() {
         image: "ftp://x/boot.iso".into(),
         inserted: true,
         write_protected: true,
+        size_bytes: None,
     };
     assert!(matches!(
         machine.insert_media(bad).await,
         Err(MachineError::Invalid(_))
     ));
-    let media = MediaInsert {
+    let unsized_media = MediaInsert {
         image: "http://10.0.0.1/ipa.iso".into(),
         inserted: true,
         write_protected: true,
+        size_bytes: None,
     };
+    // The import is sized from the image: without a size nothing is recorded.
+    assert!(machine.media_needs_size());
+    assert!(matches!(
+        machine.insert_media(unsized_media.clone()).await,
+        Err(MachineError::Invalid(_))
+    ));
+    let media = MediaInsert {
+        size_bytes: Some(700 << 20),
+        ..unsized_media
+    };
+    // Without CDI: refused with a message that says so, and nothing is left on the VM.
+    fake.set_cdi_installed(false);
+    let error = machine.insert_media(media.clone()).await.unwrap_err();
+    assert!(
+        matches!(&error, MachineError::NotSupported(m) if m.contains("CDI")),
+        "{error:?}"
+    );
+    assert_eq!(annotation(&fake, "bmc.kubevirt.io/media"), None);
+    fake.set_cdi_installed(true);
     machine.insert_media(media.clone()).await.unwrap();
     let recorded: Value =
         serde_json::from_str(&annotation(&fake, "bmc.kubevirt.io/media").unwrap()).unwrap();
     assert_eq!(
         recorded,
-        serde_json::json!({"image": "http://10.0.0.1/ipa.iso", "inserted": true, "writeProtected": true})
+        serde_json::json!({"image": "http://10.0.0.1/ipa.iso", "inserted": true, "writeProtected": true, "sizeBytes": 734003200})
     );
     let state = machine.media().await.unwrap();
     assert_eq!(state.image.as_deref(), Some("http://10.0.0.1/ipa.iso"));

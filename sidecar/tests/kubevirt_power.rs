@@ -371,3 +371,67 @@ async fn power_on_during_a_vm_snapshot_completes_when_the_snapshot_ends() {
     .await;
     power_is(&machine, PowerState::On).await;
 }
+
+/// The controller's part, played by the test: the import done, the CD-ROM attached (a template
+/// change, so the VM's generation moves on).
+fn attach_medium(fake: &kubevirt_bmc_e2e::fake_apiserver::FakeApiServer) {
+    fake.modify(kubevirt_bmc_e2e::fake_apiserver::Gvr::vm(), NS, VM, |vm| {
+        vm["metadata"]["annotations"]["bmc.kubevirt.io/media-status"] =
+            serde_json::Value::from(r#"{"phase":"Ready","progress":"100.0%"}"#);
+        let spec = &mut vm["spec"]["template"]["spec"];
+        spec["domain"]["devices"]["disks"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"name": "bmc-media", "cdrom": {"bus": "sata"}}));
+        spec["volumes"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!(
+                {"name": "bmc-media", "dataVolume": {"name": "vm1-bmc-media", "hotpluggable": true}}
+            ));
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_power_on_while_the_medium_imports_boots_only_once_it_is_attached() {
+    let fake = fake().await;
+    let machine = machine(&fake).await;
+    let first = vmi_uid(&fake);
+    // Inserted, the controller has not reported the import done.
+    fake.modify(kubevirt_bmc_e2e::fake_apiserver::Gvr::vm(), NS, VM, |vm| {
+        vm["metadata"]["annotations"]["bmc.kubevirt.io/media"] = serde_json::Value::from(
+            r#"{"image":"http://10.0.0.1/rhel-dvd.iso","inserted":true,"writeProtected":true,"sizeBytes":11659116544}"#,
+        );
+    });
+    eventually("the medium seen importing", || async {
+        machine.media().await.unwrap().image.is_some()
+    })
+    .await;
+    fake.clear_requests();
+    machine.power(PowerAction::On).await.unwrap();
+    assert!(
+        calls(&fake.requests()).is_empty(),
+        "no boot without the medium"
+    );
+    assert!(paused(&vmi(&fake)));
+    assert_eq!(machine.power_state().await.unwrap(), PowerState::PoweringOn);
+    let wait = annotation(&fake, "bmc.kubevirt.io/power-on-waits-for-media").unwrap();
+    assert!(wait.contains(&first), "{wait}");
+
+    attach_medium(&fake);
+    // A new VMI from the template with the CD-ROM, booted (unpaused) by the BMC.
+    eventually("a new VMI with the medium, running", || async {
+        let vmi = vmi(&fake);
+        vmi["metadata"]["uid"] != first.as_str()
+            && !paused(&vmi)
+            && vmi["spec"]["domain"]["devices"]["disks"]
+                .as_array()
+                .is_some_and(|d| d.iter().any(|d| d["name"] == "bmc-media"))
+    })
+    .await;
+    power_is(&machine, PowerState::On).await;
+    assert_eq!(
+        annotation(&fake, "bmc.kubevirt.io/power-on-waits-for-media"),
+        None
+    );
+}

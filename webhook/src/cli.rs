@@ -87,6 +87,14 @@ pub struct Args {
         action = clap::ArgAction::Set
     )]
     pub allow_external_services: bool,
+    /// StorageClass of the DataVolumes that import virtual media (`spec.storage.
+    /// storageClassName`); unset: the cluster's default class, CDI's choice. Any binding mode
+    /// works: the DataVolume asks CDI for immediate binding.
+    #[arg(long, env = "KUBEVIRT_BMC_MEDIA_STORAGE_CLASS")]
+    pub media_storage_class: Option<String>,
+    /// While CDI is not installed, how often API discovery is asked whether it is now.
+    #[arg(long, env = "KUBEVIRT_BMC_CDI_RECHECK_SECONDS", default_value_t = 120)]
+    pub cdi_recheck_seconds: u64,
     #[command(flatten)]
     pub election: ElectionArgs,
     #[command(flatten)]
@@ -248,6 +256,8 @@ impl Args {
             let instance = std::env::var("POD_NAME").unwrap_or_else(|_| "local".to_owned());
             let policy = crate::controller::plan::Policy {
                 external_services: self.allow_external_services,
+                media_storage_class: self.media_storage_class.clone(),
+                cdi_recheck: Some(Duration::from_secs(self.cdi_recheck_seconds.max(1))),
             };
             let election = self.election.config(&instance)?;
             controller = Some(tokio::spawn(crate::controller::run::run(

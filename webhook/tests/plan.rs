@@ -476,6 +476,7 @@ fn external_service_types_need_the_installation_to_allow_them() {
     let observed = Observed {
         policy: Policy {
             external_services: true,
+            ..Default::default()
         },
         ..Default::default()
     };

@@ -312,6 +312,38 @@ async fn dispatch(
     content_type: Option<&str>,
     body: &[u8],
 ) -> Response<Body> {
+    if path
+        .trim_end_matches('/')
+        .starts_with("/apis/cdi.kubevirt.io")
+        && shared
+            .cdi_missing
+            .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        return status(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+            json!({}),
+        );
+    }
+    // API discovery of CDI's group/version (what `kubectl api-resources` reads), as CDI's CRD
+    // makes kube-apiserver serve it: enough for clients that ask whether DataVolumes exist.
+    if *method == Method::GET && path.trim_end_matches('/') == "/apis/cdi.kubevirt.io/v1beta1" {
+        return json_response(
+            200,
+            &json!({
+                "kind": "APIResourceList", "apiVersion": "v1",
+                "groupVersion": "cdi.kubevirt.io/v1beta1",
+                "resources": [
+                    {"name": "datavolumes", "singularName": "datavolume", "namespaced": true,
+                     "kind": "DataVolume", "shortNames": ["dv", "dvs"],
+                     "verbs": ["delete", "deletecollection", "get", "list", "patch", "create", "update", "watch"]},
+                    {"name": "datavolumes/status", "singularName": "", "namespaced": true,
+                     "kind": "DataVolume", "verbs": ["get", "patch", "update"]}
+                ]
+            }),
+        );
+    }
     let Some(route) = parse_route(path) else {
         return status(
             404,

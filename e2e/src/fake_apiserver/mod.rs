@@ -87,6 +87,8 @@ pub(crate) struct Shared {
     frozen: watch::Sender<bool>,
     log: Mutex<Vec<RequestRecord>>,
     controller_held: AtomicBool,
+    /// CDI is not installed: its group is not served (discovery and every path 404).
+    pub(crate) cdi_missing: AtomicBool,
     /// Serial console WebSockets now open.
     open_consoles: AtomicUsize,
     bookmark_interval: Duration,
@@ -138,6 +140,7 @@ impl FakeApiServer {
             frozen: watch::channel(false).0,
             log: Mutex::new(Vec::new()),
             controller_held: AtomicBool::new(false),
+            cdi_missing: AtomicBool::new(false),
             open_consoles: AtomicUsize::new(0),
             bookmark_interval: Duration::from_millis(500),
             webhook: Mutex::new(None),
@@ -335,6 +338,13 @@ impl FakeApiServer {
     /// timeout does); clients must resume from their resourceVersion.
     pub fn break_watches(&self) {
         self.shared.watch_epoch.send_modify(|e| *e += 1);
+    }
+
+    /// Installs or removes CDI: without it `/apis/cdi.kubevirt.io/...` answers 404 as
+    /// kube-apiserver does for a group no CRD or aggregated API serves (stored DataVolumes
+    /// stay, as CRs do when only the served version goes away).
+    pub fn set_cdi_installed(&self, installed: bool) {
+        self.shared.cdi_missing.store(!installed, Ordering::Relaxed);
     }
 
     /// Holds back the events of open watches (they arrive, in order, once thawed): lets a

@@ -83,6 +83,9 @@ pub struct MediaInsert {
     /// Redfish's `Inserted`: false records the image without connecting it.
     pub inserted: bool,
     pub write_protected: bool,
+    /// The image's size as its server announced it (a HEAD request's `Content-Length`), when
+    /// the front end asked; backends that import images size the import from it.
+    pub size_bytes: Option<u64>,
 }
 
 /// Where a virtual CD stands. Backends that import images (KubeVirt with CDI) report the
@@ -253,6 +256,12 @@ pub trait Machine: Send + Sync + 'static {
     async fn media(&self) -> Result<MediaState>;
 
     async fn insert_media(&self, media: MediaInsert) -> Result<()>;
+
+    /// Whether [`Machine::insert_media`] needs [`MediaInsert::size_bytes`] (a backend that
+    /// imports the image into storage of that size), so front ends learn it first.
+    fn media_needs_size(&self) -> bool {
+        false
+    }
 
     async fn eject_media(&self) -> Result<()>;
 

@@ -300,6 +300,7 @@ async fn media_insert_shows_up_and_eject_clears_it() {
         image: "http://192.0.2.1/boot.iso".to_owned(),
         inserted: true,
         write_protected: true,
+        size_bytes: None,
     };
     machine.insert_media(insert.clone()).await.unwrap();
     let media = machine.media().await.unwrap();
@@ -326,6 +327,7 @@ async fn invalid_media_url_is_refused_and_changes_nothing() {
             image: "file:///etc/passwd".to_owned(),
             inserted: true,
             write_protected: true,
+            size_bytes: None,
         })
         .await;
     assert!(
@@ -357,6 +359,7 @@ async fn state_file_round_trip_restores_everything() {
             image: "https://x.example/a.iso".to_owned(),
             inserted: true,
             write_protected: false,
+            size_bytes: None,
         })
         .await
         .unwrap();

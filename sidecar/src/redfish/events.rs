@@ -269,7 +269,8 @@ pub fn envelope(event_id: u64, context: Option<&str>, records: &[Value]) -> Valu
 /// Each subscription with the queue its delivery task drains.
 type Table = BTreeMap<String, (Subscription, mpsc::Sender<Arc<Value>>)>;
 
-type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector<GuardedResolver>>, Full<Bytes>>;
+pub(super) type HttpClient =
+    Client<hyper_rustls::HttpsConnector<HttpConnector<GuardedResolver>>, Full<Bytes>>;
 
 pub struct Events {
     machine: Arc<dyn Machine>,
@@ -439,7 +440,7 @@ impl Events {
 
 /// Connects only to addresses the policy allows: names through [`GuardedResolver`], literal
 /// addresses in [`deliver`] (hyper skips the resolver for them). No redirects are followed.
-fn http_client(policy: Arc<EgressPolicy>) -> HttpClient {
+pub(super) fn http_client(policy: Arc<EgressPolicy>) -> HttpClient {
     let mut http = HttpConnector::new_with_resolver(GuardedResolver::new(policy));
     http.enforce_http(false);
     let builder = hyper_rustls::HttpsConnectorBuilder::new();

@@ -28,6 +28,40 @@ async fn check_image(context: &Context, image: &str, action: Option<&str>) -> Ap
         })
 }
 
+/// Fills in the image's size when the machine needs it (an import sized to fit), asked of
+/// the image server now; an unknown size refuses the insert with the reason.
+async fn with_size(
+    context: &Context,
+    mut insert: MediaInsert,
+    action: Option<&str>,
+) -> ApiResult<MediaInsert> {
+    if !context.machine.media_needs_size() {
+        return Ok(insert);
+    }
+    match super::media_size::probe(&context.egress, &insert.image).await {
+        Ok(size) => {
+            insert.size_bytes = Some(size);
+            Ok(insert)
+        }
+        Err(why) => {
+            let shown = redact(&insert.image);
+            tracing::warn!(image = %shown, %why, "Redfish: virtual media size unknown; insert refused");
+            let mut error = match action {
+                Some(action) => ApiError::bad_request(
+                    "ActionParameterValueFormatError",
+                    &[&shown, "Image", action],
+                ),
+                None => ApiError::bad_request("PropertyValueFormatError", &[&shown, "Image"]),
+            };
+            error.text = format!(
+                "Image: the size of {shown} cannot be learned with a HEAD request ({why}); the \
+                 BMC imports the image into storage of its size, so it must be known"
+            );
+            Err(error)
+        }
+    }
+}
+
 /// What a change of the virtual CD asks for.
 #[derive(Debug, PartialEq, Eq)]
 pub enum MediaChange {
@@ -96,6 +130,7 @@ pub fn parse_insert(body: &Map<String, Value>) -> ApiResult<MediaInsert> {
         image,
         inserted,
         write_protected,
+        size_bytes: None,
     })
 }
 
@@ -144,6 +179,7 @@ pub fn parse_patch(body: &Map<String, Value>, current: &Value) -> ApiResult<Medi
             image,
             inserted: inserted.unwrap_or(true),
             write_protected: write_protected.unwrap_or(true),
+            size_bytes: None,
         }),
         (Some(None), _) | (None, Some(false)) => MediaChange::Eject,
         (None, _) => MediaChange::Nothing,
@@ -343,6 +379,7 @@ pub async fn patch(
     match parse_patch(&body, &current)? {
         MediaChange::Insert(insert) => {
             check_image(&context, &insert.image, None).await?;
+            let insert = with_size(&context, insert, None).await?;
             if machine.media().await?.image.is_some() {
                 machine.eject_media().await?;
             }
@@ -367,6 +404,7 @@ pub async fn insert(
     require_media(&media, &base)?;
     let insert = parse_insert(&body.required()?)?;
     check_image(&context, &insert.image, Some(INSERT)).await?;
+    let insert = with_size(&context, insert, Some(INSERT)).await?;
     // Query strings of image URLs often carry signatures: they stay out of the log.
     let image = redact(&insert.image);
     context.machine.insert_media(insert).await?;

@@ -19,6 +19,7 @@ pub mod http;
 pub mod indicators;
 mod manager;
 mod media;
+pub mod media_size;
 pub mod models;
 pub mod services;
 mod system;

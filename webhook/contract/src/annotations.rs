@@ -25,6 +25,7 @@
 //! | `event-subscriptions` | VM | Redfish subscriptions document | sidecar |
 //! | `session-settings` | VM | Redfish SessionService settings and logouts | sidecar |
 //! | `indicators` | VM | JSON: the Redfish indicator LEDs of System and Chassis | sidecar |
+//! | `power-on-waits-for-media` | VM | JSON [`MediaBootWait`]: a power-on held until the medium is attached | sidecar |
 
 use std::collections::BTreeMap;
 
@@ -58,6 +59,9 @@ pub const CREATED: &str = "bmc.kubevirt.io/created";
 pub const MEDIA: &str = "bmc.kubevirt.io/media";
 /// Import state of the virtual media, written by the controller.
 pub const MEDIA_STATUS: &str = "bmc.kubevirt.io/media-status";
+/// A power-on asked for while the virtual medium was still importing: the BMC holds the boot
+/// until the CD-ROM is attached ([`MediaBootWait`]), or gives up after a bound and says why.
+pub const MEDIA_BOOT_WAIT: &str = "bmc.kubevirt.io/power-on-waits-for-media";
 /// The power a client last asked for.
 pub const POWER: &str = "bmc.kubevirt.io/power-state";
 /// UID of the VMI the BMC last booted or found running (it has run).
@@ -389,6 +393,31 @@ impl MediaStatus {
     pub fn parse_or_default(raw: Option<&str>) -> MediaStatus {
         raw.and_then(|s| serde_json::from_str(s).ok())
             .unwrap_or_default()
+    }
+
+    pub fn to_annotation(&self) -> String {
+        serde_json::to_string(self).expect("plain struct serialises")
+    }
+}
+
+/// `bmc.kubevirt.io/power-on-waits-for-media`, written by the sidecar.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MediaBootWait {
+    /// UID of the (paused) VMI whose boot waits.
+    pub vmi: String,
+    /// When the wait began, seconds since the Unix epoch.
+    pub since: u64,
+    /// Set when the BMC gave up (import failed, or not done within the bound): the VM stays
+    /// off and this says why, until the next power-on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gave_up: Option<String>,
+}
+
+impl MediaBootWait {
+    /// `None` for a value that does not parse (edited by hand): no wait.
+    pub fn parse(raw: &str) -> Option<MediaBootWait> {
+        serde_json::from_str(raw).ok()
     }
 
     pub fn to_annotation(&self) -> String {

@@ -140,6 +140,7 @@ pub async fn observe_in(
         launcher,
         data_volume,
         policy: Default::default(),
+        cdi_missing: false,
     })
 }
 

@@ -14,10 +14,14 @@ use crate::network;
 pub const DEFAULT_USERNAME: &str = "admin";
 
 /// What the installation allows, from the controller's flags.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Policy {
     /// `NodePort` and `LoadBalancer` BMC Services (IPMI reachable beyond the cluster).
     pub external_services: bool,
+    /// StorageClass of the media imports (`--media-storage-class`); `None`: CDI's default.
+    pub media_storage_class: Option<String>,
+    /// How often API discovery is asked again while CDI is missing (`cdi::RECHECK`).
+    pub cdi_recheck: Option<std::time::Duration>,
 }
 
 /// What the controller read before deciding. No Secret is among it: the controller may not
@@ -29,6 +33,8 @@ pub struct Observed {
     /// The media DataVolume when it exists (JSON, CDI has no Rust types).
     pub data_volume: Option<Value>,
     pub policy: Policy,
+    /// API discovery found no CDI DataVolumes (`run::CdiDiscovery`).
+    pub cdi_missing: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -395,7 +401,17 @@ fn opted_in(
         ));
     }
 
-    let media = media::plan(vm, vm_ref, annotations, observed.data_volume.as_ref());
+    let media_env = media::MediaEnv {
+        storage_class: observed.policy.media_storage_class.clone(),
+        cdi_missing: observed.cdi_missing,
+    };
+    let media = media::plan(
+        vm,
+        vm_ref,
+        annotations,
+        observed.data_volume.as_ref(),
+        &media_env,
+    );
     if let Some(spec_media) = &media.vm_spec {
         let s = patch.entry("spec").or_insert_with(|| json!({}));
         merge(s, spec_media);

@@ -19,6 +19,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use rand::Rng;
 
 use super::apply::{self, ApplyError};
+use super::cdi::{self, CdiState};
 use super::children::VmRef;
 use super::lease::{ElectionConfig, Elector};
 use super::plan::{self, Fresh, Policy};
@@ -35,6 +36,7 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     pub policy: Policy,
+    pub cdi: CdiState,
     namespaces: Store<PartialObjectMeta<Namespace>>,
     failures: Mutex<HashMap<(String, String), u32>>,
 }
@@ -135,6 +137,8 @@ pub async fn reconcile_vm(
     let vm_ref = vm_ref(vm)?;
     let value = serde_json::to_value(vm).map_err(|_| ReconcileError::Malformed("JSON form"))?;
     let mut observed = apply::observe(client, &value, &vm_ref).await?;
+    // CDI counts as served here (one-off calls and tests); the controller's loop reads its
+    // `CdiState`, which discovery keeps current.
     observed.policy = policy;
     let plan = plan::plan(&value, &vm_ref, &observed, fresh);
     apply::execute(client, &vm_ref, &plan, recorder).await?;
@@ -163,7 +167,8 @@ async fn reconcile_cached(
         // A namespace the cache has not seen yet: ask.
         None => apply::observe(&ctx.client, &value, &vm_ref).await?,
     };
-    observed.policy = ctx.policy;
+    observed.policy = ctx.policy.clone();
+    observed.cdi_missing = ctx.cdi.missing();
     let plan = plan::plan(&value, &vm_ref, &observed, fresh);
     apply::execute(&ctx.client, &vm_ref, &plan, Some(&ctx.recorder)).await?;
     Ok(plan)
@@ -238,7 +243,7 @@ pub async fn run(
 ) {
     let Some(config) = election else {
         tokio::select! {
-            _ = run_controller(client, metrics, instance, policy) => {}
+            _ = run_controller(client, metrics, instance, policy.clone()) => {}
             _ = kubevirt_bmc_runtime::exit::shutdown_signal() => {}
         }
         return;
@@ -254,7 +259,7 @@ pub async fn run(
         tracing::info!(identity = %elector.config().identity, "leader Lease acquired; reconciling");
         metrics.leader(true);
         let lost = tokio::select! {
-            _ = run_controller(client.clone(), metrics.clone(), instance.clone(), policy) => false,
+            _ = run_controller(client.clone(), metrics.clone(), instance.clone(), policy.clone()) => false,
             _ = elector.hold() => true,
             _ = &mut shutdown => false,
         };
@@ -293,11 +298,19 @@ async fn run_controller(client: Client, metrics: Arc<Metrics>, instance: String,
     )
     .backoff(TriggerBackoff::default())
     .touched_objects();
+    // Known before the first reconcile, so no VM meets a DataVolume create that cannot work;
+    // `cdi::triggers` keeps it current. Unknown (API trouble) counts as served: the create
+    // then fails and is retried like any other write.
+    let cdi_state = CdiState::default();
+    if let Ok(false) = cdi::served(&client).await {
+        cdi_state.set_missing(true);
+    }
     let ctx = Arc::new(Context {
         client: client.clone(),
         recorder,
         metrics,
         policy,
+        cdi: cdi_state.clone(),
         namespaces,
         failures: Mutex::default(),
     });
@@ -332,16 +345,17 @@ async fn run_controller(client: Client, metrics: Arc<Metrics>, instance: String,
             .touched_objects(),
         )
         // The media import's progress and failure reach the VM only through a reconcile.
-        // Without CDI installed this watch keeps failing (with backoff) and nothing else does.
+        // Watched only while API discovery finds CDI (`cdi::triggers`).
         .owns_stream_with(
-            watcher(
-                Api::<PartialObjectMeta<DynamicObject>>::all_with(client.clone(), &dv_resource),
+            cdi::triggers(
+                client.clone(),
                 owned(&managed),
-            )
-            .backoff(TriggerBackoff::default())
-            .touched_objects(),
+                cdi_state.clone(),
+                ctx.policy.cdi_recheck.unwrap_or(cdi::RECHECK),
+            ),
             dv_resource.clone(),
         )
+        .reconcile_all_on(cdi_state.changes())
         // Only launcher Pods of VMs we prepared (our label, which KubeVirt copies from the VM
         // template): the cluster's other launcher Pods cause no event and no reconcile.
         .watches_stream(

@@ -7,11 +7,11 @@ use std::collections::BTreeMap;
 
 pub use kubevirt_bmc_contract::annotations::{
     BOOT_OVERRIDE, BOOT_STATE, BOOTED_VMI, EVENT_SUBSCRIPTIONS, INDICATORS, IPMI_AUTH, MEDIA,
-    MEDIA_STATUS, POWER, POWER_RESTORE_POLICY, POWER_SETTLED_VMI, REBOOT_POLICY_UNSUPPORTED,
-    RESTART_OF, SESSION_SETTINGS,
+    MEDIA_BOOT_WAIT, MEDIA_STATUS, POWER, POWER_RESTORE_POLICY, POWER_SETTLED_VMI,
+    REBOOT_POLICY_UNSUPPORTED, RESTART_OF, SESSION_SETTINGS,
 };
 use kubevirt_bmc_contract::annotations::{
-    Media, MediaPhase, MediaStatus as ImportStatus, PowerState, RestorePolicy,
+    Media, MediaBootWait, MediaPhase, MediaStatus as ImportStatus, PowerState, RestorePolicy,
 };
 use serde::{Deserialize, Serialize};
 
@@ -56,6 +56,24 @@ pub fn desired(vm: &VirtualMachine) -> Desired {
         restart_of: vm.annotation(RESTART_OF).map(str::to_owned),
         settled_vmi: vm.annotation(POWER_SETTLED_VMI).map(str::to_owned),
         restore_policy: restore_policy(vm),
+        media_wait: vm
+            .annotation(MEDIA_BOOT_WAIT)
+            .and_then(MediaBootWait::parse),
+    }
+}
+
+/// The medium as the power model needs it: whether a boot now would see it.
+pub fn medium(vm: &VirtualMachine) -> super::power::Medium {
+    use super::power::Medium;
+    let state = media_state(vm);
+    if state.image.is_none() || !state.inserted {
+        return Medium::None;
+    }
+    match state.status {
+        MediaStatus::Ready => Medium::Ready,
+        MediaStatus::Ejected => Medium::None,
+        MediaStatus::Importing { .. } => Medium::Importing,
+        MediaStatus::Failed { reason } => Medium::Failed(reason),
     }
 }
 

@@ -120,6 +120,26 @@ impl KubevirtApi {
         }
     }
 
+    /// Whether the API server serves CDI's DataVolumes (API discovery,
+    /// `GET /apis/cdi.kubevirt.io/v1beta1`), as the controller asks before watching them.
+    /// Discovery is open to every authenticated client (the `system:discovery` ClusterRole),
+    /// so the sidecar's Role needs no rule for it. 404 means the group is not served.
+    pub async fn cdi_served(&self) -> Result<bool, MachineError> {
+        let what = "discover cdi.kubevirt.io/v1beta1";
+        match self
+            .client
+            .list_api_group_resources("cdi.kubevirt.io/v1beta1")
+            .await
+        {
+            Ok(list) => Ok(list.resources.iter().any(|r| r.name == "datavolumes")),
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
+            Err(error) => Err(match classify(&error, what) {
+                Failure::Conflict => MachineError::Busy(what.to_owned()),
+                Failure::Fatal(e) => e,
+            }),
+        }
+    }
+
     pub async fn get_vm(&self) -> Result<VirtualMachine, MachineError> {
         let what = format!("get {}", self.vm_label());
         let started = Instant::now();

@@ -198,8 +198,29 @@ impl Machine for KubevirtMachine {
         Ok(annotations::media_state(&vm))
     }
 
+    fn media_needs_size(&self) -> bool {
+        true
+    }
+
     async fn insert_media(&self, media: MediaInsert) -> Result<()> {
         validate_image_url(&media.image)?;
+        // Sized imports only: the front end asks the image server first (a HEAD), and a
+        // guessed size fails in CDI for large installers.
+        let Some(size) = media.size_bytes else {
+            return Err(MachineError::Invalid(
+                "the image's size is unknown; the BMC imports it into storage of that size"
+                    .to_owned(),
+            ));
+        };
+        // Refused before anything is recorded: without CDI nothing would import it.
+        if !self.inner.api.cdi_served().await? {
+            return Err(MachineError::NotSupported(
+                "virtual media need CDI (containerized-data-importer), which is not installed \
+                 in this cluster (the API server serves no cdi.kubevirt.io/v1beta1 \
+                 datavolumes); install CDI, then insert the medium again"
+                    .to_owned(),
+            ));
+        }
         let _guard = self.inner.op_lock.lock().await;
         let snapshot = self.inner.ready().await?;
         if self
@@ -214,7 +235,7 @@ impl Machine for KubevirtMachine {
         }
         let changes = BTreeMap::from([(
             annotations::MEDIA,
-            Some(annotations::media_annotation(&media, None)),
+            Some(annotations::media_annotation(&media, Some(size))),
         )]);
         let vm = self.inner.api.patch_annotations(&changes).await?;
         self.inner.cache.offer_vm(vm);

@@ -180,6 +180,10 @@ fn observe(
         run_strategy_always: vm.spec.run_strategy.as_deref() == Some("Always")
             || (vm.spec.run_strategy.is_none() && vm.spec.running == Some(true)),
         vm_generation: vm.generation(),
+        medium: annotations::medium(vm),
+        now: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
         vmi: vmi.map(|vmi| ObservedVmi {
             uid: vmi.uid().unwrap_or_default().to_owned(),
             phase: Phase::parse(vmi.phase()),
@@ -269,6 +273,15 @@ impl Inner {
         }
         if let Some(settled) = &plan.set_settled_vmi {
             facts.insert(annotations::POWER_SETTLED_VMI, settled.clone());
+        }
+        if let Some(wait) = &plan.set_media_wait {
+            if let Some(why) = wait.as_ref().and_then(|w| w.gave_up.as_deref()) {
+                tracing::warn!(why, "power-on given up");
+            }
+            intent.insert(
+                annotations::MEDIA_BOOT_WAIT,
+                wait.as_ref().map(|w| w.to_annotation()),
+            );
         }
         if !intent.is_empty() {
             let vm = self.api.patch_annotations(&intent).await?;
@@ -433,11 +446,21 @@ async fn reconcile_loop(inner: Arc<Inner>) {
                 }
             }
         }
-        if rx.changed().await.is_err() {
+        // A power-on held for the medium must also end at its bound when nothing changes.
+        let held = view(&snapshot)
+            .is_ok_and(|(_, d)| d.media_wait.as_ref().is_some_and(|w| w.gave_up.is_none()));
+        if held {
+            if let Ok(Err(_)) = tokio::time::timeout(MEDIA_WAIT_TICK, rx.changed()).await {
+                return;
+            }
+        } else if rx.changed().await.is_err() {
             return;
         }
     }
 }
+
+/// How often a held power-on is looked at when nothing changes (for its bound).
+const MEDIA_WAIT_TICK: Duration = Duration::from_secs(30);
 
 async fn reconcile_once(inner: &Inner, snapshot: &Snapshot) -> Result<()> {
     let (observed, desired) = view(snapshot)?;

@@ -6,6 +6,12 @@
 //! VM (see `annotations`), because the sidecar dies with every VMI.
 
 use crate::machine::{MachineError, PowerAction, PowerState, RestorePolicy};
+pub use kubevirt_bmc_contract::annotations::MediaBootWait;
+
+/// How long a power-on waits for the virtual medium's import before giving up (the VM then
+/// stays off and the wait annotation says why). Large enough for a DVD-sized installer over a
+/// slow link; a bound so a stuck import (CDI retrying a dead server) ends in a clear error.
+pub const MEDIA_WAIT_BOUND_SECS: u64 = 3600;
 
 /// What the cache shows, reduced to what power decisions need.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +25,23 @@ pub struct Observed {
     /// domain shut off for reason Shutdown as Succeeded; a deleted VMI (`virtctl restart`,
     /// stop, eviction) carries a deletionTimestamp first, and a crash or a lost node ends Failed.
     pub guest_ended: Option<GuestEnded>,
+    /// The virtual medium (the controller attaches it once CDI imported it).
+    pub medium: Medium,
+    /// Seconds since the Unix epoch, for the bound of a wait for the medium.
+    pub now: u64,
+}
+
+/// The virtual medium, as far as booting is concerned.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Medium {
+    /// None inserted (or recorded with `Inserted: false`): nothing to wait for.
+    #[default]
+    None,
+    /// Inserted, still importing: not attached, a boot now would not see it.
+    Importing,
+    /// Imported and attached to the VM's template.
+    Ready,
+    Failed(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +95,8 @@ pub struct Desired {
     /// A VMI the BMC decided to leave off (set instead of `booted_vmi`).
     pub settled_vmi: Option<String>,
     pub restore_policy: RestorePolicy,
+    /// A power-on held until the medium is attached (or given up on).
+    pub media_wait: Option<MediaBootWait>,
 }
 
 /// A KubeVirt subresource call.
@@ -94,6 +119,8 @@ pub struct Plan {
     pub set_restart_of: Option<Option<String>>,
     /// `Some(None)` clears it.
     pub set_settled_vmi: Option<Option<String>>,
+    /// `Some(None)` clears it.
+    pub set_media_wait: Option<Option<MediaBootWait>>,
     pub calls: Vec<Call>,
     /// The calls boot the current VMI: a one-time boot override is used up by it.
     pub boots: bool,
@@ -107,6 +134,7 @@ impl Plan {
             && self.set_booted_vmi.is_none()
             && self.set_restart_of.is_none()
             && self.set_settled_vmi.is_none()
+            && self.set_media_wait.is_none()
             && self.calls.is_empty()
     }
 }
@@ -148,6 +176,13 @@ impl Observed {
 }
 
 impl Desired {
+    /// A power-on of this VMI is held until the medium is attached.
+    fn waits_for_media(&self, vmi: &ObservedVmi) -> bool {
+        self.media_wait
+            .as_ref()
+            .is_some_and(|w| w.vmi == vmi.uid && w.gave_up.is_none())
+    }
+
     fn has_run(&self, vmi: &ObservedVmi) -> bool {
         self.booted_vmi.as_deref() == Some(vmi.uid.as_str())
     }
@@ -195,6 +230,40 @@ impl Desired {
     }
 }
 
+/// Holds the boot of the paused (or to be paused) `vmi` until the medium is attached: the
+/// machine reads PoweringOn meanwhile. The VMI is marked as decided about ("left off" unless
+/// it ran), so no other rule boots it, and its successor after the restart that brings the
+/// medium follows the desired power.
+fn hold_for_media(plan: &mut Plan, observed: &Observed, desired: &Desired, vmi: &ObservedVmi) {
+    if desired.power != Some(true) {
+        plan.set_power = Some(true);
+    }
+    if !desired.has_run(vmi) && plan.set_booted_vmi.is_none() {
+        plan.set_settled_vmi = Some(Some(vmi.uid.clone()));
+    }
+    // A repeated power-on (Ironic retries) keeps the wait's start: the bound holds.
+    let since = match &desired.media_wait {
+        Some(w) if desired.waits_for_media(vmi) => w.since,
+        _ => observed.now,
+    };
+    plan.set_media_wait = Some(Some(MediaBootWait {
+        vmi: vmi.uid.clone(),
+        since,
+        gave_up: None,
+    }))
+    .filter(|w| desired.media_wait.as_ref() != w.as_ref());
+    plan.expect = Some(PowerState::PoweringOn);
+}
+
+/// A power-on while the import failed: refused, since the boot asked for would not find the
+/// medium (an Ironic virtual-media deploy would boot the disk instead).
+fn media_failed(reason: &str) -> MachineError {
+    MachineError::NotAllowed(format!(
+        "the virtual medium could not be imported ({reason}); eject it or insert it again \
+         before powering on"
+    ))
+}
+
 /// A VMI that becomes the latest decided about clears the "left off" mark.
 fn finish(mut plan: Plan, desired: &Desired) -> Plan {
     if plan.set_booted_vmi.is_some() && desired.settled_vmi.is_some() {
@@ -210,6 +279,7 @@ pub fn power_state(observed: &Observed, desired: &Desired) -> PowerState {
     match stand(observed) {
         Stand::Running => PowerState::On,
         Stand::Paused => match &observed.vmi {
+            Some(vmi) if desired.waits_for_media(vmi) => PowerState::PoweringOn,
             Some(vmi) if desired.fate(vmi) == Some(true) => PowerState::PoweringOn,
             _ => PowerState::Off,
         },
@@ -291,6 +361,30 @@ pub fn decide(
         }
     };
     let shutting_down = now == (Stand::Gone { terminating: true }) && desired.power != Some(true);
+
+    // A boot now would not see a medium still importing: held until it is attached
+    // (`reconcile` finishes it). A reset of a running machine stops it meanwhile (paused, as
+    // off is), so the boot that follows is the one with the medium.
+    let boots_now = match (action, now) {
+        (A::On | A::PowerCycle, Stand::Paused) => true,
+        (A::ForceRestart, Stand::Paused) => desired.power == Some(true),
+        (A::PowerCycle | A::ForceRestart, Stand::Running) => true,
+        _ => false,
+    };
+    if boots_now && let Some(vmi) = vmi {
+        match &observed.medium {
+            Medium::Importing => {
+                if now == Stand::Running {
+                    mark_ran(&mut plan);
+                    plan.calls = vec![Call::Pause];
+                }
+                hold_for_media(&mut plan, observed, desired, vmi);
+                return Ok(finish(plan, desired));
+            }
+            Medium::Failed(reason) => return Err(media_failed(reason)),
+            Medium::None | Medium::Ready => {}
+        }
+    }
 
     match (action, now) {
         (A::Nmi, _) => {
@@ -408,10 +502,27 @@ pub fn reconcile(observed: &Observed, desired: &Desired) -> Plan {
         plan.set_restart_of = Some(Some(ended.uid.clone()));
         return plan;
     }
+    if let Some(wait) = &desired.media_wait {
+        let current = observed.vmi.as_ref().filter(|v| v.uid == wait.vmi);
+        match current {
+            Some(vmi) if wait.gave_up.is_none() && stand(observed) == Stand::Paused => {
+                return media_wait_step(observed, desired, vmi, wait);
+            }
+            // Given up on this VMI: the record stays, saying why, until the next power-on.
+            Some(_) if wait.gave_up.is_some() => {}
+            // The waiting VMI is gone or was booted by other means: nothing held any more.
+            _ => plan.set_media_wait = Some(None),
+        }
+    }
     let Some(vmi) = observed.vmi.as_ref() else {
         return plan;
     };
     match stand(observed) {
+        Stand::Paused
+            if desired.fate(vmi) == Some(true) && observed.medium == Medium::Importing =>
+        {
+            hold_for_media(&mut plan, observed, desired, vmi);
+        }
         Stand::Paused => match desired.fate(vmi) {
             Some(true) => {
                 if desired.power != Some(true) {
@@ -444,6 +555,61 @@ pub fn reconcile(observed: &Observed, desired: &Desired) -> Plan {
         _ => {}
     }
     finish(plan, desired)
+}
+
+/// A held power-on of the paused `vmi`: still waiting, give up (import failed, or the bound
+/// passed), or boot now that the medium is attached (a new VMI when the template changed, as
+/// attaching it does; an unpause when it did not, e.g. the medium was ejected).
+fn media_wait_step(
+    observed: &Observed,
+    desired: &Desired,
+    vmi: &ObservedVmi,
+    wait: &MediaBootWait,
+) -> Plan {
+    let mut plan = Plan::default();
+    let give_up = |plan: &mut Plan, why: String| {
+        plan.set_power = (desired.power != Some(false)).then_some(false);
+        if !desired.has_run(vmi) {
+            plan.set_settled_vmi = Some(Some(vmi.uid.clone()));
+        }
+        plan.set_media_wait = Some(Some(MediaBootWait {
+            gave_up: Some(why),
+            ..wait.clone()
+        }));
+    };
+    match &observed.medium {
+        Medium::Importing if observed.now < wait.since.saturating_add(MEDIA_WAIT_BOUND_SECS) => {}
+        Medium::Importing => give_up(
+            &mut plan,
+            format!(
+                "the virtual medium was not imported within {MEDIA_WAIT_BOUND_SECS} s of the \
+                 power-on; the machine stays off"
+            ),
+        ),
+        Medium::Failed(reason) => give_up(
+            &mut plan,
+            format!("the virtual medium could not be imported ({reason}); the machine stays off"),
+        ),
+        Medium::Ready | Medium::None => {
+            plan.set_media_wait = Some(None);
+            if observed.change_pending() {
+                plan.set_restart_of = Some(Some(vmi.uid.clone()));
+                plan.calls = vec![Call::Restart];
+                plan.expect = Some(PowerState::PoweringOn);
+            } else {
+                plan.set_booted_vmi = Some(vmi.uid.clone());
+                plan.set_settled_vmi = desired.settled_vmi.is_some().then_some(None);
+                plan.calls = if desired.has_run(vmi) {
+                    vec![Call::Reset, Call::Unpause]
+                } else {
+                    vec![Call::Unpause]
+                };
+                plan.boots = true;
+                plan.expect = Some(PowerState::On);
+            }
+        }
+    }
+    plan
 }
 
 #[cfg(test)]

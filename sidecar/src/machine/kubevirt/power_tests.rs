@@ -14,6 +14,8 @@ fn vmi(phase: Phase, paused: bool) -> Observed {
             vm_generation: Some(1),
         }),
         guest_ended: None,
+        medium: Medium::None,
+        now: 1_000,
     }
 }
 
@@ -523,4 +525,156 @@ fn a_guest_reboot_under_reboot_policy_terminate_keeps_the_machine_on() {
         ..ran(true)
     };
     assert_eq!(reconcile(&next, &applied).calls, vec![Call::Unpause]);
+}
+
+// Virtual media: a boot while the medium is importing waits for it.
+
+fn with_medium(mut o: Observed, medium: Medium) -> Observed {
+    o.medium = medium;
+    o
+}
+
+fn waiting(desired: Desired, since: u64) -> Desired {
+    Desired {
+        media_wait: Some(MediaBootWait {
+            vmi: UID.into(),
+            since,
+            gave_up: None,
+        }),
+        ..desired
+    }
+}
+
+#[test]
+fn power_on_while_the_medium_imports_reads_powering_on_and_does_not_unpause() {
+    let observed = with_medium(paused(), Medium::Importing);
+    let off = Desired {
+        settled_vmi: Some(UID.into()),
+        ..never_ran(Some(false))
+    };
+    let plan = decide(&observed, &off, PowerAction::On).unwrap();
+    assert!(
+        plan.calls.is_empty(),
+        "no boot without the medium: {plan:?}"
+    );
+    assert_eq!(plan.set_power, Some(true));
+    let wait = plan
+        .set_media_wait
+        .clone()
+        .flatten()
+        .expect("the wait is recorded");
+    assert_eq!((wait.vmi.as_str(), wait.since), (UID, observed.now));
+    assert_eq!(plan.expect, Some(PowerState::PoweringOn));
+    // As the next read sees it (annotations written): PoweringOn, and reconcile holds.
+    let held = waiting(
+        Desired {
+            power: Some(true),
+            ..off.clone()
+        },
+        observed.now,
+    );
+    assert_eq!(power_state(&observed, &held), PowerState::PoweringOn);
+    assert!(reconcile(&observed, &held).is_empty());
+    // Without a medium the same request boots at once, as before.
+    let plan = decide(&paused(), &never_ran(Some(false)), PowerAction::On).unwrap();
+    assert_eq!(plan.calls, vec![Call::Unpause]);
+}
+
+#[test]
+fn the_held_boot_happens_once_the_medium_is_attached() {
+    let held = waiting(
+        Desired {
+            settled_vmi: Some(UID.into()),
+            ..never_ran(Some(true))
+        },
+        1_000,
+    );
+    // Attached: the controller changed the template, so only a new VMI has the CD-ROM.
+    let attached = with_medium(pending(paused()), Medium::Ready);
+    let plan = reconcile(&attached, &held);
+    assert_eq!(plan.calls, vec![Call::Restart]);
+    assert_eq!(plan.set_restart_of, Some(Some(UID.into())));
+    assert_eq!(plan.set_media_wait, Some(None));
+    // The successor's sidecar boots it: its predecessor's end was the BMC's.
+    let mut next = with_medium(paused(), Medium::Ready);
+    next.vmi.as_mut().unwrap().uid = "vmi-2".into();
+    let after = Desired {
+        restart_of: Some(UID.into()),
+        media_wait: None,
+        ..held.clone()
+    };
+    assert_eq!(reconcile(&next, &after).calls, vec![Call::Unpause]);
+    // Ejected meanwhile: nothing to wait for, boot the VMI as it is.
+    let ejected = with_medium(paused(), Medium::None);
+    let plan = reconcile(&ejected, &held);
+    assert_eq!(plan.calls, vec![Call::Unpause]);
+    assert_eq!(plan.set_booted_vmi, Some(UID.into()));
+}
+
+#[test]
+fn a_held_boot_gives_up_after_the_bound_or_a_failed_import_with_the_reason() {
+    let held = waiting(never_ran(Some(true)), 1_000);
+    let mut late = with_medium(paused(), Medium::Importing);
+    late.now = 1_000 + MEDIA_WAIT_BOUND_SECS - 1;
+    assert!(reconcile(&late, &held).is_empty(), "still within the bound");
+    late.now += 1;
+    let plan = reconcile(&late, &held);
+    assert_eq!(plan.set_power, Some(false));
+    assert!(plan.calls.is_empty());
+    let why = plan.set_media_wait.flatten().unwrap().gave_up.unwrap();
+    assert!(why.contains("not imported within"), "{why}");
+
+    let failed = with_medium(paused(), Medium::Failed("got 404".into()));
+    let plan = reconcile(&failed, &held);
+    let why = plan.set_media_wait.flatten().unwrap().gave_up.unwrap();
+    assert!(why.contains("got 404"), "{why}");
+    // Given up: Off, and the record stays until the next power-on.
+    let gave_up = Desired {
+        power: Some(false),
+        settled_vmi: Some(UID.into()),
+        media_wait: Some(MediaBootWait {
+            vmi: UID.into(),
+            since: 1_000,
+            gave_up: Some(why),
+        }),
+        ..never_ran(Some(false))
+    };
+    assert_eq!(power_state(&failed, &gave_up), PowerState::Off);
+    assert!(reconcile(&failed, &gave_up).is_empty());
+    // A power-on while the import has failed is refused, saying why.
+    let error = decide(&failed, &gave_up, PowerAction::On).unwrap_err();
+    assert!(
+        matches!(&error, MachineError::NotAllowed(m) if m.contains("got 404")),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn a_reset_of_a_running_machine_while_importing_stops_it_and_holds_the_boot() {
+    let observed = with_medium(running(), Medium::Importing);
+    for action in [PowerAction::ForceRestart, PowerAction::PowerCycle] {
+        let plan = decide(&observed, &ran(true), action).unwrap();
+        assert_eq!(plan.calls, vec![Call::Pause], "{action:?}");
+        assert!(plan.set_media_wait.clone().flatten().is_some());
+        assert_eq!(plan.expect, Some(PowerState::PoweringOn));
+    }
+    // A new VMI (after a restart asked for earlier) that would be booted waits too.
+    let mut successor = with_medium(paused(), Medium::Importing);
+    successor.vmi.as_mut().unwrap().uid = "vmi-2".into();
+    let plan = reconcile(&successor, &never_ran(Some(true)));
+    assert!(plan.calls.is_empty(), "{plan:?}");
+    assert_eq!(
+        plan.set_media_wait.flatten().map(|w| w.vmi),
+        Some("vmi-2".into())
+    );
+    // Ironic retries the power-on: the wait keeps its start, so the bound holds.
+    let held = waiting(ran(true), 10);
+    let plan = decide(
+        &with_medium(paused(), Medium::Importing),
+        &held,
+        PowerAction::On,
+    )
+    .unwrap();
+    assert_eq!(plan.set_media_wait, None, "{plan:?}");
+    assert!(plan.calls.is_empty());
 }

@@ -1,0 +1,139 @@
+//! Virtual media on real storage, with the real `kubevirt-bmc-webhook` binary against the
+//! fake API server: without CDI the controller never watches DataVolumes (API discovery
+//! says the group is not served) and the VM says CDI is missing; once CDI is installed the
+//! controller notices on its next discovery and imports the medium into a DataVolume sized
+//! from the image, in the installation's StorageClass, with CDI's immediate binding.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use kubevirt_bmc_e2e::fake_apiserver::cdi;
+use kubevirt_bmc_e2e::fake_apiserver::{FakeApiServer, Gvr};
+use kubevirt_bmc_e2e::testkit::{Kill, fixture, free_tcp_port, wait_for, workspace_binary};
+use serde_json::json;
+
+const NS: &str = "vms";
+const VM: &str = "vm1";
+/// A RHEL-DVD-sized image: 10.9 GB, what the old fixed 4Gi could not hold.
+const IMAGE_BYTES: u64 = 11_659_116_544;
+
+fn media_status(fake: &FakeApiServer) -> Option<String> {
+    fake.vm(NS, VM)?["metadata"]["annotations"]["bmc.kubevirt.io/media-status"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_cdi_nothing_spins_and_cdi_installed_later_imports_a_sized_medium() {
+    let fake = FakeApiServer::start().await.unwrap();
+    fake.set_cdi_installed(false);
+    fake.grant_all("token", "system:serviceaccount:kubevirt-bmc:controller");
+    fake.put(
+        Gvr::new("", "v1", "namespaces"),
+        "",
+        NS,
+        json!({"metadata": {}}),
+    );
+    let mut vm = fixture("vm-vm1.json");
+    vm.as_object_mut().unwrap().remove("status");
+    let media = json!({"image": "http://images.example/rhel-dvd.iso", "inserted": true,
+                       "writeProtected": true, "sizeBytes": IMAGE_BYTES});
+    vm["metadata"] = json!({"name": VM, "namespace": NS, "annotations": {
+        "bmc.kubevirt.io/enabled": "true",
+        "bmc.kubevirt.io/media": media.to_string(),
+    }});
+    vm["spec"]["runStrategy"] = json!("Halted");
+    fake.put(Gvr::vm(), NS, VM, vm);
+
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec![
+        "kubevirt-bmc-webhook.kubevirt-bmc.svc".to_owned(),
+    ])
+    .unwrap();
+    std::fs::write(dir.path().join("tls.crt"), cert.cert.pem()).unwrap();
+    std::fs::write(dir.path().join("tls.key"), cert.signing_key.serialize_pem()).unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, fake.kubeconfig("token", "kubevirt-bmc")).unwrap();
+    let _controller = Kill(
+        Command::new(workspace_binary("kubevirt-bmc-webhook"))
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", free_tcp_port()))
+            .arg("--tls-cert")
+            .arg(dir.path().join("tls.crt"))
+            .arg("--tls-key")
+            .arg(dir.path().join("tls.key"))
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(["--sidecar-image", "registry.example.org/kubevirt-bmc:e2e"])
+            .args(["--leader-elect", "false"])
+            .args(["--media-storage-class", "local-wffc"])
+            .args(["--cdi-recheck-seconds", "1"])
+            .env_remove("KUBEVIRT_BMC_WEBHOOK_NO_CONTROLLER")
+            .current_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+
+    wait_for(
+        "the VM to say CDI is missing",
+        Duration::from_secs(60),
+        || media_status(&fake).is_some_and(|s| s.contains("Failed") && s.contains("CDI")),
+    )
+    .await;
+    // A few discovery rounds later: still no DataVolume request at all (today's controller
+    // retried a failing DataVolume watch every 0.1-2 s forever).
+    let discovery = |fake: &FakeApiServer| {
+        fake.requests()
+            .iter()
+            .filter(|r| r.path.trim_end_matches('/') == "/apis/cdi.kubevirt.io/v1beta1")
+            .count()
+    };
+    let seen = discovery(&fake);
+    wait_for(
+        "three more discovery rounds",
+        Duration::from_secs(30),
+        || discovery(&fake) >= seen + 3,
+    )
+    .await;
+    let dv_requests: Vec<String> = fake
+        .requests()
+        .iter()
+        .filter(|r| r.path.contains("/datavolumes"))
+        .map(|r| format!("{} {}?{} -> {}", r.method, r.path, r.query, r.status))
+        .collect();
+    // Only the reconciles' reads of the one DataVolume name (answered 404): no list, watch or
+    // write.
+    assert!(
+        dv_requests.iter().all(|r| r.starts_with("GET ")
+            && r.contains("/datavolumes/vm1-bmc-media?")
+            && !r.contains("watch")),
+        "no DataVolume watch, list or write without CDI: {dv_requests:?}"
+    );
+
+    // CDI installed: the next discovery finds it, every VM is reconciled, the import starts.
+    fake.set_cdi_installed(true);
+    wait_for("the media DataVolume", Duration::from_secs(60), || {
+        fake.get(cdi::gvr(), NS, "vm1-bmc-media").is_some()
+    })
+    .await;
+    let dv = fake.get(cdi::gvr(), NS, "vm1-bmc-media").unwrap();
+    let storage = &dv["spec"]["storage"];
+    assert_eq!(storage["storageClassName"], "local-wffc", "{dv}");
+    assert_eq!(
+        storage["resources"]["requests"]["storage"], "11119Mi",
+        "the image's size aligned to 1 MiB (CDI adds its filesystem overhead): {dv}"
+    );
+    assert_eq!(
+        dv["metadata"]["annotations"]["cdi.kubevirt.io/storage.bind.immediate.requested"],
+        "true"
+    );
+    wait_for("the DataVolume watched", Duration::from_secs(30), || {
+        fake.requests()
+            .iter()
+            .any(|r| r.path.ends_with("/datavolumes") && r.query.contains("watch"))
+    })
+    .await;
+}
