@@ -87,6 +87,13 @@ pub struct Args {
         action = clap::ArgAction::Set
     )]
     pub allow_external_services: bool,
+    /// How many VMs the controller reconciles at the same time (0: no limit).
+    #[arg(
+        long,
+        env = "KUBEVIRT_BMC_RECONCILE_CONCURRENCY",
+        default_value_t = crate::controller::run::DEFAULT_CONCURRENCY
+    )]
+    pub reconcile_concurrency: u16,
     #[command(flatten)]
     pub election: ElectionArgs,
     #[command(flatten)]
@@ -251,7 +258,12 @@ impl Args {
             };
             let election = self.election.config(&instance)?;
             controller = Some(tokio::spawn(crate::controller::run::run(
-                client, metrics, instance, election, policy,
+                client,
+                metrics,
+                instance,
+                election,
+                policy,
+                self.reconcile_concurrency,
             )));
         }
         let handle = axum_server::Handle::new();

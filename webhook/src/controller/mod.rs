@@ -2,6 +2,7 @@
 //! VM preparation. Decisions in `plan` (pure); kube calls in `apply`; wiring in `run`.
 
 pub mod apply;
+pub mod cache;
 pub mod children;
 pub mod lease;
 pub mod media;
