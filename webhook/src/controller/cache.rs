@@ -169,3 +169,62 @@ pub fn up_to_date<D: serde::Serialize, A: serde::Serialize>(desired: &D, actual:
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn holds_ignores_what_only_the_server_set_and_sees_what_we_set_differently() {
+        let desired =
+            json!({"spec": {"type": "ClusterIP", "ports": [{"port": 623, "name": "ipmi"}]}});
+        let stored = json!({"spec": {"type": "ClusterIP", "clusterIP": "10.96.0.1",
+            "ports": [{"port": 623, "name": "ipmi", "protocol": "UDP"}]}, "metadata": {"uid": "u"}});
+        assert!(holds(&desired, &stored));
+        let edited =
+            json!({"spec": {"type": "NodePort", "ports": [{"port": 623, "name": "ipmi"}]}});
+        assert!(!holds(&desired, &edited));
+        let extra_port = json!({"spec": {"type": "ClusterIP", "ports": [{"port": 623, "name": "ipmi"}, {"port": 1}]}});
+        assert!(!holds(&desired, &extra_port));
+        // An unset field and an absent one are the same.
+        assert!(holds(&json!({"a": null}), &json!({})));
+    }
+
+    #[test]
+    fn a_pruned_pod_keeps_what_the_launcher_decision_reads() {
+        let mut pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p", "namespace": "ns",
+                "labels": {"kubevirt.io": "virt-launcher", "bmc.kubevirt.io/vm": "vm1"},
+                "annotations": {"bmc.kubevirt.io/injected": "true", "other": "x"},
+                "managedFields": [{"manager": "kubelet"}]},
+            "spec": {"containers": [{"name": "compute"}]},
+            "status": {"phase": "Running", "podIP": "10.0.0.1", "hostIP": "192.0.2.1",
+                "initContainerStatuses": [{"name": "bmc", "ready": true, "restartCount": 0, "image": "i", "imageID": ""}]}
+        }))
+        .unwrap();
+        let before = launcher([&pod], "ns", "vm1");
+        prune_pod(&mut pod);
+        assert_eq!(launcher([&pod], "ns", "vm1"), before);
+        assert!(before.is_some_and(|l| l.bmc_ready && l.injected));
+        assert!(pod.spec.is_none() && pod.metadata.managed_fields.is_none());
+        assert_eq!(pod.metadata.annotations.as_ref().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_pruned_vm_keeps_spec_and_status_created_only() {
+        let mut vm: DynamicObject = serde_json::from_value(json!({"apiVersion": "kubevirt.io/v1",
+            "kind": "VirtualMachine",
+            "metadata": {"name": "vm1", "namespace": "ns", "managedFields": [{"manager": "virt-controller"}],
+                "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}", "bmc.kubevirt.io/enabled": "true"}},
+            "spec": {"runStrategy": "Always"},
+            "status": {"created": true, "printableStatus": "Running", "conditions": []}}))
+        .unwrap();
+        prune_vm(&mut vm);
+        assert!(vm.metadata.managed_fields.is_none());
+        assert_eq!(vm.metadata.annotations.as_ref().unwrap().len(), 1);
+        assert_eq!(vm.data["status"], json!({"created": true}));
+        assert_eq!(vm.data["spec"], json!({"runStrategy": "Always"}));
+    }
+}
