@@ -95,6 +95,13 @@ pub struct Args {
     /// While CDI is not installed, how often API discovery is asked whether it is now.
     #[arg(long, env = "KUBEVIRT_BMC_CDI_RECHECK_SECONDS", default_value_t = 120)]
     pub cdi_recheck_seconds: u64,
+    /// How many VMs the controller reconciles at the same time (0: no limit).
+    #[arg(
+        long,
+        env = "KUBEVIRT_BMC_RECONCILE_CONCURRENCY",
+        default_value_t = crate::controller::run::DEFAULT_CONCURRENCY
+    )]
+    pub reconcile_concurrency: u16,
     #[command(flatten)]
     pub election: ElectionArgs,
     #[command(flatten)]
@@ -261,7 +268,12 @@ impl Args {
             };
             let election = self.election.config(&instance)?;
             controller = Some(tokio::spawn(crate::controller::run::run(
-                client, metrics, instance, election, policy,
+                client,
+                metrics,
+                instance,
+                election,
+                policy,
+                self.reconcile_concurrency,
             )));
         }
         let handle = axum_server::Handle::new();

@@ -40,7 +40,7 @@ pub const CONTROLLER_RULES: &[Rule] = &[
     (
         "rbac.authorization.k8s.io",
         &["roles", "rolebindings"],
-        &["get", "create", "patch", "delete"],
+        &["get", "list", "watch", "create", "patch", "delete"],
     ),
     ("events.k8s.io", &["events"], &["create", "patch"]),
     (

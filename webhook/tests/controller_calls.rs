@@ -1,6 +1,8 @@
 //! The controller's kube calls against a `tower_test` mock API server: method, exact URI and
 //! body, in order (ServiceAccount, Role, RoleBinding before the VM template opt-in). No call
-//! reads a Secret; every apply and delete is preceded by the owner check.
+//! reads a Secret; every apply and delete follows the owner check of what was read; an object
+//! that already holds what would be applied is not written, so a reconcile that finds
+//! everything in place writes nothing (and, from the controller's caches, reads nothing).
 
 mod common;
 
@@ -8,13 +10,20 @@ use std::time::Duration;
 
 use common::fixture;
 use http::{Request, Response};
+use k8s_openapi::api::core::v1::{Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::Client;
 use kube::client::Body;
 use kube::core::DynamicObject;
 use kube::runtime::events::{Recorder, Reporter};
 use kubevirt_bmc_webhook::annotations;
-use kubevirt_bmc_webhook::controller::plan::{Fresh, Plan, Policy};
-use kubevirt_bmc_webhook::controller::run::{backoff, reconcile_vm};
+use kubevirt_bmc_webhook::annotations::ServiceType;
+use kubevirt_bmc_webhook::controller::apply::{Existing, Seen};
+use kubevirt_bmc_webhook::controller::children::VmRef;
+use kubevirt_bmc_webhook::controller::plan::{
+    self, Fresh, Observed, Plan, Policy, ordered_children,
+};
+use kubevirt_bmc_webhook::controller::run::{backoff, reconcile_vm, reconcile_with};
 use serde_json::{Value, json};
 use tower_test::mock::{self, Handle};
 
@@ -59,7 +68,13 @@ impl Call {
 }
 
 /// Answers the calls in order; panics on any difference or when a call never comes (1 s).
-async fn verify(mut handle: ApiHandle, calls: Vec<Call>) {
+/// Any call after them fails (the mock is dropped).
+async fn verify(handle: ApiHandle, calls: Vec<Call>) {
+    drop(verify_then(handle, calls).await);
+}
+
+/// As [`verify`], handing the mock back for what comes after.
+async fn verify_then(mut handle: ApiHandle, calls: Vec<Call>) -> ApiHandle {
     for (i, expected) in calls.into_iter().enumerate() {
         let (request, send) = tokio::time::timeout(Duration::from_secs(1), handle.next_request())
             .await
@@ -81,6 +96,25 @@ async fn verify(mut handle: ApiHandle, calls: Vec<Call>) {
                 .unwrap(),
         );
     }
+    handle
+}
+
+/// Every call that comes after the expected ones, answered 500 so the caller does not wait;
+/// ends when the client is dropped.
+async fn unexpected_calls(mut handle: ApiHandle) -> Vec<String> {
+    let mut seen = Vec::new();
+    while let Some((request, send)) = handle.next_request().await {
+        seen.push(format!("{} {}", request.method(), request.uri()));
+        send.send_response(
+            Response::builder()
+                .status(500)
+                .body(Body::from(
+                    serde_json::to_vec(&status(500, "InternalError")).unwrap(),
+                ))
+                .unwrap(),
+        );
+    }
+    seen
 }
 
 fn vm(annotations: Value) -> DynamicObject {
@@ -104,7 +138,8 @@ const NS: &str = "/api/v1/namespaces/vms";
 const APPLY: &str = "?&force=true&fieldManager=kubevirt-bmc-controller";
 const PODS: &str = "/api/v1/namespaces/vms/pods?&labelSelector=kubevirt.io%3Dvirt-launcher%2Cbmc.kubevirt.io%2Fvm%3Dvm1";
 
-fn reads() -> Vec<Call> {
+/// The namespace and the launcher Pods: what every uncached reconcile reads first.
+fn reads_before_children() -> Vec<Call> {
     vec![
         call(
             "GET",
@@ -119,6 +154,18 @@ fn reads() -> Vec<Call> {
             json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []}),
         ),
     ]
+}
+
+const SA: &str = "/api/v1/namespaces/vms/serviceaccounts/vm1-bmc";
+const ROLE: &str = "/apis/rbac.authorization.k8s.io/v1/namespaces/vms/roles/vm1-bmc";
+const BINDING: &str = "/apis/rbac.authorization.k8s.io/v1/namespaces/vms/rolebindings/vm1-bmc";
+const SVC: &str = "/api/v1/namespaces/vms/services/vm1-bmc";
+
+/// The reads of an uncached reconcile when none of the VM's objects exists yet.
+fn reads() -> Vec<Call> {
+    let mut calls = reads_before_children();
+    calls.extend([missing(SA), missing(ROLE), missing(BINDING), missing(SVC)]);
+    calls
 }
 
 fn vm_uid() -> String {
@@ -142,10 +189,9 @@ fn missing(uri: &str) -> Call {
 
 const RBAC: &str = "/apis/rbac.authorization.k8s.io/v1/namespaces/vms";
 
-/// GET (owner check) then apply, for each of the four named children.
+/// Apply, for each of the three identity children (their owner check was the read).
 fn children_applied(sa_uid: &'static str) -> Vec<Call> {
     vec![
-        missing(&format!("{NS}/serviceaccounts/vm1-bmc")),
         call("PATCH", &format!("{NS}/serviceaccounts/vm1-bmc{APPLY}"), 200, owned("ServiceAccount", "v1", "vm1-bmc", sa_uid))
             .body(|b| {
                 assert_eq!(b["kind"], "ServiceAccount");
@@ -153,14 +199,12 @@ fn children_applied(sa_uid: &'static str) -> Vec<Call> {
                 assert_eq!(b["metadata"]["ownerReferences"][0]["name"], "vm1");
                 assert_eq!(b["automountServiceAccountToken"], false);
             }),
-        missing(&format!("{RBAC}/roles/vm1-bmc")),
         call("PATCH", &format!("{RBAC}/roles/vm1-bmc{APPLY}"), 200, owned("Role", "rbac.authorization.k8s.io/v1", "vm1-bmc", "role-uid"))
             .body(|b| {
                 assert_eq!(b["rules"][0], json!({"apiGroups": ["kubevirt.io"], "resources": ["virtualmachines"], "verbs": ["get", "list", "watch", "patch"], "resourceNames": ["vm1"]}));
                 assert_eq!(b["rules"].as_array().unwrap().len(), 5);
                 assert_eq!(b["rules"][4], json!({"apiGroups": ["subresources.kubevirt.io"], "resources": ["virtualmachineinstances/console"], "verbs": ["get"], "resourceNames": ["vm1"]}));
             }),
-        missing(&format!("{RBAC}/rolebindings/vm1-bmc")),
         call("PATCH", &format!("{RBAC}/rolebindings/vm1-bmc{APPLY}"), 200, {
             let mut b = owned("RoleBinding", "rbac.authorization.k8s.io/v1", "vm1-bmc", "rb-uid");
             b["roleRef"] = json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "vm1-bmc"});
@@ -172,7 +216,6 @@ fn children_applied(sa_uid: &'static str) -> Vec<Call> {
 
 fn service_applied() -> Vec<Call> {
     vec![
-        missing(&format!("{NS}/services/vm1-bmc")),
         call(
             "PATCH",
             &format!("{NS}/services/vm1-bmc{APPLY}"),
@@ -243,7 +286,7 @@ async fn opt_in_writes_identity_first_creates_secrets_unread_and_the_vm_template
             }),
     ]);
     let verifier = tokio::spawn(verify(handle, calls));
-    let plan = reconcile_vm(
+    let done = reconcile_vm(
         &client,
         &vm(json!({annotations::ENABLED: "true"})),
         Some(&recorder(&client)),
@@ -252,7 +295,9 @@ async fn opt_in_writes_identity_first_creates_secrets_unread_and_the_vm_template
     )
     .await
     .unwrap();
-    assert!(matches!(plan, Plan::OptedIn { prepare: true, .. }));
+    assert!(matches!(done.plan, Plan::OptedIn { prepare: true, .. }));
+    // Three identity objects, two Secrets, the Service, the VM.
+    assert_eq!(done.outcome.writes, 7);
     verifier.await.unwrap();
 }
 
@@ -262,9 +307,12 @@ async fn opt_in_writes_identity_first_creates_secrets_unread_and_the_vm_template
 #[tokio::test]
 async fn an_object_of_our_name_that_is_not_ours_is_reported_not_adopted() {
     let (client, handle) = client();
-    let mut calls = reads();
+    let mut calls = reads_before_children();
     calls.extend([
-        call("GET", &format!("{NS}/serviceaccounts/vm1-bmc"), 200, json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "vm1-bmc", "uid": "someone-elses"}})),
+        call("GET", SA, 200, json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "vm1-bmc", "uid": "someone-elses"}})),
+        missing(ROLE),
+        missing(BINDING),
+        missing(SVC),
         call("PATCH", "/apis/kubevirt.io/v1/namespaces/vms/virtualmachines/vm1?&fieldManager=kubevirt-bmc-controller", 200, fixture("vm-vm1.json"))
             .body(|b| {
                 assert!(b.get("spec").is_none(), "the VM is not prepared: {b}");
@@ -340,14 +388,12 @@ async fn a_failed_write_stops_before_the_vm_is_touched() {
     let (client, handle) = client();
     let mut calls = reads();
     calls.extend([
-        missing(&format!("{NS}/serviceaccounts/vm1-bmc")),
         call(
             "PATCH",
             &format!("{NS}/serviceaccounts/vm1-bmc{APPLY}"),
             200,
             owned("ServiceAccount", "v1", "vm1-bmc", "sa-uid"),
         ),
-        missing(&format!("{RBAC}/roles/vm1-bmc")),
         call(
             "PATCH",
             &format!("{RBAC}/roles/vm1-bmc{APPLY}"),
@@ -407,7 +453,18 @@ async fn a_stale_vm_gives_a_conflict_that_requeues() {
 async fn opt_out_restores_the_vm_then_deletes_only_what_it_owned() {
     let (client, handle) = client();
     let vm1 = fixture("vm-vm1.json");
-    let mut calls = reads();
+    let mut calls = reads_before_children();
+    calls.extend([
+        call("GET", SA, 200, owned("ServiceAccount", "v1", "vm1-bmc", "sa-uid")),
+        call(
+            "GET",
+            ROLE,
+            200,
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "vm1-bmc", "uid": "theirs"}}),
+        ),
+        call("GET", BINDING, 200, owned("RoleBinding", "rbac.authorization.k8s.io/v1", "vm1-bmc", "rb-uid")),
+        call("GET", SVC, 200, owned("Service", "v1", "vm1-bmc", "svc-uid")),
+    ]);
     calls.push(
         call(
             "PATCH",
@@ -433,42 +490,22 @@ async fn opt_out_restores_the_vm_then_deletes_only_what_it_owned() {
     );
     let deleted =
         json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"});
+    // No media asked for: the DataVolume was not read before, so it is looked up now.
     calls.push(missing(
         "/apis/cdi.kubevirt.io/v1beta1/namespaces/vms/datavolumes/vm1-bmc-media",
     ));
-    let ours = |uri: String, kind: &str, api: &str, uid: &'static str| {
-        [
-            call("GET", &uri, 200, owned(kind, api, "vm1-bmc", uid)),
-            call("DELETE", &format!("{uri}?"), 200, deleted.clone()).body(move |b| {
-                assert_eq!(b["propagationPolicy"], "Background");
-                assert_eq!(b["preconditions"]["uid"], uid);
-            }),
-        ]
+    // Deleted with the UID the read showed; the Role that is not ours is left alone.
+    let delete = |uri: &str, uid: &'static str| {
+        call("DELETE", &format!("{uri}?"), 200, deleted.clone()).body(move |b| {
+            assert_eq!(b["propagationPolicy"], "Background");
+            assert_eq!(b["preconditions"]["uid"], uid);
+        })
     };
-    calls.extend(ours(
-        format!("{NS}/services/vm1-bmc"),
-        "Service",
-        "v1",
-        "svc-uid",
-    ));
-    calls.extend(ours(
-        format!("{RBAC}/rolebindings/vm1-bmc"),
-        "RoleBinding",
-        "rbac.authorization.k8s.io/v1",
-        "rb-uid",
-    ));
-    calls.push(call(
-        "GET",
-        &format!("{RBAC}/roles/vm1-bmc"),
-        200,
-        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "vm1-bmc", "uid": "theirs"}}),
-    ));
-    calls.extend(ours(
-        format!("{NS}/serviceaccounts/vm1-bmc"),
-        "ServiceAccount",
-        "v1",
-        "sa-uid",
-    ));
+    calls.extend([
+        delete(SVC, "svc-uid"),
+        delete(BINDING, "rb-uid"),
+        delete(SA, "sa-uid"),
+    ]);
     calls.push(
         call("POST", "/apis/events.k8s.io/v1/namespaces/vms/events?", 201, json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e"}, "eventTime": null}))
             .body(|b| {
@@ -480,7 +517,7 @@ async fn opt_out_restores_the_vm_then_deletes_only_what_it_owned() {
     let vm = vm(
         json!({annotations::ENABLED: "false", annotations::ORIGINAL: "{\"runStrategy\":\"Halted\"}"}),
     );
-    let plan = reconcile_vm(
+    let done = reconcile_vm(
         &client,
         &vm,
         Some(&recorder(&client)),
@@ -489,7 +526,7 @@ async fn opt_out_restores_the_vm_then_deletes_only_what_it_owned() {
     )
     .await
     .unwrap();
-    assert!(matches!(plan, Plan::OptOut { .. }));
+    assert!(matches!(done.plan, Plan::OptOut { .. }));
     verifier.await.unwrap();
 }
 
@@ -511,14 +548,18 @@ async fn desired_media_creates_the_datavolume_and_attaches_nothing_yet() {
         "bmc.kubevirt.io/vm": "vm1",
     });
     let vm: DynamicObject = serde_json::from_value(vm1.clone()).unwrap();
-    let mut calls = reads();
-    calls.push(missing(
-        "/apis/cdi.kubevirt.io/v1beta1/namespaces/vms/datavolumes/vm1-bmc-media",
-    ));
+    let mut calls = reads_before_children();
+    calls.extend([
+        missing("/apis/cdi.kubevirt.io/v1beta1/namespaces/vms/datavolumes/vm1-bmc-media"),
+        missing(SA),
+        missing(ROLE),
+        missing(BINDING),
+        missing(SVC),
+    ]);
     calls.extend(children_applied("sa-uid"));
     calls.extend(service_applied());
     calls.extend([
-        missing("/apis/cdi.kubevirt.io/v1beta1/namespaces/vms/datavolumes/vm1-bmc-media"),
+        // Known missing from the read above: applied with no second look.
         call(
             "PATCH",
             &format!("/apis/cdi.kubevirt.io/v1beta1/namespaces/vms/datavolumes/vm1-bmc-media{APPLY}"),
@@ -539,5 +580,183 @@ async fn desired_media_creates_the_datavolume_and_attaches_nothing_yet() {
     reconcile_vm(&client, &vm, None, &Fresh::test(), Policy::default())
         .await
         .unwrap();
+    verifier.await.unwrap();
+}
+
+const CREATED: &str = "{\"serviceAccount\":\"sa-uid\",\"credentials\":\"c\",\"token\":\"t\"}";
+
+fn vm_ref() -> VmRef {
+    VmRef {
+        name: "vm1".into(),
+        namespace: "vms".into(),
+        uid: vm_uid(),
+    }
+}
+
+/// vm1's launcher Pod with its sidecar ready, as a list or a cache returns it.
+fn ready_pod() -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {
+        "name": "virt-launcher-vm1-abcde", "namespace": "vms",
+        "labels": {"kubevirt.io": "virt-launcher", "bmc.kubevirt.io/vm": "vm1", "bmc.kubevirt.io/enabled": "true"},
+        "annotations": {annotations::INJECTED: "true", "kubevirt.io/domain": "vm1"}},
+      "status": {"phase": "Running", "podIP": "10.0.0.7",
+        "initContainerStatuses": [{"name": "bmc", "ready": true, "restartCount": 0, "image": "x", "imageID": "", "state": {"running": {}}}]}})
+}
+
+/// The four children as the API server holds them after our applies: what we applied, plus
+/// the fields the server adds (uid, resourceVersion, managedFields, a Service's clusterIP and
+/// defaults), which must not count as a difference.
+fn children_as_stored() -> (ServiceAccount, Role, RoleBinding, Service) {
+    let (sa, role, binding, service) = ordered_children(&vm_ref(), ServiceType::ClusterIp);
+    fn stored<K: serde::Serialize + serde::de::DeserializeOwned>(k: &K, uid: &str) -> K {
+        let mut v = serde_json::to_value(k).unwrap();
+        v["metadata"]["uid"] = json!(uid);
+        v["metadata"]["resourceVersion"] = json!("42");
+        v["metadata"]["managedFields"] = json!([{"manager": "kubevirt-bmc-controller", "operation": "Apply", "apiVersion": "v1", "fieldsType": "FieldsV1", "fieldsV1": {}}]);
+        if v["kind"] == "Service" {
+            v["spec"]["clusterIP"] = json!("10.96.0.10");
+            v["spec"]["clusterIPs"] = json!(["10.96.0.10"]);
+            v["spec"]["sessionAffinity"] = json!("None");
+            v["spec"]["ipFamilies"] = json!(["IPv4"]);
+        }
+        serde_json::from_value(v).unwrap()
+    }
+    (
+        stored(&sa, "sa-uid"),
+        stored(&role, "role-uid"),
+        stored(&binding, "rb-uid"),
+        stored(&service, "svc-uid"),
+    )
+}
+
+/// vm1 as the reconciles leave it: its own plans' patches merged in until they stop.
+fn prepared_vm() -> DynamicObject {
+    let vm = vm(json!({annotations::ENABLED: "true", annotations::CREATED: CREATED}));
+    let mut value = serde_json::to_value(&vm).unwrap();
+    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(ready_pod()).unwrap();
+    let observed = Observed {
+        launcher: Some(kubevirt_bmc_webhook::controller::apply::launcher(&pod)),
+        ..Default::default()
+    };
+    // The first reconcile prepares the VM (and, as it ran before, says it needs a restart);
+    // the second finds the injected Pod and writes the status "ready"; then nothing changes.
+    for _ in 0..2 {
+        let Plan::OptedIn {
+            vm_patch: Some(patch),
+            ..
+        } = plan::plan(&value, &vm_ref(), &observed, &Fresh::test())
+        else {
+            panic!("a reconcile before the VM settles patches it");
+        };
+        json_patch::merge(&mut value, &patch);
+    }
+    serde_json::from_value(value).unwrap()
+}
+
+/// Issue 15: a reconcile that finds everything as it should be writes nothing: no apply of an
+/// unchanged child (the server's defaults on the Service are not a difference), no Secret, no
+/// VM patch, no Event. Failed before: four applies every time, each after a GET.
+#[tokio::test]
+async fn a_no_op_reconcile_writes_nothing() {
+    let (client, handle) = client();
+    let (sa, role, binding, service) = children_as_stored();
+    let mut calls = reads_before_children();
+    calls[1].reply["items"] = json!([ready_pod()]);
+    calls.extend([
+        call("GET", SA, 200, serde_json::to_value(&sa).unwrap()),
+        call("GET", ROLE, 200, serde_json::to_value(&role).unwrap()),
+        call("GET", BINDING, 200, serde_json::to_value(&binding).unwrap()),
+        call("GET", SVC, 200, serde_json::to_value(&service).unwrap()),
+    ]);
+    let verifier =
+        tokio::spawn(async move { unexpected_calls(verify_then(handle, calls).await).await });
+    let done = reconcile_vm(
+        &client,
+        &prepared_vm(),
+        Some(&recorder(&client)),
+        &Fresh::test(),
+        Policy::default(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(done.plan, Plan::OptedIn { vm_patch: None, .. }),
+        "{:?}",
+        done.plan
+    );
+    assert_eq!(done.outcome.writes, 0);
+    assert!(!done.outcome.vm_patched);
+    drop(client);
+    assert_eq!(verifier.await.unwrap(), Vec::<String>::new());
+}
+
+/// From the controller's caches (namespace, launcher Pod, children all known), the same
+/// reconcile sends no request at all: the steady state of a prepared VM costs the API server
+/// nothing between watch events.
+#[tokio::test]
+async fn from_the_caches_a_no_op_reconcile_makes_no_request() {
+    let (client, handle) = client();
+    let calls = tokio::spawn(unexpected_calls(handle));
+    let (sa, role, binding, service) = children_as_stored();
+    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(ready_pod()).unwrap();
+    let observed = Observed {
+        launcher: Some(kubevirt_bmc_webhook::controller::apply::launcher(&pod)),
+        ..Default::default()
+    };
+    let existing = Existing {
+        service_account: Seen::Present(sa),
+        role: Seen::Present(role),
+        role_binding: Seen::Present(binding),
+        service: Seen::Present(service),
+        data_volume: Seen::Absent,
+    };
+    let done = reconcile_with(
+        &client,
+        &prepared_vm(),
+        observed,
+        &existing,
+        Some(&recorder(&client)),
+        &Fresh::test(),
+        Policy::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(done.outcome.writes, 0);
+    drop(client);
+    assert_eq!(calls.await.unwrap(), Vec::<String>::new());
+}
+
+/// One child that differs from what we apply (a Service someone edited) is applied again; the
+/// others, unchanged, are not.
+#[tokio::test]
+async fn only_a_child_that_differs_is_applied() {
+    let (client, handle) = client();
+    let (sa, role, binding, mut service) = children_as_stored();
+    service.spec.as_mut().unwrap().publish_not_ready_addresses = Some(false);
+    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(ready_pod()).unwrap();
+    let observed = Observed {
+        launcher: Some(kubevirt_bmc_webhook::controller::apply::launcher(&pod)),
+        ..Default::default()
+    };
+    let existing = Existing {
+        service_account: Seen::Present(sa),
+        role: Seen::Present(role),
+        role_binding: Seen::Present(binding),
+        service: Seen::Present(service),
+        data_volume: Seen::Absent,
+    };
+    let verifier = tokio::spawn(verify(handle, service_applied()));
+    let done = reconcile_with(
+        &client,
+        &prepared_vm(),
+        observed,
+        &existing,
+        None,
+        &Fresh::test(),
+        Policy::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(done.outcome.writes, 1);
     verifier.await.unwrap();
 }

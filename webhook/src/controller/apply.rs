@@ -14,6 +14,7 @@ use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::events::{Event, EventType, Recorder};
 use serde_json::{Value, json};
 
+use super::cache;
 use super::children::{self, VmRef};
 use super::media::DvAction;
 use super::plan::{Launcher, Note, Observed, Plan, ordered_children, secrets_to_create};
@@ -72,29 +73,73 @@ where
     }
 }
 
-/// Everything `plan` needs beyond the VM itself.
-pub async fn observe(client: &Client, vm: &Value, vm_ref: &VmRef) -> Result<Observed, ApplyError> {
+/// What exists of the objects a VM owns, as far as the caller knows.
+#[derive(Debug, Clone, Default)]
+pub enum Seen<K> {
+    /// Not known: ask the API server before writing (the owner check).
+    #[default]
+    Unknown,
+    /// Known not to exist.
+    Absent,
+    Present(K),
+}
+
+impl<K> Seen<K> {
+    pub fn from_option(object: Option<K>) -> Self {
+        object.map_or(Seen::Absent, Seen::Present)
+    }
+}
+
+/// The four named children of an opted-in VM and its media DataVolume, as last seen: the
+/// controller's caches, or GETs ([`observe`]). A child that already holds what we would apply
+/// is not written again; one whose owner is not this VM is never written.
+#[derive(Debug, Clone, Default)]
+pub struct Existing {
+    pub service_account: Seen<ServiceAccount>,
+    pub role: Seen<Role>,
+    pub role_binding: Seen<RoleBinding>,
+    pub service: Seen<Service>,
+    pub data_volume: Seen<DynamicObject>,
+}
+
+/// What one execution wrote: how many writes, and whether the VM was patched (after which
+/// the controller's cached VM is stale until the watch delivers the new one).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Outcome {
+    pub writes: u32,
+    pub vm_patched: bool,
+}
+
+/// A merge patch of the VM, counted. `vm_patched` only when the API server stored a new
+/// version: a patch that changed nothing leaves the resourceVersion (and our cache) as it was.
+async fn patch_vm<P: serde::Serialize + std::fmt::Debug>(
+    vms: &Api<DynamicObject>,
+    name: &str,
+    patch: &P,
+    basis: Option<&str>,
+    outcome: &mut Outcome,
+) -> Result<(), ApplyError> {
+    let stored = vms
+        .patch(name, &patch_params(), &Patch::Merge(patch))
+        .await
+        .map_err(at("patch-vm"))?;
+    outcome.writes += 1;
+    outcome.vm_patched |= stored.metadata.resource_version.as_deref() != basis;
+    Ok(())
+}
+
+/// Everything `plan` and `execute` need beyond the VM itself, read from the API server: the
+/// namespace, the launcher Pods, the children and the media DataVolume. The controller reads
+/// the same from its caches instead (`run`); this is the uncached path the tests drive.
+pub async fn observe(
+    client: &Client,
+    vm: &Value,
+    vm_ref: &VmRef,
+) -> Result<(Observed, Existing), ApplyError> {
     let namespace = Api::<Namespace>::all(client.clone())
         .get(&vm_ref.namespace)
         .await
         .map_err(at("get-namespace"))?;
-    observe_in(
-        client,
-        vm,
-        vm_ref,
-        namespace.metadata.labels.unwrap_or_default(),
-    )
-    .await
-}
-
-/// As [`observe`], with the namespace's labels already known (the controller's namespace
-/// cache), so no per-VM namespace GET. No Secret is read: the controller may not.
-pub async fn observe_in(
-    client: &Client,
-    vm: &Value,
-    vm_ref: &VmRef,
-    namespace_labels: BTreeMap<String, String>,
-) -> Result<Observed, ApplyError> {
     let ns = vm_ref.namespace.as_str();
     let annotations = super::plan::vm_annotations(vm);
     let selector = format!(
@@ -108,59 +153,91 @@ pub async fn observe_in(
         .list(&ListParams::default().labels(&selector))
         .await
         .map_err(at("list-pods"))?;
-    let launcher = pods
-        .items
-        .into_iter()
-        .filter(|p| {
-            p.metadata.deletion_timestamp.is_none()
-                && !matches!(
-                    p.status.as_ref().and_then(|s| s.phase.as_deref()),
-                    Some("Succeeded" | "Failed")
-                )
-        })
-        .max_by_key(|p| p.metadata.creation_timestamp.clone())
-        .map(|p| launcher(&p));
-    let data_volume = if annotations.contains_key(annotations::MEDIA)
-        || annotations.contains_key(annotations::MEDIA_STATUS)
-    {
-        let api =
-            Api::<DynamicObject>::namespaced_with(client.clone(), ns, &data_volume_resource());
-        get_opt(
-            &api,
-            &names::media_data_volume(&vm_ref.name),
-            "get-datavolume",
-        )
-        .await?
-        .map(|dv| serde_json::to_value(dv).unwrap_or_default())
+    let launcher = cache::launcher(&pods.items, ns, &vm_ref.name);
+    let mut existing = Existing::default();
+    let data_volume = if wants_data_volume(&annotations) {
+        let (value, seen) = observe_data_volume(client, vm_ref).await?;
+        existing.data_volume = seen;
+        value
     } else {
         None
     };
-    Ok(Observed {
-        namespace_labels,
-        launcher,
-        data_volume,
-        policy: Default::default(),
-        cdi_missing: false,
-    })
+    let n = &vm_ref.name;
+    existing.service_account = Seen::from_option(
+        get_opt(
+            &Api::<ServiceAccount>::namespaced(client.clone(), ns),
+            &names::service_account(n),
+            "get-serviceaccount",
+        )
+        .await?,
+    );
+    existing.role = Seen::from_option(
+        get_opt(
+            &Api::<Role>::namespaced(client.clone(), ns),
+            &names::role(n),
+            "get-role",
+        )
+        .await?,
+    );
+    existing.role_binding = Seen::from_option(
+        get_opt(
+            &Api::<RoleBinding>::namespaced(client.clone(), ns),
+            &names::role(n),
+            "get-rolebinding",
+        )
+        .await?,
+    );
+    existing.service = Seen::from_option(
+        get_opt(
+            &Api::<Service>::namespaced(client.clone(), ns),
+            &names::service(n),
+            "get-service",
+        )
+        .await?,
+    );
+    Ok((
+        Observed {
+            namespace_labels: namespace.metadata.labels.unwrap_or_default(),
+            launcher,
+            data_volume,
+            policy: Default::default(),
+            cdi_missing: false,
+        },
+        existing,
+    ))
+}
+
+/// The media DataVolume matters only while the VM asks for media or reports on it.
+pub fn wants_data_volume(annotations: &BTreeMap<String, String>) -> bool {
+    annotations.contains_key(annotations::MEDIA)
+        || annotations.contains_key(annotations::MEDIA_STATUS)
+}
+
+/// The media DataVolume for plan (JSON) and for the owner check (the object), read with a GET:
+/// media is rare and short-lived, so it has no cache of its own.
+pub async fn observe_data_volume(
+    client: &Client,
+    vm_ref: &VmRef,
+) -> Result<(Option<Value>, Seen<DynamicObject>), ApplyError> {
+    let api = Api::<DynamicObject>::namespaced_with(
+        client.clone(),
+        &vm_ref.namespace,
+        &data_volume_resource(),
+    );
+    let dv = get_opt(
+        &api,
+        &names::media_data_volume(&vm_ref.name),
+        "get-datavolume",
+    )
+    .await?;
+    let value = dv
+        .as_ref()
+        .map(|dv| serde_json::to_value(dv).unwrap_or_default());
+    Ok((value, Seen::from_option(dv)))
 }
 
 pub fn launcher(pod: &Pod) -> Launcher {
-    let injected = pod
-        .metadata
-        .annotations
-        .as_ref()
-        .is_some_and(|a| a.contains_key(annotations::INJECTED));
-    let status = pod.status.as_ref();
-    let bmc_ready = status
-        .and_then(|s| s.init_container_statuses.as_ref())
-        .into_iter()
-        .flatten()
-        .any(|c| c.name == names::CONTAINER && c.ready);
-    Launcher {
-        ip: status.and_then(|s| s.pod_ip.clone()),
-        injected,
-        bmc_ready,
-    }
+    cache::launcher_of(pod)
 }
 
 fn apply_params() -> PatchParams {
@@ -182,13 +259,17 @@ fn post_params() -> PostParams {
     }
 }
 
-/// Writes the plan. Children first, the VM last.
+/// Writes the plan. Children first, the VM last. `basis` is the resourceVersion of the VM the
+/// plan was made from.
 pub async fn execute(
     client: &Client,
     vm_ref: &VmRef,
     plan: &Plan,
+    existing: &Existing,
+    basis: Option<&str>,
     recorder: Option<&Recorder>,
-) -> Result<(), ApplyError> {
+) -> Result<Outcome, ApplyError> {
+    let mut outcome = Outcome::default();
     let ns = vm_ref.namespace.as_str();
     let vms = Api::<DynamicObject>::namespaced_with(client.clone(), ns, &vm_resource());
     let mut notes: Vec<Note> = Vec::new();
@@ -196,9 +277,7 @@ pub async fn execute(
         Plan::Nothing => {}
         Plan::Invalid { vm_patch, note } => {
             if let Some(p) = vm_patch {
-                vms.patch(&vm_ref.name, &patch_params(), &Patch::Merge(p))
-                    .await
-                    .map_err(at("patch-vm"))?;
+                patch_vm(&vms, &vm_ref.name, p, basis, &mut outcome).await?;
             }
             notes.push(note.clone());
         }
@@ -212,13 +291,16 @@ pub async fn execute(
         } => {
             let (sa, role, binding, service) = ordered_children(vm_ref, *service_type);
             let n = &vm_ref.name;
-            let outcome: Result<Option<Value>, Clash> = async {
+            let writes = &mut outcome.writes;
+            let result: Result<Option<Value>, Clash> = async {
                 let account = apply_ours(
                     &Api::<ServiceAccount>::namespaced(client.clone(), ns),
                     vm_ref,
                     &names::service_account(n),
                     &sa,
+                    &existing.service_account,
                     "apply-serviceaccount",
+                    writes,
                 )
                 .await?;
                 apply_ours(
@@ -226,7 +308,9 @@ pub async fn execute(
                     vm_ref,
                     &names::role(n),
                     &role,
+                    &existing.role,
                     "apply-role",
+                    writes,
                 )
                 .await?;
                 apply_ours(
@@ -234,7 +318,9 @@ pub async fn execute(
                     vm_ref,
                     &names::role(n),
                     &binding,
+                    &existing.role_binding,
                     "apply-rolebinding",
+                    writes,
                 )
                 .await?;
                 let account_uid = account.metadata.uid.clone().unwrap_or_default();
@@ -251,18 +337,22 @@ pub async fn execute(
                     );
                     created.credentials =
                         Some(create_ours(&secret_api, &secret, "create-secret").await?);
+                    *writes += 1;
                 }
                 if token {
                     let secret = children::token_secret(vm_ref, &account_uid);
                     created.token =
                         Some(create_ours(&secret_api, &secret, "create-token-secret").await?);
+                    *writes += 1;
                 }
                 apply_ours(
                     &Api::<Service>::namespaced(client.clone(), ns),
                     vm_ref,
                     &names::service(n),
                     &service,
+                    &existing.service,
                     "apply-service",
+                    writes,
                 )
                 .await?;
                 let dvs = Api::<DynamicObject>::namespaced_with(
@@ -274,10 +364,27 @@ pub async fn execute(
                 match &media.data_volume {
                     DvAction::None => {}
                     DvAction::Apply(dv) => {
-                        apply_ours(&dvs, vm_ref, &dv_name, dv, "apply-datavolume").await?;
+                        apply_ours(
+                            &dvs,
+                            vm_ref,
+                            &dv_name,
+                            dv,
+                            &existing.data_volume,
+                            "apply-datavolume",
+                            writes,
+                        )
+                        .await?;
                     }
                     DvAction::Delete => {
-                        delete_ours(&dvs, vm_ref, &dv_name, "delete-datavolume").await?
+                        delete_ours(
+                            &dvs,
+                            vm_ref,
+                            &dv_name,
+                            &existing.data_volume,
+                            "delete-datavolume",
+                        )
+                        .await?;
+                        *writes += 1;
                     }
                 }
                 let record = (created != secrets.created).then(|| created.to_annotation());
@@ -293,12 +400,10 @@ pub async fn execute(
                 })
             }
             .await;
-            match outcome {
+            match result {
                 Ok(patch) => {
                     if let Some(p) = patch {
-                        vms.patch(&vm_ref.name, &patch_params(), &Patch::Merge(&p))
-                            .await
-                            .map_err(at("patch-vm"))?;
+                        patch_vm(&vms, &vm_ref.name, &p, basis, &mut outcome).await?;
                     }
                 }
                 Err(Clash::Api(e)) => return Err(e),
@@ -312,22 +417,17 @@ pub async fn execute(
                         reason: message.clone(),
                         objects: Some(names::ObjectNames::of(n)),
                     };
-                    vms.patch(
-                        &vm_ref.name,
-                        &patch_params(),
-                        &Patch::Merge(json!({"metadata": {"annotations": {
-                            annotations::STATUS: status.to_annotation()
-                        }}})),
-                    )
-                    .await
-                    .map_err(at("patch-vm"))?;
+                    let patch = json!({"metadata": {"annotations": {
+                        annotations::STATUS: status.to_annotation()
+                    }}});
+                    patch_vm(&vms, &vm_ref.name, &patch, basis, &mut outcome).await?;
                     notes.push(Note {
                         warning: true,
                         reason: "NameTaken",
                         message,
                     });
                     publish(recorder, vm_ref, notes).await;
-                    return Ok(());
+                    return Ok(outcome);
                 }
             }
             notes.extend(plan_notes.iter().cloned());
@@ -335,9 +435,7 @@ pub async fn execute(
         Plan::OptOut { vm_patch } => {
             // Restore first: once the template no longer opts in, new Pods stop naming the
             // ServiceAccount we are about to delete.
-            vms.patch(&vm_ref.name, &patch_params(), &Patch::Merge(vm_patch))
-                .await
-                .map_err(at("patch-vm"))?;
+            patch_vm(&vms, &vm_ref.name, vm_patch, basis, &mut outcome).await?;
             let dvs =
                 Api::<DynamicObject>::namespaced_with(client.clone(), ns, &data_volume_resource());
             let n = &vm_ref.name;
@@ -348,6 +446,7 @@ pub async fn execute(
                     &dvs,
                     vm_ref,
                     &names::media_data_volume(n),
+                    &existing.data_volume,
                     "delete-datavolume",
                 )
                 .await,
@@ -355,6 +454,7 @@ pub async fn execute(
                     &Api::<Service>::namespaced(client.clone(), ns),
                     vm_ref,
                     &names::service(n),
+                    &existing.service,
                     "delete-service",
                 )
                 .await,
@@ -362,6 +462,7 @@ pub async fn execute(
                     &Api::<RoleBinding>::namespaced(client.clone(), ns),
                     vm_ref,
                     &names::role(n),
+                    &existing.role_binding,
                     "delete-rolebinding",
                 )
                 .await,
@@ -369,6 +470,7 @@ pub async fn execute(
                     &Api::<Role>::namespaced(client.clone(), ns),
                     vm_ref,
                     &names::role(n),
+                    &existing.role,
                     "delete-role",
                 )
                 .await,
@@ -376,6 +478,7 @@ pub async fn execute(
                     &Api::<ServiceAccount>::namespaced(client.clone(), ns),
                     vm_ref,
                     &names::service_account(n),
+                    &existing.service_account,
                     "delete-serviceaccount",
                 )
                 .await,
@@ -399,7 +502,7 @@ pub async fn execute(
         }
     }
     publish(recorder, vm_ref, notes).await;
-    Ok(())
+    Ok(outcome)
 }
 
 async fn publish(recorder: Option<&Recorder>, vm_ref: &VmRef, notes: Vec<Note>) {
@@ -457,28 +560,46 @@ fn kind_of<K: kube::Resource<DynamicType = ()>>() -> String {
 }
 
 /// Server-side apply, but only onto an object that is ours (or missing): a force apply onto
-/// someone else's object of our name would adopt it.
+/// someone else's object of our name would adopt it. Not sent at all when the object as last
+/// seen already holds every field we apply: kube-apiserver would store nothing new either
+/// (staging/src/k8s.io/apiserver/pkg/storage/etcd3/store.go `GuaranteedUpdate` returns the
+/// existing object when the new bytes equal it), but only after a request, the apply merge
+/// and admission.
+#[allow(clippy::too_many_arguments)]
 async fn apply_ours<K, B>(
     api: &Api<K>,
     vm_ref: &VmRef,
     name: &str,
     object: &B,
+    seen: &Seen<K>,
     step: &'static str,
+    writes: &mut u32,
 ) -> Result<K, Clash>
 where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
     B: serde::Serialize + std::fmt::Debug,
 {
-    if let Some(current) = get_opt(api, name, step).await?
-        && !children::owned_by_vm(current.meta(), vm_ref)
-    {
-        return Err(Clash::Taken(taken(
-            &object_kind(object),
-            &vm_ref.namespace,
-            name,
-            &vm_ref.name,
-        )));
+    let current = match seen {
+        Seen::Present(k) => Some(k.clone()),
+        Seen::Absent => None,
+        // Not in the cache: maybe someone else's object (our watches see only ours), or one
+        // the watch has not delivered yet. Ask.
+        Seen::Unknown => get_opt(api, name, step).await?,
+    };
+    if let Some(current) = current {
+        if !children::owned_by_vm(current.meta(), vm_ref) {
+            return Err(Clash::Taken(taken(
+                &object_kind(object),
+                &vm_ref.namespace,
+                name,
+                &vm_ref.name,
+            )));
+        }
+        if cache::up_to_date(object, &current) {
+            return Ok(current);
+        }
     }
+    *writes += 1;
     Ok(api
         .patch(name, &apply_params(), &Patch::Apply(object))
         .await
@@ -523,12 +644,18 @@ async fn delete_ours<K>(
     api: &Api<K>,
     vm_ref: &VmRef,
     name: &str,
+    seen: &Seen<K>,
     step: &'static str,
 ) -> Result<(), Clash>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
 {
-    let Some(current) = get_opt(api, name, step).await? else {
+    let current = match seen {
+        Seen::Present(k) => Some(k.clone()),
+        Seen::Absent => None,
+        Seen::Unknown => get_opt(api, name, step).await?,
+    };
+    let Some(current) = current else {
         return Ok(());
     };
     if !children::owned_by_vm(current.meta(), vm_ref) {

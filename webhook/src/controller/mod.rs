@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod cdi;
+pub mod cache;
 pub mod children;
 pub mod lease;
 pub mod media;

@@ -7,22 +7,24 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::Client;
 use kube::api::Api;
 use kube::core::DynamicObject;
 use kube::core::PartialObjectMeta;
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::reflector;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use rand::Rng;
 
-use super::apply::{self, ApplyError};
+use super::apply::{self, ApplyError, Existing, Outcome, Seen};
+use super::cache;
 use super::cdi::{self, CdiState};
 use super::children::VmRef;
 use super::lease::{ElectionConfig, Elector};
-use super::plan::{self, Fresh, Policy};
+use super::plan::{self, Fresh, Observed, Policy};
 use crate::metrics::Metrics;
 use crate::names;
 
@@ -38,7 +40,15 @@ pub struct Context {
     pub policy: Policy,
     pub cdi: CdiState,
     namespaces: Store<PartialObjectMeta<Namespace>>,
+    /// Launcher Pods of prepared VMs, pruned to what `cache::launcher` reads.
+    pods: Store<Pod>,
+    service_accounts: Store<ServiceAccount>,
+    roles: Store<Role>,
+    role_bindings: Store<RoleBinding>,
+    services: Store<Service>,
     failures: Mutex<HashMap<(String, String), u32>>,
+    /// Per VM, the resourceVersion its last successful patch was computed from.
+    patched_from: Mutex<HashMap<(String, String), String>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -126,74 +136,209 @@ pub fn vm_ref(vm: &DynamicObject) -> Result<VmRef, ReconcileError> {
     })
 }
 
-/// One reconcile with an explicit client; what the controller loop and the tests call.
+/// What one reconcile decided and wrote.
+#[derive(Debug, Clone)]
+pub struct Reconciled {
+    pub plan: plan::Plan,
+    pub outcome: Outcome,
+}
+
+/// One reconcile with an explicit client, reading everything from the API server (the tests'
+/// path; the controller reads the same from its caches).
 pub async fn reconcile_vm(
     client: &Client,
     vm: &DynamicObject,
     recorder: Option<&Recorder>,
     fresh: &Fresh,
     policy: Policy,
-) -> Result<plan::Plan, ReconcileError> {
+) -> Result<Reconciled, ReconcileError> {
     let vm_ref = vm_ref(vm)?;
     let value = serde_json::to_value(vm).map_err(|_| ReconcileError::Malformed("JSON form"))?;
-    let mut observed = apply::observe(client, &value, &vm_ref).await?;
-    // CDI counts as served here (one-off calls and tests); the controller's loop reads its
-    // `CdiState`, which discovery keeps current.
-    observed.policy = policy;
-    let plan = plan::plan(&value, &vm_ref, &observed, fresh);
-    apply::execute(client, &vm_ref, &plan, recorder).await?;
-    Ok(plan)
+    let (observed, existing) = apply::observe(client, &value, &vm_ref).await?;
+    reconcile_with(client, vm, observed, &existing, recorder, fresh, policy).await
 }
 
-/// The controller's reconcile: namespace labels from the cache, and no API call at all for a
-/// VM that neither opts in nor was prepared.
+/// Decide and write from what is already known: no read of the API server except for what
+/// `existing` leaves unknown.
+pub async fn reconcile_with(
+    client: &Client,
+    vm: &DynamicObject,
+    mut observed: Observed,
+    existing: &Existing,
+    recorder: Option<&Recorder>,
+    fresh: &Fresh,
+    policy: Policy,
+) -> Result<Reconciled, ReconcileError> {
+    let vm_ref = vm_ref(vm)?;
+    let value = serde_json::to_value(vm).map_err(|_| ReconcileError::Malformed("JSON form"))?;
+    observed.policy = policy;
+    let plan = plan::plan(&value, &vm_ref, &observed, fresh);
+    let basis = vm.metadata.resource_version.as_deref();
+    let outcome = apply::execute(client, &vm_ref, &plan, existing, basis, recorder).await?;
+    Ok(Reconciled { plan, outcome })
+}
+
+/// How long a reconcile waits at start for the caches' first lists; past that it reads what a
+/// cache lacks from the API server (a watch that cannot start must not stop the controller).
+const CACHE_WAIT: Duration = Duration::from_secs(30);
+
+impl Context {
+    async fn caches_ready(&self) {
+        let all = async {
+            let _ = self.namespaces.wait_until_ready().await;
+            let _ = self.pods.wait_until_ready().await;
+            let _ = self.service_accounts.wait_until_ready().await;
+            let _ = self.roles.wait_until_ready().await;
+            let _ = self.role_bindings.wait_until_ready().await;
+            let _ = self.services.wait_until_ready().await;
+        };
+        let _ = tokio::time::timeout(CACHE_WAIT, all).await;
+    }
+
+    /// The children as the caches hold them. Our watches select on our managed-by label, so a
+    /// name missing from a cache is `Unknown` (someone else's object, or not delivered yet),
+    /// never `Absent`: the owner check then asks the API server.
+    fn existing(&self, vm_ref: &VmRef) -> Existing {
+        fn seen<K>(store: &Store<K>, name: String, ns: &str) -> Seen<K>
+        where
+            K: kube::Resource<DynamicType = ()> + Clone + 'static,
+        {
+            store
+                .get(&ObjectRef::new(&name).within(ns))
+                .map_or(Seen::Unknown, |k| Seen::Present(k.as_ref().clone()))
+        }
+        let (n, ns) = (&vm_ref.name, vm_ref.namespace.as_str());
+        Existing {
+            service_account: seen(&self.service_accounts, names::service_account(n), ns),
+            role: seen(&self.roles, names::role(n), ns),
+            role_binding: seen(&self.role_bindings, names::role(n), ns),
+            service: seen(&self.services, names::service(n), ns),
+            data_volume: Seen::Unknown,
+        }
+    }
+}
+
+/// The controller's reconcile: everything from the caches, so a VM whose objects already are
+/// as they should be costs no API request at all, and a VM that neither opts in nor was
+/// prepared is decided before anything is looked up.
 async fn reconcile_cached(
     ctx: &Context,
     vm: &DynamicObject,
     fresh: &Fresh,
-) -> Result<plan::Plan, ReconcileError> {
+) -> Result<Reconciled, ReconcileError> {
     let vm_ref = vm_ref(vm)?;
     let value = serde_json::to_value(vm).map_err(|_| ReconcileError::Malformed("JSON form"))?;
-    // Ready once the first namespace list is in; the reflector lives as long as the
-    // controller, so this only waits at start.
-    let _ = ctx.namespaces.wait_until_ready().await;
+    // Ready once the first lists are in; the reflectors live as long as the controller, so
+    // this only waits at start.
+    ctx.caches_ready().await;
     let cached = ctx
         .namespaces
         .get(&ObjectRef::new(&vm_ref.namespace))
         .map(|ns| ns.metadata.labels.clone().unwrap_or_default());
-    let mut observed = match cached {
-        Some(labels) if plan::untouched(&value, &labels) => return Ok(plan::Plan::Nothing),
-        Some(labels) => apply::observe_in(&ctx.client, &value, &vm_ref, labels).await?,
+    let namespace_labels = match cached {
+        Some(labels) if plan::untouched(&value, &labels) => {
+            return Ok(Reconciled {
+                plan: plan::Plan::Nothing,
+                outcome: Outcome::default(),
+            });
+        }
+        Some(labels) => labels,
         // A namespace the cache has not seen yet: ask.
-        None => apply::observe(&ctx.client, &value, &vm_ref).await?,
+        None => Api::<Namespace>::all(ctx.client.clone())
+            .get(&vm_ref.namespace)
+            .await
+            .map_err(|source| ApplyError {
+                step: "get-namespace",
+                source,
+            })?
+            .metadata
+            .labels
+            .unwrap_or_default(),
     };
-    observed.policy = ctx.policy.clone();
-    observed.cdi_missing = ctx.cdi.missing();
-    let plan = plan::plan(&value, &vm_ref, &observed, fresh);
-    apply::execute(&ctx.client, &vm_ref, &plan, Some(&ctx.recorder)).await?;
-    Ok(plan)
+    let pods = ctx.pods.state();
+    let launcher = cache::launcher(
+        pods.iter().map(|p| p.as_ref()),
+        &vm_ref.namespace,
+        &vm_ref.name,
+    );
+    let mut existing = ctx.existing(&vm_ref);
+    let data_volume = if apply::wants_data_volume(&plan::vm_annotations(&value)) {
+        let (value, seen) = apply::observe_data_volume(&ctx.client, &vm_ref).await?;
+        existing.data_volume = seen;
+        value
+    } else {
+        None
+    };
+    let observed = Observed {
+        namespace_labels,
+        launcher,
+        data_volume,
+        policy: ctx.policy.clone(),
+        cdi_missing: ctx.cdi.missing(),
+    };
+    reconcile_with(
+        &ctx.client,
+        vm,
+        observed,
+        &existing,
+        Some(&ctx.recorder),
+        fresh,
+        ctx.policy.clone(),
+    )
+    .await
+}
+
+/// Resync, spread over ±10 % so that VMs reconciled together at start do not come back
+/// together every period.
+fn resync() -> Duration {
+    RESYNC.mul_f64(rand::rng().random_range(0.9..1.1))
+}
+
+fn key_of(vm: &DynamicObject) -> (String, String) {
+    (
+        vm.metadata.namespace.clone().unwrap_or_default(),
+        vm.metadata.name.clone().unwrap_or_default(),
+    )
 }
 
 async fn reconcile(vm: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let key = key_of(&vm);
+    let rv = vm.metadata.resource_version.clone().unwrap_or_default();
+    // We patched this very version of the VM: the cached copy is older than the API server's,
+    // and a decision from it would repeat our write with a stale resourceVersion (409). The
+    // watch event of our patch triggers the next reconcile.
+    {
+        let mut patched = ctx.patched_from.lock().expect("lock");
+        match patched.get(&key) {
+            Some(from) if *from == rv => {
+                ctx.metrics.reconcile("stale-cache");
+                return Ok(Action::requeue(resync()));
+            }
+            Some(_) => {
+                patched.remove(&key);
+            }
+            None => {}
+        }
+    }
     let fresh = Fresh {
         password: random_secret(),
         session_key: random_secret(),
     };
     let result = reconcile_cached(&ctx, &vm, &fresh).await;
-    let key = (
-        vm.metadata.namespace.clone().unwrap_or_default(),
-        vm.metadata.name.clone().unwrap_or_default(),
-    );
     match result {
-        Ok(plan) => {
+        Ok(done) => {
             ctx.failures.lock().expect("lock").remove(&key);
-            ctx.metrics.reconcile(match plan {
+            if done.outcome.vm_patched {
+                ctx.patched_from.lock().expect("lock").insert(key, rv);
+            }
+            ctx.metrics.reconcile(match done.plan {
                 plan::Plan::Nothing => "not-opted-in",
                 plan::Plan::Invalid { .. } => "invalid",
+                plan::Plan::OptedIn { .. } if done.outcome.writes == 0 => "unchanged",
                 plan::Plan::OptedIn { .. } => "opted-in",
                 plan::Plan::OptOut { .. } => "opted-out",
             });
-            Ok(Action::requeue(RESYNC))
+            Ok(Action::requeue(resync()))
         }
         Err(e) => Err(e),
     }
@@ -240,10 +385,11 @@ pub async fn run(
     instance: String,
     election: Option<ElectionConfig>,
     policy: Policy,
+    concurrency: u16,
 ) {
     let Some(config) = election else {
         tokio::select! {
-            _ = run_controller(client, metrics, instance, policy.clone()) => {}
+            _ = run_controller(client, metrics, instance, policy.clone(), concurrency) => {}
             _ = kubevirt_bmc_runtime::exit::shutdown_signal() => {}
         }
         return;
@@ -259,7 +405,7 @@ pub async fn run(
         tracing::info!(identity = %elector.config().identity, "leader Lease acquired; reconciling");
         metrics.leader(true);
         let lost = tokio::select! {
-            _ = run_controller(client.clone(), metrics.clone(), instance.clone(), policy.clone()) => false,
+            _ = run_controller(client.clone(), metrics.clone(), instance.clone(), policy.clone(), concurrency) => false,
             _ = elector.hold() => true,
             _ = &mut shutdown => false,
         };
@@ -276,7 +422,50 @@ pub async fn run(
     }
 }
 
-async fn run_controller(client: Client, metrics: Arc<Metrics>, instance: String, policy: Policy) {
+/// Reconciles at most this many VMs at a time unless told otherwise: enough to keep the API
+/// server busy during a cold start (a reconcile mostly waits on it), few enough that a burst
+/// of events does not become a burst of concurrent writes.
+pub const DEFAULT_CONCURRENCY: u16 = 16;
+
+/// A watch of our own children (by the managed-by label), pruned, into a cache; its events
+/// trigger reconciles of the owner VM.
+fn owned_cache<K>(
+    client: &Client,
+    prune: fn(&mut K),
+) -> (
+    Store<K>,
+    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store::<K>();
+    let managed = watcher::Config::default().labels(&format!(
+        "app.kubernetes.io/managed-by={}",
+        names::WEBHOOK_NAME
+    ));
+    let stream = reflector(
+        writer,
+        watcher(Api::<K>::all(client.clone()), managed).modify(prune),
+    )
+    .backoff(TriggerBackoff::default())
+    .touched_objects();
+    (store, stream)
+}
+
+async fn run_controller(
+    client: Client,
+    metrics: Arc<Metrics>,
+    instance: String,
+    policy: Policy,
+    concurrency: u16,
+) {
     let ar = apply::vm_resource();
     let vms = Api::<DynamicObject>::all_with(client.clone(), &ar);
     let recorder = Recorder::new(
@@ -294,7 +483,8 @@ async fn run_controller(client: Client, metrics: Arc<Metrics>, instance: String,
         watcher(
             Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
             watcher::Config::default(),
-        ),
+        )
+        .modify(|ns| cache::prune_meta(&mut ns.metadata)),
     )
     .backoff(TriggerBackoff::default())
     .touched_objects();
@@ -305,6 +495,31 @@ async fn run_controller(client: Client, metrics: Arc<Metrics>, instance: String,
     if let Ok(false) = cdi::served(&client).await {
         cdi_state.set_missing(true);
     }
+    // Launcher Pods of VMs we prepared only (our label, which KubeVirt copies from the VM
+    // template): the cluster's other launcher Pods cause no event, no reconcile and take no
+    // memory. Whole objects, pruned to phase, IP and the sidecar's readiness, so a reconcile
+    // reads its VM's Pod from here instead of listing Pods (a quorum read) every time.
+    let (pods, pod_writer) = reflector::store::<Pod>();
+    let pod_events = reflector(
+        pod_writer,
+        watcher(
+            Api::<Pod>::all(client.clone()),
+            watcher::Config::default().labels(&format!(
+                "{}={},{}={}",
+                names::LAUNCHER_LABEL,
+                names::LAUNCHER_VALUE,
+                names::OPT_IN_LABEL,
+                names::OPT_IN_VALUE
+            )),
+        )
+        .modify(cache::prune_pod),
+    )
+    .backoff(TriggerBackoff::default())
+    .touched_objects();
+    let (service_accounts, sa_events) = owned_cache(&client, cache::prune_service_account);
+    let (roles, role_events) = owned_cache(&client, cache::prune_role);
+    let (role_bindings, binding_events) = owned_cache(&client, cache::prune_role_binding);
+    let (services, service_events) = owned_cache(&client, cache::prune_service);
     let ctx = Arc::new(Context {
         client: client.clone(),
         recorder,
@@ -312,80 +527,66 @@ async fn run_controller(client: Client, metrics: Arc<Metrics>, instance: String,
         policy,
         cdi: cdi_state.clone(),
         namespaces,
+        pods,
+        service_accounts,
+        roles,
+        role_bindings,
+        services,
         failures: Mutex::default(),
+        patched_from: Mutex::default(),
     });
-    let managed =
-        watcher::Config::default().labels("app.kubernetes.io/managed-by=kubevirt-bmc-webhook");
-    // What we own only triggers reconciles (by ownerReference): metadata is all we need.
-    let owned = |cfg: &watcher::Config| cfg.clone();
-    let controller = Controller::new_with(vms, watcher::Config::default(), ar.clone())
+    // The VMs themselves, pruned before they enter the controller's cache: 10,000 VMs' status
+    // and managedFields were most of its memory.
+    let vm_writer = reflector::store::Writer::<DynamicObject>::new(ar.clone());
+    let vm_store = vm_writer.as_reader();
+    let vm_events = reflector(
+        vm_writer,
+        watcher(vms, watcher::Config::default()).modify(cache::prune_vm),
+    )
+    .applied_objects();
+    let controller = Controller::for_stream_with(vm_events, vm_store, ar.clone())
+        .with_config(controller::Config::default().concurrency(concurrency))
         .trigger_backoff(TriggerBackoff::default());
     let store = controller.store();
     let ns_store = store.clone();
     let ar_pods = ar.clone();
     let ar_ns = ar.clone();
     let dv_resource = apply::data_volume_resource();
+    let managed =
+        watcher::Config::default().labels("app.kubernetes.io/managed-by=kubevirt-bmc-webhook");
     controller
-        .owns_stream(
-            watcher(
-                Api::<PartialObjectMeta<ServiceAccount>>::all(client.clone()),
-                owned(&managed),
-            )
-            .backoff(TriggerBackoff::default())
-            .touched_objects(),
-        )
+        .owns_stream(sa_events)
+        .owns_stream(role_events)
+        .owns_stream(binding_events)
         // No watch on Secrets, not even metadata-only: the controller may not list or watch
         // them (rbac.yaml); what it created is recorded on the VM.
-        .owns_stream(
-            watcher(
-                Api::<PartialObjectMeta<Service>>::all(client.clone()),
-                owned(&managed),
-            )
-            .backoff(TriggerBackoff::default())
-            .touched_objects(),
-        )
+        .owns_stream(service_events)
         // The media import's progress and failure reach the VM only through a reconcile.
         // Watched only while API discovery finds CDI (`cdi::triggers`).
         .owns_stream_with(
             cdi::triggers(
                 client.clone(),
-                owned(&managed),
+                managed,
                 cdi_state.clone(),
                 ctx.policy.cdi_recheck.unwrap_or(cdi::RECHECK),
             ),
             dv_resource.clone(),
         )
         .reconcile_all_on(cdi_state.changes())
-        // Only launcher Pods of VMs we prepared (our label, which KubeVirt copies from the VM
-        // template): the cluster's other launcher Pods cause no event and no reconcile.
-        .watches_stream(
-            watcher(
-                Api::<PartialObjectMeta<Pod>>::all(client.clone()),
-                watcher::Config::default().labels(&format!(
-                    "{}={},{}={}",
-                    names::LAUNCHER_LABEL,
-                    names::LAUNCHER_VALUE,
-                    names::OPT_IN_LABEL,
-                    names::OPT_IN_VALUE
-                )),
+        .watches_stream(pod_events, move |pod: Pod| {
+            // The VMI (= VM) name; KubeVirt's `vm.kubevirt.io/name` label is the hostname.
+            let vm = pod
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(names::DOMAIN_ANNOTATION))
+                .or_else(|| pod.metadata.labels.as_ref()?.get(names::VM_NAME_LABEL))?
+                .clone();
+            Some(
+                ObjectRef::new_with(&vm, ar_pods.clone())
+                    .within(pod.metadata.namespace.as_deref()?),
             )
-            .backoff(TriggerBackoff::default())
-            .touched_objects(),
-            move |pod: PartialObjectMeta<Pod>| {
-                // The VMI (= VM) name; KubeVirt's `vm.kubevirt.io/name` label is the hostname.
-                let vm = pod
-                    .metadata
-                    .annotations
-                    .as_ref()
-                    .and_then(|a| a.get(names::DOMAIN_ANNOTATION))
-                    .or_else(|| pod.metadata.labels.as_ref()?.get(names::VM_NAME_LABEL))?
-                    .clone();
-                Some(
-                    ObjectRef::new_with(&vm, ar_pods.clone())
-                        .within(pod.metadata.namespace.as_deref()?),
-                )
-            },
-        )
+        })
         .watches_stream(ns_events, move |ns: PartialObjectMeta<Namespace>| {
             let name = ns.metadata.name.clone().unwrap_or_default();
             ns_store
