@@ -16,7 +16,8 @@ pub struct BmcConfig {
     /// Which IPMI logins are accepted unless the machine says (the VM's annotation).
     pub ipmi_auth: kubevirt_bmc_contract::annotations::IpmiAuth,
     pub credentials: Credentials,
-    pub tls: Arc<rustls::ServerConfig>,
+    /// Swappable: a renewed certificate is reloaded into it while serving.
+    pub tls: axum_server::tls_rustls::RustlsConfig,
     pub redfish: crate::redfish::Options,
 }
 

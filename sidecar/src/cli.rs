@@ -208,7 +208,7 @@ impl SimulateArgs {
             self.tls_key.as_deref(),
             &names,
         )?;
-        let tls = identity.server_config()?;
+        let tls = axum_server::tls_rustls::RustlsConfig::from_config(identity.server_config()?);
         tracing::info!(vm = %self.name, "simulated machine ready");
         print_how_to_reach(&self, &credentials);
         let config = BmcConfig {

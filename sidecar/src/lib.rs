@@ -4,6 +4,7 @@
 //! it are the simulated machine and the KubeVirt machine.
 
 pub mod bmc;
+pub mod certificate;
 pub mod cli;
 pub mod credentials;
 pub mod health;

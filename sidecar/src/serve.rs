@@ -10,10 +10,12 @@ use std::sync::atomic::AtomicBool;
 use crate::bmc::{self, BmcConfig};
 use kubevirt_bmc_runtime::exit::shutdown_signal;
 
+use crate::certificate::{Signer, renew_forever};
 use crate::cli::CliError;
 use crate::credentials::Credentials;
 use crate::health::{self, HealthState};
 use crate::machine::kubevirt::{KubevirtConfig, KubevirtMachine};
+use axum_server::tls_rustls::RustlsConfig;
 use kubevirt_bmc_contract::names;
 use kubevirt_bmc_runtime::tls::Identity;
 
@@ -72,12 +74,27 @@ pub struct ServeArgs {
     /// must list this VM, or the BMC refuses to serve with it.
     #[arg(long, env = "KUBEVIRT_BMC_USER_CREDENTIALS")]
     pub user_credentials: Option<String>,
-    /// PEM certificate for Redfish; self-signed for the Pod IP when absent.
+    /// PEM certificate for Redfish, followed on disk as it rotates; when absent, one from the
+    /// installation's CA (`--certificate-url`), else self-signed for the Pod IP.
     #[arg(long, env = "KUBEVIRT_BMC_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
     /// PEM private key for `--tls-cert`.
     #[arg(long, env = "KUBEVIRT_BMC_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// The controller's endpoint that signs this BMC's certificate (webhook-set), asked with
+    /// the token of `--token-dir`.
+    #[arg(long, env = kubevirt_bmc_contract::certificate::SIGNER_URL_ENV)]
+    pub certificate_url: Option<String>,
+    /// PEM bundle `--certificate-url`'s server is verified with (webhook-set).
+    #[arg(long, env = kubevirt_bmc_contract::certificate::SIGNER_CA_ENV, requires = "certificate_url")]
+    pub certificate_url_ca: Option<String>,
+    /// The cluster's DNS domain, for the Service names the certificate carries.
+    #[arg(
+        long,
+        env = kubevirt_bmc_contract::certificate::CLUSTER_DOMAIN_ENV,
+        default_value = kubevirt_bmc_contract::certificate::DEFAULT_CLUSTER_DOMAIN
+    )]
+    pub cluster_domain: String,
     #[command(flatten)]
     pub ipmi: crate::cli::IpmiLimits,
     #[command(flatten)]
@@ -315,6 +332,75 @@ impl ServeArgs {
         }
     }
 
+    /// The Redfish TLS configuration, kept current in the background: the operator's files
+    /// (followed as they rotate), else a certificate from the installation's CA (renewed), else
+    /// a self-signed one (with a log line saying why, and further attempts at the CA).
+    async fn serving_tls(&self) -> Result<RustlsConfig, CliError> {
+        use kubevirt_bmc_runtime::tls_reload::{self, CertFiles};
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            let files = CertFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            };
+            let (tls, current) = files.initial()?;
+            tokio::spawn(tls_reload::follow(
+                files,
+                tls.clone(),
+                current,
+                std::time::Duration::from_secs(5),
+                |_| {},
+            ));
+            return Ok(tls);
+        }
+        let names = vec!["localhost".to_owned(), self.pod_ip.to_string()];
+        let self_signed = || -> Result<RustlsConfig, CliError> {
+            Ok(RustlsConfig::from_config(
+                Identity::self_signed(&names)?.server_config()?,
+            ))
+        };
+        let (Some(url), Some(ca_pem)) = (&self.certificate_url, &self.certificate_url_ca) else {
+            tracing::warn!(
+                "no certificate service configured ({}): serving a self-signed certificate, which clients cannot verify",
+                kubevirt_bmc_contract::certificate::SIGNER_URL_ENV
+            );
+            return self_signed();
+        };
+        let signer = Arc::new(Signer {
+            url: url.clone(),
+            ca_pem: ca_pem.clone(),
+            token_file: self.token_dir.join("token"),
+            namespace: self.namespace.clone(),
+            vm: self.vm_name.clone(),
+            cluster_domain: self.cluster_domain.clone(),
+            pod_ip: Some(self.pod_ip),
+        });
+        // The first attempt is bounded: the BMC must come up even while the controller is away.
+        let first = tokio::time::timeout(std::time::Duration::from_secs(5), signer.request()).await;
+        let issued = match first {
+            Ok(Ok(issued)) => match issued.identity.server_config() {
+                Ok(config) => {
+                    tracing::info!(%url, "serving a certificate from the installation's CA");
+                    let tls = RustlsConfig::from_config(config);
+                    tokio::spawn(renew_forever(
+                        signer,
+                        tls.clone(),
+                        Some((issued.not_before, issued.not_after)),
+                    ));
+                    return Ok(tls);
+                }
+                Err(error) => error.to_string(),
+            },
+            Ok(Err(error)) => error.to_string(),
+            Err(_) => format!("{url} did not answer within 5 s"),
+        };
+        tracing::error!(
+            "serving a self-signed certificate for now (clients that verify will refuse it): no certificate from the installation's CA: {issued}; asking again in the background"
+        );
+        let tls = self_signed()?;
+        tokio::spawn(renew_forever(signer, tls.clone(), None));
+        Ok(tls)
+    }
+
     pub async fn run(self) -> Result<(), CliError> {
         let dir = &self.credentials_dir;
         let ipmi_listen = SocketAddr::new(self.pod_ip, self.ipmi_port);
@@ -366,13 +452,7 @@ impl ServeArgs {
                 credentials_dir: Some(dir.clone()),
             },
         ));
-        let names = vec!["localhost".to_owned(), self.pod_ip.to_string()];
-        let identity = Identity::load_or_self_signed(
-            self.tls_cert.as_deref(),
-            self.tls_key.as_deref(),
-            &names,
-        )?;
-        let tls = identity.server_config()?;
+        let tls = self.serving_tls().await?;
         let _ = machine_slot.set(machine.clone());
         tracing::info!(
             vm = %self.vm_name,

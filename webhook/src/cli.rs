@@ -106,6 +106,77 @@ pub struct Args {
     pub election: ElectionArgs,
     #[command(flatten)]
     pub sidecar: SidecarArgs,
+    #[command(flatten)]
+    pub certificates: CertificateArgs,
+}
+
+/// The sidecars' serving certificates, signed by the installation's CA (Secret
+/// `kubevirt-bmc-ca` in `--leader-election-namespace`, the Pod's own namespace).
+#[derive(Debug, Clone, ClapArgs)]
+pub struct CertificateArgs {
+    /// Make the CA Secret when it does not exist; `false` where cert-manager issues it (the
+    /// cert-manager overlay), so the two never race for it.
+    #[arg(
+        long = "bmc-ca-create",
+        env = "KUBEVIRT_BMC_CA_CREATE",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub create_ca: bool,
+    /// Lifetime of a sidecar certificate; the sidecar renews it at two thirds.
+    #[arg(
+        long = "bmc-certificate-hours",
+        env = "KUBEVIRT_BMC_CERTIFICATE_HOURS",
+        default_value_t = 24,
+        value_parser = clap::value_parser!(u64).range(1..=8760)
+    )]
+    pub hours: u64,
+    /// The cluster's DNS domain (the kubelet's `--cluster-domain`): the sidecars' certificates
+    /// name `<vm>-bmc.<ns>.svc.<domain>`. Passed to every sidecar.
+    #[arg(
+        long = "cluster-domain",
+        env = kubevirt_bmc_contract::certificate::CLUSTER_DOMAIN_ENV,
+        default_value = kubevirt_bmc_contract::certificate::DEFAULT_CLUSTER_DOMAIN
+    )]
+    pub cluster_domain: String,
+    /// Where the sidecars send their CSRs: this server's Service. Passed to every sidecar.
+    #[arg(
+        long = "sidecar-certificate-url",
+        env = "KUBEVIRT_BMC_SIDECAR_CERTIFICATE_URL",
+        default_value = "https://kubevirt-bmc-webhook.kubevirt-bmc.svc/bmc-certificate"
+    )]
+    pub url: String,
+    /// The CA of this server's own certificate (the `ca.crt` of its TLS Secret), passed to
+    /// every sidecar so it verifies whom it sends its token to. Read at start.
+    #[arg(
+        long = "sidecar-certificate-url-ca",
+        env = "KUBEVIRT_BMC_SIDECAR_CERTIFICATE_URL_CA",
+        default_value = "/etc/kubevirt-bmc/tls/ca.crt"
+    )]
+    pub url_ca: PathBuf,
+}
+
+impl CertificateArgs {
+    /// What the webhook tells the sidecars; `None` (the sidecars then serve self-signed
+    /// certificates and say so) when this server's CA cannot be read.
+    pub fn endpoint(&self) -> Option<crate::inject::CertificateEndpoint> {
+        match std::fs::read_to_string(&self.url_ca) {
+            Ok(ca) if ca.contains("-----BEGIN CERTIFICATE-----") => {
+                Some(crate::inject::CertificateEndpoint {
+                    url: self.url.clone(),
+                    ca_pem: ca,
+                    cluster_domain: self.cluster_domain.clone(),
+                })
+            }
+            Ok(_) | Err(_) => {
+                tracing::warn!(
+                    ca = %self.url_ca.display(),
+                    "no CA certificate of this server to give the sidecars: they will serve self-signed certificates"
+                );
+                None
+            }
+        }
+    }
 }
 
 /// Leader election among the replicas (client-go's defaults are 15 s / 10 s / 2 s; shorter
@@ -244,10 +315,9 @@ impl Args {
     /// until SIGTERM or Ctrl-C.
     pub async fn run(self) -> Result<(), CliError> {
         let metrics = Arc::new(Metrics::default());
-        let ctx = Arc::new(Context {
-            injection: self.sidecar.injection_config(),
-            metrics: metrics.clone(),
-        });
+        let mut injection = self.sidecar.injection_config();
+        injection.certificate = self.certificates.endpoint();
+        let mut signer = None;
         let config = ServeConfig {
             listen: self.listen,
             files: CertFiles {
@@ -259,6 +329,19 @@ impl Args {
         let mut controller = None;
         if !self.no_controller {
             let client = kube_client(self.kubeconfig.as_deref()).await?;
+            let certs = crate::certs::signer::Signer::new(
+                client.clone(),
+                crate::certs::signer::SignerConfig {
+                    namespace: self.election.namespace.clone(),
+                    create_ca: self.certificates.create_ca,
+                    lifetime: Duration::from_secs(self.certificates.hours * 3600),
+                    cluster_domain: self.certificates.cluster_domain.clone(),
+                },
+            );
+            // Every replica signs (the Service sends a sidecar to either), so every replica
+            // makes sure the CA exists and is published, not only the leader.
+            tokio::spawn(prepare_ca(certs.clone()));
+            signer = Some(certs);
             // Events name the reporting instance: the webhook Pod in a cluster.
             let instance = std::env::var("POD_NAME").unwrap_or_else(|_| "local".to_owned());
             let policy = crate::controller::plan::Policy {
@@ -269,13 +352,18 @@ impl Args {
             let election = self.election.config(&instance)?;
             controller = Some(tokio::spawn(crate::controller::run::run(
                 client,
-                metrics,
+                metrics.clone(),
                 instance,
                 election,
                 policy,
                 self.reconcile_concurrency,
             )));
         }
+        let ctx = Arc::new(Context {
+            injection,
+            metrics: metrics.clone(),
+            signer,
+        });
         let handle = axum_server::Handle::new();
         let shutdown = handle.clone();
         tokio::spawn(async move {
@@ -289,6 +377,22 @@ impl Args {
             let _ = tokio::time::timeout(Duration::from_secs(5), controller).await;
         }
         Ok(())
+    }
+}
+
+/// Until the CA Secret and its ConfigMap are there (cert-manager may issue it later; the API
+/// may be away), try again; signing waits for it meanwhile and answers 503.
+async fn prepare_ca(signer: Arc<crate::certs::signer::Signer>) {
+    let mut delay = Duration::from_secs(1);
+    loop {
+        match signer.prepare().await {
+            Ok(()) => return,
+            Err(error) => {
+                tracing::warn!(%error, "the sidecars' certificate authority is not ready; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(60));
+            }
+        }
     }
 }
 
@@ -326,6 +430,7 @@ impl SidecarArgs {
             memory: self.memory.clone(),
             low_port_sysctl: self.low_port_sysctl,
             egress: EgressPolicy::new(self.egress_allow.clone(), self.egress_deny.clone()),
+            certificate: None,
         }
     }
 }

@@ -25,6 +25,17 @@ pub struct InjectionConfig {
     /// Where the sidecar may send requests on a Redfish user's behalf (event destinations,
     /// media images) beyond its built-in rules; passed to it as environment.
     pub egress: kubevirt_bmc_contract::egress::EgressPolicy,
+    /// Where the sidecar asks for its serving certificate; `None`: it serves a self-signed one.
+    pub certificate: Option<CertificateEndpoint>,
+}
+
+/// The controller's signing endpoint as the sidecar needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateEndpoint {
+    pub url: String,
+    /// PEM bundle the sidecar verifies that URL's server with.
+    pub ca_pem: String,
+    pub cluster_domain: String,
 }
 
 impl InjectionConfig {
@@ -36,6 +47,7 @@ impl InjectionConfig {
             memory: "64Mi".to_owned(),
             low_port_sysctl: true,
             egress: Default::default(),
+            certificate: None,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! virt-launcher Pods, and the controller that prepares opted-in VMs.
 
 pub mod admission;
+pub mod certs;
 pub mod cli;
 pub mod controller;
 pub mod field_manager;

@@ -41,6 +41,7 @@ pub struct Metrics {
     reconciles: Mutex<BTreeMap<&'static str, u64>>,
     reconcile_errors: Mutex<BTreeMap<&'static str, u64>>,
     tls_reloads: Mutex<BTreeMap<&'static str, u64>>,
+    certificates: Mutex<BTreeMap<&'static str, u64>>,
     leader: AtomicU64,
 }
 
@@ -73,6 +74,11 @@ impl Metrics {
 
     pub fn tls_reload(&self, result: &'static str) {
         bump(&self.tls_reloads, result);
+    }
+
+    /// A sidecar certificate request answered, by outcome (signed, refused, ...).
+    pub fn certificate(&self, outcome: &'static str) {
+        bump(&self.certificates, outcome);
     }
 
     pub fn render(&self) -> String {
@@ -123,6 +129,12 @@ impl Metrics {
                 "Failed VM reconciles, by reason.",
                 "reason",
                 &self.reconcile_errors,
+            ),
+            (
+                "kubevirt_bmc_certificate_requests_total",
+                "Sidecar serving certificate requests, by outcome.",
+                "outcome",
+                &self.certificates,
             ),
             (
                 "kubevirt_bmc_tls_reload_total",

@@ -53,6 +53,8 @@ pub const CONTROLLER_RULES: &[Rule] = &[
         &["leases"],
         &["get", "create", "update"],
     ),
+    // Who a sidecar's certificate request comes from (crate::certs).
+    ("authentication.k8s.io", &["tokenreviews"], &["create"]),
 ];
 /// Secret the serving certificate lives in (cert-manager Certificate / self-signed generator).
 pub const TLS_SECRET: &str = "kubevirt-bmc-webhook-tls";

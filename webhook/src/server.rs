@@ -34,7 +34,12 @@ pub enum ServerError {
 pub struct Context {
     pub injection: InjectionConfig,
     pub metrics: Arc<Metrics>,
+    /// Signs the sidecars' serving certificates; `None` without the controller (no API access).
+    pub signer: Option<Arc<crate::certs::signer::Signer>>,
 }
+
+/// A CSR with a few names is about 1 KiB; anything near this is not one.
+const SIGN_BODY_LIMIT: usize = 64 * 1024;
 
 /// An AdmissionReview is at most two objects of etcd's 1.5 MiB limit plus envelope.
 const BODY_LIMIT: usize = 8 * 1024 * 1024;
@@ -44,6 +49,10 @@ pub fn router(ctx: Arc<Context>) -> Router {
         // The API server appends `?timeout=5s`; routing is on the path alone.
         .route(names::MUTATE_PODS_PATH, post(mutate))
         .route(names::VALIDATE_VMS_PATH, post(validate))
+        .route(
+            kubevirt_bmc_contract::certificate::SIGN_PATH,
+            post(sign).layer(DefaultBodyLimit::max(SIGN_BODY_LIMIT)),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
@@ -72,6 +81,59 @@ async fn validate(State(ctx): State<Arc<Context>>, body: Bytes) -> Response {
     ctx.metrics
         .admission(admission::VALIDATE, &outcome, start.elapsed());
     json(&review)
+}
+
+/// A sidecar's CSR, with its ServiceAccount token as bearer. Refusals carry their reason
+/// (which names no token); API failures are logged and answered 503.
+async fn sign(
+    State(ctx): State<Arc<Context>>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(signer) = ctx.signer.as_ref() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this server signs no certificates (--no-controller)",
+        )
+            .into_response();
+    };
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
+    let Some(token) = token else {
+        ctx.metrics.certificate("unauthenticated");
+        return (
+            StatusCode::UNAUTHORIZED,
+            "a ServiceAccount bearer token is required",
+        )
+            .into_response();
+    };
+    match signer.sign(token, &body).await {
+        Ok(signed) => {
+            ctx.metrics.certificate("signed");
+            (
+                [(header::CONTENT_TYPE, "application/json")],
+                serde_json::to_vec(&signed).unwrap_or_default(),
+            )
+                .into_response()
+        }
+        Err(error) => {
+            ctx.metrics.certificate(error.label());
+            tracing::warn!(%error, "certificate request not signed");
+            let code =
+                StatusCode::from_u16(error.status()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            let text = match error {
+                crate::certs::signer::SignerError::Api(_) => {
+                    "the Kubernetes API did not answer; retry".to_owned()
+                }
+                other => other.to_string(),
+            };
+            (code, text).into_response()
+        }
+    }
 }
 
 async fn metrics(State(ctx): State<Arc<Context>>) -> Response {

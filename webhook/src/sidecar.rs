@@ -67,6 +67,21 @@ fn egress_env(policy: &kubevirt_bmc_contract::egress::EgressPolicy) -> Vec<EnvVa
         .collect()
 }
 
+/// Where the sidecar gets its serving certificate, and the CA it checks that server with (a
+/// public certificate, fine in the Pod spec).
+fn certificate_env(endpoint: Option<&crate::inject::CertificateEndpoint>) -> Vec<EnvVar> {
+    use kubevirt_bmc_contract::certificate::{CLUSTER_DOMAIN_ENV, SIGNER_CA_ENV, SIGNER_URL_ENV};
+    endpoint
+        .map(|e| {
+            vec![
+                value_env(SIGNER_URL_ENV, &e.url),
+                value_env(SIGNER_CA_ENV, &e.ca_pem),
+                value_env(CLUSTER_DOMAIN_ENV, &e.cluster_domain),
+            ]
+        })
+        .unwrap_or_default()
+}
+
 fn port(name: &str, number: u16, protocol: &str) -> ContainerPort {
     ContainerPort {
         name: Some(name.to_owned()),
@@ -134,6 +149,7 @@ pub fn container(spec: &SidecarSpec<'_>) -> Container {
             ]
             .into_iter()
             .chain(egress_env(&spec.config.egress))
+            .chain(certificate_env(spec.config.certificate.as_ref()))
             .chain(
                 spec.user_credentials
                     .map(|name| value_env("KUBEVIRT_BMC_USER_CREDENTIALS", name)),

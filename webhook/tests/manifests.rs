@@ -14,7 +14,7 @@ use k8s_openapi::api::admissionregistration::v1::{
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kubevirt_bmc_webhook::names;
 use serde_json::Value;
@@ -62,6 +62,8 @@ struct Install {
     service_accounts: Vec<ServiceAccount>,
     cluster_roles: Vec<ClusterRole>,
     cluster_role_bindings: Vec<ClusterRoleBinding>,
+    roles: Vec<Role>,
+    role_bindings: Vec<RoleBinding>,
     deployments: Vec<Deployment>,
     pdbs: Vec<PodDisruptionBudget>,
     services: Vec<Service>,
@@ -87,6 +89,8 @@ fn install() -> Install {
             "ServiceAccount" => i.service_accounts.push(typed(&file, &doc)),
             "ClusterRole" => i.cluster_roles.push(typed(&file, &doc)),
             "ClusterRoleBinding" => i.cluster_role_bindings.push(typed(&file, &doc)),
+            "Role" => i.roles.push(typed(&file, &doc)),
+            "RoleBinding" => i.role_bindings.push(typed(&file, &doc)),
             "Deployment" => i.deployments.push(typed(&file, &doc)),
             "PodDisruptionBudget" => i.pdbs.push(typed(&file, &doc)),
             "Service" => i.services.push(typed(&file, &doc)),
@@ -423,7 +427,7 @@ fn cert_manager_overlay_issues_the_service_name_and_injects_the_ca() {
     let cert = i
         .cert_manager
         .iter()
-        .find(|d| d["kind"] == "Certificate")
+        .find(|d| d["kind"] == "Certificate" && d["spec"]["secretName"] == names::TLS_SECRET)
         .unwrap();
     assert_eq!(cert["spec"]["secretName"], names::TLS_SECRET);
     let dns = format!("{}.{}.svc", names::WEBHOOK_NAME, names::INSTALL_NAMESPACE);
@@ -456,7 +460,11 @@ fn cert_manager_overlay_issues_the_service_name_and_injects_the_ca() {
             cert["metadata"]["name"].as_str().unwrap()
         )
     );
-    let (_, cabundle) = &i.json_patches[0];
+    let (_, cabundle) = i
+        .json_patches
+        .iter()
+        .find(|(f, _)| f.ends_with("cabundle.yaml"))
+        .unwrap();
     assert_eq!(cabundle[0]["path"], "/webhooks/0/clientConfig/caBundle");
 }
 
@@ -504,4 +512,99 @@ fn the_injected_command_is_where_the_image_puts_the_sidecar() {
         dockerfile.contains(&format!(" {command}\n")),
         "Dockerfile does not install {command}"
     );
+}
+
+/// The sidecars' CA (issue 12): the controller reads exactly one Secret, `kubevirt-bmc-ca` in
+/// its own namespace, by name; every authenticated user may read the published CA certificate
+/// and nothing else; cert-manager's overlay issues that Secret and tells the controller not to
+/// make one; a TokenReview is all the ClusterRole gained.
+#[test]
+fn the_sidecar_ca_is_read_by_name_and_published_to_authenticated_users() {
+    use kubevirt_bmc_contract::certificate::CA_NAME;
+    let i = install();
+    let role = |name: &str| {
+        i.roles
+            .iter()
+            .find(|r| r.metadata.name.as_deref() == Some(name))
+            .unwrap_or_else(|| panic!("no Role {name}"))
+    };
+    let ca = role("kubevirt-bmc-ca");
+    assert_eq!(
+        ca.metadata.namespace.as_deref(),
+        Some(names::INSTALL_NAMESPACE)
+    );
+    for rule in ca.rules.as_ref().unwrap() {
+        let resources = rule.resources.as_ref().unwrap();
+        if resources.iter().any(|r| r == "secrets") {
+            assert_eq!(rule.verbs, ["get"]);
+            assert_eq!(
+                rule.resource_names.as_deref(),
+                Some(&[CA_NAME.to_owned()][..])
+            );
+        }
+        if rule.verbs.iter().any(|v| v != "create") {
+            assert_eq!(
+                rule.resource_names.as_deref(),
+                Some(&[CA_NAME.to_owned()][..]),
+                "{rule:?} not limited by name"
+            );
+        }
+    }
+    let reader = role("kubevirt-bmc-ca-reader");
+    assert_eq!(
+        reader.rules.as_ref().unwrap(),
+        &[PolicyRule {
+            api_groups: Some(vec![String::new()]),
+            resources: Some(vec!["configmaps".into()]),
+            resource_names: Some(vec![CA_NAME.into()]),
+            verbs: vec!["get".into()],
+            ..Default::default()
+        }]
+    );
+    let binding = |name: &str| {
+        i.role_bindings
+            .iter()
+            .find(|b| b.role_ref.name == name)
+            .unwrap_or_else(|| panic!("no RoleBinding of {name}"))
+    };
+    let subject = &binding("kubevirt-bmc-ca-reader").subjects.as_ref().unwrap()[0];
+    assert_eq!(
+        (subject.kind.as_str(), subject.name.as_str()),
+        ("Group", "system:authenticated")
+    );
+    let subject = &binding("kubevirt-bmc-ca").subjects.as_ref().unwrap()[0];
+    assert_eq!(subject.name, names::WEBHOOK_NAME);
+    let issued = i
+        .cert_manager
+        .iter()
+        .find(|d| d["kind"] == "Certificate" && d["spec"]["secretName"] == CA_NAME)
+        .expect("the cert-manager overlay issues the CA");
+    assert_eq!(issued["spec"]["isCA"], true);
+    let (_, no_create) = i
+        .json_patches
+        .iter()
+        .find(|(f, _)| f.ends_with("cert-manager/ca-create.yaml"))
+        .unwrap();
+    assert_eq!(no_create[0]["value"]["name"], "KUBEVIRT_BMC_CA_CREATE");
+    assert_eq!(no_create[0]["value"]["value"], "false");
+    let env = i.deployments[0]
+        .spec
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
+        .env
+        .clone()
+        .unwrap();
+    for name in [
+        "KUBEVIRT_BMC_ALLOW_EXTERNAL_SERVICES",
+        "KUBEVIRT_BMC_SIDECAR_CERTIFICATE_URL",
+        "KUBEVIRT_BMC_SIDECAR_CERTIFICATE_URL_CA",
+    ] {
+        assert!(
+            env.iter().any(|e| e.name == name),
+            "Deployment lacks {name}"
+        );
+    }
 }

@@ -71,6 +71,7 @@ async fn a_bad_certificate_fails_the_start() {
     let ctx = std::sync::Arc::new(kubevirt_bmc_webhook::server::Context {
         injection: kubevirt_bmc_webhook::inject::InjectionConfig::test(),
         metrics: Default::default(),
+        signer: None,
     });
     let config = kubevirt_bmc_webhook::server::ServeConfig {
         listen: "127.0.0.1:0".parse().unwrap(),

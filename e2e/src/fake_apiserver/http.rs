@@ -352,6 +352,20 @@ async fn dispatch(
             json!({}),
         );
     };
+    if route.gvr.group == "authentication.k8s.io" && route.gvr.resource == "tokenreviews" {
+        if method != Method::POST {
+            return status(
+                405,
+                "MethodNotAllowed",
+                "the server does not allow this method on the requested resource",
+                json!({}),
+            );
+        }
+        if let Err(response) = authorize(grant, "create", &route, None) {
+            return response;
+        }
+        return super::tokens::review(shared, body);
+    }
     if route.gvr.group == "subresources.kubevirt.io" {
         let (Some(name), Some(verb)) = (route.name.clone(), route.subresource.clone()) else {
             return status(

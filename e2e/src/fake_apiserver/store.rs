@@ -49,6 +49,8 @@ impl Gvr {
             "serviceaccounts" => "ServiceAccount".into(),
             "datavolumes" => "DataVolume".into(),
             "rolebindings" => "RoleBinding".into(),
+            "configmaps" => "ConfigMap".into(),
+            "tokenreviews" => "TokenReview".into(),
             other => {
                 let mut kind = other.trim_end_matches('s').to_owned();
                 if let Some(first) = kind.get_mut(0..1) {

@@ -9,6 +9,13 @@
 //!   accepts as `system:serviceaccount:<ns>:<name>`, limited like RBAC `resourceNames` to the
 //!   names of the Roles bound to the account at that moment (RBAC evaluates per request; the
 //!   BMC's Role is written before its token Secret, so the two agree).
+//! * The TokenReview API (`authentication.k8s.io/v1`, kubernetes
+//!   `pkg/registry/authentication/tokenreview/storage.go` `Create`): the token of the body is
+//!   authenticated as a request's bearer would be; the answer is the review with
+//!   `status.authenticated` and, when known, `status.user` (username and the groups
+//!   kube-apiserver gives a ServiceAccount: `system:serviceaccounts`,
+//!   `system:serviceaccounts:<ns>`, `system:authenticated`), 201 Created. An unknown token is
+//!   `authenticated: false` with `status.error`, not an HTTP error.
 //! * The garbage collector (pkg/controller/garbagecollector, background propagation) for the
 //!   one dependency the BMC creates: Secrets owned by a ServiceAccount go when it goes. The
 //!   token controller's `deleteTokens` on account deletion has the same effect for tokens.
@@ -121,4 +128,37 @@ pub(super) fn collect_dependents(store: &mut Store, namespace: &str, deleted: &V
             store.delete(&Key::new(secrets(), namespace, name));
         }
     }
+}
+
+/// POST tokenreviews: who the token in the body is.
+pub(super) fn review(shared: &Shared, body: &[u8]) -> http::Response<axum::body::Body> {
+    let Ok(mut review) = serde_json::from_slice::<Value>(body) else {
+        return super::http::status(
+            400,
+            "BadRequest",
+            "the body is not a TokenReview",
+            json!({}),
+        );
+    };
+    let token = review["spec"]["token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let grant = lock(&shared.tokens).get(&token).cloned();
+    review["status"] = match grant {
+        Some(grant) => {
+            let mut groups = vec![json!("system:authenticated")];
+            if let Some(rest) = grant.user.strip_prefix("system:serviceaccount:")
+                && let Some((namespace, _)) = rest.split_once(':')
+            {
+                groups.insert(0, json!("system:serviceaccounts"));
+                groups.insert(1, json!(format!("system:serviceaccounts:{namespace}")));
+            }
+            json!({"authenticated": true, "user": {"username": grant.user, "groups": groups}})
+        }
+        None => json!({"authenticated": false, "error": "invalid bearer token"}),
+    };
+    review["apiVersion"] = json!("authentication.k8s.io/v1");
+    review["kind"] = json!("TokenReview");
+    super::http::json_response(201, &review)
 }

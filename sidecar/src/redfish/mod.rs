@@ -440,7 +440,7 @@ pub async fn start(
     machine: Arc<dyn Machine>,
     serial_console: SerialConsole,
     credentials: Credentials,
-    tls: Arc<rustls::ServerConfig>,
+    tls: axum_server::tls_rustls::RustlsConfig,
     listen: SocketAddr,
     options: Options,
 ) -> Result<RedfishServer, RedfishError> {
@@ -484,7 +484,7 @@ pub async fn start(
         ))
         .abort_handle()
     });
-    let config = axum_server::tls_rustls::RustlsConfig::from_config(tls);
+    let config = tls;
     let handle = axum_server::Handle::new();
     let guard = connections::Guard::new(options.max_connections, options.idle_timeout);
     let mut server = axum_server::from_tcp_rustls(listener, config)

@@ -11,10 +11,13 @@
 //! * [`annotations`]: every `bmc.kubevirt.io/*` annotation key, and the typed value of each
 //!   with its parser; parse errors name the annotation, the value and what is allowed.
 //! * [`boot`]: the boot override as a client set it, stored on the VM as text.
+//! * [`certificate`]: the sidecar's serving certificate: its names, where it asks for it, the
+//!   request and answer, the CA's Secret and ConfigMap.
 //! * [`egress`]: where the BMC may send requests on a user's behalf (event destinations,
 //!   media images), the ranges the controller passes to the sidecar, URLs fit for logs.
 
 pub mod annotations;
 pub mod boot;
+pub mod certificate;
 pub mod egress;
 pub mod names;

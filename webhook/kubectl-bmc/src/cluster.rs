@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::ApiResource;
@@ -14,6 +14,14 @@ use serde_json::{Value, json};
 pub enum ClusterError {
     #[error("cannot use the kubeconfig: {0}")]
     Kubeconfig(String),
+    #[error(
+        "ConfigMap {namespace}/{name} has no {key:?}: the controller publishes the CA once it runs (is kubevirt-bmc installed in {namespace}?)"
+    )]
+    NoCa {
+        namespace: String,
+        name: &'static str,
+        key: &'static str,
+    },
     #[error(
         "VM {namespace}/{name} not found (`kubectl get vm -n {namespace}` lists the VMs there)"
     )]
@@ -192,6 +200,31 @@ impl Cluster {
     }
 
     /// The BMC user and password of `vm`, from the Secret the controller keeps for it.
+    /// The CA certificate the BMCs' certificates chain to, as the controller publishes it
+    /// (readable by every authenticated user).
+    pub async fn ca(&self, namespace: &str) -> Result<String, ClusterError> {
+        use kubevirt_bmc_contract::certificate::{CA_CONFIGMAP_KEY, CA_NAME};
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), namespace);
+        let missing = || ClusterError::NoCa {
+            namespace: namespace.to_owned(),
+            name: CA_NAME,
+            key: CA_CONFIGMAP_KEY,
+        };
+        let map = match api.get(CA_NAME).await {
+            Ok(map) => map,
+            Err(e) if code(&e) == Some(404) => return Err(missing()),
+            Err(e) => {
+                return Err(refused(
+                    format!("reading ConfigMap {namespace}/{CA_NAME}"),
+                    e,
+                ));
+            }
+        };
+        map.data
+            .and_then(|mut d| d.remove(CA_CONFIGMAP_KEY))
+            .ok_or_else(missing)
+    }
+
     pub async fn credentials(
         &self,
         namespace: &str,

@@ -52,6 +52,17 @@ enum Command {
     /// The BMC user and password of a VM, from Secret <vm>-bmc-credentials (only if the API
     /// server lets you read it).
     Credentials { vm: String },
+    /// The CA certificate (PEM) the BMCs' Redfish certificates are signed by, for
+    /// `curl --cacert` or Ironic's `redfish_verify_ca`.
+    Ca {
+        /// The namespace kubevirt-bmc is installed in.
+        #[arg(
+            long,
+            env = "KUBECTL_BMC_INSTALL_NAMESPACE",
+            default_value = "kubevirt-bmc"
+        )]
+        install_namespace: String,
+    },
     /// Host definitions, ready to apply, for the BMCs of the given VMs.
     #[command(after_help = format!(
         "Which MAC: {NIC_CHOICE}. The MAC must be pinned in the VM: KubeVirt otherwise gives the NIC a new one at every start.\n\
@@ -166,6 +177,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!(
                 "virtualmachine.kubevirt.io/{vm} BMC disabled (the controller restores the VM and deletes its BMC objects; restart the VM to drop the sidecar)"
             );
+        }
+        Command::Ca { install_namespace } => {
+            print!("{}", cluster.ca(&install_namespace).await?);
         }
         Command::Credentials { vm } => {
             let object = cluster.get_vm(&namespace, &vm).await?;

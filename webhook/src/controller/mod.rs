@@ -2,8 +2,8 @@
 //! VM preparation. Decisions in `plan` (pure); kube calls in `apply`; wiring in `run`.
 
 pub mod apply;
-pub mod cdi;
 pub mod cache;
+pub mod cdi;
 pub mod children;
 pub mod lease;
 pub mod media;

@@ -107,6 +107,7 @@ pub async fn start(cert: &Path, key: &Path, reload: Duration) -> Running {
     let ctx = Arc::new(Context {
         injection: InjectionConfig::test(),
         metrics: metrics.clone(),
+        signer: None,
     });
     let handle = axum_server::Handle::new();
     let config = ServeConfig {
