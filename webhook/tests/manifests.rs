@@ -438,14 +438,27 @@ fn cert_manager_overlay_issues_the_service_name_and_injects_the_ca() {
             .iter()
             .any(|n| n == dns.as_str())
     );
-    let issuer = i
+    // Issued by the CA Issuer whose Secret is the sidecars' CA, itself self-signed: the CA
+    // that sidecars get to check the controller (the webhook Secret's ca.crt) is that
+    // long-lived CA, not a serving certificate cert-manager replaces.
+    let issuer = |name: &Value| {
+        i.cert_manager
+            .iter()
+            .find(|d| d["kind"] == "Issuer" && &d["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no Issuer {name}"))
+    };
+    let ca_issuer = issuer(&cert["spec"]["issuerRef"]["name"]);
+    assert_eq!(ca_issuer["spec"]["ca"]["secretName"], "kubevirt-bmc-ca");
+    let ca = i
         .cert_manager
         .iter()
-        .find(|d| d["kind"] == "Issuer")
+        .find(|d| d["kind"] == "Certificate" && d["spec"]["secretName"] == "kubevirt-bmc-ca")
         .unwrap();
-    assert_eq!(
-        cert["spec"]["issuerRef"]["name"],
-        issuer["metadata"]["name"]
+    assert_eq!(ca["spec"]["isCA"], true);
+    assert!(
+        issuer(&ca["spec"]["issuerRef"]["name"])["spec"]
+            .get("selfSigned")
+            .is_some()
     );
     let (_, patch) = i
         .mutating
