@@ -1,11 +1,13 @@
 //! Helpers every test crate uses, written once: free loopback ports, a Redfish session
-//! login with the real curl, the workspace's built binaries, the captured fixtures, and a
-//! child process that dies with the test.
+//! login with the real curl, the workspace's built binaries, the captured fixtures, a child
+//! process that dies with the test, and the webhook started against the fake cluster.
 
-use std::net::{TcpListener, UdpSocket};
-use std::path::PathBuf;
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
+
+use crate::fake_apiserver::admission::MutatingWebhook;
 
 /// A process killed (and reaped) when the test lets go of it, passing or failing.
 pub struct Kill(pub Child);
@@ -104,4 +106,52 @@ pub async fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> 
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The webhook's serving certificate, self-signed, written into `dir` as `tls.crt`, `tls.key`
+/// and `ca.crt` (being its own CA): for its Service name, which the API server checks, and
+/// `extra` names. Its PEM, for the fake API server's caBundle.
+pub fn webhook_tls(dir: &Path, extra: &[&str]) -> String {
+    let mut names = vec!["kubevirt-bmc-webhook.kubevirt-bmc.svc".to_owned()];
+    names.extend(extra.iter().map(|n| n.to_string()));
+    let cert = rcgen::generate_simple_self_signed(names).expect("a self-signed certificate");
+    let pem = cert.cert.pem();
+    std::fs::write(dir.join("tls.crt"), &pem).expect("write tls.crt");
+    std::fs::write(dir.join("tls.key"), cert.signing_key.serialize_pem()).expect("write tls.key");
+    std::fs::write(dir.join("ca.crt"), &pem).expect("write ca.crt");
+    pem
+}
+
+/// The installed MutatingWebhookConfiguration (`manifests/base/webhooks.yaml`), calling the
+/// webhook on loopback `port` and trusting `ca_pem` (what cert-manager's injector would add).
+pub fn installed_webhook(port: u16, ca_pem: &str) -> MutatingWebhook {
+    let manifest = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../manifests/base/webhooks.yaml"),
+    )
+    .expect("manifests/base/webhooks.yaml");
+    MutatingWebhook::from_manifest(
+        &manifest,
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        ca_pem.as_bytes(),
+    )
+    .expect("the manifest's mutating webhook")
+}
+
+/// `kubevirt-bmc-webhook` (at `binary`) as every run against the fake cluster starts it: on
+/// loopback `port` with the certificate `webhook_tls` wrote into `dir`, the kubeconfig, an
+/// example sidecar image, and its controller on. Callers add what their run needs.
+pub fn webhook_command(binary: &Path, dir: &Path, port: u16, kubeconfig: &Path) -> Command {
+    let mut command = Command::new(binary);
+    command
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--tls-cert")
+        .arg(dir.join("tls.crt"))
+        .arg("--tls-key")
+        .arg(dir.join("tls.key"))
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["--sidecar-image", "registry.example.org/kubevirt-bmc:e2e"])
+        .env_remove("KUBEVIRT_BMC_WEBHOOK_NO_CONTROLLER");
+    command
 }

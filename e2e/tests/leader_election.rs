@@ -9,14 +9,16 @@
 //! resourceVersion precondition; see `fake_apiserver::write::update`).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kubevirt_bmc_e2e::fake_apiserver::admission::MutatingWebhook;
 use kubevirt_bmc_e2e::fake_apiserver::{FakeApiServer, Gvr, RequestRecord};
-use kubevirt_bmc_e2e::testkit::{Kill, fixture, free_tcp_port, wait_for, workspace_binary};
+use kubevirt_bmc_e2e::testkit::{
+    Kill, fixture, free_tcp_port, installed_webhook, wait_for, webhook_command, webhook_tls,
+    workspace_binary,
+};
 use serde_json::{Value, json};
 
 const NS: &str = "vms";
@@ -63,40 +65,25 @@ fn start_replica(
     let kubeconfig = dir.join(format!("kubeconfig-{name}"));
     std::fs::write(&kubeconfig, fake.kubeconfig(token, "kubevirt-bmc")).unwrap();
     let port = free_tcp_port();
-    let manifest = std::fs::read_to_string(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../manifests/base/webhooks.yaml"),
+    let hook = installed_webhook(port, cert_pem);
+    let child = webhook_command(
+        &workspace_binary("kubevirt-bmc-webhook"),
+        dir,
+        port,
+        &kubeconfig,
     )
+    // Short, so the test's wait is short; the order retry < renew < lease is what keeps
+    // one writer, whatever the durations.
+    .args(["--leader-election-lease-seconds", "4"])
+    .args(["--leader-election-renew-deadline-seconds", "3"])
+    .args(["--leader-election-retry-seconds", "0.5"])
+    .env("POD_NAME", name)
+    .env("POD_NAMESPACE", "kubevirt-bmc")
+    .env_remove("KUBEVIRT_BMC_LEADER_ELECT")
+    .stdout(Stdio::null())
+    .stderr(Stdio::inherit())
+    .spawn()
     .unwrap();
-    let hook = MutatingWebhook::from_manifest(
-        &manifest,
-        format!("127.0.0.1:{port}").parse().unwrap(),
-        cert_pem.as_bytes(),
-    )
-    .unwrap();
-    let child = Command::new(workspace_binary("kubevirt-bmc-webhook"))
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--tls-cert")
-        .arg(dir.join("tls.crt"))
-        .arg("--tls-key")
-        .arg(dir.join("tls.key"))
-        .arg("--kubeconfig")
-        .arg(&kubeconfig)
-        .arg("--sidecar-image")
-        .arg("registry.example.org/kubevirt-bmc:e2e")
-        // Short, so the test's wait is short; the order retry < renew < lease is what keeps
-        // one writer, whatever the durations.
-        .args(["--leader-election-lease-seconds", "4"])
-        .args(["--leader-election-renew-deadline-seconds", "3"])
-        .args(["--leader-election-retry-seconds", "0.5"])
-        .env("POD_NAME", name)
-        .env("POD_NAMESPACE", "kubevirt-bmc")
-        .env_remove("KUBEVIRT_BMC_WEBHOOK_NO_CONTROLLER")
-        .env_remove("KUBEVIRT_BMC_LEADER_ELECT")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
     Replica {
         process: Kill(child),
         hook,
@@ -145,13 +132,7 @@ async fn the_leader_killed_mid_reconcile_is_replaced_and_nothing_is_written_twic
     fake.set_slow(Duration::from_millis(150));
 
     let dir = tempfile::tempdir().unwrap();
-    let cert = rcgen::generate_simple_self_signed(vec![
-        "kubevirt-bmc-webhook.kubevirt-bmc.svc".to_owned(),
-    ])
-    .unwrap();
-    std::fs::write(dir.path().join("tls.crt"), cert.cert.pem()).unwrap();
-    std::fs::write(dir.path().join("tls.key"), cert.signing_key.serialize_pem()).unwrap();
-    let cert_pem = cert.cert.pem();
+    let cert_pem = webhook_tls(dir.path(), &[]);
 
     let a = start_replica(&fake, dir.path(), "replica-a", "token-a", &cert_pem);
     wait_for(

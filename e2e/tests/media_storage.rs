@@ -5,12 +5,14 @@
 //! from the image, in the installation's StorageClass, with CDI's immediate binding.
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use kubevirt_bmc_e2e::fake_apiserver::cdi;
 use kubevirt_bmc_e2e::fake_apiserver::{FakeApiServer, Gvr};
-use kubevirt_bmc_e2e::testkit::{Kill, fixture, free_tcp_port, wait_for, workspace_binary};
+use kubevirt_bmc_e2e::testkit::{
+    Kill, fixture, free_tcp_port, wait_for, webhook_command, webhook_tls, workspace_binary,
+};
 use serde_json::json;
 
 const NS: &str = "vms";
@@ -47,34 +49,24 @@ async fn without_cdi_nothing_spins_and_cdi_installed_later_imports_a_sized_mediu
     fake.put(Gvr::vm(), NS, VM, vm);
 
     let dir = tempfile::tempdir().unwrap();
-    let cert = rcgen::generate_simple_self_signed(vec![
-        "kubevirt-bmc-webhook.kubevirt-bmc.svc".to_owned(),
-    ])
-    .unwrap();
-    std::fs::write(dir.path().join("tls.crt"), cert.cert.pem()).unwrap();
-    std::fs::write(dir.path().join("tls.key"), cert.signing_key.serialize_pem()).unwrap();
+    webhook_tls(dir.path(), &[]);
     let kubeconfig = dir.path().join("kubeconfig");
     std::fs::write(&kubeconfig, fake.kubeconfig("token", "kubevirt-bmc")).unwrap();
     let _controller = Kill(
-        Command::new(workspace_binary("kubevirt-bmc-webhook"))
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{}", free_tcp_port()))
-            .arg("--tls-cert")
-            .arg(dir.path().join("tls.crt"))
-            .arg("--tls-key")
-            .arg(dir.path().join("tls.key"))
-            .arg("--kubeconfig")
-            .arg(&kubeconfig)
-            .args(["--sidecar-image", "registry.example.org/kubevirt-bmc:e2e"])
-            .args(["--leader-elect", "false"])
-            .args(["--media-storage-class", "local-wffc"])
-            .args(["--cdi-recheck-seconds", "1"])
-            .env_remove("KUBEVIRT_BMC_WEBHOOK_NO_CONTROLLER")
-            .current_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")))
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap(),
+        webhook_command(
+            &workspace_binary("kubevirt-bmc-webhook"),
+            dir.path(),
+            free_tcp_port(),
+            &kubeconfig,
+        )
+        .args(["--leader-elect", "false"])
+        .args(["--media-storage-class", "local-wffc"])
+        .args(["--cdi-recheck-seconds", "1"])
+        .current_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap(),
     );
 
     wait_for(

@@ -13,17 +13,17 @@
 //! Before this change the sidecar served a fresh self-signed certificate at every start: no CA
 //! existed to verify it with, and nothing answered at `/bmc-certificate`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
-use kubevirt_bmc_e2e::fake_apiserver::admission::MutatingWebhook;
 use kubevirt_bmc_e2e::fake_apiserver::{FakeApiServer, Gvr};
 use kubevirt_bmc_e2e::kubelet::{Kubelet, SidecarConfig};
 use kubevirt_bmc_e2e::testkit::{
-    Kill, fixture, free_tcp_port, free_udp_port, wait_for, workspace_binary,
+    Kill, fixture, free_tcp_port, free_udp_port, installed_webhook, wait_for, webhook_command,
+    webhook_tls, workspace_binary,
 };
 use serde_json::{Value, json};
 
@@ -157,50 +157,27 @@ async fn a_sidecar_serves_a_certificate_clients_verify_with_the_published_ca() {
     std::fs::write(&kubeconfig, fake.kubeconfig(ADMIN_TOKEN, "kubevirt-bmc")).unwrap();
     // The webhook's own serving certificate: its Service name for the API server, loopback
     // for the sidecar (which reaches it here instead of through the Service).
-    let cert = rcgen::generate_simple_self_signed(vec![
-        "kubevirt-bmc-webhook.kubevirt-bmc.svc".to_owned(),
-        "127.0.0.1".to_owned(),
-    ])
-    .unwrap();
+    let cert_pem = webhook_tls(dir.path(), &["127.0.0.1"]);
     let webhook_port = free_tcp_port();
-    let manifest = std::fs::read_to_string(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../manifests/base/webhooks.yaml"),
-    )
-    .unwrap();
-    fake.set_mutating_webhook(
-        MutatingWebhook::from_manifest(
-            &manifest,
-            format!("127.0.0.1:{webhook_port}").parse().unwrap(),
-            cert.cert.pem().as_bytes(),
-        )
-        .unwrap(),
-    );
+    fake.set_mutating_webhook(installed_webhook(webhook_port, &cert_pem));
     fake.run_launcher_pods(fixture("pod-a-vm1-optin.json"));
     let webhook_ca = dir.path().join("ca.crt");
-    std::fs::write(dir.path().join("tls.crt"), cert.cert.pem()).unwrap();
-    std::fs::write(dir.path().join("tls.key"), cert.signing_key.serialize_pem()).unwrap();
-    std::fs::write(&webhook_ca, cert.cert.pem()).unwrap();
-    let child = Command::new(workspace_binary("kubevirt-bmc-webhook"))
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{webhook_port}"))
-        .arg("--tls-cert")
-        .arg(dir.path().join("tls.crt"))
-        .arg("--tls-key")
-        .arg(dir.path().join("tls.key"))
-        .arg("--kubeconfig")
-        .arg(&kubeconfig)
-        .args(["--sidecar-image", "registry.example.org/kubevirt-bmc:e2e"])
-        .args(["--leader-elect", "false"])
-        .arg("--sidecar-certificate-url")
-        .arg(format!("https://127.0.0.1:{webhook_port}/bmc-certificate"))
-        .arg("--sidecar-certificate-url-ca")
-        .arg(&webhook_ca)
-        .env_remove("KUBEVIRT_BMC_WEBHOOK_NO_CONTROLLER")
-        .env_remove("POD_NAMESPACE")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
+    let child = webhook_command(
+        &workspace_binary("kubevirt-bmc-webhook"),
+        dir.path(),
+        webhook_port,
+        &kubeconfig,
+    )
+    .args(["--leader-elect", "false"])
+    .arg("--sidecar-certificate-url")
+    .arg(format!("https://127.0.0.1:{webhook_port}/bmc-certificate"))
+    .arg("--sidecar-certificate-url-ca")
+    .arg(&webhook_ca)
+    .env_remove("POD_NAMESPACE")
+    .stdout(Stdio::null())
+    .stderr(Stdio::inherit())
+    .spawn()
+    .unwrap();
     let _webhook = Kill(child);
 
     // The controller made the CA and published its certificate for every authenticated user.
@@ -270,7 +247,7 @@ async fn a_sidecar_serves_a_certificate_clients_verify_with_the_published_ca() {
     );
     assert_eq!(
         env("KUBEVIRT_BMC_CERTIFICATE_URL_CA"),
-        Some(json!(cert.cert.pem()))
+        Some(json!(cert_pem))
     );
     fake.modify(pods.clone(), NS, &pod_name, |p| {
         p["status"]["podIP"] = json!("127.0.0.1");

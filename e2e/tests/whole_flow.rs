@@ -45,13 +45,11 @@
 //! builds every binary before the tests run. A missing binary fails the test loudly. sushy
 //! comes from the test venv (`KUBEVIRT_BMC_VENV`, else `target/venv`).
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use kubevirt_bmc_e2e::fake_apiserver::admission::MutatingWebhook;
 use kubevirt_bmc_e2e::fake_apiserver::cdi;
 use kubevirt_bmc_e2e::fake_apiserver::kubevirt::vmi_paused;
 use kubevirt_bmc_e2e::fake_apiserver::store::EventType;
@@ -61,7 +59,8 @@ use kubevirt_bmc_e2e::kubelet::{Kubelet, SidecarConfig};
 use kubevirt_bmc_e2e::launcher::{self, PodRuntime};
 use kubevirt_bmc_e2e::sushy::Sushy;
 use kubevirt_bmc_e2e::testkit::{
-    Kill, fixture, free_tcp_port, free_udp_port, wait_for, workspace_binary,
+    Kill, fixture, free_tcp_port, free_udp_port, installed_webhook, wait_for, webhook_command,
+    webhook_tls, workspace_binary,
 };
 use serde_json::{Value, json};
 
@@ -158,43 +157,18 @@ async fn whole_flow_annotate_inject_serve_ipmi_sushy_media_faults_and_opt_out() 
     let kubeconfig = dir.path().join("kubeconfig");
     std::fs::write(&kubeconfig, fake.kubeconfig(ADMIN_TOKEN, "kubevirt-bmc")).unwrap();
     // The name kube-apiserver checks: the webhook Service's DNS name from the manifest.
-    let cert = rcgen::generate_simple_self_signed(vec![
-        "kubevirt-bmc-webhook.kubevirt-bmc.svc".to_owned(),
-    ])
-    .unwrap();
+    let cert_pem = webhook_tls(dir.path(), &[]);
     let webhook_port = free_tcp_port();
-    let manifest = std::fs::read_to_string(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../manifests/base/webhooks.yaml"),
-    )
-    .unwrap();
-    let hook = MutatingWebhook::from_manifest(
-        &manifest,
-        format!("127.0.0.1:{webhook_port}").parse().unwrap(),
-        cert.cert.pem().as_bytes(),
-    )
-    .unwrap();
+    let hook = installed_webhook(webhook_port, &cert_pem);
     assert_eq!(hook.path, "/mutate-pods");
     assert_eq!(hook.timeout, Duration::from_secs(5));
     assert_eq!(hook.match_labels["kubevirt.io"], "virt-launcher");
     fake.set_mutating_webhook(hook);
     fake.run_launcher_pods(fixture("pod-a-vm1-optin.json"));
-    std::fs::write(dir.path().join("tls.crt"), cert.cert.pem()).unwrap();
-    std::fs::write(dir.path().join("tls.key"), cert.signing_key.serialize_pem()).unwrap();
-    let child = Command::new(webhook)
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{webhook_port}"))
-        .arg("--tls-cert")
-        .arg(dir.path().join("tls.crt"))
-        .arg("--tls-key")
-        .arg(dir.path().join("tls.key"))
-        .arg("--kubeconfig")
-        .arg(&kubeconfig)
-        .arg("--sidecar-image")
-        .arg("registry.example.org/kubevirt-bmc:e2e")
+    let child = webhook_command(&webhook, dir.path(), webhook_port, &kubeconfig)
         // The image server and every fake listen on loopback, which the BMC refuses by
         // default; the installation's allow list reaches the sidecar through its env.
         .args(["--egress-allow", "127.0.0.0/8"])
-        .env_remove("KUBEVIRT_BMC_WEBHOOK_NO_CONTROLLER")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()

@@ -9,7 +9,7 @@
 //! runs. A measurement, not a test: it prints a table and exits 0 unless the run broke.
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -18,8 +18,8 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use kubevirt_bmc_e2e::bench::procs::{self, Proc, mib};
 use kubevirt_bmc_e2e::bench::stats::Latencies;
-use kubevirt_bmc_e2e::fake_apiserver::admission::MutatingWebhook;
 use kubevirt_bmc_e2e::fake_apiserver::{FakeApiServer, Gvr, RequestRecord};
+use kubevirt_bmc_e2e::testkit;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
@@ -194,35 +194,14 @@ async fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let kubeconfig = dir.path().join("kubeconfig");
     std::fs::write(&kubeconfig, fake.kubeconfig(TOKEN, "kubevirt-bmc"))?;
-    let cert =
-        rcgen::generate_simple_self_signed(vec!["kubevirt-bmc-webhook.kubevirt-bmc.svc".into()])?;
-    std::fs::write(dir.path().join("tls.crt"), cert.cert.pem())?;
-    std::fs::write(dir.path().join("tls.key"), cert.signing_key.serialize_pem())?;
+    let cert_pem = testkit::webhook_tls(dir.path(), &[]);
     let port = procs::free_tcp_port()?;
-    let manifest = std::fs::read_to_string(
-        kubevirt_bmc_e2e::bench::repo_root().join("manifests/base/webhooks.yaml"),
-    )?;
-    let hook = MutatingWebhook::from_manifest(
-        &manifest,
-        format!("127.0.0.1:{port}").parse()?,
-        cert.cert.pem().as_bytes(),
-    )?;
+    let hook = testkit::installed_webhook(port, &cert_pem);
     let binary = procs::built_binary(&kubevirt_bmc_e2e::bench::bin_dir(), "kubevirt-bmc-webhook")?;
-    let mut command = Command::new(binary);
+    let mut command = testkit::webhook_command(&binary, dir.path(), port, &kubeconfig);
     command
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--tls-cert")
-        .arg(dir.path().join("tls.crt"))
-        .arg("--tls-key")
-        .arg(dir.path().join("tls.key"))
-        .arg("--kubeconfig")
-        .arg(&kubeconfig)
-        .arg("--sidecar-image")
-        .arg("registry.example.org/kubevirt-bmc:scale")
         .env("POD_NAME", "scale")
         .env("RUST_LOG", "warn")
-        .env_remove("KUBEVIRT_BMC_WEBHOOK_NO_CONTROLLER")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
     fake.clear_requests();
