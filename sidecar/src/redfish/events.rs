@@ -516,21 +516,24 @@ async fn post(client: &HttpClient, destination: &str, body: Bytes) -> Result<(),
     let response = tokio::time::timeout(DELIVERY_TIMEOUT, client.request(request))
         .await
         .map_err(|_| "timed out".to_owned())?
-        .map_err(|e| {
-            // hyper's Display is "client error (Connect)"; the resolver's refusal is the source.
-            let mut text = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(cause) = source {
-                text = format!("{text}: {cause}");
-                source = cause.source();
-            }
-            text
-        })?;
+        .map_err(|e| with_causes(&e))?;
     if response.status().is_success() {
         Ok(())
     } else {
         Err(format!("receiver answered {}", response.status()))
     }
+}
+
+/// An error and its causes on one line: hyper's Display alone is "client error (Connect)",
+/// and the resolver's refusal (the egress guard's reason) is a source.
+pub(super) fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text = format!("{text}: {cause}");
+        source = cause.source();
+    }
+    text
 }
 
 #[cfg(test)]

@@ -100,13 +100,11 @@ pub async fn probe(policy: &Arc<EgressPolicy>, image: &str) -> Result<u64, Strin
                 )
             })?
             .map_err(|e| {
-                let mut text = format!("cannot reach {}: {e}", redact(&url));
-                let mut source = std::error::Error::source(&e);
-                while let Some(cause) = source {
-                    text = format!("{text}: {cause}");
-                    source = cause.source();
-                }
-                text
+                format!(
+                    "cannot reach {}: {}",
+                    redact(&url),
+                    super::events::with_causes(&e)
+                )
             })?;
         let header = |name: http::header::HeaderName| {
             response
