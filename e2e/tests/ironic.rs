@@ -9,7 +9,9 @@
 //! * `redfish` with Basic and with session authentication: the same power and boot flows,
 //!   boot mode and secure boot, out-of-band inspection (`inspect_interface = redfish`),
 //!   virtual media through `/v1/nodes/N/vmedia`, indicators, BIOS settings, firmware
-//!   components, event subscriptions through the vendor passthru, sensor data.
+//!   components, event subscriptions through the vendor passthru, sensor data, and a live-ISO
+//!   deploy (`instance_info/boot_iso`, ramdisk deploy) through the redfish-virtual-media boot
+//!   interface and its undeploy.
 //!
 //! Every check is recorded and the test goes on after a failed one, so the summary at the
 //! end (checks per hardware type, pass/fail) shows everything at once; the test then fails
@@ -555,6 +557,48 @@ fn delete(api: &Api, id: &str) -> Check {
         .map(drop)
 }
 
+/// Metal3's live-ISO provisioning as Ironic runs it: `instance_info/boot_iso` with the
+/// `ramdisk` deploy interface. The redfish-virtual-media boot interface
+/// (ironic/drivers/modules/redfish/boot.py, `prepare_instance` -> `_eject_vmedia` of every
+/// CD slot, then `_insert_vmedia` with WriteProtected, then a persistent CD boot device) and
+/// the teardown (`clean_up_instance` ejects) are what this checks on the machine itself.
+fn deploy_iso(api: &Api, bmc: &Bmc, images: &ImageServer, id: &str) -> Check {
+    api.provision(id, "provide", "available")?;
+    api.expect(
+        "PATCH",
+        &format!("/v1/nodes/{id}"),
+        Some(json!([{
+            "op": "add",
+            "path": "/instance_info/boot_iso",
+            "value": images.url("installer.iso"),
+        }])),
+        200,
+    )?;
+    api.provision(id, "active", "active")?;
+    let state = bmc.state();
+    let media = &state["media"];
+    want("medium inserted", &media["inserted"], &json!(true))?;
+    want("write protected", &media["write_protected"], &json!(true))?;
+    if !media["image"].as_str().is_some_and(|i| i.ends_with(".iso")) {
+        return Err(format!("no ISO on the machine after deploy: {media}"));
+    }
+    want("boot target", &machine_boot(bmc)["target"], &json!("Cd"))?;
+    want("machine power", &state["power"], &json!("On"))?;
+    // Automated cleaning is off, so teardown ends in `available`.
+    api.provision(id, "deleted", "available")?;
+    let state = bmc.state();
+    want(
+        "medium after undeploy",
+        &state["media"]["image"],
+        &Value::Null,
+    )?;
+    want(
+        "machine power after undeploy",
+        &state["power"],
+        &json!("Off"),
+    )
+}
+
 /// `full`: every flow; otherwise the ones where the authentication matters (the first
 /// calls of a client, a long-running task, a write, a read of many resources), so the
 /// second authentication type does not repeat what the first already showed.
@@ -834,6 +878,14 @@ fn redfish_flows(
             Ok(())
         },
     );
+
+    if full {
+        summary.check(
+            kind,
+            "deploy and undeploy an ISO (ramdisk deploy, redfish-virtual-media boot)",
+            || deploy_iso(api, &bmc, images, id),
+        );
+    }
 
     if full {
         summary.check(
