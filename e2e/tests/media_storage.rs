@@ -128,4 +128,30 @@ async fn without_cdi_nothing_spins_and_cdi_installed_later_imports_a_sized_mediu
             .any(|r| r.path.ends_with("/datavolumes") && r.query.contains("watch"))
     })
     .await;
+    // From now on the import's progress reaches the VM from the watch's cache: a change of
+    // the DataVolume triggers a reconcile that reads it without a GET. (No simulated CDI
+    // importer runs in this test: only the test writes the DataVolume's status.)
+    let dv_gets = |fake: &FakeApiServer| {
+        fake.requests()
+            .iter()
+            .filter(|r| r.method == "GET" && r.path.ends_with("/datavolumes/vm1-bmc-media"))
+            .count()
+    };
+    let gets = dv_gets(&fake);
+    // CDI reports progress (as its importer does, `status.progress`): the VM shows it, and
+    // the reconcile that put it there made no GET.
+    let mut dv = fake.get(cdi::gvr(), NS, "vm1-bmc-media").unwrap();
+    dv["status"] = json!({"phase": "ImportInProgress", "progress": "42.00%"});
+    fake.put(cdi::gvr(), NS, "vm1-bmc-media", dv);
+    wait_for(
+        "the VM to show the progress",
+        Duration::from_secs(60),
+        || media_status(&fake).is_some_and(|s| s.contains("42.00%")),
+    )
+    .await;
+    assert_eq!(
+        dv_gets(&fake),
+        gets,
+        "a reconcile read the watched DataVolume with a GET"
+    );
 }

@@ -16,7 +16,8 @@ use futures::{Stream, StreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::APIResourceList;
 use kube::Client;
 use kube::api::Api;
-use kube::core::{DynamicObject, PartialObjectMeta};
+use kube::core::DynamicObject;
+use kube::runtime::reflector::{ObjectRef, Store, store::Writer};
 use kube::runtime::{WatchStreamExt, watcher};
 
 use super::apply;
@@ -89,30 +90,75 @@ impl CdiState {
     }
 }
 
-type Triggers =
-    Pin<Box<dyn Stream<Item = Result<PartialObjectMeta<DynamicObject>, watcher::Error>> + Send>>;
+/// The media DataVolumes the controller made, as the DataVolume watch last saw them, so a
+/// reconcile of a VM with media reads its import's progress without a GET. Kept across the
+/// watch's restarts (CDI uninstalled and installed again): each new watch's initial list
+/// replaces the content (`Writer::apply_watcher_event` on `InitDone`).
+#[derive(Clone)]
+pub struct DataVolumeCache {
+    writer: Arc<std::sync::Mutex<Writer<DynamicObject>>>,
+    reader: Store<DynamicObject>,
+}
+
+impl Default for DataVolumeCache {
+    fn default() -> Self {
+        let writer = Writer::new(apply::data_volume_resource());
+        let reader = writer.as_reader();
+        DataVolumeCache {
+            writer: Arc::new(std::sync::Mutex::new(writer)),
+            reader,
+        }
+    }
+}
+
+impl DataVolumeCache {
+    /// The DataVolume if the watch has it; None means "ask the API server" (not watched yet,
+    /// or not one of ours: the watch sees only what carries our label).
+    pub fn get(&self, namespace: &str, name: &str) -> Option<DynamicObject> {
+        let key = ObjectRef::new_with(name, apply::data_volume_resource()).within(namespace);
+        self.reader.get(&key).map(|dv| dv.as_ref().clone())
+    }
+
+    fn apply(&self, event: &watcher::Event<DynamicObject>) {
+        self.writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .apply_watcher_event(event);
+    }
+}
+
+type Triggers = Pin<Box<dyn Stream<Item = Result<DynamicObject, watcher::Error>> + Send>>;
 
 enum Step {
     Probe { wait: Duration },
     Watching(Triggers),
 }
 
-/// The DataVolume triggers of the controller: a metadata watch while CDI is served, nothing
-/// (and one discovery request per [`RECHECK`]) while it is not. A watch error asks discovery
-/// again, so uninstalling CDI stops the watch instead of retrying it every second or two.
+/// The DataVolume triggers of the controller: a watch of our DataVolumes (filling `cache`)
+/// while CDI is served, nothing (and one discovery request per [`RECHECK`]) while it is not.
+/// A watch error asks discovery again, so uninstalling CDI stops the watch instead of
+/// retrying it every second or two.
 pub fn triggers(
     client: Client,
     config: watcher::Config,
     state: CdiState,
     recheck: Duration,
-) -> impl Stream<Item = Result<PartialObjectMeta<DynamicObject>, watcher::Error>> + Send {
+    cache: DataVolumeCache,
+) -> impl Stream<Item = Result<DynamicObject, watcher::Error>> + Send {
     let resource = apply::data_volume_resource();
     let watch = move |client: &Client| -> Triggers {
+        let cache = cache.clone();
         watcher(
-            Api::<PartialObjectMeta<DynamicObject>>::all_with(client.clone(), &resource),
+            Api::<DynamicObject>::all_with(client.clone(), &resource),
             config.clone(),
         )
         .backoff(TriggerBackoff::default())
+        .modify(|dv: &mut DynamicObject| super::cache::prune_meta(&mut dv.metadata))
+        .inspect(move |event| {
+            if let Ok(event) = event {
+                cache.apply(event);
+            }
+        })
         .touched_objects()
         .boxed()
     };

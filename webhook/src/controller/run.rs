@@ -46,6 +46,8 @@ pub struct Context {
     roles: Store<Role>,
     role_bindings: Store<RoleBinding>,
     services: Store<Service>,
+    /// The media DataVolumes, filled by the DataVolume watch while CDI is served.
+    data_volumes: cdi::DataVolumeCache,
     failures: Mutex<HashMap<(String, String), u32>>,
     /// Per VM, the resourceVersion its last successful patch was computed from.
     patched_from: Mutex<HashMap<(String, String), String>>,
@@ -263,7 +265,13 @@ async fn reconcile_cached(
     );
     let mut existing = ctx.existing(&vm_ref);
     let data_volume = if apply::wants_data_volume(&plan::vm_annotations(&value)) {
-        let (value, seen) = apply::observe_data_volume(&ctx.client, &vm_ref).await?;
+        let cached = ctx
+            .data_volumes
+            .get(&vm_ref.namespace, &names::media_data_volume(&vm_ref.name));
+        let (value, seen) = match cached {
+            Some(dv) => (serde_json::to_value(&dv).ok(), Seen::Present(dv)),
+            None => apply::observe_data_volume(&ctx.client, &vm_ref).await?,
+        };
         existing.data_volume = seen;
         value
     } else {
@@ -532,6 +540,7 @@ async fn run_controller(
         roles,
         role_bindings,
         services,
+        data_volumes: cdi::DataVolumeCache::default(),
         failures: Mutex::default(),
         patched_from: Mutex::default(),
     });
@@ -569,6 +578,7 @@ async fn run_controller(
                 managed,
                 cdi_state.clone(),
                 ctx.policy.cdi_recheck.unwrap_or(cdi::RECHECK),
+                ctx.data_volumes.clone(),
             ),
             dv_resource.clone(),
         )
