@@ -896,9 +896,15 @@ fn redfish_flows(
                 let created = api.expect(
                     "POST",
                     &format!("{passthru}?method=create_subscription"),
-                    Some(json!({"Destination": "https://127.0.0.1:9/events"})),
+                    // As baremetal-operator sends a BMCEventSubscription's httpHeadersRef:
+                    // one single-key object per key of the Secret.
+                    Some(json!({"Destination": "https://127.0.0.1:9/events",
+                        "HttpHeaders": [{"Authorization": "Bearer ironic-e2e-hdr"}]})),
                     200,
                 )?;
+                if created.to_string().contains("ironic-e2e-hdr") {
+                    return Err(format!("the header value came back: {created}"));
+                }
                 let sub_id = created["Id"]
                     .as_str()
                     .ok_or_else(|| format!("no Id in {created}"))?
@@ -911,6 +917,9 @@ fn redfish_flows(
                 )?;
                 if !all.to_string().contains(&sub_id) {
                     return Err(format!("subscription {sub_id} not listed: {all}"));
+                }
+                if all.to_string().contains("ironic-e2e-hdr") {
+                    return Err(format!("the header value came back: {all}"));
                 }
                 api.expect(
                     "DELETE",

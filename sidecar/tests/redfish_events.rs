@@ -1,5 +1,6 @@
 //! Event subscriptions: delivered by HTTP POST to a receiver the test runs, streamed over
-//! SSE, filtered by EventTypes, and kept across a BMC restart.
+//! SSE, filtered by EventTypes, and kept across a BMC restart; HttpHeaders sent with each
+//! event, never read back nor stored.
 
 mod redfish_support;
 
@@ -23,4 +24,35 @@ fn events_reach_subscribers_and_sse_and_survive_a_restart() {
         stdout.contains("ok receiver got PoweredOff after restart"),
         "{stdout}"
     );
+}
+
+#[test]
+fn http_headers_are_sent_with_events_never_shown_nor_stored() {
+    let mut bmc = Bmc::start();
+    let port = free_tcp_port().to_string();
+    let output = run_python(&bmc, "events_headers.py", &["subscribe", &port]);
+    assert_success(&output, "event headers (subscribe)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    for line in [
+        "ok malformed HttpHeaders refused, nothing stored",
+        "ok subscribed through sushy; GET shows no header values",
+        "ok receiver got PoweredOn with the subscription's headers",
+    ] {
+        assert!(stdout.contains(line), "{stdout}");
+    }
+    // The simulator's state file is the backend's record store (a VM annotation on KubeVirt):
+    // the subscription is there, its header values are not.
+    let state = std::fs::read_to_string(&bmc.state_file).unwrap();
+    assert!(
+        state.contains("/events"),
+        "subscription not stored: {state}"
+    );
+    assert!(
+        !state.contains("s3cret") && !state.contains("host-0"),
+        "{state}"
+    );
+
+    bmc.restart();
+    let output = run_python(&bmc, "events_headers.py", &["restarted", &port]);
+    assert_success(&output, "event headers (after restart)");
 }

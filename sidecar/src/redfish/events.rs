@@ -36,6 +36,46 @@ pub const RETRY_ATTEMPTS: u32 = 3;
 pub const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
 const QUEUE: usize = 128;
+/// Bounds on a subscription's `HttpHeaders`: enough for an `Authorization` header and a few
+/// more (Metal3 sends one object per key of its `httpHeadersRef` Secret), small enough that
+/// a client cannot make the BMC hold or send much.
+pub const MAX_HTTP_HEADERS: usize = 16;
+pub const MAX_HTTP_HEADER_BYTES: usize = 4096;
+pub const MAX_HTTP_HEADERS_BYTES: usize = 8192;
+/// Headers the BMC's own POST sets or that would change its framing or connection; a
+/// subscription may not replace them.
+const RESERVED_HEADERS: [&str; 10] = [
+    "host",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// A subscription's `HttpHeaders`, sent with each event POST. They may be credentials
+/// (Metal3 fills them from a Secret), so they are kept in this process's memory only: never
+/// serialized into the stored record (a VM annotation on KubeVirt, which anyone who may read
+/// the VM reads in clear; the sidecar may not write any Secret), never shown by a GET
+/// (DSP0266: write-only, null or empty in responses), never logged (Debug shows names only).
+#[derive(Clone, Default, PartialEq)]
+pub struct HttpHeaders(pub Vec<(http::HeaderName, http::HeaderValue)>);
+
+impl std::fmt::Debug for HttpHeaders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(name, _)| name))
+            .finish()
+    }
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Subscription {
@@ -49,6 +89,14 @@ pub struct Subscription {
     pub registry_prefixes: Vec<String>,
     #[serde(default)]
     pub resource_types: Vec<String>,
+    /// In memory only, see [`HttpHeaders`].
+    #[serde(skip)]
+    pub http_headers: HttpHeaders,
+    /// Stored: whether the subscription was made with `HttpHeaders`. Their values do not
+    /// survive a restart of the BMC, so a restarted BMC drops such a subscription rather than
+    /// deliver events without the headers its receiver asked for.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub had_http_headers: bool,
 }
 
 /// One entry of an Event's `Events` array, with what subscriptions filter on.
@@ -108,6 +156,8 @@ pub fn parse_subscription(
         event_types: vec![],
         registry_prefixes: vec![],
         resource_types: vec![],
+        http_headers: HttpHeaders::default(),
+        had_http_headers: false,
     };
     let string_list = |name: &str, value: &Value, allowed: &[&str]| -> ApiResult<Vec<String>> {
         let items = value
@@ -173,6 +223,10 @@ pub fn parse_subscription(
             "ResourceTypes" => {
                 subscription.resource_types = string_list(name, value, &RESOURCE_TYPES)?;
             }
+            "HttpHeaders" => {
+                subscription.http_headers = parse_http_headers(value)?;
+                subscription.had_http_headers = !subscription.http_headers.0.is_empty();
+            }
             _ => return Err(ApiError::property_unknown(name)),
         }
     }
@@ -183,6 +237,69 @@ pub fn parse_subscription(
         ));
     }
     Ok(subscription)
+}
+
+/// `HttpHeaders` as the EventDestination schema has them: an array of objects, each mapping
+/// header names to string values. Ironic's vendor passthru `create_subscription` passes the
+/// list on unchanged (ironic/drivers/modules/redfish/vendor.py, it checks only that it is a
+/// list) and Metal3 builds it with one single-key object per key of the `httpHeadersRef`
+/// Secret (baremetal-operator bmceventsubscription_controller.go `getHTTPHeaders`); `null`
+/// is none. Error messages never show a value, nor a name that is not a valid header name
+/// (it may be a whole `Name: secret` line).
+pub fn parse_http_headers(value: &Value) -> ApiResult<HttpHeaders> {
+    let format_error = |property: String| {
+        ApiError::bad_request(
+            "PropertyValueFormatError",
+            &["(not shown: header values may be credentials)", &property],
+        )
+    };
+    let items = match value {
+        Value::Null => return Ok(HttpHeaders::default()),
+        Value::Array(items) => items,
+        _ => return Err(format_error("HttpHeaders".to_owned())),
+    };
+    let mut headers = Vec::new();
+    let mut total = 0;
+    for (index, item) in items.iter().enumerate() {
+        let object = item
+            .as_object()
+            .ok_or_else(|| format_error(format!("HttpHeaders/{index}")))?;
+        for (name, value) in object {
+            let header_name = http::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| format_error(format!("HttpHeaders/{index} (a header name)")))?;
+            if RESERVED_HEADERS.contains(&header_name.as_str()) {
+                return Err(ApiError::bad_request(
+                    "PropertyValueNotInList",
+                    &[header_name.as_str(), &format!("HttpHeaders/{index}")],
+                ));
+            }
+            let shown = format!("HttpHeaders/{index}/{header_name}");
+            let text = value.as_str().ok_or_else(|| format_error(shown.clone()))?;
+            if text.len() > MAX_HTTP_HEADER_BYTES {
+                return Err(format_error(shown));
+            }
+            let mut header_value =
+                http::HeaderValue::from_str(text).map_err(|_| format_error(shown.clone()))?;
+            // HTTP/2 senders keep sensitive values out of their compression tables.
+            header_value.set_sensitive(true);
+            total += name.len() + text.len();
+            headers.push((header_name, header_value));
+        }
+    }
+    if headers.len() > MAX_HTTP_HEADERS || total > MAX_HTTP_HEADERS_BYTES {
+        return Err(ApiError::bad_request(
+            "PropertyValueFormatError",
+            &[
+                &format!(
+                    "{} headers, {total} bytes (at most {MAX_HTTP_HEADERS} headers, \
+                     {MAX_HTTP_HEADERS_BYTES} bytes)",
+                    headers.len()
+                ),
+                "HttpHeaders",
+            ],
+        ));
+    }
+    Ok(HttpHeaders(headers))
 }
 
 /// The events a machine change produces.
@@ -314,6 +431,15 @@ impl Events {
             retry_interval,
         });
         for subscription in list {
+            if subscription.had_http_headers {
+                // The next write of the list stores it without this one.
+                tracing::warn!(
+                    subscription = %subscription.id,
+                    "event subscription dropped: its HttpHeaders were kept in memory only and \
+                     did not survive the restart; the client must subscribe again"
+                );
+                continue;
+            }
             events.start(subscription);
         }
         let receiver = machine.events();
@@ -331,6 +457,7 @@ impl Events {
             self.client.clone(),
             self.policy.clone(),
             subscription.destination.clone(),
+            subscription.http_headers.clone(),
             receiver,
             self.retry_interval,
         ));
@@ -464,6 +591,7 @@ async fn deliver(
     client: HttpClient,
     policy: Arc<EgressPolicy>,
     destination: String,
+    headers: HttpHeaders,
     mut queue: mpsc::Receiver<Arc<Value>>,
     interval: Duration,
 ) {
@@ -479,7 +607,7 @@ async fn deliver(
         let body = Bytes::from(event.to_string());
         let mut wait = interval;
         for attempt in 0..=RETRY_ATTEMPTS {
-            match post(&client, &destination, body.clone()).await {
+            match post(&client, &destination, &headers, body.clone()).await {
                 Ok(()) => break,
                 Err(reason) if attempt < RETRY_ATTEMPTS => {
                     tracing::debug!(destination = %shown, attempt, %reason, "event delivery failed; retrying");
@@ -508,11 +636,19 @@ fn literal_allowed(
     }
 }
 
-async fn post(client: &HttpClient, destination: &str, body: Bytes) -> Result<(), String> {
-    let request = http::Request::post(destination)
+async fn post(
+    client: &HttpClient,
+    destination: &str,
+    headers: &HttpHeaders,
+    body: Bytes,
+) -> Result<(), String> {
+    let mut request = http::Request::post(destination)
         .header(http::header::CONTENT_TYPE, "application/json")
         .body(Full::new(body))
         .map_err(|e| e.to_string())?;
+    for (name, value) in &headers.0 {
+        request.headers_mut().append(name.clone(), value.clone());
+    }
     let response = tokio::time::timeout(DELIVERY_TIMEOUT, client.request(request))
         .await
         .map_err(|_| "timed out".to_owned())?
@@ -582,6 +718,62 @@ mod tests {
     }
 
     #[test]
+    fn http_headers_are_kept_out_of_the_record_the_json_and_debug() {
+        let body = json!({"Destination": "http://192.0.2.1:9/x",
+            "HttpHeaders": [{"Authorization": "Bearer t0ken"}, {"X-Tenant": "a", "X-Other": "b"}]});
+        let subscription = parse_subscription(
+            body.as_object().unwrap(),
+            "1".into(),
+            &EgressPolicy::default(),
+        )
+        .unwrap();
+        let names: Vec<&str> = subscription
+            .http_headers
+            .0
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .collect();
+        assert_eq!(names, ["authorization", "x-other", "x-tenant"]);
+        assert!(subscription.had_http_headers);
+        for shown in [
+            serde_json::to_string(&subscription).unwrap(),
+            subscription.to_json().to_string(),
+            format!("{subscription:?}"),
+        ] {
+            assert!(!shown.contains("t0ken"), "{shown}");
+        }
+        let stored: Subscription =
+            serde_json::from_str(&serde_json::to_string(&subscription).unwrap()).unwrap();
+        assert!(stored.had_http_headers && stored.http_headers.0.is_empty());
+        assert!(parse_http_headers(&Value::Null).unwrap().0.is_empty());
+    }
+
+    #[test]
+    fn malformed_http_headers_are_refused_without_showing_them() {
+        let long = "v".repeat(MAX_HTTP_HEADER_BYTES + 1);
+        let many: Vec<Value> = (0..=MAX_HTTP_HEADERS)
+            .map(|i| json!({format!("X-H{i}"): "v"}))
+            .collect();
+        for bad in [
+            json!({"Authorization": "Bearer s3cret"}),
+            json!(["Authorization: Bearer s3cret"]),
+            json!([{"Authorization: Bearer s3cret": "x"}]),
+            json!([{"Bad Name": "s3cret"}]),
+            json!([{"Authorization": "s3cret\r\nX-Injected: 1"}]),
+            json!([{"Authorization": 5}]),
+            json!([{"Content-Length": "0"}]),
+            json!([{"Host": "elsewhere"}]),
+            json!([{"X-Long": long}]),
+            Value::Array(many),
+        ] {
+            let error = parse_http_headers(&bad).expect_err(&bad.to_string());
+            assert_eq!(error.status, axum::http::StatusCode::BAD_REQUEST);
+            let shown = format!("{error:?}");
+            assert!(!shown.contains("s3cret"), "{shown}");
+        }
+    }
+
+    #[test]
     fn filters_select_events() {
         let power = records_for(
             &ids(),
@@ -605,6 +797,8 @@ mod tests {
             event_types: vec![],
             registry_prefixes: vec![],
             resource_types: vec!["VirtualMedia".into()],
+            http_headers: HttpHeaders::default(),
+            had_http_headers: false,
         };
         assert!(!subscription.wants(&power));
         assert!(subscription.wants(&media));
