@@ -131,6 +131,10 @@ fn vm(annotations: Value) -> DynamicObject {
         .as_object_mut()
         .unwrap()
         .remove("startStrategy");
+    // As kubemacpool's VM webhook leaves it (k8snetworkplumbingwg/kubemacpool
+    // pkg/webhook/virtualmachine/virtualmachine.go); the captured vm1 has no MAC pinned.
+    vm["spec"]["template"]["spec"]["domain"]["devices"]["interfaces"][0]["macAddress"] =
+        json!("02:5a:12:00:00:01");
     serde_json::from_value(vm).unwrap()
 }
 
@@ -759,4 +763,96 @@ async fn only_a_child_that_differs_is_applied() {
     .unwrap();
     assert_eq!(done.outcome.writes, 1);
     verifier.await.unwrap();
+}
+
+/// Issue 14: a prepared, ready VM whose boot NIC lost its pinned MAC gets the
+/// `BootMacNotPinned` warning written into its status and one Warning Event; the next
+/// reconcile, with that status, writes nothing and sends no Event.
+#[tokio::test]
+async fn an_unpinned_boot_mac_is_reported_once() {
+    let mut value = serde_json::to_value(prepared_vm()).unwrap();
+    value["spec"]["template"]["spec"]["domain"]["devices"]["interfaces"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("macAddress");
+    let (sa, role, binding, service) = children_as_stored();
+    let rounds = |vm_patch: Option<Call>, event: Option<Call>| {
+        let mut calls = reads_before_children();
+        calls[1].reply["items"] = json!([ready_pod()]);
+        calls.extend([
+            call("GET", SA, 200, serde_json::to_value(&sa).unwrap()),
+            call("GET", ROLE, 200, serde_json::to_value(&role).unwrap()),
+            call("GET", BINDING, 200, serde_json::to_value(&binding).unwrap()),
+            call("GET", SVC, 200, serde_json::to_value(&service).unwrap()),
+        ]);
+        calls.extend(vm_patch);
+        calls.extend(event);
+        calls
+    };
+    let first = rounds(
+        Some(
+            call("PATCH", "/apis/kubevirt.io/v1/namespaces/vms/virtualmachines/vm1?&fieldManager=kubevirt-bmc-controller", 200, value.clone())
+                .body(|b| {
+                    let status = annotations::Status::parse(b["metadata"]["annotations"][annotations::STATUS].as_str().unwrap()).unwrap();
+                    assert!(status.ready, "{status:?}");
+                    assert_eq!(status.warnings.len(), 1, "{status:?}");
+                    assert_eq!(status.warnings[0].reason, "BootMacNotPinned");
+                    assert!(b.get("spec").is_none(), "{b}");
+                }),
+        ),
+        Some(
+            call("POST", "/apis/events.k8s.io/v1/namespaces/vms/events?", 201, json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e"}, "eventTime": null}))
+                .body(|b| {
+                    assert_eq!(b["reason"], "BootMacNotPinned");
+                    assert_eq!(b["type"], "Warning");
+                    assert_eq!(b["regarding"]["name"], "vm1");
+                }),
+        ),
+    );
+    let (api, handle) = client();
+    let verifier =
+        tokio::spawn(async move { unexpected_calls(verify_then(handle, first).await).await });
+    let vm: DynamicObject = serde_json::from_value(value.clone()).unwrap();
+    let done = reconcile_vm(
+        &api,
+        &vm,
+        Some(&recorder(&api)),
+        &Fresh::test(),
+        Policy::default(),
+    )
+    .await
+    .unwrap();
+    let Plan::OptedIn {
+        vm_patch: Some(patch),
+        ..
+    } = done.plan
+    else {
+        panic!("the warning is written: {:?}", done.plan);
+    };
+    drop(api);
+    assert_eq!(verifier.await.unwrap(), Vec::<String>::new());
+
+    json_patch::merge(&mut value, &patch);
+    let (api, handle) = client();
+    let second = rounds(None, None);
+    let verifier =
+        tokio::spawn(async move { unexpected_calls(verify_then(handle, second).await).await });
+    let vm: DynamicObject = serde_json::from_value(value).unwrap();
+    let done = reconcile_vm(
+        &api,
+        &vm,
+        Some(&recorder(&api)),
+        &Fresh::test(),
+        Policy::default(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(done.plan, Plan::OptedIn { vm_patch: None, .. }),
+        "{:?}",
+        done.plan
+    );
+    assert_eq!(done.outcome.writes, 0);
+    drop(api);
+    assert_eq!(verifier.await.unwrap(), Vec::<String>::new());
 }

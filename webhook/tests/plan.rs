@@ -38,7 +38,16 @@ fn fresh_vm(annotations: Value) -> Value {
         .remove(annotations::ENABLED);
     t["spec"].as_object_mut().unwrap().remove("startStrategy");
     vm.as_object_mut().unwrap().remove("status");
+    pin_mac(&mut vm);
     vm
+}
+
+/// The boot NIC's MAC written into the template, as kubemacpool's VM webhook leaves it at
+/// create (k8snetworkplumbingwg/kubemacpool pkg/webhook/virtualmachine/virtualmachine.go).
+/// The captured vm1 has none (a cluster without kubemacpool).
+fn pin_mac(vm: &mut Value) {
+    vm["spec"]["template"]["spec"]["domain"]["devices"]["interfaces"][0]["macAddress"] =
+        json!("02:5a:12:00:00:01");
 }
 
 fn prepared_vm() -> Value {
@@ -52,6 +61,7 @@ fn prepared_vm() -> Value {
         names::OPT_IN_LABEL: "true",
         names::VM_LABEL: "vm1",
     });
+    pin_mac(&mut vm);
     vm
 }
 
@@ -246,6 +256,7 @@ fn a_prepared_vm_with_its_secret_and_ready_sidecar_reports_ready_and_changes_not
             ready: true,
             reason: "ready".into(),
             objects: Some(names::ObjectNames::of("vm1")),
+            warnings: Vec::new(),
         }
     );
     assert!(notes.is_empty());
@@ -889,4 +900,79 @@ fn generated_passwords_fit_ipmi_and_user_passwords_are_the_sidecars_to_check() {
     assert!(prepare);
     assert!(!secret.credentials.contains_key("password"));
     assert!(!notes.iter().any(|n| n.reason == "CredentialsUnfitForIpmi"));
+}
+
+fn ready_launcher() -> Observed {
+    Observed {
+        launcher: Some(Launcher {
+            ip: Some("10.244.0.17".into()),
+            injected: true,
+            bmc_ready: true,
+        }),
+        ..Default::default()
+    }
+}
+
+/// Issue 14: the captured vm1 (no kubemacpool: its NIC has no macAddress) gets its BMC, ready,
+/// with a `BootMacNotPinned` warning in the status and one Warning Event; the next reconcile
+/// writes and says nothing; once the MAC is pinned the warning leaves the status, silently.
+#[test]
+fn an_unpinned_boot_mac_warns_once_without_holding_back_the_bmc() {
+    let mut vm = fixture("vm-vm1.json");
+    vm["metadata"]["annotations"] = json!({
+        annotations::ENABLED: "true",
+        annotations::ORIGINAL: "{\"runStrategy\":\"Halted\"}",
+    });
+    vm["spec"]["template"]["metadata"]["labels"] = json!({
+        names::OPT_IN_LABEL: "true",
+        names::VM_LABEL: "vm1",
+    });
+    let observed = ready_launcher();
+    let (_, prepare, patch, _, notes) = opted_in(plan(&vm, &vm_ref(), &observed, &Fresh::test()));
+    assert!(prepare);
+    let patch = patch.unwrap();
+    let status = status_of(&patch);
+    assert!(status.ready, "{status:?}");
+    assert_eq!(status.reason, "ready");
+    assert_eq!(status.warnings.len(), 1, "{status:?}");
+    assert_eq!(status.warnings[0].reason, "BootMacNotPinned");
+    let message = &status.warnings[0].message;
+    assert!(message.contains("interfaces[0].macAddress"), "{message}");
+    assert!(message.contains("kubemacpool"), "{message}");
+    let warned: Vec<_> = notes
+        .iter()
+        .filter(|n| n.reason == "BootMacNotPinned")
+        .collect();
+    assert_eq!(warned.len(), 1, "{notes:?}");
+    assert!(warned[0].warning);
+
+    vm["metadata"]["annotations"][annotations::STATUS] =
+        patch["metadata"]["annotations"][annotations::STATUS].clone();
+    let (_, _, again, _, notes) = opted_in(plan(&vm, &vm_ref(), &observed, &Fresh::test()));
+    assert_eq!(again, None);
+    assert!(notes.is_empty(), "{notes:?}");
+
+    pin_mac(&mut vm);
+    let (_, _, fixed, _, notes) = opted_in(plan(&vm, &vm_ref(), &observed, &Fresh::test()));
+    let status = status_of(&fixed.unwrap());
+    assert!(status.warnings.is_empty(), "{status:?}");
+    assert!(status.ready);
+    assert!(notes.is_empty(), "{notes:?}");
+}
+
+/// The pinned MAC as kubemacpool leaves it: no warning. A VM without interfaces has no NIC to
+/// pin a MAC on: no BootMacNotPinned (its reachability is another reason's business).
+#[test]
+fn a_pinned_boot_mac_or_no_interface_gives_no_mac_warning() {
+    let observed = ready_launcher();
+    let vm = prepared_vm();
+    let (_, _, patch, _, notes) = opted_in(plan(&vm, &vm_ref(), &observed, &Fresh::test()));
+    assert!(status_of(&patch.unwrap()).warnings.is_empty());
+    assert!(notes.iter().all(|n| n.reason != "BootMacNotPinned"));
+
+    let mut vm = prepared_vm();
+    vm["spec"]["template"]["spec"]["domain"]["devices"]["interfaces"] = json!([]);
+    let (_, _, patch, _, notes) = opted_in(plan(&vm, &vm_ref(), &observed, &Fresh::test()));
+    assert!(status_of(&patch.unwrap()).warnings.is_empty());
+    assert!(notes.iter().all(|n| n.reason != "BootMacNotPinned"));
 }

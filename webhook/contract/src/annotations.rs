@@ -440,6 +440,17 @@ pub struct Status {
     /// find them without knowing the derivation).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub objects: Option<crate::names::ObjectNames>,
+    /// What works but will bite later (e.g. `BootMacNotPinned`); unlike `reason`, these do
+    /// not hold back `ready`: the BMC serves.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<StatusWarning>,
+}
+
+/// One warning in [`Status`]: a machine-readable reason (the Event's too) and what to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusWarning {
+    pub reason: String,
+    pub message: String,
 }
 
 impl Status {

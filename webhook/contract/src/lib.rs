@@ -15,9 +15,11 @@
 //!   request and answer, the CA's Secret and ConfigMap.
 //! * [`egress`]: where the BMC may send requests on a user's behalf (event destinations,
 //!   media images), the ranges the controller passes to the sidecar, URLs fit for logs.
+//! * [`nic`]: the VM's boot NIC and whether its MAC is pinned (controller and kubectl-bmc).
 
 pub mod annotations;
 pub mod boot;
 pub mod certificate;
 pub mod egress;
 pub mod names;
+pub mod nic;

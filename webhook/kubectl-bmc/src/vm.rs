@@ -155,7 +155,7 @@ impl<'a> Vm<'a> {
             .map(|(index, i)| Nic {
                 index,
                 name: i["name"].as_str().unwrap_or_default().to_owned(),
-                mac: i["macAddress"].as_str().map(str::to_owned),
+                mac: kubevirt_bmc_contract::nic::pinned_mac(i).map(str::to_owned),
                 boot_order: i["bootOrder"].as_u64(),
                 masquerade: i.get("masquerade").is_some(),
             })
@@ -244,39 +244,15 @@ impl Nic {
     }
 }
 
-/// Why a NIC was taken.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Choice {
-    Named,
-    LowestBootOrder,
-    First,
-}
+pub use kubevirt_bmc_contract::nic::Choice;
 
-impl Choice {
-    pub fn describe(self) -> &'static str {
-        match self {
-            Choice::Named => "named by --interface",
-            Choice::LowestBootOrder => "lowest bootOrder",
-            Choice::First => "first interface",
-        }
-    }
-}
-
+/// The contract's boot-NIC rule ([`kubevirt_bmc_contract::nic::choose`]), the controller's too.
 pub fn choose_nic<'n>(nics: &'n [Nic], wanted: Option<&str>) -> Option<(&'n Nic, Choice)> {
-    if let Some(wanted) = wanted {
-        return nics
-            .iter()
-            .find(|n| n.name == wanted)
-            .map(|n| (n, Choice::Named));
-    }
-    if let Some(nic) = nics
+    let keys: Vec<(&str, Option<u64>)> = nics
         .iter()
-        .filter(|n| n.boot_order.is_some())
-        .min_by_key(|n| n.boot_order)
-    {
-        return Some((nic, Choice::LowestBootOrder));
-    }
-    nics.first().map(|n| (n, Choice::First))
+        .map(|n| (n.name.as_str(), n.boot_order))
+        .collect();
+    kubevirt_bmc_contract::nic::choose(&keys, wanted).map(|(i, choice)| (&nics[i], choice))
 }
 
 /// KubeVirt accepts `de:ad:00:00:be:af` and `DE-AD-00-00-BE-AF` (VirtualMachine CRD,

@@ -416,6 +416,7 @@ pub async fn execute(
                         ready: false,
                         reason: message.clone(),
                         objects: Some(names::ObjectNames::of(n)),
+                        ..Default::default()
                     };
                     let patch = json!({"metadata": {"annotations": {
                         annotations::STATUS: status.to_annotation()

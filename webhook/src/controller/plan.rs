@@ -7,9 +7,10 @@ use serde_json::{Map, Value, json};
 
 use super::children::{self, VmRef};
 use super::media::{self, MediaPlan};
-use crate::annotations::{self, AnnotationError, Created, Original, Status};
+use crate::annotations::{self, AnnotationError, Created, Original, Status, StatusWarning};
 use crate::names;
 use crate::network;
+use kubevirt_bmc_contract::nic;
 
 pub const DEFAULT_USERNAME: &str = "admin";
 
@@ -144,11 +145,32 @@ fn status_patch(current: &BTreeMap<String, String>, status: &Status) -> Option<(
         .then(|| (annotations::STATUS.to_owned(), json!(text)))
 }
 
-fn previous_reason(current: &BTreeMap<String, String>) -> Option<String> {
+fn previous_status(current: &BTreeMap<String, String>) -> Option<Status> {
     current
         .get(annotations::STATUS)
         .and_then(|s| Status::parse(s))
-        .map(|s| s.reason)
+}
+
+/// Reason of the warning that the boot NIC's MAC is not pinned.
+pub const BOOT_MAC_NOT_PINNED: &str = "BootMacNotPinned";
+
+/// Warnings that do not stop the BMC: the VM gets it, but something will bite later.
+fn warnings(vm: &Value, vm_ref: &VmRef) -> Vec<(&'static str, String)> {
+    let mut found = Vec::new();
+    // Installers key the host on the boot NIC's MAC (bootMACAddress); the BMC's power cycles
+    // make new VMIs, each with a new MAC unless the template pins one (see
+    // kubevirt_bmc_contract::nic). No interface: no NIC to boot from, nothing to pin.
+    if let Some((index, nic)) = nic::unpinned_boot_nic(vm) {
+        found.push((
+            BOOT_MAC_NOT_PINNED,
+            format!(
+                "boot interface {nic:?} has no pinned MAC: KubeVirt gives each new VMI (every BMC power cycle) a new one, and an installer's bootMACAddress (Metal3, OpenShift) then no longer matches; set spec.template.spec.domain.devices.interfaces[{index}].macAddress (kubectl patch vm {name} -n {namespace} --type=json -p '[{{\"op\":\"add\",\"path\":\"/spec/template/spec/domain/devices/interfaces/{index}/macAddress\",\"value\":\"52:54:00:xx:xx:xx\"}}]') or install kubemacpool, which pins one when the VM is created",
+                name = vm_ref.name,
+                namespace = vm_ref.namespace,
+            ),
+        ));
+    }
+    found
 }
 
 /// True when the VM neither opts in (its annotation, else its namespace's label) nor was
@@ -177,6 +199,7 @@ pub fn plan(vm: &Value, vm_ref: &VmRef, observed: &Observed, fresh: &Fresh) -> P
                 ready: false,
                 reason: e.to_string(),
                 objects: None,
+                ..Default::default()
             };
             return Plan::Invalid {
                 vm_patch: status_patch(&annotations, &status)
@@ -429,14 +452,33 @@ fn opted_in(
             Some(_) => (true, "ready".to_owned()),
         },
     };
-    let status = Status {
+    let mut status = Status {
         address: launcher.and_then(|l| l.ip.clone()),
         service: format!("{}.{}.svc", names::service(&vm_ref.name), vm_ref.namespace),
         ready,
         reason: reason.clone(),
         objects: Some(names::ObjectNames::of(&vm_ref.name)),
+        warnings: Vec::new(),
     };
-    if previous_reason(annotations).as_deref() != Some(reason.as_str()) {
+    let previous = previous_status(annotations);
+    // One Event when a warning appears, none while it stays; it leaves the status when fixed.
+    for (why, message) in warnings(vm, vm_ref) {
+        if !previous
+            .as_ref()
+            .is_some_and(|p| p.warnings.iter().any(|w| w.reason == why))
+        {
+            notes.push(Note {
+                warning: true,
+                reason: why,
+                message: message.clone(),
+            });
+        }
+        status.warnings.push(StatusWarning {
+            reason: why.to_owned(),
+            message,
+        });
+    }
+    if previous.map(|p| p.reason).as_deref() != Some(reason.as_str()) {
         for (warning, why, message) in &reasons {
             notes.push(Note {
                 warning: *warning,
