@@ -7,6 +7,7 @@ venv=${KUBEVIRT_BMC_VENV:-$top/target/venv}
 
 apt_packages=(ipmitool freeipmi-tools wrk tmux openssl python3-venv)
 apt_packages+=(curl) # Redfish tests: HTTP/2, keep-alive and raw requests
+apt_packages+=(socat) # Ironic's ipmitool-socat console (e2e/tests/ironic.rs)
 apt_packages+=(podman) # e2e/tests/image.rs builds the Dockerfile's runtime stage (vfs storage)
 missing=()
 for pkg in "${apt_packages[@]}"; do

@@ -79,6 +79,11 @@ force_power_state_during_sync = false
 min_command_interval = 1
 [dhcp]
 dhcp_provider = none
+# The ipmitool-socat console (ironic/drivers/modules/console_utils.py start_socat_console):
+# socat listens on loopback, not on $my_ip; its pid file where the test can read it.
+[console]
+socat_address = 127.0.0.1
+terminal_pid_dir = {d}/console
 [deploy]
 default_boot_mode = uefi
 http_root = {d}/http
@@ -210,6 +215,15 @@ impl Ironic {
 
     pub fn log_path(&self) -> PathBuf {
         self.dir.path().join("ironic.log")
+    }
+
+    /// Where the ipmitool-socat console keeps socat's pid (`[console] terminal_pid_dir`,
+    /// one `<node uuid>.pid` each, as console_utils `_get_console_pid_file` names it).
+    pub fn console_pid_file(&self, node_uuid: &str) -> PathBuf {
+        self.dir
+            .path()
+            .join("console")
+            .join(format!("{node_uuid}.pid"))
     }
 
     pub fn log(&self) -> String {

@@ -5,7 +5,8 @@
 //!   and IPMI 1.5 `-I lan`): enroll, validate, manage, power on/off/reboot/soft off read back,
 //!   boot device pxe/disk/cdrom persistent and once in UEFI and in BIOS mode (read back
 //!   through Ironic and, for the mode, from the machine), sensor data (the periodic
-//!   `hardware.ipmi.metrics` notification), NMI while on and while off;
+//!   `hardware.ipmi.metrics` notification), NMI while on and while off, the `ipmitool-socat`
+//!   SOL console (typed, echoed);
 //! * `redfish` with Basic and with session authentication: the same power and boot flows,
 //!   boot mode and secure boot, out-of-band inspection (`inspect_interface = redfish`),
 //!   virtual media through `/v1/nodes/N/vmedia`, indicators, BIOS settings, firmware
@@ -515,6 +516,12 @@ fn ipmi_flows(api: &Api, ironic: &Ironic, summary: &mut Summary) {
         want("power", &bmc.state()["power"], &json!("Off"))
     });
 
+    summary.check(
+        KIND,
+        "SOL console (ipmitool-socat): banner, typing echoed, disabled again",
+        || socat_console(api, ironic, &bmc, id),
+    );
+
     for (label, info) in [
         (
             "lanplus cipher suite 3",
@@ -549,6 +556,150 @@ fn ipmi_flows(api: &Api, ironic: &Ironic, summary: &mut Summary) {
         );
     }
     summary.check(KIND, "delete the node", || delete(api, id));
+}
+
+/// `baremetal node console enable`, then what a user of `console_info` does: connect to
+/// socat's TCP port (ironic/drivers/modules/console_utils.py `start_socat_console`: socat
+/// forks `ipmitool ... sol activate` on a pty per connection), watch a boot, type a line.
+/// Disabling stops socat (`stop_socat_console`) and runs `sol deactivate`
+/// (ipmitool.py `IPMISocatConsole.stop_console`).
+fn socat_console(api: &Api, ironic: &Ironic, bmc: &Bmc, id: &str) -> Check {
+    use std::io::{Read, Write};
+    api.expect(
+        "PATCH",
+        &format!("/v1/nodes/{id}"),
+        Some(json!([
+            {"op": "replace", "path": "/console_interface", "value": "ipmitool-socat"},
+            {"op": "add", "path": "/driver_info/ipmi_terminal_port", "value": free_tcp_port()},
+        ])),
+        200,
+    )?;
+    api.validate(id, &["console"])?;
+    let console = format!("/v1/nodes/{id}/states/console");
+    api.expect("PUT", &console, Some(json!({"enabled": true})), 202)?;
+    let node = api.wait_node(id, "console enabled", |n| {
+        n["console_enabled"] == json!(true)
+    })?;
+    drop(node);
+    let info = api.expect("GET", &console, None, 200)?;
+    want(
+        "console_info.type",
+        &info["console_info"]["type"],
+        &json!("socat"),
+    )?;
+    let url = info["console_info"]["url"].as_str().unwrap_or_default();
+    let addr = url
+        .strip_prefix("tcp://")
+        .ok_or_else(|| format!("console url {url} is not tcp://host:port"))?
+        .to_owned();
+    let pid_file = ironic.console_pid_file(id);
+    let pid: u32 = std::fs::read_to_string(&pid_file)
+        .map_err(|e| format!("socat pid file {}: {e}", pid_file.display()))?
+        .trim()
+        .parse()
+        .map_err(|e| format!("socat pid file {}: {e}", pid_file.display()))?;
+
+    let mut stream =
+        std::net::TcpStream::connect(&addr).map_err(|e| format!("connect {addr}: {e}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .map_err(|e| e.to_string())?;
+    let mut screen = String::new();
+    let mut read_until = |stream: &mut std::net::TcpStream, text: &str| -> Check {
+        let start = Instant::now();
+        let mut buf = [0u8; 4096];
+        while !screen.contains(text) {
+            if start.elapsed() > WAIT {
+                return Err(format!(
+                    "console never showed {text:?}; it showed {screen:?}"
+                ));
+            }
+            match stream.read(&mut buf) {
+                Ok(0) => {
+                    return Err(format!(
+                        "console closed before {text:?}; it showed {screen:?}"
+                    ));
+                }
+                Ok(n) => screen.push_str(&String::from_utf8_lossy(&buf[..n])),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => return Err(format!("console read: {e}")),
+            }
+        }
+        Ok(())
+    };
+    // ipmitool's own line (socat passes its stderr too): the SOL session is up.
+    read_until(&mut stream, "SOL Session operational")?;
+    api.power(id, "power on", "power on")?;
+    let banner = format!("{} login: ", bmc.name);
+    read_until(&mut stream, &banner)?;
+    stream
+        .write_all(b"hello-ironic\r")
+        .map_err(|e| format!("console write: {e}"))?;
+    read_until(&mut stream, &format!("{banner}hello-ironic"))?;
+
+    api.expect("PUT", &console, Some(json!({"enabled": false})), 202)?;
+    api.wait_node(id, "console disabled", |n| {
+        n["console_enabled"] == json!(false)
+    })?;
+    // Ironic's socat listens with `fork,max-children=1` (ironic/drivers/modules/
+    // console_utils.py `start_socat_console`): stopping the console kills the listener, and
+    // the child serving a connection ends with that connection, so the client closes it.
+    drop(stream);
+    // The listener is gone: its port refuses, its pid file is removed and the process is no
+    // longer running (a zombie until its parent reaps it counts as gone).
+    if std::net::TcpStream::connect(&addr).is_ok() {
+        return Err(format!("{addr} still accepts connections after disabling"));
+    }
+    if pid_file.exists() {
+        return Err(format!("{} still exists", pid_file.display()));
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat
+        .rsplit(") ")
+        .next()
+        .and_then(|rest| rest.chars().next());
+    if !matches!(state, None | Some('Z') | Some('X')) {
+        return Err(format!("socat (pid {pid}) still runs: {stat}"));
+    }
+    // The BMC frees the SOL payload: whatever the first deactivation finds (the forked
+    // child's ipmitool may still hold it), a second one is answered "already de-activated"
+    // (completion code 0x80, IPMI v2.0 24.3).
+    let deactivate = || {
+        Command::new("ipmitool")
+            .args([
+                "-I",
+                "lanplus",
+                "-C",
+                "17",
+                "-H",
+                &bmc.ipmi.ip().to_string(),
+            ])
+            .args([
+                "-p",
+                &bmc.ipmi.port().to_string(),
+                "-U",
+                USER,
+                "-P",
+                PASSWORD,
+            ])
+            .args(["sol", "deactivate"])
+            .output()
+    };
+    deactivate().map_err(|e| format!("ipmitool: {e}"))?;
+    let out = deactivate().map_err(|e| format!("ipmitool: {e}"))?;
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if !said.contains("already de-activated") {
+        return Err(format!("sol deactivate after disabling said {said:?}"));
+    }
+    api.power(id, "power off", "power off")
 }
 
 /// Deleted before its BMC stops, so Ironic's periodic tasks do not poll a BMC that is gone.
