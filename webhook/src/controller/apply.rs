@@ -230,10 +230,15 @@ pub async fn observe_data_volume(
         "get-datavolume",
     )
     .await?;
+    Ok(data_volume_seen(dv))
+}
+
+/// The media DataVolume as `plan` reads it (JSON) and as the owner check holds it.
+pub fn data_volume_seen(dv: Option<DynamicObject>) -> (Option<Value>, Seen<DynamicObject>) {
     let value = dv
         .as_ref()
         .map(|dv| serde_json::to_value(dv).unwrap_or_default());
-    Ok((value, Seen::from_option(dv)))
+    (value, Seen::from_option(dv))
 }
 
 pub fn launcher(pod: &Pod) -> Launcher {

@@ -269,7 +269,7 @@ async fn reconcile_cached(
             .data_volumes
             .get(&vm_ref.namespace, &names::media_data_volume(&vm_ref.name));
         let (value, seen) = match cached {
-            Some(dv) => (serde_json::to_value(&dv).ok(), Seen::Present(dv)),
+            Some(dv) => apply::data_volume_seen(Some(dv)),
             None => apply::observe_data_volume(&ctx.client, &vm_ref).await?,
         };
         existing.data_volume = seen;
