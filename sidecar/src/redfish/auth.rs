@@ -191,6 +191,12 @@ impl Sessions {
         })
     }
 
+    /// For secrets clients hand the BMC that must survive a restart ([`super::seal`]): the
+    /// same root as the tokens, so every sidecar of the VM opens them.
+    pub fn seal(&self) -> super::seal::Seal {
+        super::seal::Seal::derive(&self.key)
+    }
+
     pub fn timeout(&self) -> u64 {
         lock(&self.record).timeout
     }

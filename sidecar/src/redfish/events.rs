@@ -24,6 +24,7 @@ use super::egress::GuardedResolver;
 use super::errors::{ApiError, ApiResult};
 use super::http::{now_unix, rfc3339};
 use super::models::{Ids, MEDIA_ID, power_state_name};
+use super::seal::Seal;
 use crate::machine::{Machine, MachineError, MachineEvent, PowerState, Record};
 use kubevirt_bmc_contract::egress::{EgressPolicy, Host, Target, redact};
 
@@ -58,10 +59,10 @@ const RESERVED_HEADERS: [&str; 10] = [
 ];
 
 /// A subscription's `HttpHeaders`, sent with each event POST. They may be credentials
-/// (Metal3 fills them from a Secret), so they are kept in this process's memory only: never
-/// serialized into the stored record (a VM annotation on KubeVirt, which anyone who may read
-/// the VM reads in clear; the sidecar may not write any Secret), never shown by a GET
-/// (DSP0266: write-only, null or empty in responses), never logged (Debug shows names only).
+/// (Metal3 fills them from a Secret), so they reach the stored record (a VM annotation on
+/// KubeVirt, which anyone who may read the VM reads; the sidecar may not write any Secret)
+/// only sealed ([`super::seal`]), are never shown by a GET (DSP0266: write-only, null or
+/// empty in responses) and never logged (Debug shows names only).
 #[derive(Clone, Default, PartialEq)]
 pub struct HttpHeaders(pub Vec<(http::HeaderName, http::HeaderValue)>);
 
@@ -71,10 +72,6 @@ impl std::fmt::Debug for HttpHeaders {
             .entries(self.0.iter().map(|(name, _)| name))
             .finish()
     }
-}
-
-fn is_false(value: &bool) -> bool {
-    !*value
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -89,13 +86,14 @@ pub struct Subscription {
     pub registry_prefixes: Vec<String>,
     #[serde(default)]
     pub resource_types: Vec<String>,
-    /// In memory only, see [`HttpHeaders`].
+    /// Stored only as `sealed_http_headers`, see [`HttpHeaders`].
     #[serde(skip)]
     pub http_headers: HttpHeaders,
-    /// Stored: whether the subscription was made with `HttpHeaders`. Their values do not
-    /// survive a restart of the BMC, so a restarted BMC drops such a subscription rather than
-    /// deliver events without the headers its receiver asked for.
-    #[serde(default, skip_serializing_if = "is_false")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed_http_headers: Option<String>,
+    /// Read from records of BMCs that kept `HttpHeaders` in memory only: such a subscription
+    /// is dropped rather than deliver events without the headers its receiver asked for.
+    #[serde(default, skip_serializing)]
     pub had_http_headers: bool,
 }
 
@@ -116,6 +114,57 @@ impl Subscription {
                 || self.registry_prefixes.iter().any(|p| p == prefix))
             && (self.resource_types.is_empty()
                 || self.resource_types.iter().any(|r| r == event.resource_type))
+    }
+
+    /// What the sealed headers are bound to: they open only for this subscription and this
+    /// destination, so an edited record cannot send them elsewhere.
+    fn seal_context(&self) -> Vec<u8> {
+        [self.id.as_bytes(), b"\0", self.destination.as_bytes()].concat()
+    }
+
+    /// Seals `http_headers` into `sealed_http_headers` (none when there are none), in the
+    /// form a client sends them so that opening parses them again.
+    pub fn seal_http_headers(&mut self, seal: &Seal) {
+        if self.http_headers.0.is_empty() {
+            self.sealed_http_headers = None;
+            return;
+        }
+        let objects: Vec<Value> = self
+            .http_headers
+            .0
+            .iter()
+            .map(|(name, value)| {
+                let text = std::str::from_utf8(value.as_bytes())
+                    .expect("header values are parsed from JSON strings");
+                json!({ name.as_str(): text })
+            })
+            .collect();
+        let plaintext = zeroize::Zeroizing::new(
+            serde_json::to_vec(&objects).expect("header objects serialize"),
+        );
+        self.sealed_http_headers = Some(seal.seal(&self.seal_context(), &plaintext));
+    }
+
+    /// Restores `http_headers` from a stored record; the error says why the headers are lost.
+    pub fn open_http_headers(&mut self, seal: &Seal) -> Result<(), String> {
+        let Some(sealed) = &self.sealed_http_headers else {
+            if self.had_http_headers {
+                return Err(
+                    "its HttpHeaders were kept in memory only by the BMC that took \
+                            the subscription"
+                        .to_owned(),
+                );
+            }
+            return Ok(());
+        };
+        let plaintext = seal
+            .open(&self.seal_context(), sealed)
+            .map_err(|error| format!("its sealed HttpHeaders: {error}"))?;
+        let value: Value = serde_json::from_slice(&plaintext)
+            .map_err(|_| "its sealed HttpHeaders are not JSON".to_owned())?;
+        self.http_headers = parse_http_headers(&value)
+            .map_err(|_| "its sealed HttpHeaders are not valid headers".to_owned())?;
+        Ok(())
     }
 
     pub fn uri(&self) -> String {
@@ -157,6 +206,7 @@ pub fn parse_subscription(
         registry_prefixes: vec![],
         resource_types: vec![],
         http_headers: HttpHeaders::default(),
+        sealed_http_headers: None,
         had_http_headers: false,
     };
     let string_list = |name: &str, value: &Value, allowed: &[&str]| -> ApiResult<Vec<String>> {
@@ -225,7 +275,6 @@ pub fn parse_subscription(
             }
             "HttpHeaders" => {
                 subscription.http_headers = parse_http_headers(value)?;
-                subscription.had_http_headers = !subscription.http_headers.0.is_empty();
             }
             _ => return Err(ApiError::property_unknown(name)),
         }
@@ -400,6 +449,7 @@ pub struct Events {
     client: HttpClient,
     policy: Arc<EgressPolicy>,
     retry_interval: Duration,
+    seal: Seal,
 }
 
 impl Events {
@@ -407,6 +457,7 @@ impl Events {
     pub async fn load(
         machine: Arc<dyn Machine>,
         ids: Ids,
+        seal: Seal,
         retry_interval: Duration,
         policy: Arc<EgressPolicy>,
     ) -> Result<Arc<Self>, MachineError> {
@@ -429,14 +480,17 @@ impl Events {
             client: http_client(policy.clone()),
             policy,
             retry_interval,
+            seal,
         });
-        for subscription in list {
-            if subscription.had_http_headers {
+        for mut subscription in list {
+            if let Err(reason) = subscription.open_http_headers(&events.seal) {
                 // The next write of the list stores it without this one.
                 tracing::warn!(
                     subscription = %subscription.id,
-                    "event subscription dropped: its HttpHeaders were kept in memory only and \
-                     did not survive the restart; the client must subscribe again"
+                    %reason,
+                    "event subscription dropped: it cannot be delivered with the headers its \
+                     receiver asked for (was the Secret's session-key rotated?); the client \
+                     must subscribe again"
                 );
                 continue;
             }
@@ -481,11 +535,12 @@ impl Events {
     }
 
     pub async fn add(self: &Arc<Self>, body: &Map<String, Value>) -> ApiResult<Subscription> {
-        let subscription = parse_subscription(
+        let mut subscription = parse_subscription(
             body,
             uuid::Uuid::new_v4().simple().to_string(),
             &self.policy,
         )?;
+        subscription.seal_http_headers(&self.seal);
         let _write = self.writes.lock().await;
         let mut list = self.list();
         if list.len() >= MAX_SUBSCRIPTIONS {
@@ -718,10 +773,10 @@ mod tests {
     }
 
     #[test]
-    fn http_headers_are_kept_out_of_the_record_the_json_and_debug() {
+    fn http_headers_reach_the_record_sealed_and_never_the_json_or_debug() {
         let body = json!({"Destination": "http://192.0.2.1:9/x",
             "HttpHeaders": [{"Authorization": "Bearer t0ken"}, {"X-Tenant": "a", "X-Other": "b"}]});
-        let subscription = parse_subscription(
+        let mut subscription = parse_subscription(
             body.as_object().unwrap(),
             "1".into(),
             &EgressPolicy::default(),
@@ -734,17 +789,53 @@ mod tests {
             .map(|(name, _)| name.as_str())
             .collect();
         assert_eq!(names, ["authorization", "x-other", "x-tenant"]);
-        assert!(subscription.had_http_headers);
+        let seal = Seal::derive(b"session key");
+        subscription.seal_http_headers(&seal);
+        assert!(subscription.sealed_http_headers.is_some());
+        let record = serde_json::to_string(&subscription).unwrap();
         for shown in [
-            serde_json::to_string(&subscription).unwrap(),
+            record.clone(),
             subscription.to_json().to_string(),
             format!("{subscription:?}"),
         ] {
-            assert!(!shown.contains("t0ken"), "{shown}");
+            assert!(
+                !shown.contains("t0ken") && !shown.contains("Tenant"),
+                "{shown}"
+            );
         }
-        let stored: Subscription =
-            serde_json::from_str(&serde_json::to_string(&subscription).unwrap()).unwrap();
-        assert!(stored.had_http_headers && stored.http_headers.0.is_empty());
+
+        let mut stored: Subscription = serde_json::from_str(&record).unwrap();
+        assert!(stored.http_headers.0.is_empty());
+        stored.open_http_headers(&seal).unwrap();
+        assert_eq!(stored.http_headers, subscription.http_headers);
+
+        // The record edited to send the headers elsewhere, or read under another key.
+        let mut redirected: Subscription = serde_json::from_str(&record).unwrap();
+        redirected.destination = "http://198.51.100.7/collect".into();
+        assert!(redirected.open_http_headers(&seal).is_err());
+        assert!(redirected.http_headers.0.is_empty());
+        let mut rotated: Subscription = serde_json::from_str(&record).unwrap();
+        assert!(
+            rotated
+                .open_http_headers(&Seal::derive(b"new key"))
+                .is_err()
+        );
+
+        // A record from a BMC that kept the headers in memory only.
+        let mut legacy: Subscription = serde_json::from_value(
+            json!({"id": "2", "destination": "http://x", "had_http_headers": true}),
+        )
+        .unwrap();
+        assert!(legacy.open_http_headers(&seal).is_err());
+        let mut plain: Subscription =
+            serde_json::from_value(json!({"id": "3", "destination": "http://x"})).unwrap();
+        plain.open_http_headers(&seal).unwrap();
+        plain.seal_http_headers(&seal);
+        assert!(
+            !serde_json::to_string(&plain)
+                .unwrap()
+                .contains("http_headers")
+        );
         assert!(parse_http_headers(&Value::Null).unwrap().0.is_empty());
     }
 
@@ -798,6 +889,7 @@ mod tests {
             registry_prefixes: vec![],
             resource_types: vec!["VirtualMedia".into()],
             http_headers: HttpHeaders::default(),
+            sealed_http_headers: None,
             had_http_headers: false,
         };
         assert!(!subscription.wants(&power));

@@ -21,6 +21,7 @@ mod manager;
 mod media;
 pub mod media_size;
 pub mod models;
+pub mod seal;
 pub mod services;
 mod system;
 pub mod tasks;
@@ -120,6 +121,7 @@ impl Context {
         let events = events::Events::load(
             machine.clone(),
             ids.clone(),
+            sessions.seal(),
             events::RETRY_INTERVAL,
             options.egress.clone(),
         )

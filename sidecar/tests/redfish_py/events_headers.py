@@ -7,7 +7,8 @@ event_service.subscriptions.create(payload)).
 Usage: events_headers.py URL USER PASSWORD VM PHASE RECEIVER_PORT
   PHASE "subscribe": malformed headers refused and nothing stored; a subscription with
     headers reads back without them; a power change reaches the receiver with them.
-  PHASE "restarted": the BMC kept the values in memory only, so it dropped the subscription.
+  PHASE "restarted": the subscription survived the restart with its headers (stored sealed):
+    a power change reaches the receiver with them again.
 """
 import http.server
 import json
@@ -44,10 +45,29 @@ class Receiver(http.server.BaseHTTPRequestHandler):
         pass
 
 
+server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Receiver)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+destination = f"http://127.0.0.1:{port}/events"
+
+
+def power_event_with_headers(reset_type, message):
+    r = s.post(f"{url}/redfish/v1/Systems/{vm}/Actions/ComputerSystem.Reset", json={"ResetType": reset_type})
+    assert r.status_code in (202, 204), (r.status_code, r.text)
+    deadline = time.time() + 30
+    while True:
+        assert time.time() < deadline, f"no {message} event"
+        try:
+            headers, event = received.get(timeout=0.5)
+        except queue.Empty:
+            continue
+        if any(e["MessageId"].endswith(message) for e in event["Events"]):
+            break
+    assert headers.get("Authorization") == TOKEN, headers
+    assert headers.get("X-Metal3-Host") == "host-0", headers
+    assert headers.get("Content-Type") == "application/json", headers
+
+
 if phase == "subscribe":
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Receiver)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    destination = f"http://127.0.0.1:{port}/events"
 
     for bad in (
         [{"Authorization: " + TOKEN: "x"}],   # a whole header line as the name
@@ -78,23 +98,13 @@ if phase == "subscribe":
     assert raw.status_code == 200 and "s3cret" not in raw.text and "host-0" not in raw.text, raw.text
     print("ok subscribed through sushy; GET shows no header values")
 
-    r = s.post(f"{url}/redfish/v1/Systems/{vm}/Actions/ComputerSystem.Reset", json={"ResetType": "On"})
-    assert r.status_code in (202, 204), (r.status_code, r.text)
-    deadline = time.time() + 30
-    while True:
-        assert time.time() < deadline, "no PoweredOn event"
-        try:
-            headers, event = received.get(timeout=0.5)
-        except queue.Empty:
-            continue
-        if any(e["MessageId"].endswith("ResourcePoweredOn") for e in event["Events"]):
-            break
-    assert headers.get("Authorization") == TOKEN, headers
-    assert headers.get("X-Metal3-Host") == "host-0", headers
-    assert headers.get("Content-Type") == "application/json", headers
+    power_event_with_headers("On", "ResourcePoweredOn")
     print("ok receiver got PoweredOn with the subscription's headers")
 elif phase == "restarted":
     members = s.get(SUBSCRIPTIONS).json()["Members"]
-    assert members == [], members
-    print("ok subscription with HttpHeaders dropped by the restart")
+    assert len(members) == 1, members
+    raw = s.get(url + members[0]["@odata.id"])
+    assert raw.status_code == 200 and "s3cret" not in raw.text, raw.text
+    power_event_with_headers("ForceOff", "ResourcePoweredOff")
+    print("ok after the restart the receiver got PoweredOff with the subscription's headers")
 print("ALL OK")
