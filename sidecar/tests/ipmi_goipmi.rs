@@ -1,8 +1,8 @@
 //! go-ipmi (github.com/bougou/go-ipmi), the pure-Go IPMI library bmclib's IPMI provider
-//! uses, as it opens a lanplus session with cipher suite 3 and serves the power calls of
-//! bmclib's `goipmi` provider (bmc-toolbox/bmclib `providers/goipmi/goipmi.go`: `Open`,
-//! `Close`, `PowerStateGet`, `PowerSet`; it has no compatibility probe of its own). No
-//! go-ipmi binary runs here: each datagram is built from the field values
+//! uses, as it opens a lanplus session with cipher suite 3 and serves these calls of bmclib's
+//! `goipmi` provider (bmc-toolbox/bmclib `providers/goipmi/goipmi.go`: `Open`, `Close`,
+//! `PowerStateGet`, `PowerSet`, `BootDeviceSet`; it has no compatibility probe of its
+//! own). No go-ipmi binary runs here: each datagram is built from the field values
 //! go-ipmi's source puts in it (pkg/client/*.go, pkg/cmd/*/*.go and the root package's
 //! cmd_*.go, named per step), and sent to `kubevirt-bmc simulate`.
 //!
@@ -263,4 +263,91 @@ fn go_ipmi_chassis_control_soft_reset_and_cycle_as_bmclib_power_set_sends_them()
         assert_eq!(rsp.cc, answer, "{state}");
         assert_power(&bmc, &mut session, on, state);
     }
+}
+
+/// bmclib `BootDeviceSet(device, persistent, efi)`: go-ipmi's `SetBootDevice`
+/// (api_chassis.go) sends a single Set System Boot Options, parameter 5 with the parameter
+/// valid bit clear (SetSystemBootOptionsParamFor; SetSystemBootOptionsParamRequest.Pack in
+/// pkg/cmd/chassis/cmd_set_system_boot_options.go) and no set-in-progress or boot info
+/// acknowledge around it. The five data bytes are BootOptionParam_BootFlags.Pack
+/// (types_boot_option_params.go): byte 1 = 80h valid | 40h persistent | 20h EFI, byte 2 =
+/// the device selector << 2, bytes 3-5 zero.
+#[test]
+fn go_ipmi_set_boot_device_as_bmclib_boot_device_set_sends_it() {
+    let bmc = Bmc::start_strict();
+    let mut session = GoIpmi::connect(&bmc);
+    let flags = |persistent: bool, efi: bool, selector: u8| {
+        let mut byte1 = 0x80;
+        if persistent {
+            byte1 |= 0x40;
+        }
+        if efi {
+            byte1 |= 0x20;
+        }
+        [byte1, selector << 2, 0, 0, 0]
+    };
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let get_flags = |session: &mut GoIpmi| {
+        // go-ipmi's GetSystemBootOptionsParamRequest.Pack: selector, set 0, block 0.
+        let rsp = session.call(netfn::CHASSIS, 0x09, &[0x05, 0x00, 0x00]);
+        assert_eq!(rsp.cc, cc::OK);
+        // Parameter version 1, parameter 5 valid, the five bytes
+        // (GetSystemBootOptionsParamResponse.Unpack, BootOptionParam_BootFlags.Unpack).
+        assert_eq!(rsp.data.len(), 7, "{:?}", rsp.data);
+        assert_eq!(&rsp.data[..2], &[0x01, 0x05]);
+        rsp.data[2..].to_vec()
+    };
+
+    // bmclib's device names and go-ipmi's BootDeviceSelector values; any other name is
+    // BootDeviceSelectorNoOverride. Persistence and EFI vary so each bit is read back.
+    for (device, selector, persistent, efi) in [
+        ("pxe", 0x01u8, false, false),
+        ("disk", 0x02, true, false),
+        ("safe", 0x03, false, true),
+        ("cdrom", 0x05, true, true),
+        ("bios", 0x06, false, true),
+        ("floppy", 0x0F, true, false),
+        ("none", 0x00, false, true),
+    ] {
+        let sent = flags(persistent, efi, selector);
+        let mut request = vec![0x05];
+        request.extend_from_slice(&sent);
+        let rsp = session.call(netfn::CHASSIS, 0x08, &request);
+        assert_eq!(rsp.cc, cc::OK, "{device}");
+        assert_eq!(get_flags(&mut session), sent, "{device}");
+        let got = bmc.ipmitool_ok(IPMITOOL, "chassis bootparam get 5");
+        assert_contains(&got, &format!("Boot parameter data: {}", hex(&sent)));
+        assert_contains(
+            &got,
+            if persistent {
+                "Options apply to all future boots"
+            } else {
+                "Options apply to only next boot"
+            },
+        );
+        assert_contains(
+            &got,
+            if efi {
+                "BIOS EFI boot"
+            } else {
+                "BIOS PC Compatible (legacy) boot"
+            },
+        );
+    }
+
+    // "diag" asks for BootDeviceSelectorForceDiagnosticPartition (04h): a VM has no
+    // diagnostic partition, so the BMC refuses it (CCh) and keeps the flags it had; go-ipmi
+    // returns the error, bmclib's BootDeviceSet (false, err).
+    let before = get_flags(&mut session);
+    let mut request = vec![0x05];
+    request.extend_from_slice(&flags(false, false, 0x04));
+    assert_eq!(
+        session.call(netfn::CHASSIS, 0x08, &request).cc,
+        cc::INVALID_DATA
+    );
+    assert_eq!(get_flags(&mut session), before);
+    assert_contains(
+        &bmc.ipmitool_ok(IPMITOOL, "chassis bootparam get 5"),
+        &format!("Boot parameter data: {}", hex(&before)),
+    );
 }
