@@ -1,8 +1,8 @@
 //! go-ipmi (github.com/bougou/go-ipmi), the pure-Go IPMI library bmclib's IPMI provider
-//! uses, as it opens a lanplus session with cipher suite 3 and serves these calls of bmclib's
+//! uses, as it opens a lanplus session with cipher suite 3 and serves every call of bmclib's
 //! `goipmi` provider (bmc-toolbox/bmclib `providers/goipmi/goipmi.go`: `Open`, `Close`,
-//! `PowerStateGet`, `PowerSet`, `BootDeviceSet`; it has no compatibility probe of its
-//! own). No go-ipmi binary runs here: each datagram is built from the field values
+//! `PowerStateGet`, `PowerSet`, `BootDeviceSet`, `UserRead`; it has no compatibility probe of
+//! its own). No go-ipmi binary runs here: each datagram is built from the field values
 //! go-ipmi's source puts in it (pkg/client/*.go, pkg/cmd/*/*.go and the root package's
 //! cmd_*.go, named per step), and sent to `kubevirt-bmc simulate`.
 //!
@@ -349,5 +349,61 @@ fn go_ipmi_set_boot_device_as_bmclib_boot_device_set_sends_it() {
     assert_contains(
         &bmc.ipmitool_ok(IPMITOOL, "chassis bootparam get 5"),
         &format!("Boot parameter data: {}", hex(&before)),
+    );
+}
+
+/// bmclib `UserRead` calls go-ipmi's `ListUser(ctx, 0)` (cmd_get_user_access.go; renamed
+/// `GetUsers` in pkg/client/api_app.go, same loop): for user ID 1, 2, ... Get User Access
+/// (channel, user ID), then Get User Name (user ID), until the user ID reaches byte 1 of
+/// Get User Access (maximum user IDs). Any Get User Access error ends the listing with that
+/// error; a Get User Name CCh means "no name". bmclib drops users whose name is empty.
+///
+/// bmclib passes channel 0, the primary IPMB (IPMI 2.0 table 6-1). This BMC has one
+/// channel, LAN channel 1, and answers CCh for a channel it does not have (as Get Channel
+/// Info does; OpenBMC answers a session-less channel such as its IPMB 0 the same way), so
+/// go-ipmi's ListUser fails on user 1 and bmclib's UserRead returns that error.
+#[test]
+fn go_ipmi_list_user_as_bmclib_user_read_sends_it() {
+    let bmc = Bmc::start_strict();
+    let mut session = GoIpmi::connect(&bmc);
+
+    // GetUserAccessRequest.Pack: channel, user ID.
+    let rsp = session.call(netfn::APP, 0x44, &[0x00, 0x01]);
+    assert_eq!(rsp.cc, cc::INVALID_DATA, "{:?}", rsp.data);
+
+    // The same loop on the LAN channel (not what bmclib sends; what it would list there):
+    // user 1, the null user, has no name and no access; user 2 is admin, Administrator,
+    // IPMI messaging on, link authentication off, call-in (not callback-only).
+    let mut users = Vec::new();
+    for user in 1u8.. {
+        let access = session.call(netfn::APP, 0x44, &[0x01, user]);
+        assert_eq!(access.cc, cc::OK, "user {user}");
+        // GetUserAccessResponse.Unpack needs 4 bytes.
+        assert_eq!(access.data.len(), 4, "{:?}", access.data);
+        let name = session.call(netfn::APP, 0x46, &[user]);
+        assert_eq!(name.cc, cc::OK, "user {user}");
+        // GetUsernameResponse.Unpack: 16 bytes, trailing NULs trimmed.
+        assert_eq!(name.data.len(), 16, "{:?}", name.data);
+        let end = name.data.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+        let name = String::from_utf8(name.data[..end].to_vec()).unwrap();
+        let b = access.data[3];
+        users.push((
+            user,
+            name,
+            b & 0x40 == 0, // Callin = !CallbackOnly
+            b & 0x20 != 0, // LinkAuthEnabled
+            b & 0x10 != 0, // IPMIMessagingEnabled
+            b & 0x0F,      // MaxPrivLevel
+        ));
+        if user >= access.data[0] {
+            break;
+        }
+    }
+    assert_eq!(
+        users,
+        [
+            (1, String::new(), true, false, false, 0x0F),
+            (2, "admin".to_owned(), true, false, true, 0x04),
+        ]
     );
 }
