@@ -19,6 +19,8 @@
 //! * the first message after RAKP 4 is Set Session Privilege Level (Administrator),
 //!   authenticated and encrypted, session sequence 1 (genSession20 in session_v20.go:
 //!   integrity pad FFh to a multiple of 4, AES pad 1..n, as our client encodes them);
+//! * once connected, a keepalive sends Get Session Info for the current session
+//!   (connectLAN → startSessionKeepalive → keepSessionAlive, interface_lan.go);
 //! * Close Session names the BMC's session ID (closeLAN).
 
 mod ipmi_common;
@@ -406,4 +408,32 @@ fn go_ipmi_list_user_as_bmclib_user_read_sends_it() {
             (2, "admin".to_owned(), true, false, true, 0x04),
         ]
     );
+}
+
+/// Every call of bmclib's provider runs in the session `Open` made, which go-ipmi keeps
+/// alive with Get Session Info, session index 0 = "this session" (keepSessionAlive →
+/// GetCurrentSessionInfo in api_app.go; GetSessionInfoRequest.Pack sends the index alone).
+/// The interval, DefaultKeepAliveIntervalSec, was not found in the source searched.
+#[test]
+fn go_ipmi_keepalive_get_current_session_info() {
+    let bmc = Bmc::start_strict();
+    let mut session = GoIpmi::connect(&bmc);
+    let rsp = session.call(netfn::APP, 0x3D, &[0x00]);
+    assert_eq!(rsp.cc, cc::OK);
+    // GetSessionInfoResponse.Unpack: the LAN form is 18 bytes.
+    let d = &rsp.data;
+    assert_eq!(d.len(), 18, "{d:?}");
+    assert_ne!(d[0], 0, "a session handle");
+    assert_eq!(d[2], 1, "one active session");
+    assert_eq!(d[3], 2, "user ID of admin");
+    assert_eq!(
+        d[4], 0x04,
+        "Administrator, as Set Session Privilege Level made it"
+    );
+    assert_eq!(d[5], 0x11, "IPMI v2.0/RMCP+ on channel 1");
+    assert_eq!(&d[6..10], &[127, 0, 0, 1]);
+    let port = session.udp.0.local_addr().unwrap().port();
+    assert_eq!(u16::from_le_bytes([d[16], d[17]]), port);
+    // The session is still usable afterwards: the keepalive's point.
+    assert!(!session.power_is_on());
 }
