@@ -360,49 +360,54 @@ fn go_ipmi_set_boot_device_as_bmclib_boot_device_set_sends_it() {
 /// Get User Access (maximum user IDs). Any Get User Access error ends the listing with that
 /// error; a Get User Name CCh means "no name". bmclib drops users whose name is empty.
 ///
-/// bmclib passes channel 0, the primary IPMB (IPMI 2.0 table 6-1). This BMC has one
-/// channel, LAN channel 1, and answers CCh for a channel it does not have (as Get Channel
-/// Info does; OpenBMC answers a session-less channel such as its IPMB 0 the same way), so
-/// go-ipmi's ListUser fails on user 1 and bmclib's UserRead returns that error.
+/// bmclib passes channel 0, the primary IPMB (IPMI 2.0 table 6-1), which a VM's BMC does
+/// not have; it answers as for its LAN channel, so the listing bmclib reads is the one
+/// ipmitool's `user list 1` shows.
 #[test]
 fn go_ipmi_list_user_as_bmclib_user_read_sends_it() {
     let bmc = Bmc::start_strict();
     let mut session = GoIpmi::connect(&bmc);
 
-    // GetUserAccessRequest.Pack: channel, user ID.
-    let rsp = session.call(netfn::APP, 0x44, &[0x00, 0x01]);
-    assert_eq!(rsp.cc, cc::INVALID_DATA, "{:?}", rsp.data);
-
-    // The same loop on the LAN channel (not what bmclib sends; what it would list there):
-    // user 1, the null user, has no name and no access; user 2 is admin, Administrator,
-    // IPMI messaging on, link authentication off, call-in (not callback-only).
-    let mut users = Vec::new();
-    for user in 1u8.. {
-        let access = session.call(netfn::APP, 0x44, &[0x01, user]);
-        assert_eq!(access.cc, cc::OK, "user {user}");
-        // GetUserAccessResponse.Unpack needs 4 bytes.
-        assert_eq!(access.data.len(), 4, "{:?}", access.data);
-        let name = session.call(netfn::APP, 0x46, &[user]);
-        assert_eq!(name.cc, cc::OK, "user {user}");
-        // GetUsernameResponse.Unpack: 16 bytes, trailing NULs trimmed.
-        assert_eq!(name.data.len(), 16, "{:?}", name.data);
-        let end = name.data.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
-        let name = String::from_utf8(name.data[..end].to_vec()).unwrap();
-        let b = access.data[3];
-        users.push((
-            user,
-            name,
-            b & 0x40 == 0, // Callin = !CallbackOnly
-            b & 0x20 != 0, // LinkAuthEnabled
-            b & 0x10 != 0, // IPMIMessagingEnabled
-            b & 0x0F,      // MaxPrivLevel
-        ));
-        if user >= access.data[0] {
-            break;
+    // GetUserAccessRequest.Pack: channel, user ID; channel 0 as bmclib sends it, then the
+    // LAN channel, which must list the same.
+    let mut list_users = |channel: u8| {
+        let mut users = Vec::new();
+        for user in 1u8.. {
+            let access = session.call(netfn::APP, 0x44, &[channel, user]);
+            assert_eq!(access.cc, cc::OK, "user {user}");
+            // GetUserAccessResponse.Unpack needs 4 bytes.
+            assert_eq!(access.data.len(), 4, "{:?}", access.data);
+            let name = session.call(netfn::APP, 0x46, &[user]);
+            assert_eq!(name.cc, cc::OK, "user {user}");
+            // GetUsernameResponse.Unpack: 16 bytes, trailing NULs trimmed.
+            assert_eq!(name.data.len(), 16, "{:?}", name.data);
+            let end = name.data.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+            let name = String::from_utf8(name.data[..end].to_vec()).unwrap();
+            let b = access.data[3];
+            users.push((
+                user,
+                name,
+                b & 0x40 == 0, // Callin = !CallbackOnly
+                b & 0x20 != 0, // LinkAuthEnabled
+                b & 0x10 != 0, // IPMIMessagingEnabled
+                b & 0x0F,      // MaxPrivLevel
+            ));
+            // Bits 7:6 of byte 2: the user's enable status (01b enabled, 10b disabled).
+            assert_eq!(
+                access.data[1] >> 6,
+                if user == 2 { 1 } else { 2 },
+                "user {user}"
+            );
+            if user >= access.data[0] {
+                break;
+            }
         }
-    }
+        users
+    };
+    let on_ipmb = list_users(0x00);
+    assert_eq!(on_ipmb, list_users(0x01));
     assert_eq!(
-        users,
+        on_ipmb,
         [
             (1, String::new(), true, false, false, 0x0F),
             (2, "admin".to_owned(), true, false, true, 0x04),

@@ -226,15 +226,21 @@ fn user_access(data: &[u8]) -> Decision {
         return Decision::error(cc::REQUEST_LENGTH_INVALID);
     };
     let user = user & 0x3F;
-    if !lan_channel(*channel) || user == 0 || user > MAX_USERS {
+    // Channel 0, the primary IPMB, is answered as the LAN channel: bmclib's UserRead lists
+    // users through go-ipmi's ListUser on channel 0 (providers/goipmi/goipmi.go) and would
+    // otherwise fail on the first user, and this BMC's one set of users has the same access
+    // whichever channel a caller names.
+    if !(lan_channel(*channel) || channel & 0x0F == 0) || user == 0 || user > MAX_USERS {
         return Decision::error(cc::INVALID_DATA);
     }
-    let privilege = if user == 2 {
-        0x10 | 0x04 // IPMI messaging, ADMINISTRATOR
+    // Byte 2 bits 7:6 (IPMI 2.0 errata 4): the requested user's enable status, 01b enabled,
+    // 10b disabled; bits 5:0 count the enabled users.
+    let (enable, privilege) = if user == 2 {
+        (0x40, 0x10 | 0x04) // IPMI messaging, ADMINISTRATOR
     } else {
-        0x0F // no access
+        (0x80, 0x0F) // no access
     };
-    Decision::ok(vec![MAX_USERS, 0x40 | 1, 0x01, privilege])
+    Decision::ok(vec![MAX_USERS, enable | 1, 0x01, privilege])
 }
 
 fn user_name(data: &[u8], snap: &Snapshot<'_>) -> Decision {
