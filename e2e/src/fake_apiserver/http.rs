@@ -431,7 +431,11 @@ async fn dispatch(
                 watch(shared, route, name, query, metadata)
             } else {
                 let labels = Selector::parse(query_param(query, "labelSelector").as_deref());
-                list(shared, &route, name.as_deref(), &labels, metadata)
+                let page = match Page::parse(query) {
+                    Ok(page) => page,
+                    Err(response) => return response,
+                };
+                list(shared, &route, name.as_deref(), &labels, metadata, &page)
             }
         }
         (&Method::GET, Some(name)) => {
@@ -489,19 +493,109 @@ async fn dispatch(
     }
 }
 
+/// A LIST's `limit` and `continue`, as kube-apiserver pages them (kube-runtime's watcher asks
+/// for 500 at a time): items in key order, a page of at most `limit`, `metadata.continue` an
+/// opaque token naming the last key served and the first page's resourceVersion, which every
+/// later page reports too (staging/src/k8s.io/apiserver/pkg/storage/continue.go
+/// EncodeContinue/DecodeContinue: base64 of `{"v","rv","start"}`; an undecodable token is
+/// 400). Unlike etcd, later pages are served from the current objects rather than a snapshot
+/// at that resourceVersion: a client watching from it sees the changes again as events, which
+/// a reflector applies idempotently.
+#[derive(Default)]
+struct Page {
+    limit: Option<usize>,
+    after: Option<(String, String)>,
+    resource_version: Option<u64>,
+}
+
+impl Page {
+    fn parse(query: &str) -> Result<Page, Response<Body>> {
+        use base64::Engine;
+        let invalid = |what: &str| {
+            status(
+                400,
+                "BadRequest",
+                &format!("invalid {what} parameter"),
+                json!({}),
+            )
+        };
+        let limit = match query_param(query, "limit") {
+            None => None,
+            Some(text) => match text.parse::<usize>() {
+                Ok(0) => None,
+                Ok(n) => Some(n),
+                Err(_) => return Err(invalid("limit")),
+            },
+        };
+        let Some(token) = query_param(query, "continue").filter(|t| !t.is_empty()) else {
+            return Ok(Page {
+                limit,
+                ..Page::default()
+            });
+        };
+        let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(token.trim_end_matches('='))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
+            .ok_or_else(|| invalid("continue"))?;
+        let start = decoded["start"]
+            .as_str()
+            .ok_or_else(|| invalid("continue"))?;
+        let (namespace, name) = start.split_once('/').ok_or_else(|| invalid("continue"))?;
+        Ok(Page {
+            limit,
+            after: Some((namespace.to_owned(), name.to_owned())),
+            resource_version: decoded["rv"].as_u64(),
+        })
+    }
+
+    fn token(&self, rv: u64, last: &Value) -> String {
+        use base64::Engine;
+        let start = format!(
+            "{}/{}",
+            last["metadata"]["namespace"].as_str().unwrap_or(""),
+            last["metadata"]["name"].as_str().unwrap_or("")
+        );
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(json!({"v": "meta.k8s.io/v1", "rv": rv, "start": start}).to_string())
+    }
+}
+
 fn list(
     shared: &Shared,
     route: &Route,
     name: Option<&str>,
     labels: &Selector,
     metadata: bool,
+    page: &Page,
 ) -> Response<Body> {
     let store = shared.store();
-    let items: Vec<Value> = store
+    let key_of = |o: &Value| {
+        (
+            o["metadata"]["namespace"].as_str().unwrap_or("").to_owned(),
+            o["metadata"]["name"].as_str().unwrap_or("").to_owned(),
+        )
+    };
+    let mut matching = store
         .list(&route.gvr, &route.namespace)
         .into_iter()
         .filter(|o| name.is_none_or(|n| o["metadata"]["name"] == n))
         .filter(|o| labels.matches(o))
+        .filter(|o| page.after.as_ref().is_none_or(|after| key_of(o) > *after));
+    let items: Vec<Value> = matching
+        .by_ref()
+        .take(page.limit.unwrap_or(usize::MAX))
+        .collect();
+    let remaining = matching.count();
+    let rv = page.resource_version.unwrap_or(store.resource_version());
+    let mut list_metadata = json!({"resourceVersion": rv.to_string()});
+    if remaining > 0
+        && let Some(last) = items.last()
+    {
+        list_metadata["continue"] = json!(page.token(rv, last));
+    }
+    let items: Vec<Value> = items
+        .into_iter()
         .map(|o| if metadata { partial(&o) } else { o })
         .collect();
     let (kind, api_version) = if metadata {
@@ -517,7 +611,7 @@ fn list(
         &json!({
             "kind": kind,
             "apiVersion": api_version,
-            "metadata": {"resourceVersion": store.resource_version().to_string()},
+            "metadata": list_metadata,
             "items": items,
         }),
     )

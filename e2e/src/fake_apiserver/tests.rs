@@ -514,3 +514,87 @@ async fn token_secrets_are_filled_by_the_token_controller_and_go_with_their_acco
         "the account's Secrets go with it"
     );
 }
+
+#[tokio::test]
+async fn lists_page_by_limit_and_continue_as_the_api_server_does() {
+    let fake = fake().await;
+    fake.grant_all("admin", "system:admin");
+    for name in ["vm3", "vm4", "vm5"] {
+        let mut vm = fixture("vm-vm1.json");
+        vm["metadata"]["name"] = json!(name);
+        fake.put(Gvr::vm(), "other", name, vm);
+    }
+    let list = "/apis/kubevirt.io/v1/virtualmachines";
+    let names = |body: &Value| -> Vec<String> {
+        body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| {
+                format!(
+                    "{}/{}",
+                    o["metadata"]["namespace"].as_str().unwrap(),
+                    o["metadata"]["name"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+    let (code, first) = call_as(
+        "admin",
+        &fake,
+        "GET",
+        &format!("{list}?limit=2"),
+        "application/json",
+        "",
+    )
+    .await;
+    assert_eq!(code, 200, "{first}");
+    assert_eq!(names(&first), ["other/vm3", "other/vm4"]);
+    let token = first["metadata"]["continue"].as_str().unwrap().to_owned();
+    let rv = first["metadata"]["resourceVersion"].clone();
+
+    // A write between pages: later pages still carry the first page's resourceVersion.
+    let mut vm = fixture("vm-vm1.json");
+    vm["metadata"]["name"] = json!("vm6");
+    fake.put(Gvr::vm(), "other", "vm6", vm);
+    let (code, second) = call_as(
+        "admin",
+        &fake,
+        "GET",
+        &format!("{list}?limit=2&continue={token}"),
+        "application/json",
+        "",
+    )
+    .await;
+    assert_eq!(code, 200, "{second}");
+    assert_eq!(names(&second), ["other/vm5", "other/vm6"]);
+    assert_eq!(second["metadata"]["resourceVersion"], rv);
+    let token = second["metadata"]["continue"].as_str().unwrap().to_owned();
+    let (_, last) = call_as(
+        "admin",
+        &fake,
+        "GET",
+        &format!("{list}?limit=2&continue={token}"),
+        "application/json",
+        "",
+    )
+    .await;
+    assert_eq!(names(&last), ["vms/vm1", "vms/vm2"]);
+    assert!(last["metadata"].get("continue").is_none(), "{last}");
+
+    let (_, whole) = call_as("admin", &fake, "GET", list, "application/json", "").await;
+    assert_eq!(whole["items"].as_array().unwrap().len(), 6);
+    assert!(whole["metadata"].get("continue").is_none());
+    for bad in ["limit=two", "limit=1&continue=not-a-token"] {
+        let (code, _) = call_as(
+            "admin",
+            &fake,
+            "GET",
+            &format!("{list}?{bad}"),
+            "application/json",
+            "",
+        )
+        .await;
+        assert_eq!(code, 400, "{bad}");
+    }
+}
