@@ -433,7 +433,10 @@ async fn dispatch(
                 let labels = Selector::parse(query_param(query, "labelSelector").as_deref());
                 let page = match Page::parse(query) {
                     Ok(page) => page,
-                    Err(response) => return response,
+                    Err(parameter) => {
+                        let message = format!("invalid {parameter} parameter");
+                        return status(400, "BadRequest", &message, json!({}));
+                    }
                 };
                 list(shared, &route, name.as_deref(), &labels, metadata, &page)
             }
@@ -509,22 +512,15 @@ struct Page {
 }
 
 impl Page {
-    fn parse(query: &str) -> Result<Page, Response<Body>> {
+    /// The error names the parameter that is invalid.
+    fn parse(query: &str) -> Result<Page, &'static str> {
         use base64::Engine;
-        let invalid = |what: &str| {
-            status(
-                400,
-                "BadRequest",
-                &format!("invalid {what} parameter"),
-                json!({}),
-            )
-        };
         let limit = match query_param(query, "limit") {
             None => None,
             Some(text) => match text.parse::<usize>() {
                 Ok(0) => None,
                 Ok(n) => Some(n),
-                Err(_) => return Err(invalid("limit")),
+                Err(_) => return Err("limit"),
             },
         };
         let Some(token) = query_param(query, "continue").filter(|t| !t.is_empty()) else {
@@ -537,11 +533,9 @@ impl Page {
             .decode(token.trim_end_matches('='))
             .ok()
             .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
-            .ok_or_else(|| invalid("continue"))?;
-        let start = decoded["start"]
-            .as_str()
-            .ok_or_else(|| invalid("continue"))?;
-        let (namespace, name) = start.split_once('/').ok_or_else(|| invalid("continue"))?;
+            .ok_or("continue")?;
+        let start = decoded["start"].as_str().ok_or("continue")?;
+        let (namespace, name) = start.split_once('/').ok_or("continue")?;
         Ok(Page {
             limit,
             after: Some((namespace.to_owned(), name.to_owned())),
