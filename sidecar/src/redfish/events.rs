@@ -446,7 +446,9 @@ pub struct Events {
     writes: tokio::sync::Mutex<()>,
     sse: broadcast::Sender<Arc<Value>>,
     next_id: AtomicU64,
-    client: HttpClient,
+    /// Made at the first subscription: its CA roots (the system's whole bundle, parsed) are
+    /// about a third of an idle sidecar's heap, and most BMCs never deliver an event.
+    client: std::sync::OnceLock<HttpClient>,
     policy: Arc<EgressPolicy>,
     retry_interval: Duration,
     seal: Seal,
@@ -477,7 +479,7 @@ impl Events {
             writes: tokio::sync::Mutex::new(()),
             sse: broadcast::channel(QUEUE).0,
             next_id: AtomicU64::new(now_unix() * 1000),
-            client: http_client(policy.clone()),
+            client: std::sync::OnceLock::new(),
             policy,
             retry_interval,
             seal,
@@ -508,7 +510,9 @@ impl Events {
     fn start(self: &Arc<Self>, subscription: Subscription) {
         let (sender, receiver) = mpsc::channel(QUEUE);
         tokio::spawn(deliver(
-            self.client.clone(),
+            self.client
+                .get_or_init(|| http_client(self.policy.clone()))
+                .clone(),
             self.policy.clone(),
             subscription.destination.clone(),
             subscription.http_headers.clone(),
