@@ -7,13 +7,15 @@
 //! (often larger than the spec) and `kubectl.kubernetes.io/last-applied-configuration` (a copy
 //! of it) never reach a store.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod, PodStatus, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::core::DynamicObject;
 use serde_json::Value;
 
-use super::plan::Launcher;
+use super::plan::{self, Launcher};
 use crate::annotations;
 use crate::names;
 
@@ -29,20 +31,51 @@ pub fn prune_meta(meta: &mut ObjectMeta) {
     }
 }
 
+/// Marks a cached VM whose spec [`prune_vm`] dropped; never written to the API server.
+const SPEC_PRUNED: &str = "kubevirt-bmc/spec-pruned";
+
 /// A VM as the reconcile reads it: metadata, spec, and of the status only `created` (plan's
 /// "the VM ran before it was prepared"). KubeVirt's status (conditions, volume and snapshot
 /// statuses, printableStatus) changes often and is read by no decision of ours.
-pub fn prune_vm(vm: &mut DynamicObject) {
+///
+/// The spec too is dropped, all but the template's metadata (what [`plan::untouched`] reads),
+/// for a VM that neither opts in nor was prepared by us: the controller caches every VM of
+/// the cluster, most of them never opt in, and a VM's spec held as JSON values costs about
+/// 20 KiB. `namespace_opts_in` is the VM's namespace label as the namespace cache has it
+/// (`None`: not known yet, so the spec is kept). A VM that opts in later through its own
+/// annotation arrives whole with that change; one that opts in through a namespace label
+/// added later is read from the API server once ([`spec_pruned`]), until its next change.
+pub fn prune_vm(vm: &mut DynamicObject, namespace_opts_in: Option<bool>) {
     prune_meta(&mut vm.metadata);
-    if let Some(data) = vm.data.as_object_mut()
-        && let Some(status) = data.get_mut("status")
-    {
+    let empty = BTreeMap::new();
+    let vm_annotations = vm.metadata.annotations.as_ref().unwrap_or(&empty);
+    let may_opt_in = match annotations::enabled(vm_annotations) {
+        Ok(Some(own)) => own,
+        Ok(None) => namespace_opts_in != Some(false),
+        Err(_) => true,
+    };
+    let keep_spec = may_opt_in || plan::was_prepared(&vm.data, vm_annotations);
+    let Some(data) = vm.data.as_object_mut() else {
+        return;
+    };
+    if let Some(status) = data.get_mut("status") {
         let created = status.get("created").cloned();
         *status = match created {
             Some(c) => serde_json::json!({ "created": c }),
             None => Value::Object(Default::default()),
         };
     }
+    if !keep_spec && let Some(spec) = data.get_mut("spec") {
+        let template_metadata = spec["template"]["metadata"].take();
+        *spec = serde_json::json!({"template": {"metadata": template_metadata}});
+        data.insert(SPEC_PRUNED.to_owned(), Value::Bool(true));
+    }
+}
+
+/// Whether the cached copy lacks the spec (see [`prune_vm`]): a reconcile that finds such a
+/// VM opting in reads it whole first.
+pub fn spec_pruned(vm: &DynamicObject) -> bool {
+    vm.data.get(SPEC_PRUNED).is_some()
 }
 
 /// A launcher Pod as [`launcher`] and the Pod-to-VM mapping read it: its labels, the two
@@ -221,10 +254,66 @@ mod tests {
             "spec": {"runStrategy": "Always"},
             "status": {"created": true, "printableStatus": "Running", "conditions": []}}))
         .unwrap();
-        prune_vm(&mut vm);
+        prune_vm(&mut vm, Some(false));
         assert!(vm.metadata.managed_fields.is_none());
         assert_eq!(vm.metadata.annotations.as_ref().unwrap().len(), 1);
         assert_eq!(vm.data["status"], json!({"created": true}));
         assert_eq!(vm.data["spec"], json!({"runStrategy": "Always"}));
+        assert!(!spec_pruned(&vm));
+    }
+
+    #[test]
+    fn the_spec_is_dropped_only_for_a_vm_that_can_not_opt_in_and_was_not_prepared() {
+        let vm = |annotations: Value, template_metadata: Value| -> DynamicObject {
+            serde_json::from_value(
+                json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
+                "metadata": {"name": "vm1", "namespace": "ns", "annotations": annotations},
+                "spec": {"runStrategy": "Always", "template": {"metadata": template_metadata,
+                    "spec": {"domain": {"devices": {}}}}}}),
+            )
+            .unwrap()
+        };
+        let plain = || vm(json!({}), json!({"labels": {"app": "x"}}));
+        let cases = [
+            // (VM, namespace label, spec kept)
+            (plain(), Some(false), false),
+            (plain(), None, true),
+            (plain(), Some(true), true),
+            (
+                vm(json!({"bmc.kubevirt.io/enabled": "true"}), json!({})),
+                Some(false),
+                true,
+            ),
+            (
+                vm(json!({"bmc.kubevirt.io/enabled": "false"}), json!({})),
+                Some(true),
+                false,
+            ),
+            (
+                vm(json!({"bmc.kubevirt.io/enabled": "maybe"}), json!({})),
+                Some(false),
+                true,
+            ),
+            // Prepared by us (opting out now): the opt-out reads the spec.
+            (
+                vm(
+                    json!({}),
+                    json!({"labels": {"bmc.kubevirt.io/enabled": "true"}}),
+                ),
+                Some(false),
+                true,
+            ),
+        ];
+        for (index, (mut vm, namespace, kept)) in cases.into_iter().enumerate() {
+            let template_metadata = vm.data["spec"]["template"]["metadata"].clone();
+            prune_vm(&mut vm, namespace);
+            assert_eq!(!spec_pruned(&vm), kept, "case {index}");
+            assert_eq!(
+                vm.data["spec"]["template"]["metadata"], template_metadata,
+                "case {index}"
+            );
+            let spec_left = vm.data["spec"]["template"]["spec"].is_object();
+            assert_eq!(spec_left, kept, "case {index}");
+        }
     }
 }

@@ -123,6 +123,14 @@ pub fn vm_annotations(vm: &Value) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
+/// The namespace-wide opt-in, which a VM's own annotation overrides.
+pub fn namespace_opts_in(namespace_labels: &BTreeMap<String, String>) -> bool {
+    namespace_labels
+        .get(annotations::ENABLED)
+        .map(String::as_str)
+        == Some("true")
+}
+
 /// The VM's own annotation wins; otherwise the namespace label.
 pub fn wants_bmc(
     vm: &BTreeMap<String, String>,
@@ -130,12 +138,7 @@ pub fn wants_bmc(
 ) -> Result<bool, AnnotationError> {
     Ok(match annotations::enabled(vm)? {
         Some(v) => v,
-        None => {
-            namespace_labels
-                .get(annotations::ENABLED)
-                .map(String::as_str)
-                == Some("true")
-        }
+        None => namespace_opts_in(namespace_labels),
     })
 }
 
@@ -182,7 +185,7 @@ pub fn untouched(vm: &Value, namespace_labels: &BTreeMap<String, String>) -> boo
         && !was_prepared(vm, &annotations)
 }
 
-fn was_prepared(vm: &Value, annotations: &BTreeMap<String, String>) -> bool {
+pub fn was_prepared(vm: &Value, annotations: &BTreeMap<String, String>) -> bool {
     annotations.contains_key(annotations::ORIGINAL)
         || template_annotation(vm, annotations::ENABLED).is_some()
         || template_label(vm, names::OPT_IN_LABEL).is_some()

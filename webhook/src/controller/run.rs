@@ -257,6 +257,27 @@ async fn reconcile_cached(
             .labels
             .unwrap_or_default(),
     };
+    // Opting in (through a namespace label added since it was cached) with its spec pruned:
+    // the plan needs all of it.
+    let whole;
+    let (vm, value) = if cache::spec_pruned(vm) {
+        whole = Api::<DynamicObject>::namespaced_with(
+            ctx.client.clone(),
+            &vm_ref.namespace,
+            &apply::vm_resource(),
+        )
+        .get(&vm_ref.name)
+        .await
+        .map_err(|source| ApplyError {
+            step: "get-virtualmachine",
+            source,
+        })?;
+        let value =
+            serde_json::to_value(&whole).map_err(|_| ReconcileError::Malformed("JSON form"))?;
+        (&whole, value)
+    } else {
+        (vm, value)
+    };
     let pods = ctx.pods.state();
     let launcher = cache::launcher(
         pods.iter().map(|p| p.as_ref()),
@@ -545,12 +566,21 @@ async fn run_controller(
         patched_from: Mutex::default(),
     });
     // The VMs themselves, pruned before they enter the controller's cache: 10,000 VMs' status
-    // and managedFields were most of its memory.
+    // and managedFields were most of its memory, then the specs of VMs that do not opt in.
     let vm_writer = reflector::store::Writer::<DynamicObject>::new(ar.clone());
     let vm_store = vm_writer.as_reader();
+    let ns_for_prune = ctx.namespaces.clone();
     let vm_events = reflector(
         vm_writer,
-        watcher(vms, watcher::Config::default()).modify(cache::prune_vm),
+        watcher(vms, watcher::Config::default()).modify(move |vm| {
+            let namespace_opts_in = vm.metadata.namespace.as_deref().and_then(|ns| {
+                let ns = ns_for_prune.get(&ObjectRef::new(ns))?;
+                Some(plan::namespace_opts_in(
+                    &ns.metadata.labels.clone().unwrap_or_default(),
+                ))
+            });
+            cache::prune_vm(vm, namespace_opts_in);
+        }),
     )
     .applied_objects();
     let controller = Controller::for_stream_with(vm_events, vm_store, ar.clone())
