@@ -6,7 +6,7 @@
 mod redfish_support;
 
 use std::io::Read;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -214,15 +214,55 @@ fn idle_http1_and_http2_connections_are_closed_after_the_idle_timeout() {
     assert_eq!(get(&bmc, &format!("/redfish/v1/Systems/{VM}"))["Id"], VM);
 }
 
+/// A connection the BMC has accepted and finished the TLS handshake on, then left idle:
+/// `openssl s_client` holds it while its stdin stays open. A bare TCP connection would not
+/// do: the TLS acceptor gives up on a handshake that does not start within 10 s
+/// (axum-server's `RustlsAcceptor`), freeing the slot, and a busy machine can take that long
+/// to run the next step.
+struct Held(std::process::Child);
+
+impl Held {
+    fn open(bmc: &Bmc) -> Held {
+        use std::io::BufRead;
+        let mut child = Command::new("openssl")
+            .args(["s_client", "-connect", &bmc.redfish.to_string()])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("openssl s_client");
+        let stdout = child.stdout.take().unwrap();
+        let (done, handshake) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                // The session summary follows the completed handshake.
+                if line.contains("Verify return code") {
+                    let _ = done.send(());
+                }
+            }
+        });
+        handshake
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the BMC completes a TLS handshake within its cap");
+        Held(child)
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn connections_beyond_the_cap_are_closed_at_once_and_served_again_when_one_closes() {
     let bmc = Bmc::start_with(&["--redfish-max-connections", "4"]);
     let url = format!("{}/redfish/v1", bmc.url());
-    let held: Vec<TcpStream> = (0..4)
-        .map(|_| TcpStream::connect(bmc.redfish).unwrap())
-        .collect();
-    // Give the BMC time to accept all four before the fifth arrives.
-    std::thread::sleep(Duration::from_millis(500));
+    let held: Vec<Held> = (0..4).map(|_| Held::open(&bmc)).collect();
     let (code, _) = curl(&["--max-time", "20", &url]);
     assert_eq!(code, 0, "a fifth connection was served");
     drop(held);
