@@ -429,7 +429,10 @@ fn sensor_payload(ironic: &Ironic, driver: &str, node: &str) -> Result<Value, St
     }
 }
 
-fn ipmi_flows(api: &Api, ironic: &Ironic, summary: &mut Summary) {
+/// Returns the node's BMC, to be stopped only when the test ends: a periodic task of Ironic's
+/// (the power state sync) may still be talking to it after the node is deleted, and sushy
+/// would retry a stopped BMC for 30 s, logging each attempt.
+fn ipmi_flows(api: &Api, ironic: &Ironic, summary: &mut Summary) -> Bmc {
     const KIND: &str = "ipmi";
     let bmc = Bmc::start("ironic-ipmi");
     let mut node = String::new();
@@ -556,6 +559,7 @@ fn ipmi_flows(api: &Api, ironic: &Ironic, summary: &mut Summary) {
         );
     }
     summary.check(KIND, "delete the node", || delete(api, id));
+    bmc
 }
 
 /// `baremetal node console enable`, then what a user of `console_info` does: connect to
@@ -760,7 +764,7 @@ fn redfish_flows(
     summary: &mut Summary,
     auth: &str,
     full: bool,
-) {
+) -> Bmc {
     let kind = format!("redfish ({auth})");
     let kind = kind.as_str();
     let bmc = Bmc::start(&format!("ironic-redfish-{auth}"));
@@ -1097,6 +1101,7 @@ fn redfish_flows(
         );
     }
     summary.check(kind, "delete the node", || delete(api, id));
+    bmc
 }
 
 #[test]
@@ -1113,17 +1118,18 @@ fn ironic_drives_the_bmc_over_ipmi_and_redfish() {
     let (ipmi, redfish) = std::thread::scope(|scope| {
         let ipmi = scope.spawn(|| {
             let mut summary = Summary::default();
-            ipmi_flows(&api, &ironic, &mut summary);
-            summary
+            let bmc = ipmi_flows(&api, &ironic, &mut summary);
+            (summary, vec![bmc])
         });
         let redfish = scope.spawn(|| {
             let mut summary = Summary::default();
-            redfish_flows(&api, &ironic, &images, &mut summary, "basic", true);
-            redfish_flows(&api, &ironic, &images, &mut summary, "session", false);
-            summary
+            let basic = redfish_flows(&api, &ironic, &images, &mut summary, "basic", true);
+            let session = redfish_flows(&api, &ironic, &images, &mut summary, "session", false);
+            (summary, vec![basic, session])
         });
         (ipmi.join().unwrap(), redfish.join().unwrap())
     });
+    let ((ipmi, _ipmi_bmc), (redfish, _redfish_bmcs)) = (ipmi, redfish);
     summary.rows.extend(ipmi.rows);
     summary.rows.extend(redfish.rows);
     summary.print();
