@@ -515,6 +515,10 @@ async fn token_secrets_are_filled_by_the_token_controller_and_go_with_their_acco
     );
 }
 
+async fn admin_get(fake: &FakeApiServer, path: &str) -> (u16, Value) {
+    call_as("admin", fake, "GET", path, "application/json", "").await
+}
+
 #[tokio::test]
 async fn lists_page_by_limit_and_continue_as_the_api_server_does() {
     let fake = fake().await;
@@ -539,15 +543,7 @@ async fn lists_page_by_limit_and_continue_as_the_api_server_does() {
             })
             .collect()
     };
-    let (code, first) = call_as(
-        "admin",
-        &fake,
-        "GET",
-        &format!("{list}?limit=2"),
-        "application/json",
-        "",
-    )
-    .await;
+    let (code, first) = admin_get(&fake, &format!("{list}?limit=2")).await;
     assert_eq!(code, 200, "{first}");
     assert_eq!(names(&first), ["other/vm3", "other/vm4"]);
     let token = first["metadata"]["continue"].as_str().unwrap().to_owned();
@@ -557,44 +553,20 @@ async fn lists_page_by_limit_and_continue_as_the_api_server_does() {
     let mut vm = fixture("vm-vm1.json");
     vm["metadata"]["name"] = json!("vm6");
     fake.put(Gvr::vm(), "other", "vm6", vm);
-    let (code, second) = call_as(
-        "admin",
-        &fake,
-        "GET",
-        &format!("{list}?limit=2&continue={token}"),
-        "application/json",
-        "",
-    )
-    .await;
+    let (code, second) = admin_get(&fake, &format!("{list}?limit=2&continue={token}")).await;
     assert_eq!(code, 200, "{second}");
     assert_eq!(names(&second), ["other/vm5", "other/vm6"]);
     assert_eq!(second["metadata"]["resourceVersion"], rv);
     let token = second["metadata"]["continue"].as_str().unwrap().to_owned();
-    let (_, last) = call_as(
-        "admin",
-        &fake,
-        "GET",
-        &format!("{list}?limit=2&continue={token}"),
-        "application/json",
-        "",
-    )
-    .await;
+    let (_, last) = admin_get(&fake, &format!("{list}?limit=2&continue={token}")).await;
     assert_eq!(names(&last), ["vms/vm1", "vms/vm2"]);
     assert!(last["metadata"].get("continue").is_none(), "{last}");
 
-    let (_, whole) = call_as("admin", &fake, "GET", list, "application/json", "").await;
+    let (_, whole) = admin_get(&fake, list).await;
     assert_eq!(whole["items"].as_array().unwrap().len(), 6);
     assert!(whole["metadata"].get("continue").is_none());
     for bad in ["limit=two", "limit=1&continue=not-a-token"] {
-        let (code, _) = call_as(
-            "admin",
-            &fake,
-            "GET",
-            &format!("{list}?{bad}"),
-            "application/json",
-            "",
-        )
-        .await;
+        let (code, _) = admin_get(&fake, &format!("{list}?{bad}")).await;
         assert_eq!(code, 400, "{bad}");
     }
 }
