@@ -31,20 +31,20 @@ pub fn prune_meta(meta: &mut ObjectMeta) {
     }
 }
 
-/// Marks a cached VM whose spec [`prune_vm`] dropped; never written to the API server.
-const SPEC_PRUNED: &str = "kubevirt-bmc/spec-pruned";
-
 /// A VM as the reconcile reads it: metadata, spec, and of the status only `created` (plan's
 /// "the VM ran before it was prepared"). KubeVirt's status (conditions, volume and snapshot
 /// statuses, printableStatus) changes often and is read by no decision of ours.
 ///
-/// The spec too is dropped, all but the template's metadata (what [`plan::untouched`] reads),
-/// for a VM that neither opts in nor was prepared by us: the controller caches every VM of
-/// the cluster, most of them never opt in, and a VM's spec held as JSON values costs about
-/// 20 KiB. `namespace_opts_in` is the VM's namespace label as the namespace cache has it
-/// (`None`: not known yet, so the spec is kept). A VM that opts in later through its own
-/// annotation arrives whole with that change; one that opts in through a namespace label
-/// added later is read from the API server once ([`spec_pruned`]), until its next change.
+/// A VM that neither may opt in nor was prepared by us keeps its metadata only: the
+/// controller caches every VM of the cluster, most never opt in, and even a spec cut down to
+/// the template's metadata costs a few KiB as JSON maps (each map node holds room for eleven
+/// entries), the whole spec about 20 KiB. Nothing of its data is read then: the plan for it
+/// is "nothing", decided from the annotations and the namespace label, and `was_prepared`
+/// found none of our marks in the template. `namespace_opts_in` is the VM's namespace label
+/// as the namespace cache has it (`None`: not known yet, so the spec is kept). A VM that opts
+/// in later through its own annotation arrives whole with that change; one that opts in
+/// through a namespace label added later is read from the API server once
+/// ([`spec_pruned`]), until its next change.
 pub fn prune_vm(vm: &mut DynamicObject, namespace_opts_in: Option<bool>) {
     prune_meta(&mut vm.metadata);
     let empty = BTreeMap::new();
@@ -55,27 +55,25 @@ pub fn prune_vm(vm: &mut DynamicObject, namespace_opts_in: Option<bool>) {
         Err(_) => true,
     };
     let keep_spec = may_opt_in || plan::was_prepared(&vm.data, vm_annotations);
-    let Some(data) = vm.data.as_object_mut() else {
+    if !keep_spec {
+        // An empty map allocates nothing.
+        vm.data = Value::Object(Default::default());
         return;
-    };
-    if let Some(status) = data.get_mut("status") {
+    }
+    if let Some(status) = vm.data.get_mut("status") {
         let created = status.get("created").cloned();
         *status = match created {
             Some(c) => serde_json::json!({ "created": c }),
             None => Value::Object(Default::default()),
         };
     }
-    if !keep_spec && let Some(spec) = data.get_mut("spec") {
-        let template_metadata = spec["template"]["metadata"].take();
-        *spec = serde_json::json!({"template": {"metadata": template_metadata}});
-        data.insert(SPEC_PRUNED.to_owned(), Value::Bool(true));
-    }
 }
 
 /// Whether the cached copy lacks the spec (see [`prune_vm`]): a reconcile that finds such a
-/// VM opting in reads it whole first.
+/// VM opting in reads it whole first. The CRD requires `spec`, so only pruning leaves a VM
+/// without one.
 pub fn spec_pruned(vm: &DynamicObject) -> bool {
-    vm.data.get(SPEC_PRUNED).is_some()
+    vm.data.get("spec").is_none()
 }
 
 /// A launcher Pod as [`launcher`] and the Pod-to-VM mapping read it: its labels, the two
@@ -306,14 +304,27 @@ mod tests {
         ];
         for (index, (mut vm, namespace, kept)) in cases.into_iter().enumerate() {
             let template_metadata = vm.data["spec"]["template"]["metadata"].clone();
+            let labels = vm.metadata.labels.clone();
             prune_vm(&mut vm, namespace);
             assert_eq!(!spec_pruned(&vm), kept, "case {index}");
-            assert_eq!(
-                vm.data["spec"]["template"]["metadata"], template_metadata,
-                "case {index}"
-            );
-            let spec_left = vm.data["spec"]["template"]["spec"].is_object();
-            assert_eq!(spec_left, kept, "case {index}");
+            assert_eq!(vm.metadata.labels, labels, "case {index}");
+            if kept {
+                assert_eq!(
+                    vm.data["spec"]["template"]["metadata"], template_metadata,
+                    "case {index}"
+                );
+                assert!(
+                    vm.data["spec"]["template"]["spec"].is_object(),
+                    "case {index}"
+                );
+            } else {
+                assert_eq!(vm.data, json!({}), "case {index}");
+                // What the plan reads of a pruned VM decides as the whole VM does.
+                assert!(
+                    plan::untouched(&serde_json::to_value(&vm).unwrap(), &Default::default()),
+                    "case {index}"
+                );
+            }
         }
     }
 }

@@ -30,6 +30,8 @@ use crate::names;
 
 /// Resync period: catches what no watch reports (e.g. the user's credentials Secret changing).
 const RESYNC: Duration = Duration::from_secs(300);
+/// How long the VM watch waits for the namespace cache before it starts regardless.
+const NAMESPACES_READY_WAIT: Duration = Duration::from_secs(30);
 const BACKOFF_MIN: Duration = Duration::from_secs(2);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
 
@@ -367,7 +369,13 @@ async fn reconcile(vm: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action, 
                 plan::Plan::OptedIn { .. } => "opted-in",
                 plan::Plan::OptOut { .. } => "opted-out",
             });
-            Ok(Action::requeue(resync()))
+            Ok(match done.plan {
+                // Nothing to keep in step: the VM's own change or its namespace's label
+                // change triggers the next reconcile, and a timer per VM of the cluster held
+                // 10,000 entries in the scheduler for VMs that never opt in.
+                plan::Plan::Nothing => Action::await_change(),
+                _ => Action::requeue(resync()),
+            })
         }
         Err(e) => Err(e),
     }
@@ -570,9 +578,19 @@ async fn run_controller(
     let vm_writer = reflector::store::Writer::<DynamicObject>::new(ar.clone());
     let vm_store = vm_writer.as_reader();
     let ns_for_prune = ctx.namespaces.clone();
+    // The VM list waits for the namespace cache: a VM pruned while its namespace is unknown
+    // keeps its spec (it might opt in through the label) until its next change, so starting
+    // both watches together kept every VM of the cluster whole (~5 KiB each). Bounded, so a
+    // namespace watch that cannot start does not hold back the VMs' own opt-in.
+    let namespaces_ready = ctx.namespaces.clone();
+    let vm_watch = futures::stream::once(async move {
+        let _ =
+            tokio::time::timeout(NAMESPACES_READY_WAIT, namespaces_ready.wait_until_ready()).await;
+    })
+    .flat_map(move |()| watcher(vms.clone(), watcher::Config::default()));
     let vm_events = reflector(
         vm_writer,
-        watcher(vms, watcher::Config::default()).modify(move |vm| {
+        vm_watch.modify(move |vm| {
             let namespace_opts_in = vm.metadata.namespace.as_deref().and_then(|ns| {
                 let ns = ns_for_prune.get(&ObjectRef::new(ns))?;
                 Some(plan::namespace_opts_in(
