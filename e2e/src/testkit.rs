@@ -4,9 +4,10 @@
 
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::fake_apiserver::FakeApiServer;
 use crate::fake_apiserver::admission::MutatingWebhook;
 
 /// A process killed (and reaped) when the test lets go of it, passing or failing.
@@ -154,4 +155,28 @@ pub fn webhook_command(binary: &Path, dir: &Path, port: u16, kubeconfig: &Path) 
         .args(["--sidecar-image", "registry.example.org/kubevirt-bmc:e2e"])
         .env_remove("KUBEVIRT_BMC_WEBHOOK_NO_CONTROLLER");
     command
+}
+
+/// The workspace's `kubevirt-bmc-webhook` as one controller replica (no leader election)
+/// against `fake`, its TLS files and kubeconfig in `dir`, with `extra` flags; it dies with the
+/// returned guard. Its log goes to the test's stderr.
+pub fn spawn_controller(fake: &FakeApiServer, dir: &Path, extra: &[&str]) -> Kill {
+    webhook_tls(dir, &[]);
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(&kubeconfig, fake.kubeconfig("token", "kubevirt-bmc")).expect("kubeconfig");
+    Kill(
+        webhook_command(
+            &workspace_binary("kubevirt-bmc-webhook"),
+            dir,
+            free_tcp_port(),
+            &kubeconfig,
+        )
+        .args(["--leader-elect", "false"])
+        .args(extra)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("kubevirt-bmc-webhook starts"),
+    )
 }

@@ -4,15 +4,11 @@
 //! controller notices on its next discovery and imports the medium into a DataVolume sized
 //! from the image, in the installation's StorageClass, with CDI's immediate binding.
 
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use kubevirt_bmc_e2e::fake_apiserver::cdi;
 use kubevirt_bmc_e2e::fake_apiserver::{FakeApiServer, Gvr};
-use kubevirt_bmc_e2e::testkit::{
-    Kill, fixture, free_tcp_port, wait_for, webhook_command, webhook_tls, workspace_binary,
-};
+use kubevirt_bmc_e2e::testkit::{fixture, spawn_controller, wait_for};
 use serde_json::json;
 
 const NS: &str = "vms";
@@ -49,24 +45,15 @@ async fn without_cdi_nothing_spins_and_cdi_installed_later_imports_a_sized_mediu
     fake.put(Gvr::vm(), NS, VM, vm);
 
     let dir = tempfile::tempdir().unwrap();
-    webhook_tls(dir.path(), &[]);
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, fake.kubeconfig("token", "kubevirt-bmc")).unwrap();
-    let _controller = Kill(
-        webhook_command(
-            &workspace_binary("kubevirt-bmc-webhook"),
-            dir.path(),
-            free_tcp_port(),
-            &kubeconfig,
-        )
-        .args(["--leader-elect", "false"])
-        .args(["--media-storage-class", "local-wffc"])
-        .args(["--cdi-recheck-seconds", "1"])
-        .current_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")))
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap(),
+    let _controller = spawn_controller(
+        &fake,
+        dir.path(),
+        &[
+            "--media-storage-class",
+            "local-wffc",
+            "--cdi-recheck-seconds",
+            "1",
+        ],
     );
 
     wait_for(

@@ -4,14 +4,10 @@
 //! it, so when the label is added later the controller reads that VM whole once and prepares
 //! it from what it read, not from the pruned copy.
 
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use kubevirt_bmc_e2e::fake_apiserver::{FakeApiServer, Gvr};
-use kubevirt_bmc_e2e::testkit::{
-    Kill, fixture, free_tcp_port, wait_for, webhook_command, webhook_tls, workspace_binary,
-};
+use kubevirt_bmc_e2e::testkit::{fixture, spawn_controller, wait_for};
 use serde_json::json;
 
 const NS: &str = "vms";
@@ -31,23 +27,7 @@ async fn a_namespace_labelled_later_opts_in_its_vms_read_whole_once() {
     fake.put(Gvr::vm(), NS, VM, vm);
 
     let dir = tempfile::tempdir().unwrap();
-    webhook_tls(dir.path(), &[]);
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, fake.kubeconfig("token", "kubevirt-bmc")).unwrap();
-    let _controller = Kill(
-        webhook_command(
-            &workspace_binary("kubevirt-bmc-webhook"),
-            dir.path(),
-            free_tcp_port(),
-            &kubeconfig,
-        )
-        .args(["--leader-elect", "false"])
-        .current_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")))
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap(),
-    );
+    let _controller = spawn_controller(&fake, dir.path(), &[]);
 
     let vm_path = format!("/apis/kubevirt.io/v1/namespaces/{NS}/virtualmachines/{VM}");
     let vm_reads = |fake: &FakeApiServer| {
