@@ -24,7 +24,7 @@ use super::egress::GuardedResolver;
 use super::errors::{ApiError, ApiResult};
 use super::http::{now_unix, rfc3339};
 use super::models::{Ids, MEDIA_ID, power_state_name};
-use super::seal::Seal;
+use super::seal::{Seal, SealError};
 use crate::machine::{Machine, MachineError, MachineEvent, PowerState, Record};
 use kubevirt_bmc_contract::egress::{EgressPolicy, Host, Target, redact};
 
@@ -72,6 +72,20 @@ impl std::fmt::Debug for HttpHeaders {
             .entries(self.0.iter().map(|(name, _)| name))
             .finish()
     }
+}
+
+/// Why a stored subscription's `HttpHeaders` cannot be restored (the subscription is then
+/// dropped: delivering without the headers its receiver asked for would be refused there).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum HeadersLost {
+    #[error("its HttpHeaders were kept in memory only by the BMC that took the subscription")]
+    NeverSealed,
+    #[error("its sealed HttpHeaders: {0}")]
+    Unsealed(#[from] SealError),
+    #[error("its sealed HttpHeaders are not JSON")]
+    NotJson,
+    #[error("its sealed HttpHeaders are not valid headers")]
+    NotHeaders,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -146,24 +160,17 @@ impl Subscription {
     }
 
     /// Restores `http_headers` from a stored record; the error says why the headers are lost.
-    pub fn open_http_headers(&mut self, seal: &Seal) -> Result<(), String> {
+    pub fn open_http_headers(&mut self, seal: &Seal) -> Result<(), HeadersLost> {
         let Some(sealed) = &self.sealed_http_headers else {
-            if self.had_http_headers {
-                return Err(
-                    "its HttpHeaders were kept in memory only by the BMC that took \
-                            the subscription"
-                        .to_owned(),
-                );
-            }
-            return Ok(());
+            return if self.had_http_headers {
+                Err(HeadersLost::NeverSealed)
+            } else {
+                Ok(())
+            };
         };
-        let plaintext = seal
-            .open(&self.seal_context(), sealed)
-            .map_err(|error| format!("its sealed HttpHeaders: {error}"))?;
-        let value: Value = serde_json::from_slice(&plaintext)
-            .map_err(|_| "its sealed HttpHeaders are not JSON".to_owned())?;
-        self.http_headers = parse_http_headers(&value)
-            .map_err(|_| "its sealed HttpHeaders are not valid headers".to_owned())?;
+        let plaintext = seal.open(&self.seal_context(), sealed)?;
+        let value: Value = serde_json::from_slice(&plaintext).map_err(|_| HeadersLost::NotJson)?;
+        self.http_headers = parse_http_headers(&value).map_err(|_| HeadersLost::NotHeaders)?;
         Ok(())
     }
 
@@ -816,13 +823,15 @@ mod tests {
         // The record edited to send the headers elsewhere, or read under another key.
         let mut redirected: Subscription = serde_json::from_str(&record).unwrap();
         redirected.destination = "http://198.51.100.7/collect".into();
-        assert!(redirected.open_http_headers(&seal).is_err());
+        assert_eq!(
+            redirected.open_http_headers(&seal),
+            Err(HeadersLost::Unsealed(SealError::DoesNotOpen))
+        );
         assert!(redirected.http_headers.0.is_empty());
         let mut rotated: Subscription = serde_json::from_str(&record).unwrap();
-        assert!(
-            rotated
-                .open_http_headers(&Seal::derive(b"new key"))
-                .is_err()
+        assert_eq!(
+            rotated.open_http_headers(&Seal::derive(b"new key")),
+            Err(HeadersLost::Unsealed(SealError::DoesNotOpen))
         );
 
         // A record from a BMC that kept the headers in memory only.
@@ -830,7 +839,10 @@ mod tests {
             json!({"id": "2", "destination": "http://x", "had_http_headers": true}),
         )
         .unwrap();
-        assert!(legacy.open_http_headers(&seal).is_err());
+        assert_eq!(
+            legacy.open_http_headers(&seal),
+            Err(HeadersLost::NeverSealed)
+        );
         let mut plain: Subscription =
             serde_json::from_value(json!({"id": "3", "destination": "http://x"})).unwrap();
         plain.open_http_headers(&seal).unwrap();
