@@ -29,6 +29,8 @@ pub(super) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
         let _ = stream.set_nodelay(true);
         let mut down = shared.down.subscribe();
         if *down.borrow_and_update() {
+            // Counted before the close, which is what a client waits for.
+            lock(&shared.refused).push(std::time::Instant::now());
             drop(stream);
             continue;
         }

@@ -86,6 +86,9 @@ pub(crate) struct Shared {
     watch_epoch: watch::Sender<u64>,
     frozen: watch::Sender<bool>,
     log: Mutex<Vec<RequestRecord>>,
+    /// When each connection refused while down was attempted (the request rate a real API
+    /// server's load balancer would see during an outage).
+    refused: Mutex<Vec<std::time::Instant>>,
     controller_held: AtomicBool,
     /// CDI is not installed: its group is not served (discovery and every path 404).
     pub(crate) cdi_missing: AtomicBool,
@@ -139,6 +142,7 @@ impl FakeApiServer {
             watch_epoch: watch::channel(0).0,
             frozen: watch::channel(false).0,
             log: Mutex::new(Vec::new()),
+            refused: Mutex::new(Vec::new()),
             controller_held: AtomicBool::new(false),
             cdi_missing: AtomicBool::new(false),
             open_consoles: AtomicUsize::new(0),
@@ -317,11 +321,17 @@ impl FakeApiServer {
 
     pub fn clear_requests(&self) {
         lock(&self.shared.log).clear();
+        lock(&self.shared.refused).clear();
     }
 
     /// Refuses connections and cuts open ones (watches included) while down.
     pub fn set_down(&self, down: bool) {
         self.shared.down.send_replace(down);
+    }
+
+    /// When each connection attempt refused while down was made, oldest first.
+    pub fn refused_connections(&self) -> Vec<std::time::Instant> {
+        lock(&self.shared.refused).clone()
     }
 
     /// Delays every request (not the events of a watch) by `delay`.

@@ -284,8 +284,16 @@ async fn a_down_server_refuses_connections_until_back() {
     let mut text = String::new();
     let _ = stream.read_to_string(&mut text).await;
     assert!(text.is_empty(), "no answer while down: {text}");
+    assert_eq!(
+        fake.refused_connections().len(),
+        1,
+        "the refusal is counted"
+    );
     fake.set_down(false);
     assert_eq!(call(&fake, "GET", VM1, "application/json", "").await.0, 200);
+    assert_eq!(fake.refused_connections().len(), 1, "a served one is not");
+    fake.clear_requests();
+    assert!(fake.refused_connections().is_empty());
 }
 
 #[tokio::test]
