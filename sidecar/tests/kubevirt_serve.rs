@@ -297,10 +297,14 @@ async fn serve_started_with_the_api_away_answers_503_saying_so_then_serves() {
         "serve keeps running instead of exiting into a restart loop"
     );
     fake.set_down(false);
-    eventually("Redfish serves once the API is back", || {
-        let code = tokio::task::block_in_place(|| curl(redfish, "/redfish/v1")).map(|a| a.0);
-        async move { code == Some(200) }
-    })
+    eventually_within(
+        "Redfish serves once the API is back",
+        WATCH_BACK_WITHIN,
+        || {
+            let code = tokio::task::block_in_place(|| curl(redfish, "/redfish/v1")).map(|a| a.0);
+            async move { code == Some(200) }
+        },
+    )
     .await;
 }
 

@@ -76,7 +76,20 @@ where
     F: Fn() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    eventually_within(what, Duration::from_secs(10), check).await
+}
+
+/// A failed watch waits up to 1.5 x the sidecar's 8 s retry cap before it tries again, so
+/// whatever needs a watch back after an outage may take that long on top of the outage.
+pub const WATCH_BACK_WITHIN: Duration = Duration::from_secs(30);
+
+/// Polls `check` until it holds (`timeout` at most).
+pub async fn eventually_within<F, Fut>(what: &str, timeout: Duration, check: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
     while tokio::time::Instant::now() < deadline {
         if check().await {
             return;
