@@ -5,6 +5,7 @@
 pub mod boot;
 pub mod commands;
 pub mod inventory;
+mod socket;
 mod sol;
 
 #[cfg(test)]
@@ -17,13 +18,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use kubevirt_bmc_ipmi::session::{Event, Outcome, Reply};
 use kubevirt_bmc_ipmi::{AppRequest, IpmiRequest, IpmiResponse, Server, ServerConfig};
-use tokio::net::UdpSocket;
 
 use crate::bmc::SerialConsole;
 use crate::credentials::Credentials;
 use crate::machine::{Machine, PowerState};
 use commands::{Action, Memo, Snapshot, completion_code, decide, ipmi_guid};
 use kubevirt_bmc_ipmi::sol::SolConfig;
+use socket::DatagramSocket;
 
 /// Random bytes from the OS-seeded thread RNG, as the session layer asks for them.
 fn fill_random(buf: &mut [u8]) {
@@ -57,7 +58,7 @@ impl PowerOnHours {
 }
 
 struct Context {
-    socket: UdpSocket,
+    socket: DatagramSocket,
     /// The machine's console while a session holds SOL.
     attached: Mutex<Option<sol::Attached>>,
     /// SOL's enable switch as Redfish reports it.
@@ -150,7 +151,7 @@ impl IpmiServer {
         max_sessions: usize,
         default_auth: IpmiAuth,
     ) -> std::io::Result<IpmiServer> {
-        let socket = UdpSocket::bind(addr).await?;
+        let socket = DatagramSocket::bind(addr)?;
         size_receive_buffer(&socket, max_sessions);
         let (guid, auth) = match machine.inventory().await {
             // The machine answers: its login policy is at hand without waiting again.
@@ -330,7 +331,7 @@ const RECEIVE_BUFFER_PER_SESSION: usize = 2048;
 /// The system default (~208 KiB) holds about 200 queued datagrams, so a full table of 1024
 /// sessions polling at once loses datagrams while the loop is busy (the load command
 /// counted them). Best effort: the kernel caps it at net.core.rmem_max.
-fn size_receive_buffer(socket: &UdpSocket, max_sessions: usize) {
+fn size_receive_buffer(socket: &impl std::os::fd::AsFd, max_sessions: usize) {
     let socket = socket2::SockRef::from(socket);
     let wanted = max_sessions.saturating_mul(RECEIVE_BUFFER_PER_SESSION);
     match socket.recv_buffer_size() {
@@ -363,7 +364,9 @@ fn log_event(event: &Event, peer: SocketAddr) {
             tracing::info!(%peer, session = format!("{id:#010x}"), protocol, ?cipher_suite, "IPMI session opened")
         }
         Event::SessionClosed { id } => {
-            tracing::info!(%peer, session = format!("{id:#010x}"), "IPMI session closed")
+            // Opening is the audit record (who, from where, how); a closing line for every
+            // poll of a power-status sync only doubled the log.
+            tracing::debug!(%peer, session = format!("{id:#010x}"), "IPMI session closed")
         }
         Event::SessionsExpired { ids } => {
             tracing::info!(count = ids.len(), "idle IPMI sessions expired")
