@@ -52,6 +52,8 @@ fn bad_logins_are_refused_and_logged_without_secrets() {
     for secret in [PASSWORD, "guess-Word1", "guess-Word2"] {
         assert!(!log.contains(secret), "log holds {secret:?}:\n{log}");
     }
+    // Written to a file, not a terminal: plain text, no colour codes.
+    assert!(!log.contains('\u{1b}'), "colour codes in the log:\n{log}");
     assert_contains(
         &bmc.ipmitool_ok("-I lanplus", "power status"),
         "Chassis Power is off",

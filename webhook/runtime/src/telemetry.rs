@@ -40,8 +40,11 @@ impl LogArgs {
             filter: self.log_level.clone(),
             reason: e.to_string(),
         })?;
+        // Colour codes only for a person at a terminal: in a Pod's log, a file or a pipe
+        // they are noise to read and to grep, and cost a formatting pass per line.
         let builder = tracing_subscriber::fmt()
             .with_env_filter(filter)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_writer(std::io::stderr);
         let installed = match self.log_format {
             LogFormat::Text => builder.try_init(),
