@@ -19,6 +19,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use kubevirt_bmc_e2e::bench::procs::{self, mib};
 use kubevirt_bmc_e2e::fake_apiserver::{FakeApiServer, Gvr, RequestRecord};
+use kubevirt_bmc_e2e::testkit::fixture;
 use serde_json::Value;
 
 const NS: &str = "vms";
@@ -86,15 +87,6 @@ fn watched(r: &RequestRecord) -> &'static str {
     }
 }
 
-fn fixture(name: &str) -> anyhow::Result<Value> {
-    let path = kubevirt_bmc_e2e::bench::repo_root()
-        .join("e2e/testdata/fixtures")
-        .join(name);
-    Ok(serde_json::from_slice(
-        &std::fs::read(&path).with_context(|| path.display().to_string())?,
-    )?)
-}
-
 /// The sidecars, killed when the run ends however it ends.
 struct Sidecars(Vec<Child>);
 
@@ -124,7 +116,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let machine = procs::MachineInfo::now();
     let fake = Arc::new(FakeApiServer::start().await?);
-    let mut vm = fixture("vm-vm1.json")?;
+    let mut vm = fixture("vm-vm1.json");
     vm["metadata"]
         .as_object_mut()
         .map(|m| m.remove("managedFields"));

@@ -14,12 +14,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::Parser;
 use kubevirt_bmc_e2e::bench::procs::{self, Proc, mib};
 use kubevirt_bmc_e2e::bench::stats::Latencies;
 use kubevirt_bmc_e2e::fake_apiserver::{FakeApiServer, Gvr, RequestRecord};
 use kubevirt_bmc_e2e::testkit;
+use kubevirt_bmc_e2e::testkit::fixture;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
@@ -51,15 +52,6 @@ struct Args {
         default_value_t = 600
     )]
     cold_limit_seconds: u64,
-}
-
-fn fixture(name: &str) -> anyhow::Result<Value> {
-    let path = kubevirt_bmc_e2e::bench::repo_root()
-        .join("e2e/testdata/fixtures")
-        .join(name);
-    Ok(serde_json::from_slice(
-        &std::fs::read(&path).with_context(|| path.display().to_string())?,
-    )?)
 }
 
 fn vm_name(i: usize) -> String {
@@ -100,13 +92,13 @@ fn verb_and_resource(r: &RequestRecord) -> (String, String) {
 }
 
 fn populate(fake: &FakeApiServer, args: &Args) -> anyhow::Result<()> {
-    let mut vm = fixture("vm-vm1.json")?;
+    let mut vm = fixture("vm-vm1.json");
     vm.as_object_mut().map(|o| o.remove("status"));
     vm["spec"]["runStrategy"] = json!("Halted");
     if let Some(t) = vm["spec"]["template"]["metadata"]["annotations"].as_object_mut() {
         t.remove("bmc.kubevirt.io/enabled");
     }
-    let pod = fixture("pod-vm1-injected.json")?;
+    let pod = fixture("pod-vm1-injected.json");
     for n in 0..args.namespaces {
         fake.put(
             Gvr::new("", "v1", "namespaces"),
@@ -217,7 +209,7 @@ async fn main() -> anyhow::Result<()> {
     )));
     let steady = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
-    let pod = fixture("pod-a-vm1-optin.json")?;
+    let pod = fixture("pod-a-vm1-optin.json");
     let admission = {
         let (samples, steady, stop, hook) =
             (samples.clone(), steady.clone(), stop.clone(), hook.clone());
