@@ -225,12 +225,23 @@ where
                     watcher::Event::Init => listed = None,
                     watcher::Event::InitApply(object) => listed = Some(object),
                     watcher::Event::InitDone => state.send_modify(|s| {
-                        K::put(s, listed.take().map(Arc::new));
+                        let listed = listed.take();
+                        let current =
+                            K::get(s).and_then(|o| o.resource_version().map(str::to_owned));
+                        if listed
+                            .as_ref()
+                            .is_none_or(|o| newer(o.resource_version(), current.as_deref()))
+                        {
+                            K::put(s, listed.map(Arc::new));
+                        }
                         K::synced(s);
                     }),
-                    watcher::Event::Apply(object) => state.send_modify(|s| {
-                        K::put(s, Some(Arc::new(object)));
-                    }),
+                    // Never back to an older version: a watch replays the history from where
+                    // it started, which may be older than what one of our writes returned
+                    // (`offer_vm`). Put back, that older VM showed a power-on the BMC had
+                    // finished as unfinished, and the BMC unpaused a VMI just paused by hand
+                    // (kubevirt_faults, under load).
+                    watcher::Event::Apply(object) => offer(&state, object),
                     watcher::Event::Delete(_) => state.send_modify(|s| K::put(s, None)),
                 }
             }
