@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use tokio::task::AbortHandle;
 
 use self::annotations::BootState;
@@ -52,6 +52,8 @@ pub(crate) struct Inner {
     cache: Cache,
     config: KubevirtConfig,
     events: broadcast::Sender<MachineEvent>,
+    /// The event loop has read a synced state: a change from here on is announced.
+    announcing: watch::Sender<bool>,
     /// Writes one at a time: each decision is made on the state the previous one left.
     op_lock: tokio::sync::Mutex<()>,
     expect: Mutex<Option<(PowerState, Instant)>>,
@@ -83,6 +85,7 @@ impl KubevirtMachine {
             cache,
             config,
             events: broadcast::channel(EVENT_BUFFER).0,
+            announcing: watch::channel(false).0,
             op_lock: tokio::sync::Mutex::new(()),
             expect: Mutex::new(None),
             session_key: Mutex::new(None),
@@ -99,13 +102,22 @@ impl KubevirtMachine {
         self.inner.cache.snapshot()
     }
 
-    /// Waits until the cache has listed both objects.
+    /// Waits until the cache has listed both objects and changes are announced from there.
     pub async fn wait_synced(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        // Synced, and the event loop has the state to compare with: on a loaded machine it
+        // may run only after a change the caller makes next, which would then go unannounced.
         self.inner
             .cache
             .wait_for(timeout, Snapshot::synced)
             .await
             .is_some()
+            && tokio::time::timeout_at(
+                deadline,
+                self.inner.announcing.subscribe().wait_for(|ready| *ready),
+            )
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     /// Prometheus text for `/metrics`.
@@ -505,6 +517,9 @@ async fn event_loop(inner: Arc<Inner>) {
                 }
                 last_power = Some(power);
             }
+            inner
+                .announcing
+                .send_if_modified(|ready| !std::mem::replace(ready, true));
             let boot = machine_impl::boot_override_of(vm);
             if last_boot.is_some_and(|b| b != boot) {
                 let _ = inner.events.send(MachineEvent::BootOverrideChanged(boot));
