@@ -294,3 +294,35 @@ mod jitter_tests {
         assert!(*max - *min > RETRY_MAX / 2, "{min:?}..{max:?}");
     }
 }
+
+#[cfg(test)]
+mod offer_tests {
+    use super::*;
+
+    fn vm(resource_version: &str) -> VirtualMachine {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "vm1", "resourceVersion": resource_version}
+        }))
+        .unwrap()
+    }
+
+    fn held(state: &watch::Sender<Snapshot>) -> Option<String> {
+        state
+            .borrow()
+            .vm
+            .as_ref()?
+            .resource_version()
+            .map(str::to_owned)
+    }
+
+    #[test]
+    fn an_older_version_never_replaces_a_newer_one() {
+        let state = watch::channel(Snapshot::default()).0;
+        offer(&state, vm("7"));
+        // The watch replaying its history from before our write.
+        offer(&state, vm("5"));
+        assert_eq!(held(&state).as_deref(), Some("7"));
+        offer(&state, vm("9"));
+        assert_eq!(held(&state).as_deref(), Some("9"));
+    }
+}
