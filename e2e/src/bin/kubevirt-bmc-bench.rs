@@ -322,8 +322,8 @@ fn rss(proc: &Proc) -> anyhow::Result<u64> {
         .with_context(|| format!("no VmRSS for {}", proc.name))
 }
 
-fn private(proc: &Proc) -> anyhow::Result<u64> {
-    cpu::private_kib(proc.pid())
+fn anonymous(proc: &Proc) -> anyhow::Result<u64> {
+    cpu::anonymous_kib(proc.pid())
         .with_context(|| format!("no /proc/PID/smaps_rollup for {}", proc.name))
 }
 
@@ -418,7 +418,11 @@ async fn main() -> anyhow::Result<()> {
         rss(&s.sushy)?,
         rss(&s.webhook)?,
     ];
-    let idle_private = [private(&s.ours)?, private(&s.pyghmi)?, private(&s.sushy)?];
+    let idle_anonymous = [
+        anonymous(&s.ours)?,
+        anonymous(&s.pyghmi)?,
+        anonymous(&s.sushy)?,
+    ];
     // Nothing talks to any server now: a BMC with no timers firing spends no CPU at all.
     let idle_before = [ticks(&s.ours)?, ticks(&s.pyghmi)?, ticks(&s.sushy)?];
     tokio::time::sleep(Duration::from_secs(args.idle_seconds)).await;
@@ -541,7 +545,11 @@ async fn main() -> anyhow::Result<()> {
         rss(&s.sushy)?,
         rss(&s.webhook)?,
     ];
-    let after_private = [private(&s.ours)?, private(&s.pyghmi)?, private(&s.sushy)?];
+    let after_anonymous = [
+        anonymous(&s.ours)?,
+        anonymous(&s.pyghmi)?,
+        anonymous(&s.sushy)?,
+    ];
     for (what, rss) in [("idle RSS MiB", idle), ("after-load RSS MiB", after)] {
         let peers = rss[1] + rss[2];
         table.lines.push(format!(
@@ -554,12 +562,12 @@ async fn main() -> anyhow::Result<()> {
         ));
     }
     for (what, kib) in [
-        ("idle private memory MiB", idle_private),
-        ("after-load private memory MiB", after_private),
+        ("idle anonymous memory MiB", idle_anonymous),
+        ("after-load anonymous memory MiB", after_anonymous),
     ] {
         let peers = kib[1] + kib[2];
         table.lines.push(format!(
-            "| {what} (Private_Clean + Private_Dirty) | {:.2} | pyghmi BMC + sushy-emulator | {:.2} + {:.2} = {:.2} | {} |",
+            "| {what} (heap and stacks: what each more copy adds) | {:.2} | pyghmi BMC + sushy-emulator | {:.2} + {:.2} = {:.2} | {} |",
             mib(kib[0]),
             mib(kib[1]),
             mib(kib[2]),
