@@ -192,10 +192,14 @@ fn newer(candidate: Option<&str>, current: Option<&str>) -> bool {
     }
 }
 
+fn newer_than_held<K: Slot>(snapshot: &Snapshot, object: &K) -> bool {
+    let held = K::get(snapshot).and_then(|o| o.resource_version().map(str::to_owned));
+    newer(object.resource_version(), held.as_deref())
+}
+
 fn offer<K: Slot>(state: &watch::Sender<Snapshot>, object: K) {
     state.send_if_modified(|snapshot| {
-        let current = K::get(snapshot).and_then(|o| o.resource_version().map(str::to_owned));
-        if newer(object.resource_version(), current.as_deref()) {
+        if newer_than_held(snapshot, &object) {
             K::put(snapshot, Some(Arc::new(object)));
             true
         } else {
@@ -226,12 +230,7 @@ where
                     watcher::Event::InitApply(object) => listed = Some(object),
                     watcher::Event::InitDone => state.send_modify(|s| {
                         let listed = listed.take();
-                        let current =
-                            K::get(s).and_then(|o| o.resource_version().map(str::to_owned));
-                        if listed
-                            .as_ref()
-                            .is_none_or(|o| newer(o.resource_version(), current.as_deref()))
-                        {
+                        if listed.as_ref().is_none_or(|o| newer_than_held(s, o)) {
                             K::put(s, listed.map(Arc::new));
                         }
                         K::synced(s);
