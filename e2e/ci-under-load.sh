@@ -15,9 +15,11 @@ if ! command -v stress >/dev/null; then
 fi
 logs=target/ci-under-load
 mkdir -p "$logs"
-stress --cpu "$(nproc)" >/dev/null 2>&1 &
+setsid stress --cpu "$(nproc)" >/dev/null 2>&1 &
 stress_pid=$!
-trap 'kill "$stress_pid" 2>/dev/null || true' EXIT
+# stress's workers are its children: end the whole group, also when this script is stopped.
+trap 'kill -- -"$stress_pid" 2>/dev/null || kill "$stress_pid" 2>/dev/null || true' EXIT
+trap 'exit 130' INT TERM
 for i in $(seq 1 "$runs"); do
   start=$(date +%s)
   rc=0
