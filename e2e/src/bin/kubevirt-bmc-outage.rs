@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Parser;
 use kubevirt_bmc_e2e::bench::procs::{self, mib};
+use kubevirt_bmc_e2e::bench::stats::Latencies;
 use kubevirt_bmc_e2e::fake_apiserver::{FakeApiServer, Gvr, RequestRecord};
 use kubevirt_bmc_e2e::testkit::fixture;
 use serde_json::Value;
@@ -99,13 +100,6 @@ impl Drop for Sidecars {
             let _ = child.wait();
         }
     }
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
 }
 
 #[tokio::main]
@@ -250,12 +244,12 @@ async fn main() -> anyhow::Result<()> {
             _ => {}
         }
     }
-    let mut recovered: Vec<Duration> = back
-        .values()
-        .filter(|w| w.len() == 2)
-        .filter_map(|w| w.values().max().map(|t| t.duration_since(up_at)))
-        .collect();
-    recovered.sort();
+    let mut recovered = Latencies::default();
+    for w in back.values().filter(|w| w.len() == 2) {
+        if let Some(t) = w.values().max() {
+            recovered.push(t.duration_since(up_at));
+        }
+    }
     let resumed_from_rv = after
         .iter()
         .filter(|r| kind(r) == Kind::Watch && r.query.contains("resourceVersion="))
@@ -294,9 +288,9 @@ async fn main() -> anyhow::Result<()> {
     );
     println!(
         "| time from recovery until 50 / 90 / 100 % watch again | {:.2} / {:.2} / {:.2} s |",
-        percentile(&recovered, 0.5).as_secs_f64(),
-        percentile(&recovered, 0.9).as_secs_f64(),
-        recovered.last().copied().unwrap_or_default().as_secs_f64()
+        recovered.percentile_ms(0.5) / 1000.0,
+        recovered.percentile_ms(0.9) / 1000.0,
+        recovered.percentile_ms(1.0) / 1000.0
     );
     println!(
         "| watches after recovery that resumed from a resourceVersion | {resumed_from_rv} of {watches_after} |"
