@@ -153,13 +153,25 @@ impl Session {
         let mut buf = [0u8; 1024];
         let deadline = Instant::now() + self.patience.timeout;
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(left, self.socket.recv(&mut buf)).await {
-                Ok(Ok(n)) if is_protected(&buf[..n]) => self.late_answers += 1,
-                Ok(Ok(n)) => return Ok(buf[..n].to_vec()),
-                Ok(Err(e)) => return Err(BenchError::io("receiving")(e)),
-                Err(_) => return Err(BenchError::IpmiTimeout { attempts: 1 }),
+            match self.recv_before(deadline, &mut buf).await? {
+                Some(n) if is_protected(&buf[..n]) => self.late_answers += 1,
+                Some(n) => return Ok(buf[..n].to_vec()),
+                None => return Err(BenchError::IpmiTimeout { attempts: 1 }),
             }
+        }
+    }
+
+    /// One datagram's length, or None once `deadline` passes without one.
+    async fn recv_before(
+        &self,
+        deadline: Instant,
+        buf: &mut [u8],
+    ) -> Result<Option<usize>, BenchError> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, self.socket.recv(buf)).await {
+            Ok(Ok(n)) => Ok(Some(n)),
+            Ok(Err(e)) => Err(BenchError::io("receiving")(e)),
+            Err(_) => Ok(None),
         }
     }
 
@@ -188,13 +200,7 @@ impl Session {
                 .await
                 .map_err(BenchError::io("sending"))?;
             let deadline = Instant::now() + self.patience.timeout;
-            loop {
-                let left = deadline.saturating_duration_since(Instant::now());
-                let n = match tokio::time::timeout(left, self.socket.recv(&mut buf)).await {
-                    Ok(Ok(n)) => n,
-                    Ok(Err(e)) => return Err(BenchError::io("receiving")(e)),
-                    Err(_) => break,
-                };
+            while let Some(n) = self.recv_before(deadline, &mut buf).await? {
                 let response = self
                     .client
                     .response(&buf[..n])
