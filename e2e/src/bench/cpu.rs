@@ -122,15 +122,49 @@ pub async fn ipmitool_sessions(
     count: u64,
     parallel: u64,
 ) -> Result<SessionRuns, BenchError> {
+    let password = password.to_owned();
+    client_runs(count, parallel, move || {
+        ipmitool_power_status(bmc, suite, &password)
+    })
+    .await
+}
+
+/// `count` runs of the floor's client process (`kubevirt-bmc-udp-floor client`: as many
+/// round trips as one ipmitool session, then exit), `parallel` at a time, as
+/// [`ipmitool_sessions`] runs ipmitool.
+pub async fn floor_sessions(
+    floor: std::path::PathBuf,
+    server: SocketAddr,
+    count: u64,
+    parallel: u64,
+) -> Result<SessionRuns, BenchError> {
+    client_runs(count, parallel, move || {
+        let status = Command::new(&floor)
+            .args(["client", "--server", &server.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .status()
+            .map_err(|e| BenchError::Ipmi(format!("cannot run {}: {e}", floor.display())))?;
+        Ok(status.success())
+    })
+    .await
+}
+
+/// `count` runs of `run_one` (true: the run succeeded) on `parallel` blocking workers.
+async fn client_runs<F>(count: u64, parallel: u64, run_one: F) -> Result<SessionRuns, BenchError>
+where
+    F: Fn() -> Result<bool, BenchError> + Clone + Send + 'static,
+{
     let start = Instant::now();
+    let parallel = parallel.max(1);
     let mut tasks = Vec::new();
-    for worker in 0..parallel.max(1) {
-        let share = count / parallel.max(1) + u64::from(worker < count % parallel.max(1));
-        let password = password.to_owned();
+    for worker in 0..parallel {
+        let share = count / parallel + u64::from(worker < count % parallel);
+        let run_one = run_one.clone();
         tasks.push(tokio::task::spawn_blocking(move || {
             let mut runs = SessionRuns::default();
             for _ in 0..share {
-                if ipmitool_power_status(bmc, suite, &password)? {
+                if run_one()? {
                     runs.ok += 1;
                 } else {
                     runs.errors += 1;
@@ -143,7 +177,7 @@ pub async fn ipmitool_sessions(
     for task in tasks {
         let runs = task
             .await
-            .map_err(|e| BenchError::Ipmi(format!("ipmitool worker: {e}")))??;
+            .map_err(|e| BenchError::Ipmi(format!("client worker: {e}")))??;
         total.ok += runs.ok;
         total.errors += runs.errors;
     }
@@ -191,6 +225,22 @@ mod tests {
                       Anonymous:          1032 kB\n";
         assert_eq!(parse_anonymous_kib(rollup), Some(1032));
         assert_eq!(parse_anonymous_kib("Rss: 1 kB\n"), None);
+    }
+
+    #[tokio::test]
+    async fn client_runs_make_every_run_once_and_count_the_failed_ones() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let calls = Arc::new(AtomicU64::new(0));
+        let counter = calls.clone();
+        // Runs 0, 2 and 4 succeed, 1 and 3 fail; 5 runs do not split evenly over 2 workers.
+        let runs = client_runs(5, 2, move || {
+            Ok(counter.fetch_add(1, Ordering::SeqCst).is_multiple_of(2))
+        })
+        .await
+        .unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 5);
+        assert_eq!((runs.ok, runs.errors), (3, 2));
     }
 
     #[test]

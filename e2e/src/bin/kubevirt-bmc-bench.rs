@@ -60,6 +60,9 @@ struct Servers {
     pyghmi_ipmi: SocketAddr,
     sushy_redfish: SocketAddr,
     webhook_addr: SocketAddr,
+    floor_bin: PathBuf,
+    floor_tokio: (Proc, SocketAddr),
+    floor_blocking: (Proc, SocketAddr),
 }
 
 fn loopback(port: u16) -> SocketAddr {
@@ -144,6 +147,18 @@ fn start(bin_dir: &Path, venv: &Path, pki: &Pki, dir: &Path) -> anyhow::Result<S
     let mut webhook = Proc::spawn("kubevirt-bmc-webhook", command)?;
     webhook.wait_tcp(webhook_port)?;
 
+    let floor_bin = procs::built_binary(bin_dir, "kubevirt-bmc-udp-floor")?;
+    let floor = |io: &str| -> anyhow::Result<(Proc, SocketAddr)> {
+        let addr = loopback(procs::free_udp_port()?);
+        let mut command = Command::new(&floor_bin);
+        command.args(["serve", "--listen", &addr.to_string(), "--io", io]);
+        Ok((
+            Proc::spawn(&format!("UDP echo floor ({io})"), command)?,
+            addr,
+        ))
+    };
+    let (floor_tokio, floor_blocking) = (floor("tokio")?, floor("blocking")?);
+
     Ok(Servers {
         ours,
         pyghmi,
@@ -154,6 +169,9 @@ fn start(bin_dir: &Path, venv: &Path, pki: &Pki, dir: &Path) -> anyhow::Result<S
         pyghmi_ipmi: loopback(pyghmi_port),
         sushy_redfish: loopback(sushy_port),
         webhook_addr: loopback(webhook_port),
+        floor_tokio,
+        floor_blocking,
+        floor_bin,
     })
 }
 
@@ -353,19 +371,14 @@ fn wrk_charged(
     ))
 }
 
-/// The ipmitool sessions, with the CPU time `server` spent on them.
-async fn ipmitool_charged(
+/// Client runs (ipmitool sessions, or the floor's client processes), with the CPU time
+/// `server` spent on them.
+async fn sessions_charged(
     server: &Proc,
-    bmc: SocketAddr,
-    count: u64,
+    runs: impl std::future::Future<Output = Result<cpu::SessionRuns, bench::BenchError>>,
 ) -> anyhow::Result<(cpu::SessionRuns, CpuPerRequest)> {
     let hz = cpu::ticks_per_second();
-    // Two at a time: a session is mostly ipmitool starting up and waiting for answers.
-    let (runs, spent) = cpu::charge(
-        server.pid(),
-        cpu::ipmitool_sessions(bmc, SUITE, PASSWORD, count, 2),
-    )
-    .await?;
+    let (runs, spent) = cpu::charge(server.pid(), runs).await?;
     Ok((
         runs,
         CpuPerRequest {
@@ -375,6 +388,9 @@ async fn ipmitool_charged(
         },
     ))
 }
+
+/// Two at a time: a session is mostly its client starting up and waiting for answers.
+const PARALLEL_SESSIONS: u64 = 2;
 
 impl Table {
     /// A per-request CPU row: ours against the peer, lower is better.
@@ -435,17 +451,51 @@ async fn main() -> anyhow::Result<()> {
     let hz = cpu::ticks_per_second();
 
     let mut table = Table::new();
-    let (ours_runs, ours_session) =
-        ipmitool_charged(&s.ours, s.ours_ipmi, args.ipmitool_sessions).await?;
-    let (peer_runs, peer_session) =
-        ipmitool_charged(&s.pyghmi, s.pyghmi_ipmi, args.ipmitool_sessions).await?;
+    let ipmitool = |bmc| {
+        cpu::ipmitool_sessions(
+            bmc,
+            SUITE,
+            PASSWORD,
+            args.ipmitool_sessions,
+            PARALLEL_SESSIONS,
+        )
+    };
+    let (ours_runs, ours_session) = sessions_charged(&s.ours, ipmitool(s.ours_ipmi)).await?;
+    let (peer_runs, peer_session) = sessions_charged(&s.pyghmi, ipmitool(s.pyghmi_ipmi)).await?;
     table.cpu(
         "`ipmitool -I lanplus -C 3 power status` session (login, command, close)",
         &ours_session,
         "pyghmi BMC",
         &peer_session,
     );
-    for (who, runs) in [("kubevirt-bmc", ours_runs), ("pyghmi BMC", peer_runs)] {
+    let mut floor_runs = Vec::new();
+    for (floor, io) in [
+        (&s.floor_tokio, "a current-thread tokio runtime, as ours"),
+        (&s.floor_blocking, "a thread blocked in recvfrom"),
+    ] {
+        let runs = cpu::floor_sessions(
+            s.floor_bin.clone(),
+            floor.1,
+            args.ipmitool_sessions,
+            PARALLEL_SESSIONS,
+        );
+        let (runs, spent) = sessions_charged(&floor.0, runs).await?;
+        table.cpu(
+            &format!(
+                "floor: bare UDP echo on {io}, the same 11 round trips per client process (no IPMI)"
+            ),
+            &spent,
+            "pyghmi BMC session",
+            &peer_session,
+        );
+        floor_runs.push(runs);
+    }
+    for (who, runs) in [
+        ("kubevirt-bmc", ours_runs),
+        ("pyghmi BMC", peer_runs),
+        ("floor (tokio)", floor_runs[0]),
+        ("floor (blocking)", floor_runs[1]),
+    ] {
         if runs.errors > 0 {
             table.ours_failed |= who == "kubevirt-bmc";
             table.errors.push(format!(
@@ -536,7 +586,14 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    for p in [&mut s.ours, &mut s.pyghmi, &mut s.sushy, &mut s.webhook] {
+    for p in [
+        &mut s.ours,
+        &mut s.pyghmi,
+        &mut s.sushy,
+        &mut s.webhook,
+        &mut s.floor_tokio.0,
+        &mut s.floor_blocking.0,
+    ] {
         p.check_alive()?;
     }
     let after = [
@@ -546,6 +603,49 @@ async fn main() -> anyhow::Result<()> {
         rss(&s.webhook)?,
     ];
     let after_anonymous = [
+        anonymous(&s.ours)?,
+        anonymous(&s.pyghmi)?,
+        anonymous(&s.sushy)?,
+    ];
+    // The heaviest cells once more: memory flat under load stays where the first pass left
+    // it; a leak, or a heap that keeps growing under the same load, shows as a step up.
+    let second_pass = "second pass of the 16-session and 16-connection cells";
+    for (what, who, row) in [
+        (
+            "IPMI",
+            "kubevirt-bmc",
+            ipmi::throughput(s.ours_ipmi, 16, cell, SUITE, PASSWORD).await?,
+        ),
+        (
+            "IPMI",
+            "pyghmi BMC",
+            ipmi::throughput(s.pyghmi_ipmi, 16, cell, SUITE, PASSWORD).await?,
+        ),
+        (
+            "Redfish",
+            "kubevirt-bmc",
+            wrk::run(
+                &format!("https://{}{OUR_SYSTEM}", s.ours_redfish),
+                &basic,
+                16,
+                args.seconds,
+            )?,
+        ),
+        (
+            "Redfish",
+            "sushy-emulator",
+            wrk::run(
+                &format!("https://{}{SUSHY_SYSTEM}", s.sushy_redfish),
+                &basic,
+                16,
+                args.seconds,
+            )?,
+        ),
+    ] {
+        table.note_errors(&format!("{what}, {second_pass}"), who, &row);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let second_anonymous = [
         anonymous(&s.ours)?,
         anonymous(&s.pyghmi)?,
         anonymous(&s.sushy)?,
@@ -564,6 +664,10 @@ async fn main() -> anyhow::Result<()> {
     for (what, kib) in [
         ("idle anonymous memory MiB", idle_anonymous),
         ("after-load anonymous memory MiB", after_anonymous),
+        (
+            "anonymous memory MiB after a second pass of the 16-session and 16-connection cells",
+            second_anonymous,
+        ),
     ] {
         let peers = kib[1] + kib[2];
         table.lines.push(format!(
