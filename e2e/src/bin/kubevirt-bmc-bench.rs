@@ -468,10 +468,18 @@ async fn main() -> anyhow::Result<()> {
         "pyghmi BMC",
         &peer_session,
     );
-    let mut floor_runs = Vec::new();
-    for (floor, io) in [
-        (&s.floor_tokio, "a current-thread tokio runtime, as ours"),
-        (&s.floor_blocking, "a thread blocked in recvfrom"),
+    let mut client_runs = vec![("kubevirt-bmc", ours_runs), ("pyghmi BMC", peer_runs)];
+    for (floor, io, who) in [
+        (
+            &s.floor_tokio,
+            "a current-thread tokio runtime, as ours",
+            "floor (tokio)",
+        ),
+        (
+            &s.floor_blocking,
+            "a thread blocked in recvfrom",
+            "floor (blocking)",
+        ),
     ] {
         let runs = cpu::floor_sessions(
             s.floor_bin.clone(),
@@ -488,14 +496,9 @@ async fn main() -> anyhow::Result<()> {
             "pyghmi BMC session",
             &peer_session,
         );
-        floor_runs.push(runs);
+        client_runs.push((who, runs));
     }
-    for (who, runs) in [
-        ("kubevirt-bmc", ours_runs),
-        ("pyghmi BMC", peer_runs),
-        ("floor (tokio)", floor_runs[0]),
-        ("floor (blocking)", floor_runs[1]),
-    ] {
+    for (who, runs) in client_runs {
         if runs.errors > 0 {
             table.ours_failed |= who == "kubevirt-bmc";
             table.errors.push(format!(
@@ -661,13 +664,11 @@ async fn main() -> anyhow::Result<()> {
             ratio(rss[0] as f64, peers as f64)
         ));
     }
+    let after_second_pass = format!("anonymous memory MiB after a {second_pass}");
     for (what, kib) in [
         ("idle anonymous memory MiB", idle_anonymous),
         ("after-load anonymous memory MiB", after_anonymous),
-        (
-            "anonymous memory MiB after a second pass of the 16-session and 16-connection cells",
-            second_anonymous,
-        ),
+        (after_second_pass.as_str(), second_anonymous),
     ] {
         let peers = kib[1] + kib[2];
         table.lines.push(format!(
