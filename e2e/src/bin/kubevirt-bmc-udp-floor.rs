@@ -1,12 +1,16 @@
 //! The floor under the bench's IPMI CPU row: a UDP server that answers every datagram with
 //! the datagram itself and does nothing else, and a client process that makes as many round
 //! trips as one `ipmitool -I lanplus power status` session (11, counted with strace) and
-//! exits, as ipmitool does. The CPU the echo server spends per client process is what the
-//! kernel and the runtime charge for those datagrams before any IPMI work: no IPMI server on
-//! the same socket API can spend less.
+//! exits, as ipmitool does, pausing before each request as long as ipmitool does. The CPU
+//! the echo server spends per client process is what the kernel and the runtime charge for
+//! those datagrams before any IPMI work: no IPMI server on the same socket API can spend less.
+//!
+//! The pauses matter as much as the count: a server that waits longer between datagrams pays
+//! more for each wake-up (on this 2-vCPU VM a Python client making the same 11 round trips
+//! cost the tokio echo 140-148 µs back to back and 183-188 µs with ipmitool's pauses).
 
 use std::net::{SocketAddr, UdpSocket};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -41,6 +45,18 @@ enum Mode {
         /// Bytes per datagram; ipmitool's lanplus datagrams are 30 to 90 bytes.
         #[arg(long, env = "KUBEVIRT_BMC_FLOOR_DATAGRAM_BYTES", default_value_t = 64)]
         datagram_bytes: usize,
+        /// Microseconds of work before each request, the last repeated for any further round
+        /// trip. The default is ipmitool's: the median gap between our answer and its next
+        /// request over 20 `ipmitool -I lanplus -C 3 power status` sessions against
+        /// `kubevirt-bmc simulate` (`tcpdump -tt -i lo`, 2026-12-03; the gaps are its RAKP
+        /// and AES-CBC work and the output of the answer).
+        #[arg(
+            long,
+            env = "KUBEVIRT_BMC_FLOOR_THINK_MICROS",
+            value_delimiter = ',',
+            default_value = "0,227,247,955,192,192,178,190,192,200,212"
+        )]
+        think_micros: Vec<u64>,
     },
 }
 
@@ -63,7 +79,8 @@ fn main() -> anyhow::Result<()> {
             server,
             round_trips,
             datagram_bytes,
-        } => client(server, round_trips, datagram_bytes),
+            think_micros,
+        } => client(server, round_trips, datagram_bytes, &think_micros),
     }
 }
 
@@ -95,7 +112,12 @@ async fn serve_tokio(listen: SocketAddr) -> anyhow::Result<()> {
     }
 }
 
-fn client(server: SocketAddr, round_trips: u32, datagram_bytes: usize) -> anyhow::Result<()> {
+fn client(
+    server: SocketAddr,
+    round_trips: u32,
+    datagram_bytes: usize,
+    think_micros: &[u64],
+) -> anyhow::Result<()> {
     let socket = UdpSocket::bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
     socket.connect(server)?;
     // ipmitool's own patience for one answer.
@@ -103,6 +125,12 @@ fn client(server: SocketAddr, round_trips: u32, datagram_bytes: usize) -> anyhow
     let mut answer = vec![0u8; datagram_bytes + 1];
     for trip in 0..round_trips {
         let request = vec![trip as u8; datagram_bytes];
+        let think = think_micros
+            .get(trip as usize)
+            .or(think_micros.last())
+            .copied()
+            .unwrap_or(0);
+        work_for(Duration::from_micros(think));
         socket.send(&request)?;
         let n = socket
             .recv(&mut answer)
@@ -112,4 +140,13 @@ fn client(server: SocketAddr, round_trips: u32, datagram_bytes: usize) -> anyhow
         }
     }
     Ok(())
+}
+
+/// Keeps this CPU busy for `time`, as ipmitool computes between datagrams rather than
+/// sleeping: a sleeping client would leave its CPU idle and change the server's wake-ups.
+fn work_for(time: Duration) {
+    let start = Instant::now();
+    while start.elapsed() < time {
+        std::hint::spin_loop();
+    }
 }
