@@ -103,12 +103,30 @@ pub fn etag_of(value: &Value) -> String {
 }
 
 fn etag_of_bytes(bytes: &[u8]) -> String {
-    // FNV-1a: ETags need change detection, not collision resistance against an attacker.
+    // ETags need change detection, not collision resistance against an attacker. A word at
+    // a time: FNV-1a byte by byte, as before, was a chain of 2,200 dependent multiplies for
+    // a ComputerSystem (2.4 µs of a GET's ~75; this takes 0.45 µs). Every step is a
+    // bijection of the state (xor, multiply by an odd constant, xor-shift), so changing one
+    // word always changes the tag, and the shift carries high bits down, which FNV's
+    // multiply alone never does.
+    const MULTIPLIER: u64 = 0xbf58_476d_1ce4_e5b9;
+    let step = |hash: u64, input: u64| {
+        let hash = (hash ^ input).wrapping_mul(MULTIPLIER);
+        hash ^ (hash >> 29)
+    };
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in bytes {
-        hash ^= u64::from(*byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    let mut words = bytes.chunks_exact(8);
+    for word in &mut words {
+        hash = step(
+            hash,
+            u64::from_le_bytes(word.try_into().expect("chunks of 8")),
+        );
     }
+    for byte in words.remainder() {
+        hash = step(hash, u64::from(*byte));
+    }
+    // The length closes the input: bodies that differ only in how they end still differ.
+    hash = step(hash, bytes.len() as u64);
     format!("\"{hash:016x}\"")
 }
 
@@ -405,6 +423,30 @@ pub fn now_unix() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn etags_change_with_every_byte_and_length_and_stay_for_the_same_bytes() {
+        let body: Vec<u8> = (0..2200u32).map(|i| b' ' + (i % 90) as u8).collect();
+        let tag = etag_of_bytes(&body);
+        assert_eq!(etag_of_bytes(&body.clone()), tag);
+        assert!(
+            tag.starts_with('"') && tag.ends_with('"') && tag.len() == 18,
+            "{tag}"
+        );
+        let mut seen = std::collections::HashSet::from([tag.clone()]);
+        for at in 0..body.len() {
+            let mut changed = body.clone();
+            changed[at] ^= 0x01;
+            assert!(
+                seen.insert(etag_of_bytes(&changed)),
+                "a change at byte {at} gave a tag already seen"
+            );
+        }
+        for len in 0..body.len() {
+            assert_ne!(etag_of_bytes(&body[..len]), tag, "length {len}");
+        }
+        assert_ne!(etag_of_bytes(b"abcdefgh\0"), etag_of_bytes(b"abcdefgh"));
+    }
 
     #[test]
     fn dates_are_rfc3339() {
