@@ -490,7 +490,7 @@ async fn main() -> anyhow::Result<()> {
         let (runs, spent) = sessions_charged(&floor.0, runs).await?;
         table.cpu(
             &format!(
-                "floor: bare UDP echo on {io}, the same 11 round trips per client process (no IPMI)"
+                "floor: bare UDP echo on {io}, the same 11 round trips per client process with ipmitool's pauses (no IPMI)"
             ),
             &spent,
             "pyghmi BMC session",
