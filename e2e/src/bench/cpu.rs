@@ -131,8 +131,7 @@ pub async fn ipmitool_sessions(
 
 /// `count` runs of the floor's client process (`kubevirt-bmc-udp-floor client`: as many
 /// round trips as one ipmitool session, each after ipmitool's pause, then exit), `parallel`
-/// at a time, as
-/// [`ipmitool_sessions`] runs ipmitool.
+/// at a time, as [`ipmitool_sessions`] runs ipmitool.
 pub async fn floor_sessions(
     floor: std::path::PathBuf,
     server: SocketAddr,
