@@ -539,18 +539,15 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     let basic = format!("Authorization: {}", https::basic_auth("admin", PASSWORD));
+    // The same resource for every Redfish cell, both passes.
+    let our_system = format!("https://{}{OUR_SYSTEM}", s.ours_redfish);
+    let sushy_system = format!("https://{}{SUSHY_SYSTEM}", s.sushy_redfish);
     for connections in [1u32, 16] {
-        let (ours, ours_cpu) = wrk_charged(
-            &s.ours,
-            &format!("https://{}{OUR_SYSTEM}", s.ours_redfish),
-            &basic,
-            connections,
-            args.seconds,
-            hz,
-        )?;
+        let (ours, ours_cpu) =
+            wrk_charged(&s.ours, &our_system, &basic, connections, args.seconds, hz)?;
         let (peer, peer_cpu) = wrk_charged(
             &s.sushy,
-            &format!("https://{}{SUSHY_SYSTEM}", s.sushy_redfish),
+            &sushy_system,
             &basic,
             connections,
             args.seconds,
@@ -570,12 +567,7 @@ async fn main() -> anyhow::Result<()> {
         session_token(s.ours_redfish, &pki).await?
     );
     for connections in [1u32, 16] {
-        let ours = wrk::run(
-            &format!("https://{}{OUR_SYSTEM}", s.ours_redfish),
-            &token,
-            connections,
-            args.seconds,
-        )?;
+        let ours = wrk::run(&our_system, &token, connections, args.seconds)?;
         table.alone(
             &format!("Redfish HTTPS GET System, session token, {connections} conn."),
             &ours,
@@ -629,22 +621,12 @@ async fn main() -> anyhow::Result<()> {
         (
             "Redfish",
             "kubevirt-bmc",
-            wrk::run(
-                &format!("https://{}{OUR_SYSTEM}", s.ours_redfish),
-                &basic,
-                16,
-                args.seconds,
-            )?,
+            wrk::run(&our_system, &basic, 16, args.seconds)?,
         ),
         (
             "Redfish",
             "sushy-emulator",
-            wrk::run(
-                &format!("https://{}{SUSHY_SYSTEM}", s.sushy_redfish),
-                &basic,
-                16,
-                args.seconds,
-            )?,
+            wrk::run(&sushy_system, &basic, 16, args.seconds)?,
         ),
     ] {
         table.note_errors(&format!("{what}, {second_pass}"), who, &row);
