@@ -874,3 +874,64 @@ async fn bios_settings_are_pending_until_the_next_boot() {
     assert_eq!(system.body["BiosVersion"], "SeaBIOS");
     assert_eq!(system.body["BootProgress"]["LastState"], "OSRunning");
 }
+
+/// The System's body is kept between reads while nothing it shows has changed: every change,
+/// through Redfish or behind its back (IPMI, the VM itself), is in the next read, and the kept
+/// body is the one a fresh build gives.
+#[tokio::test]
+async fn the_system_read_after_any_change_shows_it_and_is_the_same_while_nothing_changes() {
+    let h = Harness::new(0).await;
+    let first = h.call("GET", SYSTEM, None).await;
+    let again = h.call("GET", SYSTEM, None).await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert_eq!(first.body, again.body);
+    assert_eq!(first.headers[header::ETAG], again.headers[header::ETAG]);
+    assert_eq!(
+        first.headers[header::CONTENT_TYPE],
+        "application/json; charset=utf-8"
+    );
+    assert_eq!(first.body["PowerState"], "Off");
+
+    h.machine.power(PowerAction::On).await.unwrap();
+    let on = h.call("GET", SYSTEM, None).await;
+    assert_eq!(on.body["PowerState"], "On");
+    assert_ne!(on.headers[header::ETAG], first.headers[header::ETAG]);
+
+    let pxe = BootOverride {
+        target: BootTarget::Pxe,
+        enabled: kubevirt_bmc::machine::BootOverrideEnabled::Continuous,
+        mode: BootMode::Uefi,
+    };
+    h.machine.set_boot_override(pxe).await.unwrap();
+    let booted = h.call("GET", SYSTEM, None).await;
+    assert_eq!(booted.body["Boot"]["BootSourceOverrideTarget"], "Pxe");
+    assert_eq!(
+        booted.body["Boot"]["BootSourceOverrideEnabled"],
+        "Continuous"
+    );
+
+    h.machine
+        .set_restore_policy(kubevirt_bmc::machine::RestorePolicy::AlwaysOn)
+        .await
+        .unwrap();
+    let restored = h.call("GET", SYSTEM, None).await;
+    assert_eq!(restored.body["PowerRestorePolicy"], "AlwaysOn");
+
+    // A PATCH answers with a document built afresh; the next GET serves the same bytes.
+    let patched = h
+        .call("PATCH", SYSTEM, Some(r#"{"IndicatorLED": "Lit"}"#))
+        .await;
+    assert_eq!(patched.status, StatusCode::OK);
+    let lit = h.call("GET", SYSTEM, None).await;
+    assert_eq!(lit.body["IndicatorLED"], "Lit");
+    assert_eq!(lit.body, patched.body);
+    assert_eq!(lit.headers[header::ETAG], patched.headers[header::ETAG]);
+
+    // The alias and the name have bodies of their own, each naming the Id it was read by.
+    let alias = h.call("GET", "/redfish/v1/Systems/Self", None).await;
+    assert_eq!(alias.body["@odata.id"], "/redfish/v1/Systems/Self");
+    assert_eq!(alias.body["IndicatorLED"], "Lit");
+    let named = h.call("GET", SYSTEM, None).await;
+    assert_eq!(named.body["@odata.id"], SYSTEM);
+    assert_eq!(named.body, lit.body);
+}

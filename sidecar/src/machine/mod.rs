@@ -236,7 +236,8 @@ pub type Result<T, E = MachineError> = std::result::Result<T, E>;
 pub trait Machine: Send + Sync + 'static {
     async fn power_state(&self) -> Result<PowerState>;
 
-    /// Power actions this machine really supports, so front ends advertise no more.
+    /// Power actions this machine really supports, so front ends advertise no more. Fixed
+    /// for the machine's life (front ends cache documents that list them).
     fn supported_actions(&self) -> &[PowerAction];
 
     async fn power(&self, action: PowerAction) -> Result<()>;
@@ -250,7 +251,8 @@ pub trait Machine: Send + Sync + 'static {
 
     async fn set_boot_override(&self, boot: BootOverride) -> Result<()>;
 
-    /// Targets this machine can boot from; others are refused with `NotSupported`.
+    /// Targets this machine can boot from; others are refused with `NotSupported`. Fixed for
+    /// the machine's life, as [`Machine::supported_actions`].
     fn supported_boot_targets(&self) -> &[BootTarget];
 
     async fn media(&self) -> Result<MediaState>;

@@ -92,6 +92,8 @@ pub struct Context {
     /// Where IPMI and Redfish listen, when known.
     pub ipmi_listen: Option<SocketAddr>,
     pub redfish_listen: Option<SocketAddr>,
+    /// The System's last body (see `system_body`).
+    system_body: system::SystemBodyCache,
 }
 
 impl Context {
@@ -139,6 +141,7 @@ impl Context {
             clock_offset_micros: std::sync::atomic::AtomicI64::new(0),
             ipmi_listen: options.ipmi_listen,
             redfish_listen: options.redfish_listen,
+            system_body: Default::default(),
         }))
     }
 }

@@ -21,7 +21,7 @@ pub const MEDIA_ID: &str = "Cd";
 pub const ALIAS: &str = "Self";
 
 /// Names of the resources this service exposes, fixed at start.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ids {
     /// The System and Chassis Id: the VM name.
     pub system: String,

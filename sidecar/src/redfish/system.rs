@@ -1,10 +1,12 @@
 //! The System, its parts, its Chassis, and the two writes Ironic depends on: boot override
 //! and reset.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 
@@ -14,7 +16,9 @@ use super::http::{JsonBody, check_if_match, resource};
 use super::indicators::{self, Indicators};
 use super::models::{self, collection};
 use super::tasks;
-use crate::machine::{BootOverride, PowerAction, PowerState};
+use crate::machine::{
+    BootMode, BootOverride, BootProgress, Inventory, PowerAction, PowerState, RestorePolicy,
+};
 
 impl Context {
     /// Resolves a System (or Chassis) Id: the VM name, its UUID, or [`models::ALIAS`]; the
@@ -37,30 +41,86 @@ impl Context {
         self.system_ids(id).ok_or_else(|| ApiError::not_found(uri))
     }
 
+    /// Everything the System document is made of, read from the machine.
+    async fn system_inputs(&self, ids: &models::Ids) -> ApiResult<SystemInputs> {
+        let machine = self.machine.as_ref();
+        Ok(SystemInputs {
+            ids: ids.clone(),
+            inventory: machine.inventory().await?,
+            power: machine.power_state().await?,
+            boot: machine.boot_override().await?,
+            restore_policy: machine.restore_policy().await?,
+            led: Indicators::load(machine).await?.system,
+            firmware_mode: self.current_firmware().await?.mode,
+            boot_progress: machine.boot_progress().await?,
+        })
+    }
+
     pub async fn system_json(&self, ids: &models::Ids) -> ApiResult<Value> {
+        Ok(self.system_document(&self.system_inputs(ids).await?))
+    }
+
+    fn system_document(&self, inputs: &SystemInputs) -> Value {
         let machine = &self.machine;
-        let inventory = machine.inventory().await?;
-        let power = machine.power_state().await?;
-        let boot = machine.boot_override().await?;
-        let restore_policy = machine.restore_policy().await?;
-        let leds = Indicators::load(machine.as_ref()).await?;
         let mut system = models::system(
-            ids,
-            &inventory,
-            power,
-            &boot,
+            &inputs.ids,
+            &inputs.inventory,
+            inputs.power,
+            &inputs.boot,
             machine.supported_actions(),
             machine.supported_boot_targets(),
         );
-        system["PowerRestorePolicy"] = models::restore_policy_name(restore_policy).into();
-        system["BiosVersion"] =
-            super::bios::bios_version(self.current_firmware().await?.mode).into();
-        system["BootProgress"] = models::boot_progress(machine.boot_progress().await?);
+        system["PowerRestorePolicy"] = models::restore_policy_name(inputs.restore_policy).into();
+        system["BiosVersion"] = super::bios::bios_version(inputs.firmware_mode).into();
+        system["BootProgress"] = models::boot_progress(inputs.boot_progress);
         if let Some(map) = system.as_object_mut() {
-            indicators::properties(leds.system, map);
+            indicators::properties(inputs.led, map);
         }
-        Ok(system)
+        system
     }
+
+    /// The System document's JSON bytes, serialized again only when what it is made of has
+    /// changed. Ironic, Metal3 and bmclib poll the System for its power state, and the state
+    /// rarely moves between two polls: building and serializing the document was a fifth of
+    /// a GET's CPU (perf, `e2e/bench.sh`'s one-connection cell).
+    async fn system_body(&self, ids: &models::Ids) -> ApiResult<Bytes> {
+        let inputs = self.system_inputs(ids).await?;
+        if let Some((cached, body)) = lock(&self.system_body).as_ref()
+            && *cached == inputs
+        {
+            return Ok(body.clone());
+        }
+        let body = Bytes::from(
+            serde_json::to_vec(&self.system_document(&inputs)).expect("a Value always serializes"),
+        );
+        *lock(&self.system_body) = Some((inputs, body.clone()));
+        Ok(body)
+    }
+}
+
+/// What a System document is a pure function of (with the machine's supported actions and
+/// boot targets, which are fixed for its life): equal inputs make equal bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SystemInputs {
+    ids: models::Ids,
+    inventory: Inventory,
+    power: PowerState,
+    boot: BootOverride,
+    restore_policy: RestorePolicy,
+    led: indicators::Led,
+    firmware_mode: BootMode,
+    boot_progress: BootProgress,
+}
+
+/// The last System body served and what it was made of.
+pub type SystemBodyCache = Mutex<Option<(SystemInputs, Bytes)>>;
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The cache holds no invariant a panicking holder could break: a stale entry is only
+    // compared, never trusted.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 pub async fn systems(State(context): State<Arc<Context>>) -> Response {
@@ -77,7 +137,8 @@ pub async fn system(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let ids = context.require_system(&id, &format!("/redfish/v1/Systems/{id}"))?;
-    Ok(resource(context.system_json(&ids).await?))
+    let body = context.system_body(&ids).await?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 /// Applies a PATCH of the System: `Boot`, `PowerRestorePolicy` and the indicator LED are
