@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 
 use super::Context;
+use super::auth::lock;
 use super::errors::{ApiError, ApiResult};
 use super::http::{JsonBody, check_if_match, resource};
 use super::indicators::{self, Indicators};
@@ -114,14 +115,6 @@ pub struct SystemInputs {
 
 /// The last System body served and what it was made of.
 pub type SystemBodyCache = Mutex<Option<(SystemInputs, Bytes)>>;
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // The cache holds no invariant a panicking holder could break: a stale entry is only
-    // compared, never trusted.
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 pub async fn systems(State(context): State<Arc<Context>>) -> Response {
     resource(collection(
