@@ -15,10 +15,13 @@ if ! command -v stress >/dev/null; then
 fi
 logs=target/ci-under-load
 mkdir -p "$logs"
-setsid stress --cpu "$(nproc)" >/dev/null 2>&1 &
+# stress and its workers run in a process group of their own with a watcher that ends the
+# group once this script is gone: a trap cannot run when the script is killed with SIGKILL
+# (a CI timeout), and stress's workers would then spin on for ever.
+setsid bash -c 'stress --cpu "$1" & while kill -0 "$2" 2>/dev/null; do sleep 1; done; kill -- -$$' \
+  load "$(nproc)" "$$" >/dev/null 2>&1 &
 stress_pid=$!
-# stress's workers are its children: end the whole group, also when this script is stopped.
-trap 'kill -- -"$stress_pid" 2>/dev/null || kill "$stress_pid" 2>/dev/null || true' EXIT
+trap 'kill -- -"$stress_pid" 2>/dev/null || true' EXIT
 trap 'exit 130' INT TERM
 for i in $(seq 1 "$runs"); do
   start=$(date +%s)
