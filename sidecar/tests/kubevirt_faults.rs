@@ -283,3 +283,40 @@ async fn power_changes_are_announced() {
         "{event:?}"
     );
 }
+
+/// After an outage longer than the API server's watch window the resourceVersion a watch
+/// resumes from is gone: kube-apiserver answers 410 Expired, and the machine must relist to
+/// see what changed meanwhile rather than keep a stale state or spin on the refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_whose_resource_version_expired_relists_and_sees_what_changed() {
+    let fake = fake().await;
+    let machine = machine(&fake).await;
+    machine.power(PowerAction::On).await.unwrap();
+    power_is(&machine, PowerState::On).await;
+    // The API goes away (open watches cut), the VMI is paused meanwhile, and the history the
+    // watches would resume from is compacted: only a relist can show the pause.
+    fake.freeze_watches(true);
+    fake.set_down(true);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    pause_by_hand(&fake, true);
+    fake.compact();
+    fake.clear_requests();
+    fake.freeze_watches(false);
+    fake.set_down(false);
+    eventually_within("power off, read by a relist", WATCH_BACK_WITHIN, || async {
+        machine.power_state().await.ok() == Some(PowerState::Off)
+    })
+    .await;
+    let requests = fake.requests();
+    let vmis = "/apis/kubevirt.io/v1/namespaces/vms/virtualmachineinstances";
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.is_watch() && r.path == vmis && r.status == 200),
+        "the VMI watch came back: {requests:?}"
+    );
+    assert!(
+        requests.iter().any(|r| !r.is_watch() && r.path == vmis),
+        "the VMIs were listed again: {requests:?}"
+    );
+}

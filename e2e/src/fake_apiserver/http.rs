@@ -695,6 +695,27 @@ fn event_line(kind: &str, object: &Value) -> Bytes {
     Bytes::from(line)
 }
 
+/// A watch from a resourceVersion older than the kept history: the stream opens (200) and
+/// carries one ERROR event with a 410 Expired Status, then ends, as the cacher answers once
+/// authn, authz and admission have passed (`staging/src/k8s.io/apiserver/pkg/storage/cacher/
+/// cacher.go` `Watch`: `newErrWatcher(err)`, with `errors.NewResourceExpired`). Clients relist.
+fn expired_watch(asked: u64, oldest: u64) -> Response<Body> {
+    let status = json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": format!("too old resource version: {asked} ({oldest})"),
+        "reason": "Expired",
+        "code": 410,
+    });
+    Response::builder()
+        .status(200)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Body::from(event_line("ERROR", &status)))
+        .expect("valid response")
+}
+
 fn watch(
     shared: &Arc<Shared>,
     route: Route,
@@ -730,6 +751,11 @@ fn watch(
     let (tx, rx) = mpsc::channel::<Bytes>(64);
     let (initial, mut live, mut last_rv) = {
         let store = shared.store();
+        if let Some((asked, oldest)) =
+            since.and_then(|rv| store.expired(rv).map(|oldest| (rv, oldest)))
+        {
+            return expired_watch(asked, oldest);
+        }
         let live = store.subscribe();
         let initial: Vec<Bytes> = match since {
             Some(rv) => store

@@ -350,6 +350,13 @@ impl FakeApiServer {
         self.shared.watch_epoch.send_modify(|e| *e += 1);
     }
 
+    /// Compacts the event history through the current resourceVersion: a watch that resumes
+    /// from an older one gets 410 Expired and must relist (after an outage longer than the
+    /// API server's watch window, say). `history` starts afresh from here.
+    pub fn compact(&self) {
+        self.shared.store().compact();
+    }
+
     /// Installs or removes CDI: without it `/apis/cdi.kubevirt.io/...` answers 404 as
     /// kube-apiserver does for a group no CRD or aggregated API serves (stored DataVolumes
     /// stay, as CRs do when only the served version goes away).

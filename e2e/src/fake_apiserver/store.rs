@@ -108,6 +108,8 @@ pub struct Store {
     objects: BTreeMap<Key, Value>,
     rv: u64,
     history: Vec<StoredEvent>,
+    /// The resourceVersion the history was last compacted through (0: never).
+    compacted_through: u64,
     live: broadcast::Sender<StoredEvent>,
 }
 
@@ -117,6 +119,7 @@ impl Default for Store {
             objects: BTreeMap::new(),
             rv: 1000,
             history: Vec::new(),
+            compacted_through: 0,
             live: broadcast::channel(1024).0,
         }
     }
@@ -154,6 +157,21 @@ impl Store {
 
     pub fn subscribe(&self) -> broadcast::Receiver<StoredEvent> {
         self.live.subscribe()
+    }
+
+    /// Forgets every event so far, as etcd's compaction and the watch cache's bounded window
+    /// do: a watch may start from the current resourceVersion or later, not from before it.
+    pub fn compact(&mut self) {
+        self.history.clear();
+        self.compacted_through = self.rv;
+    }
+
+    /// For a watch from `rv` whose events are no longer kept: the resourceVersion the history
+    /// now starts after. kube-apiserver's watch cache refuses `rv < oldest - 1`, where
+    /// `oldest` is the first event it still holds (`staging/src/k8s.io/apiserver/pkg/storage/
+    /// cacher/watch_cache.go` `getAllEventsSinceLocked`: "too old resource version").
+    pub fn expired(&self, rv: u64) -> Option<u64> {
+        (rv < self.compacted_through).then_some(self.compacted_through)
     }
 
     /// Events after `rv` (for a watch that resumes).

@@ -578,3 +578,70 @@ async fn lists_page_by_limit_and_continue_as_the_api_server_does() {
         assert_eq!(code, 400, "{bad}");
     }
 }
+
+/// A watch that ends by itself (an error, `timeoutSeconds`): its status and the events it
+/// carried, chunk framing stripped.
+async fn watch_to_end(fake: &FakeApiServer, path: &str) -> (u16, Vec<Value>) {
+    let mut stream = tokio::net::TcpStream::connect(fake.addr()).await.unwrap();
+    stream
+        .write_all(request_text("GET", path, "admin", "application/json", "").as_bytes())
+        .await
+        .unwrap();
+    let mut text = String::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut text))
+        .await
+        .unwrap()
+        .unwrap();
+    let status = text.split(' ').nth(1).unwrap().parse().unwrap();
+    let events = text
+        .split_once("\r\n\r\n")
+        .unwrap()
+        .1
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line.trim()).ok())
+        .filter(Value::is_object)
+        .collect();
+    (status, events)
+}
+
+#[tokio::test]
+async fn a_watch_from_before_a_compaction_gets_410_expired_and_one_from_after_resumes() {
+    let fake = fake().await;
+    fake.grant_all("admin", "system:admin");
+    let vms = "/apis/kubevirt.io/v1/namespaces/vms/virtualmachines";
+    let before = fake.resource_version();
+    fake.modify(Gvr::vm(), NS, "vm1", |vm| {
+        vm["metadata"]["annotations"]["x"] = json!("1")
+    });
+    fake.compact();
+    let after = fake.resource_version();
+    assert!(after > before);
+    let (status, events) =
+        watch_to_end(&fake, &format!("{vms}?watch=true&resourceVersion={before}")).await;
+    assert_eq!(status, 200, "a watch answers its errors as an event");
+    assert_eq!(events.len(), 1, "{events:?}");
+    let status_object = &events[0]["object"];
+    assert_eq!(events[0]["type"], "ERROR");
+    assert_eq!(status_object["kind"], "Status");
+    assert_eq!(status_object["code"], 410);
+    assert_eq!(status_object["reason"], "Expired");
+    assert_eq!(
+        status_object["message"],
+        format!("too old resource version: {before} ({after})")
+    );
+
+    fake.modify(Gvr::vm(), NS, "vm1", |vm| {
+        vm["metadata"]["annotations"]["x"] = json!("2")
+    });
+    let (status, events) = watch_to_end(
+        &fake,
+        &format!(
+            "{vms}?watch=true&resourceVersion={after}&timeoutSeconds=1&fieldSelector=metadata.name%3Dvm1"
+        ),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["type"], "MODIFIED");
+    assert_eq!(events[0]["object"]["metadata"]["annotations"]["x"], "2");
+}
