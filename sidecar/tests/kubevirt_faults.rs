@@ -293,11 +293,13 @@ async fn a_watch_whose_resource_version_expired_relists_and_sees_what_changed() 
     let machine = machine(&fake).await;
     machine.power(PowerAction::On).await.unwrap();
     power_is(&machine, PowerState::On).await;
-    // The API goes away (open watches cut), the VMI is paused meanwhile, and the history the
-    // watches would resume from is compacted: only a relist can show the pause.
+    // The API goes away (every open watch cut, none let in), the VMI is paused meanwhile,
+    // and the history the watches would resume from is compacted: only a relist can show
+    // the pause.
     fake.freeze_watches(true);
     fake.set_down(true);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    fake.break_watches();
+    eventually("every watch cut", || async { fake.open_watches() == 0 }).await;
     pause_by_hand(&fake, true);
     fake.compact();
     fake.clear_requests();

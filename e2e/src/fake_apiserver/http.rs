@@ -695,6 +695,23 @@ fn event_line(kind: &str, object: &Value) -> Bytes {
     Bytes::from(line)
 }
 
+/// Counts a watch response as open until hyper drops its body (the stream ended or the
+/// connection was cut).
+struct OpenWatch(Arc<std::sync::atomic::AtomicUsize>);
+
+impl OpenWatch {
+    fn new(count: Arc<std::sync::atomic::AtomicUsize>) -> OpenWatch {
+        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        OpenWatch(count)
+    }
+}
+
+impl Drop for OpenWatch {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// A watch from a resourceVersion older than the kept history: the stream opens (200) and
 /// carries one ERROR event with a 410 Expired Status, then ends, as the cacher answers once
 /// authn, authz and admission have passed (`staging/src/k8s.io/apiserver/pkg/storage/cacher/
@@ -823,8 +840,11 @@ fn watch(
             }
         }
     });
-    let stream = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|line| (Ok::<_, Infallible>(line), rx))
+    let open = OpenWatch::new(shared.open_watches.clone());
+    let stream = futures::stream::unfold((rx, open), |(mut rx, open)| async move {
+        rx.recv()
+            .await
+            .map(|line| (Ok::<_, Infallible>(line), (rx, open)))
     });
     Response::builder()
         .status(200)

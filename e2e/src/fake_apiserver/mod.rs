@@ -94,6 +94,8 @@ pub(crate) struct Shared {
     pub(crate) cdi_missing: AtomicBool,
     /// Serial console WebSockets now open.
     open_consoles: AtomicUsize,
+    /// Watch responses whose body a client still holds.
+    pub(crate) open_watches: Arc<AtomicUsize>,
     bookmark_interval: Duration,
     webhook: Mutex<Option<admission::MutatingWebhook>>,
 }
@@ -146,6 +148,7 @@ impl FakeApiServer {
             controller_held: AtomicBool::new(false),
             cdi_missing: AtomicBool::new(false),
             open_consoles: AtomicUsize::new(0),
+            open_watches: Arc::new(AtomicUsize::new(0)),
             bookmark_interval: Duration::from_millis(500),
             webhook: Mutex::new(None),
         });
@@ -313,6 +316,12 @@ impl FakeApiServer {
     /// How many VMI serial console WebSockets are open.
     pub fn open_consoles(&self) -> usize {
         self.shared.open_consoles.load(Ordering::SeqCst)
+    }
+
+    /// How many watch responses are still open: lets a test know that a cut has reached
+    /// every client before it changes what they would have seen.
+    pub fn open_watches(&self) -> usize {
+        self.shared.open_watches.load(Ordering::SeqCst)
     }
 
     pub fn requests(&self) -> Vec<RequestRecord> {
