@@ -3,6 +3,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -317,9 +318,7 @@ async fn dispatch(
     if path
         .trim_end_matches('/')
         .starts_with("/apis/cdi.kubevirt.io")
-        && shared
-            .cdi_missing
-            .load(std::sync::atomic::Ordering::Relaxed)
+        && shared.cdi_missing.load(Ordering::Relaxed)
     {
         return status(
             404,
@@ -697,18 +696,18 @@ fn event_line(kind: &str, object: &Value) -> Bytes {
 
 /// Counts a watch response as open until hyper drops its body (the stream ended or the
 /// connection was cut).
-struct OpenWatch(Arc<std::sync::atomic::AtomicUsize>);
+struct OpenWatch(Arc<AtomicUsize>);
 
 impl OpenWatch {
-    fn new(count: Arc<std::sync::atomic::AtomicUsize>) -> OpenWatch {
-        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    fn new(count: Arc<AtomicUsize>) -> OpenWatch {
+        count.fetch_add(1, Ordering::SeqCst);
         OpenWatch(count)
     }
 }
 
 impl Drop for OpenWatch {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
