@@ -694,18 +694,17 @@ fn event_line(kind: &str, object: &Value) -> Bytes {
     Bytes::from(line)
 }
 
-/// Counts a watch response as open until hyper drops its body (the stream ended or the
-/// connection was cut).
-struct OpenWatch(Arc<AtomicUsize>);
+/// Counts something open (a console socket, a watch response) for as long as it lives.
+struct Open(Arc<AtomicUsize>);
 
-impl OpenWatch {
-    fn new(count: Arc<AtomicUsize>) -> OpenWatch {
-        count.fetch_add(1, Ordering::SeqCst);
-        OpenWatch(count)
+impl Open {
+    fn count(counter: &Arc<AtomicUsize>) -> Open {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Open(counter.clone())
     }
 }
 
-impl Drop for OpenWatch {
+impl Drop for Open {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
     }
@@ -767,8 +766,8 @@ fn watch(
     let (tx, rx) = mpsc::channel::<Bytes>(64);
     let (initial, mut live, mut last_rv) = {
         let store = shared.store();
-        if let Some((asked, oldest)) =
-            since.and_then(|rv| store.expired(rv).map(|oldest| (rv, oldest)))
+        if let Some(asked) = since
+            && let Some(oldest) = store.expired(asked)
         {
             return expired_watch(asked, oldest);
         }
@@ -839,7 +838,8 @@ fn watch(
             }
         }
     });
-    let open = OpenWatch::new(shared.open_watches.clone());
+    // Held by the body: hyper drops it when the stream ends or the connection is cut.
+    let open = Open::count(&shared.open_watches);
     let stream = futures::stream::unfold((rx, open), |(mut rx, open)| async move {
         rx.recv()
             .await

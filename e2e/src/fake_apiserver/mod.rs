@@ -93,7 +93,7 @@ pub(crate) struct Shared {
     /// CDI is not installed: its group is not served (discovery and every path 404).
     pub(crate) cdi_missing: AtomicBool,
     /// Serial console WebSockets now open.
-    open_consoles: AtomicUsize,
+    pub(crate) open_consoles: Arc<AtomicUsize>,
     /// Watch responses whose body a client still holds.
     pub(crate) open_watches: Arc<AtomicUsize>,
     bookmark_interval: Duration,
@@ -147,7 +147,7 @@ impl FakeApiServer {
             refused: Mutex::new(Vec::new()),
             controller_held: AtomicBool::new(false),
             cdi_missing: AtomicBool::new(false),
-            open_consoles: AtomicUsize::new(0),
+            open_consoles: Arc::new(AtomicUsize::new(0)),
             open_watches: Arc::new(AtomicUsize::new(0)),
             bookmark_interval: Duration::from_millis(500),
             webhook: Mutex::new(None),

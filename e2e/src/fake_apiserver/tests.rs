@@ -319,6 +319,20 @@ async fn call_as(
     content_type: &str,
     body: &str,
 ) -> (u16, Value) {
+    let (status, body) = exchange(token, fake, method, path, content_type, body).await;
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+/// One request on a connection of its own (`Connection: close`): the status and the raw
+/// body, read to the end.
+async fn exchange(
+    token: &str,
+    fake: &FakeApiServer,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: &str,
+) -> (u16, String) {
     let mut stream = tokio::net::TcpStream::connect(fake.addr()).await.unwrap();
     stream
         .write_all(request_text(method, path, token, content_type, body).as_bytes())
@@ -327,8 +341,8 @@ async fn call_as(
     let mut text = String::new();
     stream.read_to_string(&mut text).await.unwrap();
     let status = text.split(' ').nth(1).unwrap().parse().unwrap();
-    let body = text.split_once("\r\n\r\n").unwrap().1;
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    let body = text.split_once("\r\n\r\n").unwrap().1.to_owned();
+    (status, body)
 }
 
 #[tokio::test]
@@ -582,21 +596,13 @@ async fn lists_page_by_limit_and_continue_as_the_api_server_does() {
 /// A watch that ends by itself (an error, `timeoutSeconds`): its status and the events it
 /// carried, chunk framing stripped.
 async fn watch_to_end(fake: &FakeApiServer, path: &str) -> (u16, Vec<Value>) {
-    let mut stream = tokio::net::TcpStream::connect(fake.addr()).await.unwrap();
-    stream
-        .write_all(request_text("GET", path, "admin", "application/json", "").as_bytes())
-        .await
-        .unwrap();
-    let mut text = String::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut text))
-        .await
-        .unwrap()
-        .unwrap();
-    let status = text.split(' ').nth(1).unwrap().parse().unwrap();
-    let events = text
-        .split_once("\r\n\r\n")
-        .unwrap()
-        .1
+    let (status, body) = tokio::time::timeout(
+        Duration::from_secs(10),
+        exchange("admin", fake, "GET", path, "application/json", ""),
+    )
+    .await
+    .unwrap();
+    let events = body
         .lines()
         .filter_map(|line| serde_json::from_str::<Value>(line.trim()).ok())
         .filter(Value::is_object)

@@ -6,7 +6,6 @@
 //! closed when the VMI goes away or is replaced, as virt-handler does when the domain ends.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use axum::body::Body;
 use futures::{SinkExt, StreamExt};
@@ -19,7 +18,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, frame::coding::
 
 use super::super::store::{EventType, Gvr, Key};
 use super::super::{Grant, Shared};
-use super::{Route, authorize, parse_route, status};
+use super::{Open, Route, authorize, parse_route, status};
 
 pub const PROTOCOL: &str = "plain.kubevirt.io";
 
@@ -157,7 +156,7 @@ async fn serve(
         None,
     )
     .await;
-    let _open = OpenConsole::count(&shared);
+    let _open = Open::count(&shared.open_consoles);
     // The VMI may have gone between the answer and the upgrade.
     let current = shared
         .store()
@@ -224,22 +223,6 @@ async fn serve(
             // The guard `wait_for` yields is not Send: drop it inside.
             () = async { let _ = down.wait_for(|d| *d).await; } => return,
         }
-    }
-}
-
-/// Counts an open console socket for as long as it lives.
-struct OpenConsole(Arc<Shared>);
-
-impl OpenConsole {
-    fn count(shared: &Arc<Shared>) -> OpenConsole {
-        shared.open_consoles.fetch_add(1, Ordering::SeqCst);
-        OpenConsole(shared.clone())
-    }
-}
-
-impl Drop for OpenConsole {
-    fn drop(&mut self) {
-        self.0.open_consoles.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
